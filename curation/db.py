@@ -1,0 +1,212 @@
+"""The catalog: the only module that opens DuckDB.
+
+One file per output root (``<out>/catalog.duckdb``). Only the driver of a step
+writes it (DuckDB allows one writer per file); workers produce Parquet parts that
+:func:`Catalog.ingest_parts` upserts. Every table has a primary key, so a rerun
+replaces rows instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from curation import schema
+
+DDL = """
+CREATE TABLE IF NOT EXISTS videos (
+    video_id VARCHAR PRIMARY KEY, path VARCHAR, sha256 VARCHAR, status VARCHAR, error VARCHAR,
+    duration_s DOUBLE, fps DOUBLE, n_frames BIGINT, width INTEGER, height INTEGER, codec VARCHAR,
+    rotation INTEGER, has_audio BOOLEAN, vfr BOOLEAN, size_bytes BIGINT,
+    ingested_at TIMESTAMP DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS shots (
+    video_id VARCHAR, shot_index INTEGER, start_frame BIGINT, end_frame BIGINT,
+    start_s DOUBLE, end_s DOUBLE, detector VARCHAR, transition VARCHAR,
+    transition_start BIGINT, transition_end BIGINT, transition_score DOUBLE,
+    PRIMARY KEY (video_id, shot_index)
+);
+CREATE TABLE IF NOT EXISTS clips (
+    clip_id VARCHAR PRIMARY KEY, video_id VARCHAR, shot_index INTEGER,
+    start_frame BIGINT, end_frame BIGINT, start_s DOUBLE, end_s DOUBLE,
+    width INTEGER, height INTEGER, fps DOUBLE, path VARCHAR, status VARCHAR, reject_reason VARCHAR,
+    codec VARCHAR, extract_mode VARCHAR, n_frames BIGINT, bytes BIGINT, split_hash VARCHAR,
+    blur DOUBLE, luma DOUBLE, black_border DOUBLE, frozen DOUBLE, motion DOUBLE,
+    text_area DOUBLE, ocr_text VARCHAR, aesthetic DOUBLE, dup_of VARCHAR
+);
+CREATE TABLE IF NOT EXISTS captions (
+    clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, prompt_sha VARCHAR,
+    backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON,
+    created_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (clip_id, lang, kind)
+);
+CREATE TABLE IF NOT EXISTS shards (
+    shard VARCHAR PRIMARY KEY, path VARCHAR, n_samples BIGINT, bytes BIGINT, sha256 VARCHAR,
+    bucket VARCHAR
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, config_yaml VARCHAR,
+    git_sha VARCHAR, counts JSON
+);
+CREATE TABLE IF NOT EXISTS stage_done (
+    item_id VARCHAR, stage VARCHAR, version INTEGER, params_hash VARCHAR,
+    finished_at TIMESTAMP DEFAULT current_timestamp,
+    PRIMARY KEY (item_id, stage, version, params_hash)
+);
+"""
+
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
+    "shots": tuple(f.name for f in dataclasses.fields(schema.Shot)),
+    "clips": tuple(schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)).keys()),
+    "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),
+    "shards": tuple(f.name for f in dataclasses.fields(schema.ShardInfo)),
+    "stage_done": ("item_id", "stage", "version", "params_hash"),
+}
+
+
+class Catalog:
+    """A DuckDB catalog file. Use as a context manager; ``read_only`` for queries."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"no catalog at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self.con.execute(DDL)
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # --- writes -----------------------------------------------------------------
+    def upsert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert or replace rows (by primary key). Returns the number written."""
+        if not rows:
+            return 0
+        cols = TABLE_COLUMNS[table]
+        placeholders = ", ".join("?" for _ in cols)
+        values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
+        self.con.executemany(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES ({placeholders})", values
+        )
+        return len(rows)
+
+    def upsert_objects(self, table: str, objs: Iterable[Any]) -> int:
+        return self.upsert(table, [schema.row(o) for o in objs])
+
+    def ingest_parts(self, part_dirs: Sequence[Path]) -> int:
+        """Upsert every ``<part>/<table>.parquet`` of the given part directories."""
+        n = 0
+        for table, cols in TABLE_COLUMNS.items():
+            files = sorted(str(d / f"{table}.parquet") for d in part_dirs if (d / f"{table}.parquet").exists())
+            if not files:
+                continue
+            col_list = ", ".join(cols)
+            # Later parts win: read all, keep the last row per key (parts are sorted by name).
+            self.con.execute(
+                f"INSERT OR REPLACE INTO {table} ({col_list}) "
+                f"SELECT {col_list} FROM read_parquet(?, union_by_name=true)",
+                [files],
+            )
+            n += len(files)
+        return n
+
+    def mark_done(self, stage: str, version: int, params_hash: str, item_ids: Iterable[str]) -> None:
+        self.upsert(
+            "stage_done",
+            [{"item_id": i, "stage": stage, "version": version, "params_hash": params_hash} for i in item_ids],
+        )
+
+    def record_run(self, run_id: str, started_at: Any, finished_at: Any, config_yaml: str,
+                   git_sha: str, counts: dict[str, Any]) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, started_at, finished_at, config_yaml, git_sha, json.dumps(counts, sort_keys=True)],
+        )
+
+    # --- reads ------------------------------------------------------------------
+    def done_items(self, stage: str, version: int, params_hash: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT item_id FROM stage_done WHERE stage = ? AND version = ? AND params_hash = ?",
+            [stage, version, params_hash],
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
+
+    def dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        cols, rows = self.query(sql, params)
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
+    def videos(self, status: str | None = None) -> list[schema.Video]:
+        where = "WHERE status = ?" if status else ""
+        rows = self.dicts(f"SELECT * FROM videos {where} ORDER BY video_id", [status] if status else None)
+        return [_build(schema.Video, r) for r in rows]
+
+    def shots(self, video_id: str) -> list[schema.Shot]:
+        rows = self.dicts("SELECT * FROM shots WHERE video_id = ? ORDER BY shot_index", [video_id])
+        return [_build(schema.Shot, r) for r in rows]
+
+    def clips(self, where: str = "TRUE", params: Sequence[Any] | None = None) -> list[schema.Clip]:
+        rows = self.dicts(f"SELECT * FROM clips WHERE {where} ORDER BY clip_id", params)
+        out = []
+        for r in rows:
+            scores = schema.ClipScores(**{k: r.pop(k) for k in schema.SCORE_COLUMNS})
+            out.append(_build(schema.Clip, r, scores=scores))
+        return out
+
+    def captions(self, clip_id: str) -> list[schema.Caption]:
+        rows = self.dicts("SELECT * FROM captions WHERE clip_id = ? ORDER BY lang, kind", [clip_id])
+        for r in rows:
+            r["checks"] = r["checks"] if isinstance(r["checks"], str) else json.dumps(r["checks"])
+        return [_build(schema.Caption, r) for r in rows]
+
+    def counts(self) -> dict[str, Any]:
+        """The run summary: videos ok/error, shots, clips kept/rejected per reason, shards."""
+        one = lambda sql: self.con.execute(sql).fetchone()[0]  # noqa: E731
+        reasons = self.con.execute(
+            "SELECT coalesce(reject_reason, '?'), count(*) FROM clips WHERE status = 'rejected' "
+            "GROUP BY 1 ORDER BY 2 DESC, 1"
+        ).fetchall()
+        return {
+            "videos_ok": one("SELECT count(*) FROM videos WHERE status = 'ok'"),
+            "videos_error": one("SELECT count(*) FROM videos WHERE status = 'error'"),
+            "shots": one("SELECT count(*) FROM shots"),
+            "clips_kept": one("SELECT count(*) FROM clips WHERE status = 'kept'"),
+            "clips_rejected": dict(reasons),
+            "shards": one("SELECT count(*) FROM shards"),
+            "shard_samples": one("SELECT coalesce(sum(n_samples), 0) FROM shards"),
+        }
+
+
+def _sql_value(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+    return v
+
+
+def _build(cls: type, r: dict[str, Any], **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in r.items() if k in names}, **extra)
+
+
+def query_readonly(db_path: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one SQL statement on a catalog opened read-only (``vidloom query``)."""
+    with Catalog(db_path, read_only=True) as cat:
+        return cat.query(sql)

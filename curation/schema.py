@@ -1,0 +1,193 @@
+"""The vidloom data contract: one typed, slotted dataclass per catalog row.
+
+Every other module imports these; nothing redefines them. This module must not
+import torch (it is loaded by the CLI, the catalog and Ray workers alike).
+
+Identity (DESIGN.md "Identity, resume and nothing lost"):
+    video_id = first 16 hex chars of the sha256 of the file's bytes.
+    clip_id  = sha256(video_id, start_frame, end_frame, split-params hash)[:16].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ID_LEN = 16
+
+VideoStatus = Literal["ok", "error"]
+ClipStatus = Literal["kept", "rejected"]
+Transition = Literal["start", "cut", "dissolve", "fade"]
+
+
+def short_hash(*parts: object) -> str:
+    """Stable short hex id of the given parts (joined by NUL)."""
+    h = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8"))
+    return h.hexdigest()[:ID_LEN]
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """Stable hash of a (JSON-serialisable) parameter dict, independent of key order."""
+    return short_hash(json.dumps(params, sort_keys=True, default=str))
+
+
+def clip_id_for(video_id: str, start_frame: int, end_frame: int, split_hash: str) -> str:
+    return short_hash(video_id, start_frame, end_frame, split_hash)
+
+
+@dataclass(slots=True)
+class Video:
+    """One input file. A file that cannot be used still gets a row (status='error')."""
+
+    video_id: str
+    path: str
+    sha256: str
+    status: VideoStatus = "ok"
+    error: str | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    n_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+    rotation: int = 0
+    has_audio: bool = False
+    vfr: bool = False
+    size_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Shot:
+    """A raw shot: frames [start_frame, end_frame) between two transitions.
+
+    ``transition`` says how this shot was entered: 'start' (first shot), 'cut',
+    'dissolve' or 'fade'. For gradual transitions ``transition_start`` /
+    ``transition_end`` give the transition's frame span [start, end), which belongs
+    to neither neighbouring shot.
+    """
+
+    video_id: str
+    shot_index: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    detector: str
+    transition: Transition = "start"
+    transition_start: int | None = None
+    transition_end: int | None = None
+    transition_score: float | None = None
+
+
+@dataclass(slots=True)
+class ClipScores:
+    """Per-clip measurements. Each is a real catalog column; None = not measured."""
+
+    blur: float | None = None
+    luma: float | None = None
+    black_border: float | None = None
+    frozen: float | None = None
+    motion: float | None = None
+    text_area: float | None = None
+    ocr_text: str | None = None
+    aesthetic: float | None = None
+    dup_of: str | None = None
+
+
+@dataclass(slots=True)
+class Clip:
+    """A span of one shot, extracted to its own file. Kept or rejected, it keeps its row."""
+
+    clip_id: str
+    video_id: str
+    shot_index: int
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    width: int
+    height: int
+    fps: float
+    path: str | None = None
+    status: ClipStatus = "kept"
+    reject_reason: str | None = None
+    codec: str | None = None
+    extract_mode: str | None = None  # 'copy' | 'reencode'
+    n_frames: int = 0
+    bytes: int = 0
+    split_hash: str = ""
+    scores: ClipScores = field(default_factory=ClipScores)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(slots=True)
+class Caption:
+    clip_id: str
+    lang: Literal["en", "zh"]
+    text: str
+    kind: Literal["dense", "short"] = "dense"
+    model: str = ""
+    prompt_sha: str = ""
+    backend: str = ""
+    tokens: int = 0
+    finish_reason: str = ""
+    checks: str = "{}"
+
+
+@dataclass(slots=True)
+class ShardSample:
+    """One WebDataset sample: ``__key__`` = clip_id plus extension-named fields."""
+
+    key: str
+    mp4: bytes
+    meta: dict[str, Any]
+    en_txt: str | None = None
+    zh_txt: str | None = None
+    jpg: bytes | None = None
+
+    def to_wds(self) -> dict[str, Any]:
+        sample: dict[str, Any] = {
+            "__key__": self.key,
+            "mp4": self.mp4,
+            "json": json.dumps(self.meta, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+        }
+        if self.en_txt is not None:
+            sample["en.txt"] = self.en_txt.encode("utf-8")
+        if self.zh_txt is not None:
+            sample["zh.txt"] = self.zh_txt.encode("utf-8")
+        if self.jpg is not None:
+            sample["jpg"] = self.jpg
+        return sample
+
+
+@dataclass(slots=True)
+class ShardInfo:
+    shard: str  # path relative to the shards root, e.g. '480p/16x9/2-5s/000000.tar'
+    path: str
+    n_samples: int
+    bytes: int
+    sha256: str
+    bucket: str
+
+
+def clip_row(clip: Clip) -> dict[str, Any]:
+    """Flatten a Clip (scores become top-level columns) for the catalog."""
+    row = {f.name: getattr(clip, f.name) for f in dataclasses.fields(clip) if f.name != "scores"}
+    row.update(dataclasses.asdict(clip.scores))
+    return row
+
+
+def row(obj: Any) -> dict[str, Any]:
+    """A dataclass as a flat dict; Clip rows get their scores flattened."""
+    if isinstance(obj, Clip):
+        return clip_row(obj)
+    return dataclasses.asdict(obj)
+
+
+SCORE_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ClipScores))

@@ -1,0 +1,1 @@
+"""Stages, the tasks they pass along, and the runners that execute them."""

@@ -1,0 +1,64 @@
+"""The stage abstraction.
+
+A stage is one small dataclass: its fields are its configuration, ``setup()`` loads
+models once per worker, ``process()`` does the work on one task and returns the
+task, a list of tasks (fan-out) or None (drop). Resources are declared on the
+class; the runner (sequential or Ray Data) maps them. Stages never know which
+executor runs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from curation.schema import params_hash
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one worker of a stage needs.
+
+    Attributes:
+        cpus: CPU cores per worker (Ray ``num_cpus``).
+        gpus: GPUs per worker.
+        actors: run as a pool of this many long-lived actors (stateful stages that
+            load a model in ``setup()``); None runs stateless Ray tasks.
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    actors: int | None = None
+
+
+class Stage(ABC, Generic[In, Out]):
+    """Base class for every pipeline stage (subclasses are dataclasses)."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    resources: ClassVar[Resources] = Resources()
+    batch_size: ClassVar[int] = 1
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load models or open resources once per worker."""
+
+    @abstractmethod
+    def process(self, task: In) -> Out | list[Out] | None:
+        """Do the work on one task."""
+
+    def params(self) -> dict[str, Any]:
+        """The configuration that determines this stage's output."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        return {}
+
+    def params_hash(self) -> str:
+        return params_hash({"stage": self.name, "version": self.version, **self.params()})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params()})"
