@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS videos (
     rotation INTEGER, has_audio BOOLEAN, vfr BOOLEAN, size_bytes BIGINT,
     ingested_at TIMESTAMP DEFAULT current_timestamp
 );
+CREATE TABLE IF NOT EXISTS files (
+    path VARCHAR PRIMARY KEY, video_id VARCHAR, size_bytes BIGINT, status VARCHAR, error VARCHAR
+);
 CREATE TABLE IF NOT EXISTS shots (
     video_id VARCHAR, shot_index INTEGER, start_frame BIGINT, end_frame BIGINT,
     start_s DOUBLE, end_s DOUBLE, detector VARCHAR, transition VARCHAR,
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS stage_done (
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
+    "files": tuple(f.name for f in dataclasses.fields(schema.InputFile)),
     "shots": tuple(f.name for f in dataclasses.fields(schema.Shot)),
     "clips": tuple(schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)).keys()),
     "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),

@@ -60,6 +60,18 @@ class Video:
 
 
 @dataclass(slots=True)
+class InputFile:
+    """One input path. Identical bytes under several paths share one ``videos`` row; every
+    path still gets a ``files`` row (status 'ok', 'duplicate' or 'error')."""
+
+    path: str
+    video_id: str
+    size_bytes: int
+    status: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class Shot:
     """A raw shot: frames [start_frame, end_frame) between two transitions.
 

@@ -1,0 +1,58 @@
+# vidloom: `make demo` and `make test` set up everything on a fresh machine (idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vidloom-installed
+EXTRAS ?= video,flows,caption,dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export RAY_USAGE_STATS_ENABLED=0
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+.PHONY: demo test install system-deps prefect-server deploy bench lint clean
+
+system-deps:
+	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null \
+	   || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] \
+	   || [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then \
+	  echo "installing ffmpeg and fonts (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core fonts-wqy-microhei >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU torch wheel first (see ENVIRONMENT notes in the README)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+demo: install
+	$(VENV)/bin/vidloom samples demo samples/demo
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny
+
+test: install
+	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: install
+	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+prefect-server: install
+	PREFECT_HOME=$(CURDIR)/.prefect $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+deploy: install
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
+	  $(VENV)/bin/vidloom deploy $${WATCH:-samples/demo} --out $${OUT:-out/watch} --cron "$${CRON:-*/15 * * * *}" --preset tiny
+
+bench: install
+	$(VENV)/bin/vidloom bench split
+	$(VENV)/bin/vidloom bench curate
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf out samples .prefect

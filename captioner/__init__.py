@@ -1,0 +1,1 @@
+"""captioner: see DESIGN.md (built in later issues)."""

@@ -1,0 +1,1 @@
+"""Thin Prefect flows and deployments: parameters, retries, schedules; no data logic."""

@@ -1,0 +1,73 @@
+"""The curation flow: ingest -> split -> clips -> export, one Prefect task per coarse step.
+
+Prefect holds parameters, retries, schedules and run history; Ray Data runs the
+items inside each step (pipelines/runner.py). Each task is idempotent (the steps
+skip finished items), so a Prefect retry or a rerun after a kill resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from pipelines import curate
+from pipelines.config import CurateConfig, apply, default
+
+
+def _cfg(config: dict[str, Any] | None) -> CurateConfig:
+    cfg = default()
+    apply(cfg, config or {})
+    return cfg
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=5)
+def ingest_task(sources: list[str], out: str, config: dict[str, Any]) -> dict[str, int]:
+    return curate.run_step_by_name("ingest", sources, out, _cfg(config))
+
+
+@task(name="split", retries=2, retry_delay_seconds=5)
+def split_task(out: str, config: dict[str, Any]) -> dict[str, int]:
+    return curate.run_step_by_name("split", [], out, _cfg(config))
+
+
+@task(name="clips", retries=2, retry_delay_seconds=5)
+def clips_task(out: str, config: dict[str, Any]) -> dict[str, int]:
+    return curate.run_step_by_name("clips", [], out, _cfg(config))
+
+
+@task(name="export", retries=2, retry_delay_seconds=5)
+def export_task(out: str, config: dict[str, Any]) -> dict[str, int]:
+    return curate.run_step_by_name("export", [], out, _cfg(config))
+
+
+@task(name="record-run")
+def record_task(out: str, config: dict[str, Any], started_at: str, steps: dict[str, Any]) -> dict[str, Any]:
+    return curate.finish_run(out, _cfg(config), started_at, steps)
+
+
+@flow(name="vidloom-curate", log_prints=True)
+def curate_flow(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Curate ``sources`` (files, directories, globs) into ``out`` (catalog, clips, shards)."""
+    config = config or {}
+    started = curate.now_iso()
+    steps = {
+        "ingest": ingest_task(sources, out, config),
+        "split": split_task(out, config),
+        "clips": clips_task(out, config),
+        "export": export_task(out, config),
+    }
+    summary = record_task(out, config, started, steps)
+    get_run_logger().info("curated %s: %s", out, summary)
+    return summary
+
+
+def serve_watch(watch_dir: str, out: str, cron: str, config: dict[str, Any] | None = None,
+                name: str = "watch") -> None:
+    """Register a deployment that curates ``watch_dir`` on ``cron`` and serve its runs.
+
+    Each scheduled run ingests only files it has not seen (the ingest step skips
+    done items), so new files in the directory are curated as they arrive.
+    """
+    curate_flow.serve(name=name, cron=cron,
+                      parameters={"sources": [watch_dir], "out": out, "config": config or {}})

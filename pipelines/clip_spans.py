@@ -1,0 +1,54 @@
+"""Clip spans: which frame ranges of a shot become clips (a pure function).
+
+A shot [start, end) is trimmed at both ends (cuts often leave a frame of motion
+blur or compression residue), then cut into windows of at most ``max_s`` seconds
+that start every ``stride_s`` seconds. The trailing remainder is emitted too, even
+when it is shorter than ``min_s``: a minimum length is a *filter* decision, so the
+short span gets a catalog row with ``reject_reason='too_short'`` rather than
+vanishing here.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def clip_spans(start_frame: int, end_frame: int, fps: float, min_s: float, max_s: float,
+               stride_s: float, trim_start_frames: int = 0, trim_end_frames: int = 0) -> list[tuple[int, int]]:
+    """Frame spans [s, e) of the clips cut from one shot.
+
+    Args:
+        start_frame: first frame of the shot.
+        end_frame: one past the shot's last frame.
+        fps: frames per second, used to turn seconds into frames.
+        min_s: shortest useful clip, seconds; validated only, the filter stage enforces it.
+        max_s: longest clip, seconds.
+        stride_s: step between window starts, seconds (== max_s: back-to-back windows;
+            < max_s: overlapping windows).
+        trim_start_frames: frames dropped at the start of the shot.
+        trim_end_frames: frames dropped at the end of the shot.
+
+    Returns:
+        Sorted, non-empty spans inside the trimmed shot.
+    """
+    if fps <= 0 or max_s <= 0 or stride_s <= 0 or min_s > max_s:
+        raise ValueError(f"need fps, max_s, stride_s > 0 and min_s <= max_s (got {fps}, {min_s}, {max_s}, {stride_s})")
+    s = start_frame + trim_start_frames
+    e = end_frame - trim_end_frames
+    if e - s < 1:  # a shot shorter than its trims keeps its untrimmed span
+        s, e = start_frame, end_frame
+    if e - s < 1:
+        return []
+    max_f = max(1, math.floor(max_s * fps + 1e-6))
+    stride_f = max(1, math.floor(stride_s * fps + 1e-6))
+    if e - s <= max_f:
+        return [(s, e)]
+    spans: list[tuple[int, int]] = []
+    a = s
+    while a < e:
+        b = min(e, a + max_f)
+        spans.append((a, b))
+        if b == e:
+            break
+        a += stride_f
+    return spans

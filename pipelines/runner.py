@@ -1,0 +1,221 @@
+"""Runners: push tasks through a list of stages, in-process or on Ray Data.
+
+Both runners share one contract (``apply_stage``), so a test on the sequential
+runner says what the Ray runner does:
+
+* ``process()`` returns a task, a list of tasks (fan-out) or None (drop).
+* A task whose ``error`` attribute is set is forwarded unchanged: later stages
+  never see it in ``process()``.
+* If ``process()`` raises on a task that has an ``error`` attribute, the runner
+  sets ``task.error = "<stage.name>: <ExceptionType>: <message>"`` and forwards
+  the task; the run goes on. A task without an ``error`` attribute cannot carry
+  the failure, so the exception propagates and the run fails.
+
+Ray mapping (DESIGN.md "Prefect x Ray"): tasks travel as pickled bytes in a
+single binary column, one ``map_batches`` per stage. A stage that declares
+``resources.actors`` runs in a fixed pool of that many actors, each calling
+``setup()`` once; other stages run as Ray tasks with ``num_cpus``/``num_gpus``
+and call ``setup()`` lazily, once per worker copy of the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import cloudpickle
+import pyarrow as pa
+from tqdm import tqdm
+
+from pipelines.config import RuntimeConfig
+from pipelines.stage import Stage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_INPUT_BLOCKS = 200  # one block per input item up to this, so few long items still spread out
+
+
+class Runner(Protocol):
+    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
+            desc: str = "") -> Iterator[Any]:
+        """Yield the output tasks of the last stage (in any order)."""
+        ...
+
+    def shutdown(self) -> None: ...
+
+
+def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
+    """Run one stage on one task with the shared fan-out, drop and error semantics."""
+    if getattr(task, "error", None):
+        return [task]
+    try:
+        out = stage.process(task)
+    except Exception as e:
+        if not hasattr(task, "error"):
+            raise
+        log.warning("%s failed on %r", stage.name, task, exc_info=True)
+        task.error = f"{stage.name}: {type(e).__name__}: {e}"
+        return [task]
+    if out is None:
+        return []
+    return out if isinstance(out, list) else [out]
+
+
+class SequentialRunner:
+    """Runs every stage in this process, depth-first; used by tests and small jobs."""
+
+    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
+            desc: str = "") -> Iterator[Any]:
+        for stage in stages:
+            stage.setup()
+        bars = [
+            tqdm(desc=f"{desc} {s.name}".strip(), unit="task", position=i, disable=not progress, leave=False)
+            for i, s in enumerate(stages)
+        ]
+        try:
+            for task in tasks:
+                yield from self._push(stages, bars, 0, task)
+        finally:
+            for bar in bars:
+                bar.close()
+
+    def _push(self, stages: list[Stage[Any, Any]], bars: list[tqdm], i: int, task: Any) -> Iterator[Any]:
+        if i == len(stages):
+            yield task
+            return
+        outs = apply_stage(stages[i], task)
+        bars[i].update(1)
+        for out in outs:
+            yield from self._push(stages, bars, i + 1, out)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _process_table(stage: Stage[Any, Any], batch: pa.Table) -> pa.Table:
+    tasks = [pickle.loads(blob) for blob in batch.column("task").to_pylist()]
+    outs = [out for task in tasks for out in apply_stage(stage, task)]
+    return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary())})
+
+
+class _StageTaskFn:
+    """A stateless stage as a Ray Data function; ``setup()`` on first use in each worker copy."""
+
+    stage_blob: ClassVar[bytes]
+
+    def __init__(self) -> None:
+        self.stage: Stage[Any, Any] | None = None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.stage is None:
+            self.stage = pickle.loads(self.stage_blob)
+            self.stage.setup()
+        return _process_table(self.stage, batch)
+
+
+class _StageActor:
+    """A stateful stage as a Ray Data callable class: one ``setup()`` per actor."""
+
+    stage_blob: ClassVar[bytes]
+
+    def __init__(self) -> None:
+        self.stage: Stage[Any, Any] = pickle.loads(self.stage_blob)
+        self.stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _process_table(self.stage, batch)
+
+
+def _bind(base: type[T], stage: Stage[Any, Any]) -> type[T]:
+    """A subclass of ``base`` carrying the stage, named after it (Ray shows the name).
+
+    The stage travels as cloudpickle bytes in a class attribute, like the tasks: Ray's
+    own pickler never imports its module, and the actor has no constructor arguments
+    to keep alive in the object store.
+    """
+    return type(type(stage).__name__, (base,), {"stage_blob": cloudpickle.dumps(stage)})
+
+
+class RayRunner:
+    """Runs the stages as one streaming Ray Data pipeline.
+
+    Args:
+        address: Ray cluster to connect to; defaults to ``RAY_ADDRESS``, else a local
+            ``ray.init``.
+        num_cpus: CPUs for a local cluster (None = all).
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_cpus = num_cpus
+        self._owns_ray = False
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        self._owns_ray = True
+
+    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
+            desc: str = "") -> Iterator[Any]:
+        import ray.data
+
+        self._init()
+        blobs = [{"task": cloudpickle.dumps(t)} for t in tasks]
+        if not blobs:
+            return
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ctx.enable_operator_progress_bars = progress
+        ctx.print_on_execution_start = progress
+        ctx.enable_auto_log_stats = False
+        ctx.execution_options.verbose_progress = False
+        ds: ray.data.Dataset = ray.data.from_items(
+            blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS))
+        del blobs
+        for stage in stages:
+            res = stage.resources
+            fn: Any
+            if res.actors:  # a model stage: a fixed pool, setup() once per actor
+                fn, compute = _bind(_StageActor, stage), ray.data.ActorPoolStrategy(size=res.actors)
+            else:  # stateless: plain Ray tasks, as many as the resources allow
+                fn, compute = _bind(_StageTaskFn, stage)(), None
+            ds = ds.map_batches(fn, compute=compute, batch_size=stage.batch_size, batch_format="pyarrow",
+                                num_cpus=res.cpus, num_gpus=res.gpus or None)
+        # Without progress, also hush Ray Data's "bars disabled" / "execution finished" lines.
+        data_log = logging.getLogger("ray.data")
+        level = data_log.level
+        if not progress:
+            data_log.setLevel(logging.ERROR)
+        try:
+            for row in ds.iter_rows():
+                yield pickle.loads(row["task"])
+        finally:
+            data_log.setLevel(level)
+
+    def shutdown(self) -> None:
+        """Disconnect from (or stop) the Ray cluster this runner started."""
+        import ray
+
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+
+def make_runner(runtime_cfg: RuntimeConfig) -> Runner:
+    if runtime_cfg.runner == "sequential":
+        return SequentialRunner()
+    if runtime_cfg.runner == "ray":
+        return RayRunner(address=runtime_cfg.ray_address, num_cpus=runtime_cfg.num_cpus)
+    raise ValueError(f"unknown runner {runtime_cfg.runner!r}; choose 'ray' or 'sequential'")

@@ -1,0 +1,279 @@
+"""Shot-transition detection on the decoded 48x27 frames: pure NumPy functions.
+
+The detector is a cascade:
+
+1. ``propose``: cheap per-frame signals (pixel difference to the previous frame
+   and colour-histogram distance between the frames before and after, at several
+   time scales) mark the frames where a transition is *possible*. Anything still
+   or smoothly moving is skipped. Recall comes first: proposals are padded and
+   merged generously.
+2. TransNetV2 scores only the proposed ranges (pipelines/transnet.py).
+3. ``transitions_from_predictions`` turns probabilities into transitions: a hard
+   cut at the exact frame where the new shot starts (the pixel-difference peak),
+   or a gradual span (dissolve, or a fade when it passes through black).
+4. ``suppress_false_transitions`` removes flashes, occlusions and camera whips: if
+   the picture just before and just after a short event is the same, no shot changed.
+5. ``shots_from_transitions`` turns transitions into contiguous Shot spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HIST_BINS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Frames [start, end) of a transition; the next shot starts at ``end``.
+
+    A hard cut has start == end == the first frame of the new shot.
+    """
+
+    start: int
+    end: int
+    kind: str  # 'cut' | 'dissolve' | 'fade'
+    score: float
+
+
+def frame_diff(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute difference (0-255) of each frame to the previous one; [N], d[0] = 0."""
+    n = len(frames)
+    out = np.zeros(n, np.float32)
+    for s in range(1, n, 4096):  # chunked: bounded int16 temporaries on long videos
+        e = min(n, s + 4096)
+        a = frames[s - 1 : e - 1].astype(np.int16)
+        b = frames[s:e].astype(np.int16)
+        out[s:e] = np.abs(b - a).mean(axis=(1, 2, 3))
+    return out
+
+
+def color_histograms(frames: np.ndarray) -> np.ndarray:
+    """Per-frame normalised RGB histograms, [N, 3 * HIST_BINS] float32 (each channel sums to 1)."""
+    n = len(frames)
+    out = np.zeros((n, 3 * HIST_BINS), np.float32)
+    offs = (np.arange(3) * HIST_BINS).astype(np.int64)
+    px = frames.shape[1] * frames.shape[2] if n else 1
+    for s in range(0, n, 4096):
+        f = frames[s : s + 4096]
+        bins = (f.reshape(len(f), -1, 3) // (256 // HIST_BINS)).astype(np.int64) + offs
+        flat = bins + (np.arange(len(f)) * 3 * HIST_BINS)[:, None, None]
+        out[s : s + len(f)] = np.bincount(flat.ravel(), minlength=len(f) * 3 * HIST_BINS).reshape(len(f), -1) / px
+    return out
+
+
+def _window_hist_distance(hist: np.ndarray, k: int) -> np.ndarray:
+    """L1 distance/6 (0..1) between the mean histograms of frames [t-k, t) and [t, t+k)."""
+    n = len(hist)
+    c = np.concatenate([np.zeros((1, hist.shape[1]), np.float64), np.cumsum(hist, axis=0, dtype=np.float64)])
+    t = np.arange(n)
+    lo, hi = np.clip(t - k, 0, n), np.clip(t + k, 0, n)
+    before = (c[t] - c[lo]) / np.maximum(t - lo, 1)[:, None]
+    after = (c[hi] - c[t]) / np.maximum(hi - t, 1)[:, None]
+    d = np.abs(after - before).sum(axis=1) / 6.0
+    d[(t - lo) == 0] = 0.0
+    return d.astype(np.float32)
+
+
+def _local_median(x: np.ndarray, radius: int) -> np.ndarray:
+    """Median of x over [t-radius, t+radius] (edge-padded), computed on a strided grid for speed."""
+    n = len(x)
+    if n == 0:
+        return x
+    step = max(1, radius // 2)
+    centres = np.arange(0, n, step)
+    pad = np.pad(x, radius, mode="edge")
+    meds = np.array([np.median(pad[c : c + 2 * radius + 1]) for c in centres], np.float32)
+    return np.interp(np.arange(n), centres, meds).astype(np.float32)
+
+
+def propose(frames: np.ndarray, hist_threshold: float = 0.08, diff_ratio: float = 2.5,
+            diff_min: float = 4.0, pad: int = 16) -> list[tuple[int, int]]:
+    """Frame ranges [start, end) where a transition may be; the rest is safe to skip.
+
+    A frame is proposed when its difference to the previous frame stands out from the
+    local motion level (hard cuts, flashes), or when it is a local peak of the colour
+    distance between the frames before and after it at a 2- or 8-frame scale
+    (dissolves and fades up to ~2 s change the histogram across 16 frames). Only peaks
+    are proposed, so one transition costs one TransNetV2 window, not its whole
+    neighbourhood. Proposals are padded by ``pad`` frames and merged.
+    """
+    n = len(frames)
+    if n < 2:
+        return []
+    d = frame_diff(frames)
+    hot = (d > diff_min) & (d > diff_ratio * (_local_median(d, 25) + 0.5))
+    hist = color_histograms(frames)
+    for k in (2, 8):
+        w = _window_hist_distance(hist, k)
+        hot |= (w > hist_threshold) & (w >= _running_max(w, k))
+    return _merge_ranges(np.flatnonzero(hot), pad, n)
+
+
+def _running_max(x: np.ndarray, radius: int) -> np.ndarray:
+    """max(x[t-radius : t+radius+1]) for every t."""
+    pad = np.pad(x, radius, mode="constant", constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * radius + 1)
+    return win.max(axis=1)
+
+
+def _merge_ranges(idx: np.ndarray, pad: int, n: int) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for i in idx.tolist():
+        a, b = max(0, i - pad), min(n, i + pad + 1)
+        if ranges and a <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], b))
+        else:
+            ranges.append((a, b))
+    return ranges
+
+
+def transitions_from_predictions(single: np.ndarray, many: np.ndarray, diff: np.ndarray,
+                                 black: np.ndarray, threshold: float = 0.5) -> list[Transition]:
+    """Turn TransNetV2 probabilities into transitions with exact frames.
+
+    An event is a run of frames whose single-frame probability exceeds ``threshold``,
+    widened to the run of many-hot probability > 0.5 around it. An event of <= 3
+    frames, or one whose pixel change is concentrated in one frame, is a hard cut at
+    the pixel-difference peak; longer events are gradual ('fade' when they reach a
+    black frame, otherwise 'dissolve').
+    """
+    n = len(single)
+    out: list[Transition] = []
+    above = single > threshold
+    i = 0
+    while i < n:
+        if not above[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and above[j + 1]:
+            j += 1
+        s, e = i, j
+        while s - 1 >= 0 and many[s - 1] > 0.5:
+            s -= 1
+        while e + 1 < n and many[e + 1] > 0.5:
+            e += 1
+        score = float(single[i : j + 1].max())
+        lo, hi = max(1, s - 1), min(n, e + 3)
+        seg = diff[lo:hi]
+        peak = lo + int(np.argmax(seg)) if len(seg) else min(n - 1, e + 1)
+        concentrated = len(seg) > 0 and seg.max() > 0.6 * seg.sum()
+        if e - s + 1 <= 3 or concentrated:
+            out.append(Transition(peak, peak, "cut", score))
+        else:
+            kind = "fade" if black[s : e + 1].any() else "dissolve"
+            out.append(Transition(s, e + 1, kind, score))
+        i = max(j, e) + 1
+    return out
+
+
+def black_frames(frames: np.ndarray, black_luma: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """(is_black [N] bool, mean luma [N] float32): black = dark AND flat (not a dark scene)."""
+    n = len(frames)
+    luma = np.zeros(n, np.float32)
+    std = np.zeros(n, np.float32)
+    for s in range(0, n, 4096):
+        y = frames[s : s + 4096].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        luma[s : s + len(y)] = y.mean(axis=(1, 2))
+        std[s : s + len(y)] = y.std(axis=(1, 2))
+    return (luma < black_luma) & (std < 12.0), luma
+
+
+def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> list[Transition]:
+    """Fold fades through black into single 'fade' transitions.
+
+    Every run of black frames strictly inside the video, widened over the fade-out
+    before it (luma falling) and the fade-in after it (luma rising), is one fade
+    transition; model events that overlap it are absorbed into it.
+    """
+    n = len(black)
+    fades: list[Transition] = []
+    i = 0
+    while i < n:
+        if not black[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and black[j]:
+            j += 1
+        if i > 0 and j < n:
+            a, b = i, j
+            while a - 1 > 0 and luma[a - 1] > luma[a] + 0.5:
+                a -= 1
+            while b < n - 1 and luma[b + 1] > luma[b] + 0.5:
+                b += 1
+            # a is the last steady frame before the fade-out, b the first steady one after the fade-in.
+            fades.append(Transition(a + 1 if a < i else a, b, "fade", 1.0))
+        i = j
+    out = list(fades)
+    for t in trs:
+        hit = [k for k, f in enumerate(out[: len(fades)]) if t.start <= f.end and t.end >= f.start - 1]
+        if hit:
+            k = hit[0]
+            f = out[k]
+            out[k] = Transition(min(f.start, t.start), max(f.end, t.end), "fade", max(f.score, t.score))
+        else:
+            out.append(t)
+    return sorted(out, key=lambda t: t.start)
+
+
+def suppress_false_transitions(trs: list[Transition], frames: np.ndarray, diff: np.ndarray,
+                               max_frames: int = 8) -> list[Transition]:
+    """Drop events after which the same picture resumes (flashes, occlusions, whips).
+
+    Applies to events (and pairs of consecutive events) spanning at most
+    ``max_frames``: if the frame before the event and the frame after it differ no
+    more than ordinary frame-to-frame motion there, no shot changed.
+    """
+    n = len(frames)
+
+    def same_scene(a: int, b: int) -> bool:
+        if a < 0 or b >= n:
+            return False
+        d = float(np.abs(frames[b].astype(np.int16) - frames[a].astype(np.int16)).mean())
+        lo, hi = max(1, a - 12), min(n, b + 13)
+        ctx = np.concatenate([diff[lo : a + 1], diff[b + 1 : hi]])
+        motion = float(np.median(ctx)) if len(ctx) else 0.0
+        return d <= max(6.0, 3.0 * motion * max(1, b - a) ** 0.5)
+
+    keep: list[Transition] = []
+    i = 0
+    while i < len(trs):
+        t = trs[i]
+        first = max(t.end, t.start + 1)
+        resume = next((r for r in range(first, t.start + max_frames + 1)
+                       if t.kind != "fade" and same_scene(t.start - 1, r)), None)
+        if resume is None:
+            keep.append(t)
+            i += 1
+            continue
+        i += 1  # drop t and every event that starts before the picture resumed
+        while i < len(trs) and trs[i].start <= resume:
+            i += 1
+    return keep
+
+
+def shots_from_transitions(trs: list[Transition], n_frames: int, min_shot_frames: int = 1
+                           ) -> list[tuple[int, int, Transition | None]]:
+    """Contiguous shots [start, end) between transitions, each with the transition that opened it.
+
+    Shots shorter than ``min_shot_frames`` are merged into the previous shot.
+    """
+    shots: list[tuple[int, int, Transition | None]] = []
+    start, opened_by = 0, None
+    for t in sorted(trs, key=lambda t: t.start):
+        if t.start - start >= min_shot_frames or not shots and t.start > start:
+            shots.append((start, t.start, opened_by))
+            start, opened_by = t.end, t
+        elif shots:  # too short: extend the previous shot over it
+            s0, _, ob = shots[-1]
+            shots[-1] = (s0, t.start, ob)
+            start, opened_by = t.end, t
+        else:
+            start, opened_by = t.end, t
+    if n_frames - start > 0:
+        shots.append((start, n_frames, opened_by))
+    return shots

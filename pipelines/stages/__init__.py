@@ -1,0 +1,1 @@
+"""Pipeline stages: one small Stage class per module (STYLE.md #2)."""

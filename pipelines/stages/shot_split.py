@@ -1,0 +1,119 @@
+"""Shot split stage: transitions from the decoded 48x27 frames, then Shot rows.
+
+Detectors (``SplitConfig.detector``):
+    transnetv2       cascade: cheap proposals, TransNetV2 confirms (the default).
+    transnetv2-full  TransNetV2 on every frame (the accuracy reference).
+    adaptive/content PySceneDetect's AdaptiveDetector/ContentDetector fed the same
+                     decoded frames (hard cuts only; no second decode).
+All of them share the fade/flash post-processing in pipelines/shot_detect.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from curation.schema import Shot
+from pipelines import shot_detect as sd
+from pipelines.stage import Resources, Stage
+from pipelines.tasks import VideoTask
+
+DETECTORS = ("transnetv2", "transnetv2-full", "adaptive", "content")
+
+
+def detect_transitions(frames: np.ndarray, detector: str, model: object | None = None,
+                       threshold: float = 0.5, flash_max_frames: int = 8, black_luma: float = 20.0,
+                       fps: float = 25.0) -> tuple[list[sd.Transition], float]:
+    """All transitions in a video's tiny frames, and the fraction of frames the model scored.
+
+    Args:
+        frames: uint8 [N, 27, 48, 3] RGB.
+        detector: one of DETECTORS.
+        model: a loaded pipelines.transnet.TransNet for the TransNetV2 detectors.
+    """
+    diff = sd.frame_diff(frames)
+    black, luma = sd.black_frames(frames, black_luma)
+    if detector in ("transnetv2", "transnetv2-full"):
+        assert model is not None, "TransNetV2 detectors need a loaded model"
+        ranges = None if detector == "transnetv2-full" else sd.propose(frames)
+        preds = model.predict(frames, ranges)  # type: ignore[attr-defined]
+        covered = 1.0 if ranges is None else sum(b - a for a, b in ranges) / max(1, len(frames))
+        trs = sd.transitions_from_predictions(preds.single, preds.many, diff, black, threshold)
+    elif detector in ("adaptive", "content"):
+        trs = [sd.Transition(c, c, "cut", 1.0) for c in pyscenedetect_cuts(frames, detector, fps)]
+        covered = 0.0
+    else:
+        raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
+    trs = sd.add_fades(trs, black, luma)
+    return sd.suppress_false_transitions(trs, frames, diff, flash_max_frames), covered
+
+
+def pyscenedetect_cuts(frames: np.ndarray, detector: str, fps: float) -> list[int]:
+    """Cut frames from PySceneDetect run over already-decoded frames."""
+    from scenedetect import AdaptiveDetector, ContentDetector
+    from scenedetect.common import FrameTimecode
+
+    det = AdaptiveDetector(min_scene_len=1) if detector == "adaptive" else ContentDetector(min_scene_len=1)
+    cuts: list[int] = []
+    for i, f in enumerate(frames):
+        cuts += [int(tc.frame_num) for tc in det.process_frame(FrameTimecode(i, fps=fps), f[:, :, ::-1])]
+    if hasattr(det, "post_process"):
+        cuts += [int(tc.frame_num) for tc in det.post_process(FrameTimecode(len(frames), fps=fps))]
+    return sorted(set(c for c in cuts if 0 < c < len(frames)))
+
+
+def make_shots(video_id: str, trs: list[sd.Transition], pts: np.ndarray, duration_s: float,
+               detector: str, min_shot_frames: int) -> list[Shot]:
+    """Shot rows with times taken from the frames' real timestamps (VFR-safe)."""
+    n = len(pts)
+    shots = []
+    for i, (a, b, t) in enumerate(sd.shots_from_transitions(trs, n, min_shot_frames)):
+        end_s = float(pts[b]) if b < n else duration_s
+        shots.append(Shot(
+            video_id=video_id, shot_index=i, start_frame=a, end_frame=b,
+            start_s=float(pts[a]), end_s=end_s, detector=detector,
+            transition="start" if t is None else t.kind,  # type: ignore[arg-type]
+            transition_start=None if t is None else t.start,
+            transition_end=None if t is None else t.end,
+            transition_score=None if t is None else round(t.score, 4),
+        ))
+    return shots
+
+
+@dataclass
+class ShotSplit(Stage[VideoTask, VideoTask]):
+    """Split a decoded video into shots (needs ``task.frames`` from the Decode stage)."""
+
+    name: ClassVar[str] = "shot_split"
+    version: ClassVar[int] = 1
+    # One model per actor; torch uses the actor's cores for the convolutions.
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+
+    detector: str = "transnetv2"
+    threshold: float = 0.5
+    min_shot_frames: int = 1
+    flash_max_frames: int = 8
+    black_luma: float = 20.0
+    device: str = field(default="cpu", compare=False)
+    _model: object | None = field(default=None, init=False, repr=False, compare=False)
+
+    def setup(self) -> None:
+        if self.detector.startswith("transnetv2") and self._model is None:
+            from pipelines.transnet import TransNet
+
+            self._model = TransNet(device=self.device)
+
+    def process(self, task: VideoTask) -> VideoTask:
+        if task.error or task.video is None or task.video.status != "ok" or task.frames is None:
+            return task
+        frames = np.load(os.path.join(task.frames.dir, "tiny.npy"), mmap_mode="r")
+        pts = np.load(os.path.join(task.frames.dir, "pts.npy"))
+        fps = task.video.fps or 25.0
+        trs, _ = detect_transitions(np.asarray(frames), self.detector, self._model, self.threshold,
+                                    self.flash_max_frames, self.black_luma, fps)
+        duration = task.video.duration_s or (len(pts) / fps)
+        task.shots = make_shots(task.video.video_id, trs, pts, duration, self.detector, self.min_shot_frames)
+        return task

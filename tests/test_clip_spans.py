@@ -1,0 +1,48 @@
+import pytest
+
+from curation.schema import Clip
+from pipelines.clip_spans import clip_spans
+from pipelines.stages.clip_filter import ShapeFilter
+from pipelines.tasks import ClipTask
+
+
+def test_short_shot_is_one_trimmed_span() -> None:
+    assert clip_spans(100, 160, 25.0, min_s=1, max_s=4, stride_s=4, trim_start_frames=2,
+                      trim_end_frames=3) == [(102, 157)]
+
+
+def test_long_shot_is_windowed_and_tail_kept_for_the_filter() -> None:
+    spans = clip_spans(0, 250, 25.0, min_s=2, max_s=4, stride_s=4)
+    assert spans == [(0, 100), (100, 200), (200, 250)]
+    assert all(b - a <= 100 for a, b in spans)
+
+
+def test_overlapping_stride() -> None:
+    spans = clip_spans(0, 150, 25.0, min_s=1, max_s=4, stride_s=2)
+    assert spans == [(0, 100), (50, 150)]
+
+
+def test_tiny_shot_survives_as_span() -> None:
+    # a 3-frame shot is shorter than its trims: it keeps its frames so the filter can record it
+    assert clip_spans(10, 13, 30.0, min_s=1, max_s=4, stride_s=4, trim_start_frames=2,
+                      trim_end_frames=2) == [(10, 13)]
+
+
+def test_invalid_params_raise() -> None:
+    with pytest.raises(ValueError):
+        clip_spans(0, 10, 0.0, 1, 4, 4)
+    with pytest.raises(ValueError):
+        clip_spans(0, 10, 25.0, 5, 4, 4)
+
+
+def _task(dur: float, w: int = 640, h: int = 360) -> ClipTask:
+    return ClipTask(Clip("c", "v", 0, 0, int(dur * 25), 0.0, dur, w, h, 25.0), src_path="x")
+
+
+@pytest.mark.parametrize(("dur", "w", "h", "reason"), [
+    (0.5, 640, 360, "too_short"), (90.0, 640, 360, "too_long"), (3.0, 48, 32, "low_resolution"),
+    (3.0, 2000, 100, "bad_aspect"), (3.0, 640, 360, None)])
+def test_shape_filter_reasons(dur: float, w: int, h: int, reason: str | None) -> None:
+    out = ShapeFilter(min_duration_s=1.0, max_duration_s=60.0).process(_task(dur, w, h))
+    assert out.clip.reject_reason == reason
+    assert out.clip.status == ("kept" if reason is None else "rejected")

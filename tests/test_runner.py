@@ -1,0 +1,162 @@
+"""Both runners push real stages through the same fan-out, drop and error contract."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from pipelines.config import RuntimeConfig
+from pipelines.runner import RayRunner, Runner, SequentialRunner, make_runner
+from pipelines.stage import Resources, Stage
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+
+
+@dataclass(slots=True)
+class Num:
+    value: int
+    trail: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Square(Stage[Num, Num]):
+    name: ClassVar[str] = "square"
+
+    def process(self, task: Num) -> Num:
+        task.value = task.value**2
+        task.trail += "s"
+        return task
+
+
+@dataclass
+class FanOut(Stage[Num, Num]):
+    """n -> n copies of n (0 drops the task)."""
+
+    name: ClassVar[str] = "fan_out"
+    batch_size: ClassVar[int] = 3
+
+    def process(self, task: Num) -> list[Num] | None:
+        if task.value == 0:
+            return None
+        return [Num(task.value, task.trail + "f") for _ in range(task.value)]
+
+
+@dataclass
+class FailOn(Stage[Num, Num]):
+    name: ClassVar[str] = "fail_on"
+    bad: int = 9
+
+    def process(self, task: Num) -> Num:
+        if task.value == self.bad:
+            raise ValueError(f"bad value {task.value}")
+        task.trail += "x"
+        return task
+
+
+@dataclass
+class AddOffset(Stage[Num, Num]):
+    """Stateful: ``setup()`` loads the offset (our stand-in for a model), once per actor."""
+
+    name: ClassVar[str] = "add_offset"
+    resources: ClassVar[Resources] = Resources(cpus=0.5, actors=2)
+    batch_size: ClassVar[int] = 2
+    offset: int = 1000
+    log_dir: str = ""
+
+    def setup(self) -> None:
+        self.loaded = self.offset
+        if self.log_dir:
+            (Path(self.log_dir) / f"setup-{os.getpid()}-{id(self)}").touch()
+
+    def process(self, task: Num) -> Num:
+        task.value += self.loaded  # AttributeError if setup() was skipped
+        task.trail += "o"
+        return task
+
+
+def pipeline(log_dir: str = "") -> list[Stage[Num, Num]]:
+    return [FanOut(), Square(), FailOn(bad=9), AddOffset(log_dir=log_dir)]
+
+
+def results(runner: Runner, inputs: list[int], log_dir: str = "") -> Counter[tuple[int, str, str | None]]:
+    out = runner.run(pipeline(log_dir), [Num(v) for v in inputs], progress=False)
+    return Counter((t.value, t.trail, t.error) for t in out)
+
+
+INPUTS = [0, 1, 2, 3]
+EXPECTED = Counter({
+    (1001, "fsxo", None): 1,
+    (1004, "fsxo", None): 2,
+    # 3 fans out to three 3s, squared to 9, which fail_on rejects: kept, error set, skipped later.
+    (9, "fs", "fail_on: ValueError: bad value 9"): 3,
+})
+
+
+@pytest.fixture(scope="module")
+def ray_runner() -> Iterator[RayRunner]:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray for a test cluster
+    # Workers must import this module by the name pytest gave it (tests/ is on the driver's
+    # sys.path only); the local cluster's workers inherit the driver's environment.
+    here = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    runner = RayRunner(num_cpus=2)
+    t0 = time.perf_counter()
+    runner._init()
+    print(f"ray.init took {time.perf_counter() - t0:.1f} s")
+    yield runner
+    runner.shutdown()
+
+
+def test_sequential_fan_out_drop_and_errors(tmp_path: Path) -> None:
+    assert results(SequentialRunner(), INPUTS, str(tmp_path)) == EXPECTED
+    assert len(list(tmp_path.glob("setup-*"))) == 1  # one setup() per stage per run
+
+
+def test_task_with_error_is_forwarded_not_processed() -> None:
+    done = Num(5, error="earlier: boom")
+    out = list(SequentialRunner().run([Square(), FanOut()], [done], progress=False))
+    assert out == [Num(5, error="earlier: boom")]
+
+
+def test_exception_without_error_attribute_propagates() -> None:
+    @dataclass
+    class Boom(Stage[int, int]):
+        name: ClassVar[str] = "boom"
+
+        def process(self, task: int) -> int:
+            raise RuntimeError("no error field to carry this")
+
+    with pytest.raises(RuntimeError, match="no error field"):
+        list(SequentialRunner().run([Boom()], [1], progress=False))
+
+
+def test_ray_matches_sequential(ray_runner: RayRunner, tmp_path: Path) -> None:
+    assert results(ray_runner, INPUTS, str(tmp_path)) == EXPECTED
+    # One setup() per actor of the pool (2), not one per batch or task.
+    assert len(list(tmp_path.glob("setup-*"))) == AddOffset.resources.actors
+
+
+def test_ray_many_items_and_empty_input(ray_runner: RayRunner) -> None:
+    inputs = list(range(1, 40))
+    assert results(ray_runner, inputs) == results(SequentialRunner(), inputs)
+    assert list(ray_runner.run(pipeline(), [], progress=False)) == []
+
+
+def test_ray_all_dropped(ray_runner: RayRunner) -> None:
+    assert list(ray_runner.run([FanOut()], [Num(0), Num(0)], progress=False)) == []
+
+
+def test_make_runner() -> None:
+    assert isinstance(make_runner(RuntimeConfig(runner="sequential")), SequentialRunner)
+    assert isinstance(make_runner(RuntimeConfig(runner="ray", num_cpus=1)), RayRunner)
+    with pytest.raises(ValueError, match="unknown runner"):
+        make_runner(RuntimeConfig(runner="dask"))

@@ -1,0 +1,1 @@
+"""vidloom: video curation, captioning and training for Seedance-style video generation."""

@@ -1,0 +1,171 @@
+"""The ``vidloom`` command line: curate, query, deploy, bench, samples.
+
+Flags are few; everything else is configuration (``--config FILE`` and
+``--set section.key=value``, see pipelines/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXAMPLE_QUERIES = [
+    "SELECT status, count(*) FROM videos GROUP BY status",
+    "SELECT path, error FROM files WHERE status <> 'ok'",
+    "SELECT reject_reason, count(*) FROM clips GROUP BY reject_reason ORDER BY 2 DESC",
+    "SELECT video_id, shot_index, start_frame, end_frame, transition FROM shots ORDER BY 1, 2 LIMIT 20",
+    "SELECT bucket, count(*) AS shards, sum(n_samples) AS samples FROM shards GROUP BY bucket",
+]
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", help="config preset: default | tiny")
+    p.add_argument("--config", help="YAML file with config overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--runner", choices=["ray", "sequential"], help="executor for the stages")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (CI logs)")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from pipelines.config import load_config
+
+    cfg = load_config(args.preset, args.config, args.overrides)
+    if args.ray_address:
+        cfg.runtime.ray_address = args.ray_address
+    if args.runner:
+        cfg.runtime.runner = args.runner
+    if args.quiet:
+        cfg.runtime.quiet = True
+    return cfg
+
+
+def print_table(cols: list[str], rows: list[tuple[Any, ...]], out: Any = sys.stdout) -> None:
+    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+    print(line(cols), file=out)
+    print("-+-".join("-" * w for w in widths), file=out)
+    for r in cells:
+        print(line(r), file=out)
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
+
+
+def print_summary(out_dir: str, counts: dict[str, Any]) -> None:
+    db = os.path.join(out_dir, "catalog.duckdb")
+    print("\nvidloom curate: done")
+    print(f"  videos      ok {counts['videos_ok']}, error {counts['videos_error']}")
+    print(f"  shots       {counts['shots']}")
+    rej = counts["clips_rejected"]
+    rej_s = ", ".join(f"{k} {v}" for k, v in rej.items()) or "none"
+    print(f"  clips       kept {counts['clips_kept']}, rejected {sum(rej.values())} ({rej_s})")
+    print(f"  shards      {counts['shards']} ({counts['shard_samples']} samples) in {out_dir}/shards")
+    print(f"  catalog     {db}")
+    print("\nTry:")
+    for q in EXAMPLE_QUERIES[:3]:
+        print(f'  vidloom query {db} "{q}"')
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from pipelines.config import to_dict
+
+    cfg = _load(args)
+    if args.no_prefect:
+        from pipelines.curate import run_curate
+
+        counts = run_curate(args.sources, args.out, cfg)
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from flows.curate_flow import curate_flow
+
+        counts = curate_flow(sources=[os.path.abspath(s) for s in args.sources], out=os.path.abspath(args.out),
+                             config=to_dict(cfg))
+    print_summary(args.out, counts)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from curation.db import query_readonly
+
+    cols, rows = query_readonly(args.db, args.sql)
+    if args.json:
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, ensure_ascii=False))
+    else:
+        print_table(cols, rows)
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from flows.curate_flow import serve_watch
+    from pipelines.config import to_dict
+
+    print(f"serving deployment 'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}'")
+    serve_watch(os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)), args.name)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "split":
+        from vidloom.bench_split import main as bench_main
+    else:
+        from vidloom.bench_curate import main as bench_main
+    return bench_main(args.rest)
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from vidloom.samples import main as samples_main
+
+    return samples_main([args.kind, args.dir])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidloom", description="Curate raw video into training shards.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("curate", help="ingest, split, extract and shard videos (a Prefect flow over Ray)")
+    c.add_argument("sources", nargs="+", help="files, directories or globs")
+    c.add_argument("--out", required=True, help="output root (catalog, clips, shards)")
+    c.add_argument("--no-prefect", action="store_true", help="run the steps directly, without a flow run")
+    _config_args(c)
+    c.set_defaults(fn=cmd_curate)
+
+    q = sub.add_parser("query", help="run read-only SQL on a catalog")
+    q.add_argument("db")
+    q.add_argument("sql")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(fn=cmd_query)
+
+    d = sub.add_parser("deploy", help="serve a scheduled deployment that curates a watched directory")
+    d.add_argument("watch")
+    d.add_argument("--out", required=True)
+    d.add_argument("--cron", default="*/15 * * * *")
+    d.add_argument("--name", default="watch")
+    _config_args(d)
+    d.set_defaults(fn=cmd_deploy)
+
+    b = sub.add_parser("bench", help="benchmarks: split | curate (see --help of each)")
+    b.add_argument("what", choices=["split", "curate"])
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("samples", help="generate sample videos: demo | bad | suite")
+    s.add_argument("kind", choices=["demo", "bad", "suite"])
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_samples)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vidloom: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
