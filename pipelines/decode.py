@@ -1,22 +1,23 @@
 """The single decode pass (DESIGN.md "Decode once").
 
-A video is decoded once, streaming, with PyAV frame threading. Each decoded frame
-is downscaled inside FFmpeg (libavfilter, ``scale=...:flags=area`` to rgb24) into:
+A video is decoded once, streaming, with PyAV frame threading; FFmpeg's filter
+graphs downscale each frame (``scale=...:flags=area`` to rgb24, display rotation
+applied after the downscale, on the small frame) into:
 
-- a 48x27 "tiny" frame, for every frame (the shot detector's input);
-- a sparse frame at ``sparse_size`` (fit inside, aspect kept, even sides), for
-  frames chosen in Python by timestamp at about ``sparse_fps`` (VFR-safe).
+- a 48x27 "tiny" frame for every frame (the shot detector's input);
+- a sparse frame fitted into ``sparse_size`` (aspect kept, even sides) for frames
+  chosen in Python by timestamp at about ``sparse_fps`` (VFR-safe).
 
 Two graphs, not one ``split`` graph: the tiny graph sees every frame, the sparse
-graph only the chosen ones. A ``split`` graph must scale *every* frame to the
-sparse size too, and on 720p that was the slowest variant we measured (see
-``bench/`` numbers in the ingest/decode report); scaling a few frames a second
-on demand costs nothing measurable. Rotation (display matrix) is applied after the
-downscale, on the small frames, so it is nearly free.
+graph only the chosen ones. A ``split`` graph scales *every* frame to the sparse
+size too. Measured on 720p30 h264, 2 cores (wall fps): decode alone ~480, + tiny
+scale ~430; tiny + sparse with ``split`` ~340, two graphs both fed every frame
+~335, sparse graph on chosen frames only ~425 (= the decode + tiny-scale limit,
+``decode_only_fps``), ``VideoFrame.reformat`` ~270.
 
-Outputs are streamed to ``.npy`` files in a temporary directory (never holding
-more than one chunk of frames), then the directory is renamed into place; an
-existing complete directory with the same parameters is reused (resume).
+Outputs stream into ``.npy`` files in a temporary directory (one chunk of frames
+in memory), which is then renamed into place; a complete directory made with the
+same parameters is reused as is (resume).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
 TINY_SIZE = (48, 27)  # (width, height)
 FORMAT_VERSION = 1  # bump when the artifacts change meaning
-META_FILE = "meta.json"
+META_FILE = "meta.json"  # written last: its presence (after the rename) means complete
+ARTIFACTS = ("tiny.npy", "pts.npy", "keyframe.npy", "sparse.npy", "sparse_idx.npy", META_FILE)
 _HEADER_BYTES = 128  # fixed .npy header size, so the shape can be written last
 _CHUNK_FRAMES = 256  # frames buffered in memory before a write
 _SHORTFALL_S = 0.5  # decoded span this much shorter than the header says => truncated
@@ -70,9 +72,10 @@ class DecodeResult:
 
 
 def sparse_dims(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
-    """Largest (w, h) with even sides that fits in ``box`` keeping width:height."""
+    """Largest (w, h) with even sides that fits in ``box`` keeping width:height (rounded down)."""
     scale = min(box[0] / width, box[1] / height)
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+    w, h = (max(2, int(round(side * scale, 6)) // 2 * 2) for side in (width, height))
+    return w, h
 
 
 def rotation_filters(rotation: int) -> list[tuple[str, str | None]]:
@@ -82,8 +85,9 @@ def rotation_filters(rotation: int) -> list[tuple[str, str | None]]:
         rotation: counter-clockwise degrees of the display matrix (PyAV's
             ``VideoFrame.rotation``), a multiple of 90.
     """
-    return {90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)],
-            270: [("transpose", "clock")]}.get(rotation % 360, [])
+    filters: dict[int, list[tuple[str, str | None]]] = {
+        90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)], 270: [("transpose", "clock")]}
+    return filters.get(rotation % 360, [])
 
 
 class SparseClock:
@@ -132,7 +136,7 @@ class _NpyWriter:
             "descr": np.lib.format.dtype_to_descr(self._buf.dtype), "fortran_order": False,
             "shape": (self.n, *self._buf.shape[1:])})
         if len(header.getvalue()) != _HEADER_BYTES:  # only for absurd shapes
-            raise ValueError(f".npy header for shape {(self.n, *self._buf.shape[1:])} is not {_HEADER_BYTES} B")
+            raise ValueError(f".npy header for {self.n} items is not {_HEADER_BYTES} bytes")
         self._f.seek(0)
         self._f.write(header.getvalue())
         self._f.close()
@@ -164,13 +168,10 @@ class _Scaler:
         return self.scale(frame).to_ndarray()
 
 
-def _params(sparse_fps: float, sparse_size: tuple[int, int]) -> dict[str, Any]:
-    return {"version": FORMAT_VERSION, "tiny_size": list(TINY_SIZE), "sparse_fps": sparse_fps,
-            "sparse_box": list(sparse_size)}
-
-
 def _load_complete(out_dir: str, params: dict[str, Any]) -> DecodeResult | None:
     """The finished result in ``out_dir`` if it was made with ``params``, else None."""
+    if not all(os.path.exists(os.path.join(out_dir, name)) for name in ARTIFACTS):
+        return None
     try:
         with open(os.path.join(out_dir, META_FILE)) as f:
             meta = json.load(f)
@@ -178,8 +179,8 @@ def _load_complete(out_dir: str, params: dict[str, Any]) -> DecodeResult | None:
         return None
     if meta.get("params") != params:
         return None
-    frames = FrameSet(dir=os.path.abspath(out_dir), n_frames=meta["n_frames"],
-                      sparse_size=tuple(meta["sparse_size"]))  # type: ignore[arg-type]
+    w, h = meta["sparse_size"]
+    frames = FrameSet(dir=os.path.abspath(out_dir), n_frames=meta["n_frames"], sparse_size=(w, h))
     return DecodeResult(frames, truncated=meta["truncated"], warning=meta["warning"], resumed=True)
 
 
@@ -201,12 +202,14 @@ def decode_video(path: str, out_dir: str, sparse_fps: float = 2.0, sparse_size: 
     Raises:
         DecodeError: the file cannot be opened, has no video stream, or yields no frame.
     """
-    params = _params(sparse_fps, sparse_size)
+    params = {"version": FORMAT_VERSION, "tiny_size": list(TINY_SIZE), "sparse_fps": sparse_fps,
+              "sparse_box": list(sparse_size)}
     if (done := _load_complete(out_dir, params)) is not None:
         return done
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published dir should not be
     try:
         meta = _decode_into(path, tmp, sparse_fps, sparse_size, threads)
         meta["params"] = params
@@ -235,6 +238,44 @@ def _publish(tmp: str, out_dir: str) -> None:
             raise
 
 
+class _Outputs:
+    """The FrameSet files of one decode. The first frame fixes rotation and sparse size."""
+
+    def __init__(self, out: str, first: VideoFrame, sparse_box: tuple[int, int]) -> None:
+        self.out = out
+        self.rotation = round(first.rotation / 90) * 90 % 360
+        shown = (first.height, first.width) if self.rotation % 180 else (first.width, first.height)
+        self.sparse_size = sparse_dims(*shown, sparse_box)
+        self.tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8)
+        w, h = self.sparse_size
+        self.sparse = _NpyWriter(os.path.join(out, "sparse.npy"), (h, w, 3), np.uint8, chunk=16)
+        self.pts: list[float] = []
+        self.keyframe: list[bool] = []
+        self.sparse_idx: list[int] = []
+        self._scalers = self._make_scalers(first)
+
+    def _make_scalers(self, frame: VideoFrame) -> tuple[_Scaler, _Scaler]:
+        return _Scaler(frame, TINY_SIZE, self.rotation), _Scaler(frame, self.sparse_size, self.rotation)
+
+    def add(self, frame: VideoFrame, t: float, sampled: bool) -> None:
+        if self._scalers[0].key != (frame.width, frame.height, frame.format.name):  # mid-stream change
+            self._scalers = self._make_scalers(frame)
+        tiny_scaler, sparse_scaler = self._scalers
+        if sampled:
+            self.sparse_idx.append(len(self.pts))
+            self.sparse.append(sparse_scaler(frame))
+        self.tiny.append(tiny_scaler(frame))
+        self.pts.append(t)
+        self.keyframe.append(bool(frame.key_frame))
+
+    def close(self) -> None:
+        self.tiny.close()
+        self.sparse.close()
+        np.save(os.path.join(self.out, "pts.npy"), np.asarray(self.pts, dtype=np.float64))
+        np.save(os.path.join(self.out, "keyframe.npy"), np.asarray(self.keyframe, dtype=bool))
+        np.save(os.path.join(self.out, "sparse_idx.npy"), np.asarray(self.sparse_idx, dtype=np.int64))
+
+
 def _decode_into(path: str, out: str, sparse_fps: float, sparse_box: tuple[int, int],
                  threads: int) -> dict[str, Any]:
     """Decode into the (temporary) directory ``out``; return the metadata to record."""
@@ -250,52 +291,28 @@ def _decode_into(path: str, out: str, sparse_fps: float, sparse_box: tuple[int, 
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: about +50% (ENVIRONMENT.md)
         stream.codec_context.thread_count = threads
+        # Times count from the file's start, as ``ffmpeg -ss`` does.
         start_s = container.start_time / 1_000_000 if container.start_time is not None else 0.0
         rate = stream.average_rate or stream.guessed_rate
         frame_s = 1.0 / float(rate) if rate else 1.0 / 30
-
-        tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8)
-        sparse: _NpyWriter | None = None
-        pts: list[float] = []
-        keyframe: list[bool] = []
-        sparse_idx: list[int] = []
+        outputs: _Outputs | None = None
         clock = SparseClock(sparse_fps)
-        tiny_scaler = sparse_scaler = None
-        sparse_wh = (0, 0)
+        t = -frame_s
         error: str | None = None
         try:
             for frame in container.decode(stream):
-                if tiny_scaler is None or tiny_scaler.key != (frame.width, frame.height, frame.format.name):
-                    rotation = round(frame.rotation / 90) * 90 % 360
-                    if sparse is None:  # the sparse size is fixed by the first frame
-                        disp = (frame.height, frame.width) if rotation % 180 else (frame.width, frame.height)
-                        sparse_wh = sparse_dims(*disp, sparse_box)
-                        sparse = _NpyWriter(os.path.join(out, "sparse.npy"), (sparse_wh[1], sparse_wh[0], 3),
-                                            np.uint8, chunk=16)
-                    tiny_scaler = _Scaler(frame, TINY_SIZE, rotation)
-                    sparse_scaler = _Scaler(frame, sparse_wh, rotation)
-                t = frame.time - start_s if frame.time is not None else (pts[-1] + frame_s if pts else 0.0)
-                if clock.take(t):
-                    sparse_idx.append(len(pts))
-                    sparse.append(sparse_scaler(frame))  # type: ignore[misc]
-                tiny.append(tiny_scaler(frame))
-                pts.append(t)
-                keyframe.append(bool(frame.key_frame))
+                outputs = outputs or _Outputs(out, frame, sparse_box)
+                t = frame.time - start_s if frame.time is not None else t + frame_s
+                outputs.add(frame, t, clock.take(t))
         except (av.FFmpegError, OSError) as e:
-            error = f"decode stopped after {len(pts)} frames: {getattr(e, 'strerror', None) or e}"
-        finally:
-            tiny.close()
-            if sparse is not None:
-                sparse.close()
-        if not pts:
+            n = len(outputs.pts) if outputs else 0
+            error = f"decode stopped after {n} frames: {getattr(e, 'strerror', None) or e}"
+        if outputs is None:
             raise DecodeError(f"no frames decoded ({error})" if error else "no frames decoded")
-        if error is None:
-            error = _shortfall(stream, container, pts[-1] + frame_s, len(pts), frame_s)
-
-    np.save(os.path.join(out, "pts.npy"), np.asarray(pts, dtype=np.float64))
-    np.save(os.path.join(out, "keyframe.npy"), np.asarray(keyframe, dtype=bool))
-    np.save(os.path.join(out, "sparse_idx.npy"), np.asarray(sparse_idx, dtype=np.int64))
-    return {"n_frames": len(pts), "n_sparse": len(sparse_idx), "sparse_size": list(sparse_wh),
+        outputs.close()
+        n = len(outputs.pts)
+        error = error or _shortfall(stream, container, t + frame_s, n, frame_s)
+    return {"n_frames": n, "n_sparse": len(outputs.sparse_idx), "sparse_size": list(outputs.sparse_size),
             "truncated": error is not None, "warning": error}
 
 

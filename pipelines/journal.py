@@ -15,13 +15,14 @@ land in the catalog.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +165,13 @@ def part_name(item_ids: list[str]) -> str:
     return short_hash(*sorted(item_ids))
 
 
+Tables = dict[str, list[dict[str, Any]]]
+
+
 def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: list[Stage[Any, Any]],
-             tasks: Iterable[Any], item_id: Callable[[Any], str],
-             to_tables: Callable[[Any], dict[str, list[dict[str, Any]]]], stage_key: StageKey,
-             batch_parts: int = 1, retry_errors: bool = False, progress: bool = False) -> dict[str, int]:
+             tasks: Iterable[Any], item_id: Callable[[Any], str], to_tables: Callable[[Any], Tables],
+             stage_key: StageKey, batch_parts: int = 1, retry_errors: bool = False,
+             progress: bool = False) -> dict[str, int]:
     """Run one resumable step: skip done items, journal results as they stream, commit.
 
     Contract: the last stage yields exactly one task per input item, carrying all of
@@ -193,8 +197,10 @@ def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: lis
               "errors": 0, "dropped": 0, "parts": 0}
     done = catalog.done_items(*stage_key)
     submitted: set[str] = set()
+    finished: set[str] = set()
+    batch: list[tuple[str, Tables]] = []
 
-    def todo() -> Iterable[Any]:
+    def todo() -> Iterator[Any]:
         for t in tasks:
             i = item_id(t)
             if i in done or i in submitted:
@@ -203,42 +209,37 @@ def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: lis
             submitted.add(i)
             yield t
 
-    finished: set[str] = set()
-    batch: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
-
     def flush() -> None:
-        if not batch:
-            return
-        ids = [i for i, _ in batch]
-        merged: dict[str, list[dict[str, Any]]] = {}
-        for _, tables in batch:
-            for table, rows in tables.items():
-                merged.setdefault(table, []).extend(rows)
-        journal.write_part(part_name(ids), merged)
-        counts["parts"] += 1
-        batch.clear()
+        if batch:
+            merged: Tables = {}
+            for _, tables in batch:
+                for table, rows in tables.items():
+                    merged.setdefault(table, []).extend(rows)
+            journal.write_part(part_name([i for i, _ in batch]), merged)
+            counts["parts"] += 1
+            batch.clear()
 
-    for out in runner.run(stages, todo(), progress=progress, desc=stage_key[0]):
-        i = item_id(out)
-        if i not in submitted:
-            raise ValueError(f"{stage_key[0]}: output for unknown item {i!r}")
-        if i in finished:
-            raise ValueError(f"{stage_key[0]}: second output for item {i!r}; the last stage must "
-                             "return one task per input item")
-        finished.add(i)
-        tables = dict(to_tables(out))
-        failed = bool(getattr(out, "error", None))
-        counts["written"] += 1
-        counts["errors"] += failed
-        if not (failed and retry_errors):
-            tables["stage_done"] = tables.get("stage_done", []) + done_rows(stage_key, [i])
-        batch.append((i, tables))
-        if len(batch) >= batch_parts:
-            flush()
+    # closing(): if anything below raises, the runner stops its pipeline instead of running on.
+    with contextlib.closing(runner.run(stages, todo(), progress=progress, desc=stage_key[0])) as outs:
+        for out in outs:
+            i = item_id(out)
+            if i not in submitted or i in finished:
+                raise ValueError(f"{stage_key[0]}: unexpected output for item {i!r}; the last stage "
+                                 "must return exactly one task per input item")
+            finished.add(i)
+            tables = dict(to_tables(out))
+            failed = bool(getattr(out, "error", None))
+            counts["written"] += 1
+            counts["errors"] += failed
+            if not (failed and retry_errors):
+                tables["stage_done"] = [*tables.get("stage_done", []), *done_rows(stage_key, [i])]
+            batch.append((i, tables))
+            if len(batch) >= batch_parts:
+                flush()
     flush()
     counts["submitted"] = len(submitted)
     dropped = sorted(submitted - finished)
-    if dropped:  # a drop is a decision the run completed: record it, or a rerun recomputes it
+    if dropped:  # a drop is a decision the run completed: record it, or every rerun recomputes it
         journal.write_part(f"dropped-{part_name(dropped)}", {"stage_done": done_rows(stage_key, dropped)})
         counts["dropped"] = len(dropped)
         counts["parts"] += 1

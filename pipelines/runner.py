@@ -15,15 +15,16 @@ Ray mapping (DESIGN.md "Prefect x Ray"): tasks travel as pickled bytes in a
 single binary column, one ``map_batches`` per stage. A stage that declares
 ``resources.actors`` runs in a fixed pool of that many actors, each calling
 ``setup()`` once; other stages run as Ray tasks with ``num_cpus``/``num_gpus``
-and call ``setup()`` lazily, once per worker copy of the stage.
+and call ``setup()`` lazily, once per worker process.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import cloudpickle
@@ -36,12 +37,12 @@ from pipelines.stage import Stage
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_INPUT_BLOCKS = 200  # one block per input item up to this, so few long items still spread out
+MAX_INPUT_BLOCKS = 1000  # one block per input item up to this, so a few long items still spread out
 
 
 class Runner(Protocol):
     def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Iterator[Any]:
+            desc: str = "") -> Generator[Any, None, None]:
         """Yield the output tasks of the last stage (in any order)."""
         ...
 
@@ -69,7 +70,7 @@ class SequentialRunner:
     """Runs every stage in this process, depth-first; used by tests and small jobs."""
 
     def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Iterator[Any]:
+            desc: str = "") -> Generator[Any, None, None]:
         for stage in stages:
             stage.setup()
         bars = [
@@ -102,19 +103,22 @@ def _process_table(stage: Stage[Any, Any], batch: pa.Table) -> pa.Table:
     return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary())})
 
 
+@functools.lru_cache(maxsize=16)
+def _ready_stage(stage_blob: bytes) -> Stage[Any, Any]:
+    """The unpickled, set-up stage, cached per worker process: Ray Data deserializes a
+    function UDF for every task, and ``setup()`` should not run once per block."""
+    stage: Stage[Any, Any] = pickle.loads(stage_blob)
+    stage.setup()
+    return stage
+
+
 class _StageTaskFn:
-    """A stateless stage as a Ray Data function; ``setup()`` on first use in each worker copy."""
+    """A stateless stage as a Ray Data function; ``setup()`` once per worker process."""
 
     stage_blob: ClassVar[bytes]
 
-    def __init__(self) -> None:
-        self.stage: Stage[Any, Any] | None = None
-
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.stage is None:
-            self.stage = pickle.loads(self.stage_blob)
-            self.stage.setup()
-        return _process_table(self.stage, batch)
+        return _process_table(_ready_stage(self.stage_blob), batch)
 
 
 class _StageActor:
@@ -168,13 +172,13 @@ class RayRunner:
         self._owns_ray = True
 
     def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Iterator[Any]:
+            desc: str = "") -> Generator[Any, None, None]:
         import ray.data
 
-        self._init()
-        blobs = [{"task": cloudpickle.dumps(t)} for t in tasks]
+        blobs = [{"task": cloudpickle.dumps(t)} for t in tasks]  # from_items needs them all up front
         if not blobs:
             return
+        self._init()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.enable_operator_progress_bars = progress
@@ -198,10 +202,16 @@ class RayRunner:
         level = data_log.level
         if not progress:
             data_log.setLevel(logging.ERROR)
+        rows = iter(ds.iter_rows())
         try:
-            for row in ds.iter_rows():
+            for row in rows:
                 yield pickle.loads(row["task"])
         finally:
+            # Closed early (the caller failed or stopped): closing the iterator shuts the
+            # streaming executor down instead of leaving the pipeline running unread.
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
             data_log.setLevel(level)
 
     def shutdown(self) -> None:

@@ -13,6 +13,7 @@ a shard that matches all the way is kept as it is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -91,14 +92,13 @@ def first_frame_jpeg(path: str | Path, quality: int = JPEG_QUALITY) -> bytes:
 
 def _caption_meta(caption: Caption) -> dict[str, Any]:
     meta = {k: v for k, v in dataclasses.asdict(caption).items() if k != "clip_id"}
-    try:
+    with contextlib.suppress(ValueError):  # not JSON: keep the string as recorded
         meta["checks"] = json.loads(caption.checks)
-    except ValueError:
-        pass  # not JSON: keep the string as recorded
     return meta
 
 
-def sample_for_clip(clip: Clip, out_root: Path, captions: Sequence[Caption], first_frame_jpg: bool) -> ShardSample:
+def sample_for_clip(clip: Clip, out_root: Path, captions: Sequence[Caption],
+                    first_frame_jpg: bool) -> ShardSample:
     """The WebDataset sample of one extracted clip.
 
     Args:
@@ -150,10 +150,13 @@ class _ShardSink:
         self.final, self.tmp = final, tmp
         self.sha = hashlib.sha256()
         self.size = 0
+        self._aborted = False
         self._ref: BinaryIO | None = open(final, "rb") if final.is_file() else None  # noqa: SIM115
         self._out: BinaryIO | None = None if self._ref else open(tmp, "wb")  # noqa: SIM115
 
     def write(self, data: bytes) -> int:
+        if self._aborted:  # tarfile flushes its buffer again when it is garbage-collected
+            return len(data)
         data = bytes(data)
         self.sha.update(data)
         if self._ref is not None and self._ref.read(len(data)) != data:
@@ -189,6 +192,7 @@ class _ShardSink:
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
+        self._aborted = True
         for f in (self._ref, self._out):
             if f is not None:
                 f.close()
@@ -197,7 +201,7 @@ class _ShardSink:
 
 @dataclass
 class _Shard:
-    """A shard being written, plus what the manifest needs to know about it."""
+    """A shard being written."""
 
     bucket: str
     index: int
@@ -223,8 +227,9 @@ def _open_shard(root: Path, bucket: str, index: int) -> _Shard:
 def _close_shard(shard: _Shard) -> dict[str, Any]:
     shard.writer.close()
     shard.sink.commit()
-    return {"shard": shard.rel, "bucket": shard.bucket, "n_samples": len(shard.keys), "bytes": shard.sink.size,
-            "sha256": shard.sink.sha.hexdigest(), "keys_first": shard.keys[0], "keys_last": shard.keys[-1]}
+    return {"shard": shard.rel, "bucket": shard.bucket, "n_samples": len(shard.keys),
+            "bytes": shard.sink.size, "sha256": shard.sink.sha.hexdigest(),
+            "keys_first": shard.keys[0], "keys_last": shard.keys[-1]}
 
 
 def _pairs(samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],

@@ -60,7 +60,8 @@ def color_histograms(frames: np.ndarray) -> np.ndarray:
         f = frames[s : s + 4096]
         bins = (f.reshape(len(f), -1, 3) // (256 // HIST_BINS)).astype(np.int64) + offs
         flat = bins + (np.arange(len(f)) * 3 * HIST_BINS)[:, None, None]
-        out[s : s + len(f)] = np.bincount(flat.ravel(), minlength=len(f) * 3 * HIST_BINS).reshape(len(f), -1) / px
+        counts = np.bincount(flat.ravel(), minlength=len(f) * 3 * HIST_BINS)
+        out[s : s + len(f)] = counts.reshape(len(f), -1) / px
     return out
 
 
@@ -246,6 +247,13 @@ def suppress_false_transitions(trs: list[Transition], frames: np.ndarray, diff: 
         first = max(t.end, t.start + 1)
         resume = next((r for r in range(first, t.start + max_frames + 1)
                        if t.kind != "fade" and same_scene(t.start - 1, r)), None)
+        # The way out of a flash whose way in the model missed: the picture after the event
+        # is the one from a few frames before it.
+        came_back = t.kind == "cut" and any(
+            same_scene(b, t.start) for b in range(t.start - 2, t.start - max_frames - 2, -1))
+        if came_back:
+            i += 1
+            continue
         if resume is None:
             keep.append(t)
             i += 1

@@ -5,10 +5,11 @@ side effects: its constructor seeds torch/numpy/random and turns on deterministi
 algorithms globally, so we restore all of that after loading. Inference runs on
 frames we already decoded (48x27 RGB, see pipelines/decode.py) — never on a file.
 
-Windows follow the reference implementation: 100 input frames, of which the middle
-50 are predicted (25 frames of context each side, edge frames replicated at the
-video's ends). 100-frame windows are the fastest per useful frame on CPU (measured:
-the frame-similarity layer grows superlinearly with window length).
+Windows follow the reference implementation: up to 50 predicted frames with 25
+frames of context each side (edge frames replicated at the video's ends). Longer
+windows are slower per useful frame on CPU (measured: the frame-similarity layer
+grows superlinearly with window length); shorter proposal ranges get shorter
+windows, and windows run one at a time (batching them was slower on 2 cores).
 """
 
 from __future__ import annotations
@@ -73,20 +74,18 @@ class TransNet:
         many = np.zeros(n, np.float32)
         if n == 0:
             return Predictions(single, many)
-        windows: list[tuple[int, int]] = []  # (first useful frame, number of useful frames)
+        # (first useful frame, number of useful frames); a short range gets a short window
+        # (k + 2 * CONTEXT frames): the model is fully convolutional in time.
+        windows: list[tuple[int, int]] = []
         for a, b in ranges if ranges is not None else [(0, n)]:
             windows.extend((s, min(USEFUL, b - s)) for s in range(max(0, a), min(n, b), USEFUL))
         torch = self._torch
-        batch = 1  # measured on 2 CPU cores: batching windows is slower, not faster
         with torch.inference_mode():
-            for i in range(0, len(windows), batch):
-                chunk = windows[i : i + batch]
-                idx = np.stack([np.clip(np.arange(s - CONTEXT, s - CONTEXT + WINDOW), 0, n - 1) for s, _ in chunk])
-                x = torch.from_numpy(frames[idx]).to(self.device)
+            for s, k in windows:
+                idx = np.clip(np.arange(s - CONTEXT, s + k + CONTEXT), 0, n - 1)
+                x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)
                 one, extra = self.model(x)
-                p1 = torch.sigmoid(one[..., 0]).float().cpu().numpy()
-                pm = torch.sigmoid(extra["many_hot"][..., 0]).float().cpu().numpy()
-                for row, (s, k) in enumerate(chunk):
-                    single[s : s + k] = p1[row, CONTEXT : CONTEXT + k]
-                    many[s : s + k] = pm[row, CONTEXT : CONTEXT + k]
+                p1, pm = torch.sigmoid(one[0, :, 0]), torch.sigmoid(extra["many_hot"][0, :, 0])
+                single[s : s + k] = p1[CONTEXT : CONTEXT + k].float().cpu().numpy()
+                many[s : s + k] = pm[CONTEXT : CONTEXT + k].float().cpu().numpy()
         return Predictions(single, many)

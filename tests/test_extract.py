@@ -11,19 +11,20 @@ import numpy as np
 import pytest
 
 from curation.schema import Clip
-from pipelines.stages.extract import ClipExtract, demux_frame_index, plan_extraction, seek_arg
+from pipelines.stages.extract import ClipExtract, demux_frame_index, ffmpeg_args, plan_extraction
 from pipelines.tasks import ClipTask
 
 VIDEO_ID = "0123456789abcdef"
 
 
-def make_video(path: Path, *, seconds: float = 4.0, rate: str = "25", extra: tuple[str, ...] = (),
+def make_video(path: Path, *, seconds: float = 4.0, rate: str = "25", audio: bool = False,
                vf: str = "", pix_fmt: str = "yuv420p") -> Path:
     """testsrc2 320x180, a keyframe every 25 frames (libx264 defaults: B-frames on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     src = f"testsrc2=size=320x180:rate={rate}:duration={seconds}" + (f",{vf}" if vf else "")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", src, "-c:v", "libx264", "-g", "25",
-                    "-pix_fmt", pix_fmt, *extra, str(path)], check=True)
+    sine = ["-f", "lavfi", "-i", f"sine=duration={seconds}", "-c:a", "aac"] if audio else []
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", src, *sine, "-c:v", "libx264",
+                    "-g", "25", "-pix_fmt", pix_fmt, str(path)], check=True)
     return path
 
 
@@ -82,10 +83,20 @@ def test_plan_is_a_pure_function_of_the_frame_index() -> None:
 
 
 def test_seek_never_rounds_past_the_frame() -> None:
-    assert seek_arg(1.32) == "1.320000"
-    assert seek_arg(31 * 1001 / 30000) == "1.034366"  # 1.03436666... floored, not rounded up
-    assert seek_arg(2.0, container_start_us=500_000) == "1.500000"
-    assert seek_arg(0.0, container_start_us=40_000) == "0.000000"
+    pts = np.arange(100) * 1001 / 30000
+    keys = np.arange(100) % 25 == 0
+
+    def seeks(start: int, **kw: object) -> list[str]:
+        plan = plan_extraction(start, start + 10, pts, keys, False)
+        args = ffmpeg_args(plan, "in.mp4", "out.mp4", codec="libx264", crf=18, preset="veryfast", threads=1,
+                           **kw)  # type: ignore[arg-type]
+        return [args[i + 1] for i, a in enumerate(args) if a == "-ss"]
+
+    assert seeks(31) == ["1.034366"]  # 1.03436666... floored, not rounded up
+    assert seeks(31, container_start_us=500_000) == ["0.534366"]
+    assert seeks(0, container_start_us=40_000) == ["0.000000"]
+    # A pre-roll seeks to an earlier frame; the exact cut moves to an output -ss, 1 µs early.
+    assert seeks(31, start_from_s=float(pts[5])) == ["0.166833", "0.867532"]
 
 
 def test_span_on_keyframe_is_a_stream_copy_of_exactly_those_frames(
@@ -128,6 +139,18 @@ def test_ntsc_rate_cut_is_frame_exact(tmp_path: Path) -> None:
         assert task.error is None and task.clip.n_frames == end - start
         frames = decode(tmp_path / str(task.clip.path))
         assert diff(frames[0], src_frames[start]) < 2.0 < diff(frames[0], src_frames[start - 1])
+
+
+@pytest.mark.parametrize("container", ["ts", "mkv"])
+def test_other_containers_cut_exactly(tmp_path: Path, container: str) -> None:
+    """MPEG-TS seeks overshoot (the cut is redone from a pre-roll); Matroska seeks land a GOP early."""
+    src = make_video(tmp_path / f"src.{container}", audio=True)
+    src_frames = decode(src)
+    for (start, end), mode in (((25, 75), "copy"), ((33, 73), "reencode")):
+        task = extract(tmp_path / "clips", task_for(src, start, end))
+        assert task.error is None and (task.clip.extract_mode, task.clip.n_frames) == (mode, end - start)
+        frames = decode(tmp_path / str(task.clip.path))
+        assert [diff(f, src_frames[start + i]) < 2.0 for i, f in enumerate(frames)] == [True] * (end - start)
 
 
 def test_rerun_is_byte_identical_and_resumes(tmp_path: Path, src: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,10 +48,26 @@ class FanOut(Stage[Num, Num]):
         return [Num(task.value, task.trail + "f") for _ in range(task.value)]
 
 
+def log_setup(log_dir: str, stage: Stage[Num, Num]) -> None:
+    """Record a setup() call in a file: Ray runs stages in other processes."""
+    if log_dir:
+        (Path(log_dir) / f"{stage.name}-{os.getpid()}-{id(stage)}").touch()
+
+
+def setup_pids(log_dir: Path, name: str) -> list[str]:
+    return [p.name.split("-")[1] for p in log_dir.glob(f"{name}-*")]
+
+
 @dataclass
 class FailOn(Stage[Num, Num]):
+    """Stateless, with a cheap setup()."""
+
     name: ClassVar[str] = "fail_on"
     bad: int = 9
+    log_dir: str = ""
+
+    def setup(self) -> None:
+        log_setup(self.log_dir, self)
 
     def process(self, task: Num) -> Num:
         if task.value == self.bad:
@@ -73,8 +88,7 @@ class AddOffset(Stage[Num, Num]):
 
     def setup(self) -> None:
         self.loaded = self.offset
-        if self.log_dir:
-            (Path(self.log_dir) / f"setup-{os.getpid()}-{id(self)}").touch()
+        log_setup(self.log_dir, self)
 
     def process(self, task: Num) -> Num:
         task.value += self.loaded  # AttributeError if setup() was skipped
@@ -83,7 +97,7 @@ class AddOffset(Stage[Num, Num]):
 
 
 def pipeline(log_dir: str = "") -> list[Stage[Num, Num]]:
-    return [FanOut(), Square(), FailOn(bad=9), AddOffset(log_dir=log_dir)]
+    return [FanOut(), Square(), FailOn(bad=9, log_dir=log_dir), AddOffset(log_dir=log_dir)]
 
 
 def results(runner: Runner, inputs: list[int], log_dir: str = "") -> Counter[tuple[int, str, str | None]]:
@@ -102,23 +116,20 @@ EXPECTED = Counter({
 
 @pytest.fixture(scope="module")
 def ray_runner() -> Iterator[RayRunner]:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray for a test cluster
-    # Workers must import this module by the name pytest gave it (tests/ is on the driver's
-    # sys.path only); the local cluster's workers inherit the driver's environment.
-    here = str(Path(__file__).parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    runner = RayRunner(num_cpus=2)
-    t0 = time.perf_counter()
-    runner._init()
-    print(f"ray.init took {time.perf_counter() - t0:.1f} s")
-    yield runner
-    runner.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        env.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray for a test cluster
+        # Workers must import this module by the name pytest gave it (tests/ is on the driver's
+        # sys.path only); the local cluster's workers inherit the driver's environment.
+        env.setenv("PYTHONPATH", str(Path(__file__).parent), prepend=os.pathsep)
+        runner = RayRunner(num_cpus=2)
+        yield runner
+        runner.shutdown()
 
 
 def test_sequential_fan_out_drop_and_errors(tmp_path: Path) -> None:
     assert results(SequentialRunner(), INPUTS, str(tmp_path)) == EXPECTED
-    assert len(list(tmp_path.glob("setup-*"))) == 1  # one setup() per stage per run
+    assert len(setup_pids(tmp_path, "add_offset")) == len(setup_pids(tmp_path, "fail_on")) == 1
 
 
 def test_task_with_error_is_forwarded_not_processed() -> None:
@@ -141,8 +152,11 @@ def test_exception_without_error_attribute_propagates() -> None:
 
 def test_ray_matches_sequential(ray_runner: RayRunner, tmp_path: Path) -> None:
     assert results(ray_runner, INPUTS, str(tmp_path)) == EXPECTED
-    # One setup() per actor of the pool (2), not one per batch or task.
-    assert len(list(tmp_path.glob("setup-*"))) == AddOffset.resources.actors
+    # One setup() per actor of the pool, not one per batch or task ...
+    assert len(setup_pids(tmp_path, "add_offset")) == AddOffset.resources.actors
+    # ... and for a stateless stage at most one per worker process, not one per block.
+    pids = setup_pids(tmp_path, "fail_on")
+    assert 1 <= len(pids) == len(set(pids))
 
 
 def test_ray_many_items_and_empty_input(ray_runner: RayRunner) -> None:
@@ -153,6 +167,18 @@ def test_ray_many_items_and_empty_input(ray_runner: RayRunner) -> None:
 
 def test_ray_all_dropped(ray_runner: RayRunner) -> None:
     assert list(ray_runner.run([FanOut()], [Num(0), Num(0)], progress=False)) == []
+
+
+def test_ray_exception_without_error_attribute_fails_the_run(ray_runner: RayRunner) -> None:
+    @dataclass
+    class Boom(Stage[int, int]):
+        name: ClassVar[str] = "boom"
+
+        def process(self, task: int) -> int:
+            raise RuntimeError("no error field to carry this")
+
+    with pytest.raises(Exception, match="no error field"):
+        list(ray_runner.run([Boom()], [1, 2], progress=False))
 
 
 def test_make_runner() -> None:

@@ -43,7 +43,8 @@ def decode(path: Path) -> tuple[np.ndarray, list[bool]]:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         frames = list(container.decode(stream))
-    return np.stack([f.to_ndarray(format="gray") for f in frames]).astype(np.int16), [f.key_frame for f in frames]
+    luma = np.stack([f.to_ndarray(format="gray") for f in frames]).astype(np.int16)
+    return luma, [f.key_frame for f in frames]
 
 
 def frame_diffs(luma: np.ndarray) -> np.ndarray:
@@ -62,9 +63,14 @@ def check_against_frames(path: Path, gt: GroundTruth) -> None:
     # A cut planted one frame early or late would put a large jump into `plain`.
     assert d[plain].max() < SHOT_MAX
     for (a, b), kind in zip(gt.gradual, gt.gradual_kinds, strict=True):
-        assert d[a : b + 1].max() < CUT_MIN / 2, f"{kind} at {a} has no hard jump"
-        if kind == "fade":
-            assert luma[a:b].mean(axis=(1, 2)).min() < 3, "a fade passes through black"
+        if kind == "dissolve":
+            hard_jump = np.abs(luma[b] - luma[a - 1]).mean()
+            assert d[a : b + 1].max() < hard_jump / 2, f"the dissolve at {a} changes step by step"
+        else:
+            means = luma[a - 1 : b + 1].mean(axis=(1, 2))  # clean frame, fade, clean frame
+            black = np.flatnonzero(means < 3)
+            assert len(black) >= 1, f"the fade at {a} passes through black"
+            assert np.all(np.diff(means[: black[0] + 1]) < 0) and np.all(np.diff(means[black[-1] :]) > 0)
     for (a, b), kind in zip(gt.negatives, gt.negative_kinds, strict=True):
         if kind == "flash":
             assert luma[a : b - 1].mean() > 190 and d[a] > CUT_MIN and d[b - 1] > CUT_MIN
@@ -85,7 +91,8 @@ def test_plan_ground_truth_counts_every_kind_of_transition() -> None:
 
 def test_plan_rejects_events_that_overlap_a_transition() -> None:
     with pytest.raises(ValueError, match="flash"):
-        plan_ground_truth([Segment("testsrc2", 20), Segment("life", 20, "dissolve", 6, flash=(2, 2))], 64, 36, 24)
+        plan_ground_truth([Segment("testsrc2", 20), Segment("life", 20, "dissolve", 6, flash=(2, 2))],
+                          64, 36, 24)
     with pytest.raises(ValueError, match="clean frame"):
         plan_ground_truth([Segment("testsrc2", 5), Segment("life", 20, "dissolve", 6)], 64, 36, 24)
 

@@ -30,7 +30,8 @@ def make_clip(out_root: Path, clip_id: str, size: str, seed: int) -> Clip:
 
 
 def captions_for(clip: Clip) -> list[Caption]:
-    return [Caption(clip.clip_id, "zh", f"一个测试画面 {clip.clip_id}", backend="signals", checks='{"lang": true}'),
+    return [Caption(clip.clip_id, "zh", f"一个测试画面 {clip.clip_id}", backend="signals",
+                    checks='{"lang": true}'),
             Caption(clip.clip_id, "en", f"A test pattern {clip.clip_id}.", backend="signals")]
 
 

@@ -41,7 +41,8 @@ Y_BLACK, Y_WHITE, C_NEUTRAL = 16, 235, 128  # limited-range yuv
 Enter = Literal["cut", "dissolve", "fade"]
 
 # Lavfi sources whose consecutive frames differ little (mean |dY| < 10) while any two
-# sources differ a lot. Placeholders: w, h, r (rate), seed, qw/qh (quarter size).
+# sources differ a lot. Placeholders: w, h, r (rate), seed, qw/qh (quarter size),
+# w1/h1 (last column/row), c0/c1 (a colour pair picked by seed).
 SOURCES: dict[str, str] = {
     "testsrc2": "testsrc2=s={w}x{h}:r={r}",
     "mandelbrot": "mandelbrot=s={w}x{h}:r={r}",
@@ -51,13 +52,15 @@ SOURCES: dict[str, str] = {
     ":death_color=#aa2200:mold_color=#222266,scale={w}:{h}:flags=neighbor",
     "smptebars": "smptebars=s={w}x{h}:r={r}",
     "rgbtestsrc": "rgbtestsrc=s={w}x{h}:r={r}",
-    "gradients": "gradients=s={w}x{h}:r={r}:seed={seed}",
+    # gradients picks random colours whatever its seed, so colours and end points are explicit.
+    "gradients": "gradients=s={w}x{h}:r={r}:n=2:c0={c0}:c1={c1}:x0=0:y0=0:x1={w1}:y1={h1}:speed=0.01",
     "noise": "color=c=0x2a6f97:s={w}x{h}:r={r},noise=alls=40:allf=u:all_seed={seed}",
     # One frame held still, with faint temporal grain: a "static" shot.
     "still": "mandelbrot=s={w}x{h}:r={r}:outer=normalized_iteration_count,trim=end_frame=1,"
     "loop=loop=-1:size=1,noise=alls=3:allf=t+u:all_seed={seed}",
     "dark": "color=c=0x202830:s={w}x{h}:r={r}",
 }
+_GRADIENT_COLOURS = [("0x4b2a8c", "0xe07a1e"), ("0x1e6fd9", "0xd91e6f"), ("0x2a8c4b", "0xf2e205")]
 _TEXT_OK = re.compile(r"^[\w .!?#+\-\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+$")
 
 
@@ -176,16 +179,17 @@ def _source_graph(seg: Segment, width: int, height: int, fps: float, seed: int) 
     step = max(2, width // 8) // 2 * 2
     if seg.pan:
         src_w = width + step * seg.pan[1]
-    graph = SOURCES[seg.source].format(
-        w=src_w, h=height, r=rate_str(fps), seed=seed, qw=max(8, src_w // 4), qh=max(8, height // 4)
-    )
+    c0, c1 = _GRADIENT_COLOURS[seed % len(_GRADIENT_COLOURS)]
+    graph = SOURCES[seg.source].format(w=src_w, h=height, r=rate_str(fps), seed=seed, qw=max(8, src_w // 4),
+                                       qh=max(8, height // 4), w1=src_w - 1, h1=height - 1, c0=c0, c1=c1)
     if seg.pan:
         p, length = seg.pan
         graph += f",crop={width}:{height}:x='{step}*clip(n-{p - 1},0,{length})':y=0"
     if seg.text:
         font = FONT_LATIN if seg.text.isascii() else FONT_CJK
         if not font.exists():
-            raise FileNotFoundError(f"font {font} is missing (apt-get install fonts-dejavu-core fonts-wqy-microhei)")
+            package = "fonts-dejavu-core" if font == FONT_LATIN else "fonts-wqy-microhei"
+            raise FileNotFoundError(f"font {font} is missing: apt-get install {package}")
         graph += (
             f",drawtext=fontfile={font}:text='{seg.text}':fontsize={max(10, height // 9)}:fontcolor=white"
             ":borderw=3:bordercolor=black:x=(w-text_w)/2:y=(h-text_h)/2"
@@ -207,8 +211,9 @@ def _blend(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 def _segment_frames(seg: Segment, width: int, height: int, fps: float, seed: int) -> Iterator[np.ndarray]:
     """Exactly ``seg.frames`` yuv420p buffers of the segment's source, flash applied."""
-    cmd = [*FFMPEG, "-f", "lavfi", "-i", _source_graph(seg, width, height, fps, seed),
-           "-frames:v", str(seg.frames), "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
+    graph = _source_graph(seg, width, height, fps, seed)
+    cmd = [*FFMPEG, "-f", "lavfi", "-i", graph, "-frames:v", str(seg.frames),
+           "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"]
     size = width * height * 3 // 2
     white = _flat(width, height, Y_WHITE)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -217,7 +222,8 @@ def _segment_frames(seg: Segment, width: int, height: int, fps: float, seed: int
             buf = proc.stdout.read(size)
             if len(buf) != size:
                 proc.wait()
-                raise RuntimeError(f"{seg.source}: frame {k} missing: {proc.stderr.read().decode(errors='replace')}")
+                error = proc.stderr.read().decode(errors="replace")
+                raise RuntimeError(f"{seg.source}: frame {k} missing: {error}")
             frame = np.frombuffer(buf, np.uint8)
             if seg.flash and seg.flash[0] <= k < sum(seg.flash):
                 frame = _blend(frame, white, 0.85)  # a photographer's flash: the scene shows through faintly
@@ -295,6 +301,11 @@ def make_transition_video(path: str | Path, width: int, height: int, fps: float,
         stdin.close()
     except BrokenPipeError:
         pass  # the encoder died; its stderr says why
+    except BaseException:
+        enc.kill()
+        enc.wait()
+        tmp.unlink(missing_ok=True)
+        raise
     if enc.wait() != 0 or written != gt.n_frames:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"encoding {path} failed ({written}/{gt.n_frames} frames): "
@@ -343,7 +354,9 @@ def suite_plan(fps: float, variant: int = 0) -> list[Segment]:
     ]
 
 
-def detection_suite(directory: str | Path, names: Sequence[str] | None = None) -> list[tuple[Path, GroundTruth]]:
+def detection_suite(
+    directory: str | Path, names: Sequence[str] | None = None
+) -> list[tuple[Path, GroundTruth]]:
     """Render the shot-detection suite (``SUITE``) into ``directory``, each with ``<name>.json``.
 
     A video whose json already matches its plan is not rendered again. ``names`` picks a
@@ -358,7 +371,8 @@ def detection_suite(directory: str | Path, names: Sequence[str] | None = None) -
         plan = suite_plan(fps, variant)
         gt = plan_ground_truth(plan, width, height, fps)
         json_path = path.with_suffix(".json")
-        if not (path.exists() and json_path.exists() and json_path.read_text(encoding="utf-8") == gt.to_json()):
+        cached = json_path.read_text(encoding="utf-8") if json_path.exists() else None
+        if not (path.exists() and cached == gt.to_json()):
             gt = make_transition_video(path, width, height, fps, plan, seed=variant)
             write_ground_truth(path, gt)
         out.append((path, gt))

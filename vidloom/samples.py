@@ -126,7 +126,8 @@ def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
         if not path.exists():
             make_transition_video(path, width, height, fps, plan, audio=audio, scenecut=True, crf=23)
         manifest[name] = {"kind": "video", "description": description, "width": width, "height": height,
-                          "fps": gt.fps, "n_frames": gt.n_frames, "cuts": gt.cuts, "gradual": gt.gradual,
+                          "fps": gt.fps, "n_frames": gt.n_frames, "cuts": gt.cuts,
+                          "gradual": [list(span) for span in gt.gradual],
                           "has_audio": audio}
 
     source = "demo_cuts_640x360.mp4"
@@ -143,12 +144,13 @@ def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
                            "-pix_fmt", "yuv420p", "-threads", "2", "-c:a", "aac", "-b:a", "48k"])
     manifest[near.name] = {**manifest[source], "kind": "near_duplicate", "duplicate_of": source,
                            "width": 480, "height": 270,
-                           "description": f"{source} re-encoded at 480x270, crf 30: same content, other bytes"}
+                           "description": f"{source} re-encoded at 480x270, crf 30: same frames, other bytes"}
 
     corrupt = directory / "demo_corrupt.mp4"
     if not corrupt.exists():
         _write_bytes(corrupt, _corrupt_copy(directory / source))
-    manifest[corrupt.name] = {"kind": "corrupt", "description": f"first third of {source}, header overwritten"}
+    manifest[corrupt.name] = {"kind": "corrupt",
+                              "description": f"first third of {source}, header overwritten"}
 
     _write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8"))
     return manifest

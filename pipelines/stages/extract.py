@@ -1,20 +1,17 @@
 """Clip extraction: the only pass over a source's bytes after the decode pass.
 
-A span of frames [start_frame, end_frame) becomes ``<out_dir>/<video_id>/<clip_id>.mp4``:
+A span of frames [start_frame, end_frame) becomes ``<out_dir>/<video_id>/<clip_id>.mp4``, as a
+**copy** when it starts on a keyframe and the first n packets from there (decode order) are
+exactly its frames (with B-frames: it also ends on a keyframe or at the stream's end), else a
+**reencode**: input ``-ss`` on the first frame (accurate seek drops earlier frames),
+``-frames:v n`` and ``-fps_mode passthrough`` (no CFR duplicates or drops).
 
-* **copy** when the span starts exactly on a keyframe *and* a stream copy of the first n
-  packets from that keyframe (decode order) holds exactly the span's frames. With B-frames
-  that only holds when the span also ends on a keyframe or at the end of the stream, so the
-  planner checks the packet order instead of assuming it.
-* **reencode** otherwise: ffmpeg seeks before ``-i`` to the span's first frame (accurate
-  seek decodes from the previous keyframe and drops everything earlier), ``-frames:v n``
-  stops after exactly n frames, and ``-fps_mode passthrough`` forbids CFR duplicate/drop.
-
-Outputs are deterministic (bitexact flags, no metadata, fixed encoder threads), so a rerun
-gives byte-identical files. Each file is written under a temp name, checked (frame count) and
-renamed; an existing final file is reused (resume). Rotation is baked in by ffmpeg's
-autorotate (a rotated source is never stream-copied), and odd sizes lose at most one pixel
-row/column so that 4:2:0 encoders accept them.
+Each cut is verified before it is renamed into place: its demuxed frame times must be the
+span's source frame times shifted to 0. A demuxer whose seek overshoots (MPEG-TS) fails that
+and is cut again from a 10 s pre-roll with an exact output ``-ss``. Bitexact flags, no metadata
+and fixed encoder threads make reruns byte-identical; an existing final file is reused
+(resume). Rotation is baked in by autorotate (rotated sources are never copied), and odd sizes
+lose at most one pixel row/column so that 4:2:0 encoders accept them.
 """
 
 from __future__ import annotations
@@ -43,25 +40,19 @@ _EVEN_CROP = "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"
 # Codecs that ffmpeg's mp4 muxer takes as a stream copy.
 _MP4_COPY_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"})
 _STDERR_TAIL = 1500
+_PREROLL_S = 10.0  # for demuxers whose seek overshoots (MPEG-TS)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How one span is cut.
-
-    Attributes:
-        mode: 'copy' or 'reencode'.
-        start_frame: first source frame of the span.
-        n_frames: frames in the span (end_frame - start_frame).
-        seek_s: presentation time of ``start_frame`` on the source's stream clock, in seconds.
-        reason: why this mode was chosen.
-    """
+    """How one span is cut."""
 
     mode: ExtractMode
-    start_frame: int
-    n_frames: int
-    seek_s: float
-    reason: str
+    start_frame: int  # first source frame of the span
+    n_frames: int  # end_frame - start_frame
+    seek_s: float  # time of start_frame in seconds from the file's start, as ffmpeg's -ss counts
+    tol_s: float  # half the shortest frame interval around the span: the cut check's tolerance (s)
+    reason: str  # why this mode was chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +60,6 @@ class SourceInfo:
     """What extraction needs to know about a source besides its frame index."""
 
     codec: str
-    start_us: int  # container start time in µs: the origin of ffmpeg's input -ss
     rotation: int  # display rotation in degrees
 
 
@@ -83,19 +73,15 @@ def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes
     """Choose stream copy or re-encode for the frames [start_frame, end_frame).
 
     Args:
-        start_frame: first frame (inclusive).
-        end_frame: end frame (exclusive).
-        pts: float64 [N], presentation time of every source frame in seconds.
+        start_frame, end_frame: the span, end exclusive.
+        pts: float64 [N], time of every source frame in seconds from the file's start
+            (``frame.time - container.start_time``, as the decode pass writes ``pts.npy``).
         keyframes: bool [N], whether each source frame is a keyframe.
         stream_copy: whether copying is allowed at all.
-        copy_order_pts: presentation times (s) of the packets a stream copy starting at
-            ``start_frame`` would take, in decode order (at least n of them). None skips the
-            check, i.e. assumes decode order equals presentation order.
-        rotation: source display rotation in degrees; rotated sources are re-encoded upright.
-        source_codec: the source codec name; codecs mp4 cannot hold by copy are re-encoded.
-
-    Returns:
-        The plan.
+        copy_order_pts: presentation times (s) of the packets a stream copy from ``start_frame``
+            takes, in decode order (>= n of them). None assumes decode order = presentation order.
+        rotation: display rotation in degrees; rotated sources are re-encoded upright.
+        source_codec: codecs outside ``_MP4_COPY_CODECS`` are re-encoded.
 
     Raises:
         ValueError: if the span is empty or outside the source.
@@ -103,9 +89,11 @@ def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes
     if not 0 <= start_frame < end_frame <= len(pts) or len(keyframes) != len(pts):
         raise ValueError(f"span [{start_frame}, {end_frame}) is outside the source's {len(pts)} frames")
     n = end_frame - start_frame
+    gaps = np.diff(pts[max(start_frame - 1, 0):end_frame + 1])
+    tol = 0.5 * float(gaps[gaps > 0].min()) if (gaps > 0).any() else 0.02
 
     def plan(mode: ExtractMode, reason: str) -> Plan:
-        return Plan(mode, start_frame, n, float(pts[start_frame]), reason)
+        return Plan(mode, start_frame, n, float(pts[start_frame]), tol, reason)
 
     if not stream_copy:
         return plan("reencode", "stream copy disabled")
@@ -123,33 +111,55 @@ def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes
     return plan("copy", f"frame {start_frame} is a keyframe")
 
 
-def seek_arg(seek_s: float, container_start_us: int = 0) -> str:
-    """The input ``-ss`` value that lands on the frame shown at ``seek_s``, floored to whole µs.
+def _floor_us(seconds: float) -> int:
+    return math.floor(seconds * 1e6 + 1e-3)  # + 1 ns: 1.32 * 1e6 must not floor to 1319999
 
-    ffmpeg measures input ``-ss`` from the container's start time and keeps a frame only when
-    its shifted timestamp is >= 0, so rounding *up* by even 1 µs would drop the target frame.
-    """
-    us = max(0, math.floor(seek_s * 1e6 + 1e-3) - container_start_us)
+
+def _fmt_us(us: int) -> str:
     return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
 def ffmpeg_args(plan: Plan, src: str, dst: str, *, codec: str, crf: int, preset: str, threads: int,
-                container_start_us: int = 0) -> list[str]:
-    """The ffmpeg argument list (never a shell string) that writes ``plan`` to ``dst`` (mp4)."""
+                start_from_s: float | None = None) -> list[str]:
+    """The ffmpeg argument list (never a shell string) that writes ``plan`` to ``dst`` (mp4).
+
+    Input ``-ss`` is floored to whole µs: ffmpeg keeps a frame only when its shifted time is
+    >= 0, so rounding up by even 1 µs would drop it.
+
+    Args:
+        start_from_s: where the input seek goes instead of ``plan.seek_s``: an earlier frame's
+            time, as a pre-roll (a frame time keeps ffmpeg's input shift a whole number of
+            ticks). The exact cut is then an output ``-ss``, 1 µs early. Re-encode only:
+            ffmpeg drops stream-copied packets before an output ``-ss`` by dts, not pts.
+    """
+    if start_from_s is not None and plan.mode == "copy":
+        raise ValueError("a stream copy cannot pre-roll")
+    in_us = max(0, _floor_us(plan.seek_s if start_from_s is None else start_from_s))
+    out_us = _floor_us(plan.seek_s) - in_us - 1
+    out_ss = ["-ss", _fmt_us(out_us)] if out_us > 0 else []
     args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", "-threads", str(threads),
-            "-ss", seek_arg(plan.seek_s, container_start_us), "-i", f"file:{src}",
-            "-map", "0:v:0", "-frames:v", str(plan.n_frames), "-an", "-sn", "-dn",
-            "-map_metadata", "-1", "-map_chapters", "-1"]
-    if plan.mode == "copy":
-        args += ["-c:v", "copy"]
+            "-ss", _fmt_us(in_us), "-i", f"file:{src}", *out_ss, "-map", "0:v:0", "-frames:v",
+            str(plan.n_frames), "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
+            "-metadata", f"comment=vidloom:{plan.mode}"]  # read back on resume
+    if plan.mode == "copy":  # copypriorss 0: drop packets before the cut even when the seek lands early
+        args += ["-c:v", "copy", "-copypriorss", "0"]
     else:
         args += ["-fps_mode", "passthrough", "-vf", _EVEN_CROP, "-c:v", codec, "-pix_fmt", "yuv420p",
                  "-crf", str(crf), "-preset", preset, "-threads", str(threads), "-flags:v", "+bitexact"]
     return [*args, "-fflags", "+bitexact", "-movflags", "+faststart", "-f", "mp4", f"file:{dst}"]
 
 
+def cut_mismatch(times: np.ndarray, pts: np.ndarray, plan: Plan) -> str | None:
+    """Why a clip with frame times ``times`` (s, sorted) is not the planned span, or None if it is."""
+    want = pts[plan.start_frame:plan.start_frame + plan.n_frames] - plan.seek_s
+    if len(times) != len(want):
+        return f"{len(times)} frames, expected {len(want)}"
+    worst = float(np.abs(times - want).max())
+    return None if worst < plan.tol_s else f"frame times are off by up to {worst:.4f}s"
+
+
 def probe_source(src: str) -> SourceInfo:
-    """Codec, container start time and display rotation of ``src``'s first video stream."""
+    """Codec and display rotation of ``src``'s first video stream."""
     with av.open(src) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
@@ -159,67 +169,76 @@ def probe_source(src: str) -> SourceInfo:
         for frame in container.decode(stream):
             rotation = int(frame.rotation or 0)
             break
-        return SourceInfo(stream.codec_context.name, int(container.start_time or 0), rotation)
+        return SourceInfo(stream.codec_context.name, rotation)
 
 
 def demux_frame_index(src: str) -> tuple[np.ndarray, np.ndarray]:
-    """Frame times and keyframe flags from packets alone (no decode).
+    """Frame times and keyframe flags from packets alone (no decode), like the decode pass's.
 
     Returns:
-        (pts float64 [N] in seconds, keyframe bool [N]), in presentation order.
+        (pts float64 [N] in seconds from the file's start, keyframe bool [N]), in presentation order.
     """
+    rows: list[tuple[int, bool]] = []
     with av.open(src) as container:
+        start_s = (container.start_time or 0) / 1_000_000
         stream = container.streams.video[0]
         tb = stream.time_base
-        rows = [(p.pts if p.pts is not None else p.dts, p.is_keyframe)
-                for p in container.demux(stream) if p.size]
-    if any(t is None for t, _ in rows) or tb is None:
-        raise ValueError("video packets without timestamps")
-    rows.sort(key=lambda r: r[0])
-    pts = np.array([float(t * tb) for t, _ in rows], dtype=np.float64)
+        for p in container.demux(stream):
+            t = p.pts if p.pts is not None else p.dts
+            if not p.size:
+                continue
+            if t is None or tb is None:
+                raise ValueError("video packets without timestamps")
+            rows.append((t, p.is_keyframe))
+    rows.sort()
+    pts = np.array([float(t * tb) - start_s for t, _ in rows if tb is not None], dtype=np.float64)
     return pts, np.array([k for _, k in rows], dtype=bool)
 
 
 def copy_order(src: str, seek_s: float, n: int) -> np.ndarray:
-    """Presentation times (s) of the n packets from the one shown at ``seek_s``, in decode order.
+    """Times (s from the file's start) of the n packets a stream copy from ``seek_s`` takes.
 
-    These are the packets ``-ss seek_s -c copy -frames:v n`` takes. Finding the packet also
-    checks that the frame index's timestamps match the source.
+    Returns an empty array when packets lack pts (nothing to check; no copy).
 
     Raises:
-        ValueError: if no packet is shown at ``seek_s`` or packets lack timestamps.
+        ValueError: if no packet is shown at ``seek_s`` (the frame index is not this source's).
     """
     with av.open(src) as container:
+        start_s = (container.start_time or 0) / 1_000_000
         stream = container.streams.video[0]
         tb = stream.time_base
         if tb is None:
-            raise ValueError("video stream without a time base")
+            return np.zeros(0)
         half_tick = max(0.5 * float(tb), 1e-6)
-        container.seek(math.floor(seek_s / float(tb) + 1e-6), stream=stream, backward=True, any_frame=False)
-        taken: list[float] = []
-        for packet in container.demux(stream):
-            if not packet.size:
-                continue
-            if packet.pts is None:
-                raise ValueError("video packets without pts")
-            t = float(packet.pts * tb)
-            if taken or abs(t - seek_s) < half_tick:
-                taken.append(t)
-                if len(taken) == n:
+        for preroll in (0.0, _PREROLL_S):  # some demuxers (MPEG-TS) seek past the target
+            target = max(0, math.floor((seek_s + start_s - preroll) / float(tb) + 1e-6))
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            taken: list[float] = []
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                if packet.pts is None:
+                    return np.zeros(0)
+                t = float(packet.pts * tb) - start_s
+                if taken or abs(t - seek_s) < half_tick:
+                    taken.append(t)
+                    if len(taken) == n:
+                        break
+                elif packet.dts is not None and float(packet.dts * tb) > seek_s + 10.0:
                     break
-            elif packet.dts is not None and float(packet.dts * tb) > seek_s + 10.0:
-                break
-    if not taken:
-        raise ValueError(f"no packet is shown at {seek_s:.6f}s: the frame index does not match the source")
-    return np.array(taken, dtype=np.float64)
+            if taken:
+                return np.array(taken, dtype=np.float64)
+    raise ValueError(f"no packet is shown at {seek_s:.6f}s: the frame index does not match the source")
 
 
-def probe_clip(path: str) -> tuple[str, int, int, int]:
-    """(codec, frame count by demuxing, width, height) of an extracted clip."""
+def probe_clip(path: str) -> tuple[str, np.ndarray, int, int, str | None]:
+    """(codec, sorted frame times in s by demuxing, width, height, extract mode) of a clip."""
     with av.open(path) as container:
         stream = container.streams.video[0]
-        n = sum(1 for p in container.demux(stream) if p.size)
-        return stream.codec_context.name, n, stream.width, stream.height
+        tb = float(stream.time_base or 0)
+        times = sorted(float(p.pts or 0) * tb for p in container.demux(stream) if p.size)
+        mode = container.metadata.get("comment", "").removeprefix("vidloom:") or None
+        return stream.codec_context.name, np.array(times, dtype=np.float64), stream.width, stream.height, mode
 
 
 @dataclass
@@ -264,22 +283,23 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         src = os.path.abspath(task.src_path)
         info = probe_source(src)
         pts, keyframes = self._frame_index(src, task.frames_dir)
-        if not 0 <= clip.start_frame < clip.end_frame <= len(pts):
-            raise ValueError(f"span [{clip.start_frame}, {clip.end_frame}) is outside the source's "
-                             f"{len(pts)} frames")
-        order = copy_order(src, float(pts[clip.start_frame]), clip.end_frame - clip.start_frame)
         plan = plan_extraction(clip.start_frame, clip.end_frame, pts, keyframes, self.stream_copy,
-                               copy_order_pts=order, rotation=info.rotation, source_codec=info.codec)
+                               rotation=info.rotation, source_codec=info.codec)  # validates the span
+        order = copy_order(src, plan.seek_s, plan.n_frames if plan.mode == "copy" else 1)  # checks the index
+        if plan.mode == "copy":
+            plan = plan_extraction(clip.start_frame, clip.end_frame, pts, keyframes, True,
+                                   copy_order_pts=order)
         if not final.exists():  # resume: an existing final file is complete (atomic rename)
             final.parent.mkdir(parents=True, exist_ok=True)
-            self._run_ffmpeg(plan, src, final, info)
-        codec, n_frames, width, height = probe_clip(str(final))
-        if n_frames != plan.n_frames:
-            raise ValueError(f"{final} has {n_frames} frames, expected {plan.n_frames}")
+            self._cut(plan, src, final, info, pts)
+        codec, times, width, height, mode = probe_clip(str(final))
+        problem = cut_mismatch(times, pts, plan)
+        if problem:
+            raise ValueError(f"{final}: {problem}")
         clip.path = f"{out_dir.name}/{clip.video_id}/{clip.clip_id}.mp4"
         clip.codec = codec
-        clip.extract_mode = plan.mode
-        clip.n_frames = n_frames
+        clip.extract_mode = mode or plan.mode
+        clip.n_frames = len(times)
         clip.bytes = final.stat().st_size
         clip.width, clip.height = width, height
 
@@ -296,20 +316,27 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             self._index[src] = demux_frame_index(src)
         return self._index[src]
 
-    def _run_ffmpeg(self, plan: Plan, src: str, final: Path, info: SourceInfo) -> None:
+    def _cut(self, plan: Plan, src: str, final: Path, info: SourceInfo, pts: np.ndarray) -> None:
+        """Cut to a temp file until a cut verifies (copy, else re-encode, else re-encode from a
+        pre-roll), then fsync it and rename it into place."""
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.part")
-        args = ffmpeg_args(plan, src, str(tmp), codec=self.codec, crf=self.crf, preset=self.preset,
-                           threads=self.threads, container_start_us=info.start_us)
+        reencode = dataclasses.replace(plan, mode="reencode", reason=f"{plan.reason}; the copy failed")
+        first = max(0, int(np.searchsorted(pts, plan.seek_s - _PREROLL_S, "right")) - 1)
+        attempts = [(plan, None), (reencode, None)] if plan.mode == "copy" else [(plan, None)]
+        failures: list[str] = []
         try:
-            proc = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
-            if proc.returncode != 0:
-                tail = proc.stderr.strip()[-_STDERR_TAIL:]
-                raise ValueError(f"ffmpeg {plan.mode} exited with {proc.returncode}: {tail}")
-            n_frames = probe_clip(str(tmp))[1]
-            if n_frames != plan.n_frames:  # never let a wrong cut land under the final name
-                raise ValueError(f"ffmpeg {plan.mode} wrote {n_frames} frames, expected {plan.n_frames}")
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
+            for attempt, start_from in [*attempts, (reencode, float(pts[first]))]:
+                args = ffmpeg_args(attempt, src, str(tmp), codec=self.codec, crf=self.crf, preset=self.preset,
+                                   threads=self.threads, start_from_s=start_from)
+                proc = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
+                problem = (f"ffmpeg exited with {proc.returncode}: {proc.stderr.strip()[-_STDERR_TAIL:]}"
+                           if proc.returncode else cut_mismatch(probe_clip(str(tmp))[1], pts, plan))
+                if not problem:
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                    os.replace(tmp, final)
+                    return
+                failures.append(f"{attempt.mode}{'' if start_from is None else ' (pre-roll)'}: {problem}")
+            raise ValueError("; ".join(failures))
         finally:
             tmp.unlink(missing_ok=True)

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 HASH_CHUNK = 1 << 20  # 1 MiB: streaming, constant memory
 VFR_PACKETS = 200  # packets demuxed to tell constant from variable frame rate
+# Packets come in decode order: with B-frames, the frames just before the cut arrive
+# after it. Ignoring the last timestamps before the cut keeps those gaps out.
+_REORDER_SLACK = 16
 MIN_SIDE = 16
 MIN_FPS, MAX_FPS = 1.0, 480.0
 # Container formats that hold single images (PyAV opens a PNG renamed .mp4 as png_pipe).
@@ -148,7 +151,8 @@ def _fill(video: Video, container: InputContainer) -> str | None:
     duration = _seconds(stream.duration, stream.time_base)
     if duration is None and container.duration is not None:
         duration = container.duration / 1_000_000
-    image_format = container.format.name in ("image2", "image2pipe") or container.format.name.endswith("_pipe")
+    fmt = container.format.name
+    image_format = fmt in ("image2", "image2pipe") or fmt.endswith("_pipe")
     if image_format or (ctx.name in _IMAGE_CODECS and stream.frames <= 1 and not duration):
         return "still image, not a video"
     if fps_rate is None and stream.frames and duration:
@@ -170,10 +174,12 @@ def _fill(video: Video, container: InputContainer) -> str | None:
                 break
         if len(pts) >= VFR_PACKETS:
             break
+    if first_frame:  # a very short file: the decoder still holds its frames
+        rotation = next((f.rotation for f in ctx.decode(None)), 0)
     if not pts:
         return "cannot open: no decodable video packets"
     video.rotation = round(rotation / 90) * 90 % 360
-    video.vfr = is_vfr(pts)
+    video.vfr = is_vfr(sorted(pts)[:-_REORDER_SLACK] if len(pts) >= VFR_PACKETS else pts)
     video.width, video.height = display_size(ctx.width, ctx.height, video.rotation)
     if stream.frames > 0:
         video.n_frames = stream.frames

@@ -1,0 +1,57 @@
+"""Decode: the single decode pass over each usable video (DESIGN.md "Decode once").
+
+Wraps ``pipelines.decode.decode_video``: frames go to ``<work_dir>/frames/<video_id>``,
+so a rerun (same bytes, same parameters) finds them and decodes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pipelines.config import DecodeConfig
+from pipelines.decode import DecodeError, decode_video
+from pipelines.stage import Resources, Stage
+from pipelines.tasks import VideoTask
+
+_DEFAULTS = DecodeConfig()
+
+
+@dataclass
+class Decode(Stage[VideoTask, VideoTask]):
+    """Decode each 'ok' video once into its FrameSet; record failures on the video row.
+
+    A file that yields no frame becomes ``status='error'``. A file that breaks midway
+    keeps its frames; the video stays 'ok' and ``video.error`` carries the warning
+    (e.g. "truncated: decode stopped after 48 frames: ..."), so it is not silent.
+    ``video.n_frames`` becomes the exact decoded count.
+    """
+
+    name: ClassVar[str] = "decode"
+    # FFmpeg frame threads keep about two cores busy; more per video helps little.
+    resources: ClassVar[Resources] = Resources(cpus=2.0)
+
+    # Where the frames live, not what they are: kept out of params() and the params hash.
+    work_dir: str = field(default="work", compare=False)
+    sparse_fps: float = _DEFAULTS.sparse_fps
+    sparse_width: int = _DEFAULTS.sparse_width
+    sparse_height: int = _DEFAULTS.sparse_height
+    threads: int = field(default=_DEFAULTS.threads, compare=False)  # same output for any value
+
+    def process(self, task: VideoTask) -> VideoTask:
+        video = task.video
+        if video is None or video.status == "error":
+            return task
+        out_dir = os.path.join(self.work_dir, "frames", video.video_id)
+        try:
+            result = decode_video(task.path, out_dir, sparse_fps=self.sparse_fps,
+                                  sparse_size=(self.sparse_width, self.sparse_height), threads=self.threads)
+        except DecodeError as e:
+            video.status, video.error = "error", str(e)
+            return task
+        task.frames = result.frames
+        video.n_frames = result.frames.n_frames
+        if result.truncated:
+            video.error = f"truncated: {result.warning}"
+        return task

@@ -1,0 +1,102 @@
+"""Shot detection on generated videos with planted transitions (exact frames, no false positives)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import shot_detect as sd
+from pipelines.decode import decode_video, load_tiny
+from pipelines.shot_eval import score_transitions
+from pipelines.stages.shot_split import detect_transitions, make_shots
+from vidloom.cut_videos import detection_suite
+
+SUITE = ["suite_320x180_24", "suite_640x360_30", "suite_1280x720_25"]
+
+
+@pytest.fixture(scope="module")
+def model() -> object:
+    from pipelines.transnet import TransNet
+
+    return TransNet(threads=2)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, object, np.ndarray]]:
+    root = tmp_path_factory.mktemp("suite")
+    out = []
+    for path, gt in detection_suite(root, SUITE):
+        res = decode_video(str(path), tempfile.mkdtemp(dir=root))
+        out.append((path, gt, np.asarray(load_tiny(res.frames))))
+    return out
+
+
+@pytest.mark.parametrize("i", range(len(SUITE)))
+def test_default_detector_finds_every_planted_transition_exactly(suite: list, model: object, i: int) -> None:
+    path, gt, frames = suite[i]
+    trs, covered = detect_transitions(frames, "transnetv2", model, fps=gt.fps)
+    s = score_transitions(trs, gt.cuts, [tuple(g) for g in gt.gradual])
+    assert s.missed == [], f"{path.name}: missed {s.missed}"
+    assert s.false_positives == [], f"{path.name}: false positives {s.false_positives}"
+    assert s.kind_errors == 0
+    # gradual transitions carry their span and kind
+    for (a, b), kind in zip(gt.gradual, gt.gradual_kinds, strict=True):
+        t = next(t for t in trs if max(t.start, a) < min(t.end, b))
+        assert t.kind == kind and abs(t.start - a) <= 3 and abs(t.end - b) <= 3, (t, a, b, kind)
+    # nothing is split inside a flash or a fast pan
+    for a, b in gt.negatives:
+        assert not [t for t in trs if a < t.start < b or (t.kind == "cut" and t.start == a)], (a, b, trs)
+    # the cascade really skipped frames
+    assert covered < 0.9
+
+
+def test_cascade_agrees_with_full_transnet(suite: list, model: object) -> None:
+    _, gt, frames = suite[1]
+    fast, _ = detect_transitions(frames, "transnetv2", model, fps=gt.fps)
+    full, covered = detect_transitions(frames, "transnetv2-full", model, fps=gt.fps)
+    assert covered == 1.0
+    assert [(t.start, t.end, t.kind) for t in fast] == [(t.start, t.end, t.kind) for t in full]
+
+
+def test_short_shots_survive_and_shots_tile_the_video(suite: list, model: object) -> None:
+    _, gt, frames = suite[0]
+    trs, _ = detect_transitions(frames, "transnetv2", model, fps=gt.fps)
+    pts = np.arange(len(frames)) / gt.fps
+    shots = make_shots("v", trs, pts, len(frames) / gt.fps, "transnetv2", min_shot_frames=1)
+    spans = [(s.start_frame, s.end_frame) for s in shots]
+    assert len(spans) == len(gt.shots)
+    # boundaries at hard cuts are exact; those next to a gradual transition within 3 frames
+    for (a, b), (ga, gb) in zip(spans, gt.shots, strict=True):
+        assert abs(a - ga) <= (0 if ga in gt.cuts or ga == 0 else 3), (a, ga)
+        assert abs(b - gb) <= (0 if gb in gt.cuts or gb == gt.n_frames else 3), (b, gb)
+    assert all(s.transition in ("start", "cut", "dissolve", "fade") for s in shots)
+    for a, b in gt.short_shots:
+        assert (a, b) in spans and b - a < 10
+
+
+def test_pyscenedetect_alternative_runs_on_the_same_frames(suite: list) -> None:
+    _, gt, frames = suite[1]
+    trs, covered = detect_transitions(frames, "adaptive", None, fps=gt.fps)
+    s = score_transitions(trs, gt.cuts, [])
+    assert covered == 0.0 and s.found_cuts == len(gt.cuts)
+
+
+def test_flash_is_not_a_cut_on_a_synthetic_sequence() -> None:
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 200, (27, 48, 3), dtype=np.uint8)
+    frames = np.stack([scene] * 40)
+    frames[20:22] = 255  # two white frames, then the same picture again
+    diff = sd.frame_diff(frames)
+    trs = [sd.Transition(20, 20, "cut", 0.9), sd.Transition(22, 22, "cut", 0.9)]
+    assert sd.suppress_false_transitions(trs, frames, diff) == []
+    other = rng.integers(0, 200, (27, 48, 3), dtype=np.uint8)
+    frames[22:] = other  # a real cut into a different picture after the flash
+    assert trs[1] in sd.suppress_false_transitions(trs, frames, sd.frame_diff(frames))
+
+
+def test_shots_from_transitions_excludes_gradual_frames() -> None:
+    trs = [sd.Transition(10, 10, "cut", 1.0), sd.Transition(30, 40, "dissolve", 0.9)]
+    assert [(a, b) for a, b, _ in sd.shots_from_transitions(trs, 60)] == [(0, 10), (10, 30), (40, 60)]
