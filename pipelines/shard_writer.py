@@ -151,8 +151,8 @@ class _ShardSink:
         self.sha = hashlib.sha256()
         self.size = 0
         self._aborted = False
-        self._ref: BinaryIO | None = open(final, "rb") if final.is_file() else None  # noqa: SIM115
-        self._out: BinaryIO | None = None if self._ref else open(tmp, "wb")  # noqa: SIM115
+        self._ref: BinaryIO | None = open(final, "rb") if final.is_file() else None
+        self._out: BinaryIO | None = None if self._ref else open(tmp, "wb")
 
     def write(self, data: bytes) -> int:
         if self._aborted:  # tarfile flushes its buffer again when it is garbage-collected
@@ -170,7 +170,7 @@ class _ShardSink:
         assert self._ref is not None
         ref, self._ref = self._ref, None
         ref.seek(0)
-        self._out = open(self.tmp, "wb")  # noqa: SIM115
+        self._out = open(self.tmp, "wb")
         left = self.size
         while left:
             chunk = ref.read(min(left, 1 << 20))

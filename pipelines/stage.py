@@ -37,7 +37,13 @@ class Resources:
 
 
 class Stage(ABC, Generic[In, Out]):
-    """Base class for every pipeline stage (subclasses are dataclasses)."""
+    """Base class for every pipeline stage (subclasses are dataclasses).
+
+    Error contract (both runners): a task whose ``error`` is set is forwarded
+    without calling ``process()``. If ``process()`` raises, the runner records
+    ``'<name>: <Type>: <msg>'`` in ``task.error`` and forwards the task, so one bad
+    item never stops a run; the step records the error in the catalog.
+    """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1

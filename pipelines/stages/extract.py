@@ -291,7 +291,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
                                    copy_order_pts=order)
         if not final.exists():  # resume: an existing final file is complete (atomic rename)
             final.parent.mkdir(parents=True, exist_ok=True)
-            self._cut(plan, src, final, info, pts)
+            self._cut(plan, src, final, pts)
         codec, times, width, height, mode = probe_clip(str(final))
         problem = cut_mismatch(times, pts, plan)
         if problem:
@@ -316,7 +316,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             self._index[src] = demux_frame_index(src)
         return self._index[src]
 
-    def _cut(self, plan: Plan, src: str, final: Path, info: SourceInfo, pts: np.ndarray) -> None:
+    def _cut(self, plan: Plan, src: str, final: Path, pts: np.ndarray) -> None:
         """Cut to a temp file until a cut verifies (copy, else re-encode, else re-encode from a
         pre-roll), then fsync it and rename it into place."""
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.part")
