@@ -115,7 +115,9 @@ class Catalog:
         """Upsert every ``<part>/<table>.parquet`` of the given part directories."""
         n = 0
         for table, cols in TABLE_COLUMNS.items():
-            files = sorted(str(d / f"{table}.parquet") for d in part_dirs if (d / f"{table}.parquet").exists())
+            files = sorted(
+                str(d / f"{table}.parquet") for d in part_dirs if (d / f"{table}.parquet").exists()
+            )
             if not files:
                 continue
             col_list = ", ".join(cols)
@@ -131,11 +133,21 @@ class Catalog:
     def mark_done(self, stage: str, version: int, params_hash: str, item_ids: Iterable[str]) -> None:
         self.upsert(
             "stage_done",
-            [{"item_id": i, "stage": stage, "version": version, "params_hash": params_hash} for i in item_ids],
+            [
+                {"item_id": i, "stage": stage, "version": version, "params_hash": params_hash}
+                for i in item_ids
+            ],
         )
 
-    def record_run(self, run_id: str, started_at: Any, finished_at: Any, config_yaml: str,
-                   git_sha: str, counts: dict[str, Any]) -> None:
+    def record_run(
+        self,
+        run_id: str,
+        started_at: Any,
+        finished_at: Any,
+        config_yaml: str,
+        git_sha: str,
+        counts: dict[str, Any],
+    ) -> None:
         self.con.execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
             [run_id, started_at, finished_at, config_yaml, git_sha, json.dumps(counts, sort_keys=True)],

@@ -13,8 +13,16 @@ from __future__ import annotations
 import math
 
 
-def clip_spans(start_frame: int, end_frame: int, fps: float, min_s: float, max_s: float,
-               stride_s: float, trim_start_frames: int = 0, trim_end_frames: int = 0) -> list[tuple[int, int]]:
+def clip_spans(
+    start_frame: int,
+    end_frame: int,
+    fps: float,
+    min_s: float,
+    max_s: float,
+    stride_s: float,
+    trim_start_frames: int = 0,
+    trim_end_frames: int = 0,
+) -> list[tuple[int, int]]:
     """Frame spans [s, e) of the clips cut from one shot.
 
     Args:
@@ -32,7 +40,9 @@ def clip_spans(start_frame: int, end_frame: int, fps: float, min_s: float, max_s
         Sorted, non-empty spans inside the trimmed shot.
     """
     if fps <= 0 or max_s <= 0 or stride_s <= 0 or min_s > max_s:
-        raise ValueError(f"need fps, max_s, stride_s > 0 and min_s <= max_s (got {fps}, {min_s}, {max_s}, {stride_s})")
+        raise ValueError(
+            f"need fps, max_s, stride_s > 0 and min_s <= max_s (got {fps}, {min_s}, {max_s}, {stride_s})"
+        )
     s = start_frame + trim_start_frames
     e = end_frame - trim_end_frames
     if e - s < 1:  # a shot shorter than its trims keeps its untrimmed span

@@ -45,6 +45,7 @@ class SplitConfig:
     min_shot_frames: int = 1
     flash_max_frames: int = 8  # A-[<=N frames]-A with A similar on both sides is not a cut
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
+    device: str = "cpu"  # 'cuda' runs TransNetV2 on a GPU
 
 
 @dataclass

@@ -100,14 +100,16 @@ def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
         Decode(work_dir=str(paths.work), sparse_fps=d.sparse_fps, sparse_width=d.sparse_width,
                sparse_height=d.sparse_height, threads=d.threads),
         ShotSplit(detector=s.detector, threshold=s.threshold, min_shot_frames=s.min_shot_frames,
-                  flash_max_frames=s.flash_max_frames, black_luma=s.black_luma),
+                  flash_max_frames=s.flash_max_frames, black_luma=s.black_luma, device=s.device),
     ]
 
 
 def split_hash(cfg: CurateConfig) -> str:
     """The hash of everything that decides clip boundaries (part of every clip_id)."""
-    return schema.params_hash({"decode": asdict(cfg.decode), "split": asdict(cfg.split),
-                               "clips": asdict(cfg.clips)})
+    # device and thread counts change speed, not output: they stay out of the identity.
+    split_params = {k: v for k, v in asdict(cfg.split).items() if k != "device"}
+    decode_params = {k: v for k, v in asdict(cfg.decode).items() if k != "threads"}
+    return schema.params_hash({"decode": decode_params, "split": split_params, "clips": asdict(cfg.clips)})
 
 
 def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:

@@ -112,7 +112,7 @@ class _NpyWriter:
     """Appends equally shaped items to a ``.npy`` file, one chunk in memory at a time."""
 
     def __init__(self, path: str, item_shape: tuple[int, ...], dtype: Any, chunk: int = _CHUNK_FRAMES):
-        self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._f = open(path, "wb")  # closed in close()
         self._f.write(b"\0" * _HEADER_BYTES)  # the real header goes here once n is known
         self._buf = np.empty((chunk, *item_shape), dtype=dtype)
         self._used = 0

@@ -103,7 +103,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from pipelines.config import to_dict
 
     print(f"serving deployment 'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}'")
-    serve_watch(os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)), args.name)
+    serve_watch(os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)),
+                args.name)
     return 0
 
 
