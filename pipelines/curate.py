@@ -59,23 +59,38 @@ def file_item_id(path: str) -> str:
 
 
 # --- step 1: ingest -----------------------------------------------------------
-def ingest(sources: list[str], paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
+def ingest(
+    sources: list[str], paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog
+) -> dict[str, int]:
     """Probe every input file; every file gets a ``files`` row and its content a ``videos`` row."""
     files = discover_inputs(sources, cfg.ingest.extensions)
     probe = Probe(max_duration_s=cfg.ingest.max_duration_s, max_pixels=cfg.ingest.max_pixels)
 
     def to_tables(t: VideoTask) -> dict[str, list[dict[str, Any]]]:
-        v = t.video or schema.Video(video_id=schema.short_hash("path:" + t.path), path=t.path,
-                                    sha256="", status="error", error=t.error or "not probed")
+        v = t.video or schema.Video(
+            video_id=schema.short_hash("path:" + t.path),
+            path=t.path,
+            sha256="",
+            status="error",
+            error=t.error or "not probed",
+        )
         if t.error and v.status == "ok":
             v.status, v.error = "error", t.error
         f = schema.InputFile(t.path, v.video_id, v.size_bytes, v.status, v.error)
         return {"videos": [schema.row(v)], "files": [schema.row(f)]}
 
-    counts = run_step(cat, StepJournal(paths.work, "ingest"), runner, [probe],
-                      [VideoTask(path=p) for p in files], lambda t: file_item_id(t.path), to_tables,
-                      ("probe", probe.version, probe.params_hash()), batch_parts=64,
-                      progress=not cfg.runtime.quiet)
+    counts = run_step(
+        cat,
+        StepJournal(paths.work, "ingest"),
+        runner,
+        [probe],
+        [VideoTask(path=p) for p in files],
+        lambda t: file_item_id(t.path),
+        to_tables,
+        ("probe", probe.version, probe.params_hash()),
+        batch_parts=64,
+        progress=not cfg.runtime.quiet,
+    )
     resolve_duplicate_files(cat)
     return counts
 
@@ -97,10 +112,21 @@ def resolve_duplicate_files(cat: Catalog) -> None:
 def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
     d, s = cfg.decode, cfg.split
     return [
-        Decode(work_dir=str(paths.work), sparse_fps=d.sparse_fps, sparse_width=d.sparse_width,
-               sparse_height=d.sparse_height, threads=d.threads),
-        ShotSplit(detector=s.detector, threshold=s.threshold, min_shot_frames=s.min_shot_frames,
-                  flash_max_frames=s.flash_max_frames, black_luma=s.black_luma, device=s.device),
+        Decode(
+            work_dir=str(paths.work),
+            sparse_fps=d.sparse_fps,
+            sparse_width=d.sparse_width,
+            sparse_height=d.sparse_height,
+            threads=d.threads,
+        ),
+        ShotSplit(
+            detector=s.detector,
+            threshold=s.threshold,
+            min_shot_frames=s.min_shot_frames,
+            flash_max_frames=s.flash_max_frames,
+            black_luma=s.black_luma,
+            device=s.device,
+        ),
     ]
 
 
@@ -128,9 +154,18 @@ def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
         return out
 
     key = ("split", 1, split_hash(cfg))
-    return run_step(cat, StepJournal(paths.work, "split"), runner, stages,
-                    [VideoTask(path=v.path, video=v) for v in videos], lambda t: t.video.video_id,
-                    to_tables, key, batch_parts=16, progress=not cfg.runtime.quiet)
+    return run_step(
+        cat,
+        StepJournal(paths.work, "split"),
+        runner,
+        stages,
+        [VideoTask(path=v.path, video=v) for v in videos],
+        lambda t: t.video.video_id,
+        to_tables,
+        key,
+        batch_parts=16,
+        progress=not cfg.runtime.quiet,
+    )
 
 
 # --- step 3: clip spans -> filter -> extract ----------------------------------
@@ -142,14 +177,31 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
         fps = v.fps or 25.0
         frames = FrameSet(str(paths.frames_dir(v.video_id)), v.n_frames or 0, (0, 0))
         for shot in cat.shots(v.video_id):
-            for a, b in clip_spans(shot.start_frame, shot.end_frame, fps, c.min_s, c.max_s, c.stride_s,
-                                   c.trim_start_frames, c.trim_end_frames):
+            for a, b in clip_spans(
+                shot.start_frame,
+                shot.end_frame,
+                fps,
+                c.min_s,
+                c.max_s,
+                c.stride_s,
+                c.trim_start_frames,
+                c.trim_end_frames,
+            ):
                 start_s = shot.start_s + (a - shot.start_frame) / fps
                 clip = schema.Clip(
-                    clip_id=schema.clip_id_for(v.video_id, a, b, sh), video_id=v.video_id,
-                    shot_index=shot.shot_index, start_frame=a, end_frame=b, start_s=round(start_s, 6),
-                    end_s=round(start_s + (b - a) / fps, 6), width=v.width or 0, height=v.height or 0,
-                    fps=fps, n_frames=b - a, split_hash=sh)
+                    clip_id=schema.clip_id_for(v.video_id, a, b, sh),
+                    video_id=v.video_id,
+                    shot_index=shot.shot_index,
+                    start_frame=a,
+                    end_frame=b,
+                    start_s=round(start_s, 6),
+                    end_s=round(start_s + (b - a) / fps, 6),
+                    width=v.width or 0,
+                    height=v.height or 0,
+                    fps=fps,
+                    n_frames=b - a,
+                    split_hash=sh,
+                )
                 tasks.append(ClipTask(clip=clip, src_path=v.path, frames_dir=frames.dir))
     return tasks
 
@@ -157,8 +209,13 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
 def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
     f = cfg.filters
     stages = [
-        ShapeFilter(min_duration_s=f.min_duration_s, max_duration_s=f.max_duration_s, min_width=f.min_width,
-                    min_height=f.min_height, max_aspect=f.max_aspect),
+        ShapeFilter(
+            min_duration_s=f.min_duration_s,
+            max_duration_s=f.max_duration_s,
+            min_width=f.min_width,
+            min_height=f.min_height,
+            max_aspect=f.max_aspect,
+        ),
         ClipExtract.from_config(cfg.extract, str(paths.clips)),
     ]
 
@@ -168,8 +225,18 @@ def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
         return {"clips": [schema.row(t.clip)]}
 
     key = ("clips", 1, schema.params_hash({"stages": [s.params_hash() for s in stages]}))
-    return run_step(cat, StepJournal(paths.work, "clips"), runner, stages, clip_tasks(paths, cfg, cat),
-                    lambda t: t.clip.clip_id, to_tables, key, batch_parts=64, progress=not cfg.runtime.quiet)
+    return run_step(
+        cat,
+        StepJournal(paths.work, "clips"),
+        runner,
+        stages,
+        clip_tasks(paths, cfg, cat),
+        lambda t: t.clip.clip_id,
+        to_tables,
+        key,
+        batch_parts=64,
+        progress=not cfg.runtime.quiet,
+    )
 
 
 # --- step 4: export -----------------------------------------------------------
@@ -181,8 +248,10 @@ def export(paths: Paths, cfg: CurateConfig, cat: Catalog) -> dict[str, int]:
 
     def samples() -> Any:
         for c in sorted(kept, key=lambda c: (bucket_for(c.width, c.height, c.duration_s), c.clip_id)):
-            yield bucket_for(c.width, c.height, c.duration_s), sample_for_clip(
-                c, paths.root, cat.captions(c.clip_id), cfg.shards.with_first_frame)
+            yield (
+                bucket_for(c.width, c.height, c.duration_s),
+                sample_for_clip(c, paths.root, cat.captions(c.clip_id), cfg.shards.with_first_frame),
+            )
 
     infos = write_shards(samples(), paths.shards, cfg.shards.target_bytes)
     cat.con.execute("DELETE FROM shards")
@@ -200,8 +269,9 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat()
 
 
-def run_step_by_name(step: str, sources: list[str], out: str | Path, cfg: CurateConfig,
-                     runner: Runner | None = None) -> dict[str, int]:
+def run_step_by_name(
+    step: str, sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None
+) -> dict[str, int]:
     """Run one step against ``out`` (opens the catalog as the single writer for its duration)."""
     from pipelines.runner import make_runner
 
@@ -231,8 +301,9 @@ def finish_run(out: str | Path, cfg: CurateConfig, started_at: str, steps: dict[
     return counts
 
 
-def run_curate(sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None
-               ) -> dict[str, Any]:
+def run_curate(
+    sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None
+) -> dict[str, Any]:
     """All steps in-process, without Prefect (tests, benchmarks)."""
     from pipelines.runner import make_runner
 
@@ -246,8 +317,13 @@ def git_sha() -> str:
     import subprocess
 
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return res.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""

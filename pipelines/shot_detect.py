@@ -90,8 +90,13 @@ def _local_median(x: np.ndarray, radius: int) -> np.ndarray:
     return np.interp(np.arange(n), centres, meds).astype(np.float32)
 
 
-def propose(frames: np.ndarray, hist_threshold: float = 0.08, diff_ratio: float = 2.5,
-            diff_min: float = 4.0, pad: int = 16) -> list[tuple[int, int]]:
+def propose(
+    frames: np.ndarray,
+    hist_threshold: float = 0.08,
+    diff_ratio: float = 2.5,
+    diff_min: float = 4.0,
+    pad: int = 16,
+) -> list[tuple[int, int]]:
     """Frame ranges [start, end) where a transition may be; the rest is safe to skip.
 
     A frame is proposed when its difference to the previous frame stands out from the
@@ -131,8 +136,9 @@ def _merge_ranges(idx: np.ndarray, pad: int, n: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def transitions_from_predictions(single: np.ndarray, many: np.ndarray, diff: np.ndarray,
-                                 black: np.ndarray, threshold: float = 0.5) -> list[Transition]:
+def transitions_from_predictions(
+    single: np.ndarray, many: np.ndarray, diff: np.ndarray, black: np.ndarray, threshold: float = 0.5
+) -> list[Transition]:
     """Turn TransNetV2 probabilities into transitions with exact frames.
 
     An event is a run of frames whose single-frame probability exceeds ``threshold``,
@@ -221,8 +227,9 @@ def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> lis
     return sorted(out, key=lambda t: t.start)
 
 
-def suppress_false_transitions(trs: list[Transition], frames: np.ndarray, diff: np.ndarray,
-                               max_frames: int = 8) -> list[Transition]:
+def suppress_false_transitions(
+    trs: list[Transition], frames: np.ndarray, diff: np.ndarray, max_frames: int = 8
+) -> list[Transition]:
     """Drop events after which the same picture resumes (flashes, occlusions, whips).
 
     Applies to events (and pairs of consecutive events) spanning at most
@@ -245,12 +252,19 @@ def suppress_false_transitions(trs: list[Transition], frames: np.ndarray, diff: 
     while i < len(trs):
         t = trs[i]
         first = max(t.end, t.start + 1)
-        resume = next((r for r in range(first, t.start + max_frames + 1)
-                       if t.kind != "fade" and same_scene(t.start - 1, r)), None)
+        resume = next(
+            (
+                r
+                for r in range(first, t.start + max_frames + 1)
+                if t.kind != "fade" and same_scene(t.start - 1, r)
+            ),
+            None,
+        )
         # The way out of a flash whose way in the model missed: the picture after the event
         # is the one from a few frames before it.
         came_back = t.kind == "cut" and any(
-            same_scene(b, t.start) for b in range(t.start - 2, t.start - max_frames - 2, -1))
+            same_scene(b, t.start) for b in range(t.start - 2, t.start - max_frames - 2, -1)
+        )
         if came_back:
             i += 1
             continue
@@ -264,8 +278,9 @@ def suppress_false_transitions(trs: list[Transition], frames: np.ndarray, diff: 
     return keep
 
 
-def shots_from_transitions(trs: list[Transition], n_frames: int, min_shot_frames: int = 1
-                           ) -> list[tuple[int, int, Transition | None]]:
+def shots_from_transitions(
+    trs: list[Transition], n_frames: int, min_shot_frames: int = 1
+) -> list[tuple[int, int, Transition | None]]:
     """Contiguous shots [start, end) between transitions, each with the transition that opened it.
 
     Shots shorter than ``min_shot_frames`` are merged into the previous shot.

@@ -35,25 +35,40 @@ class ShotScore:
         return tp / (tp + len(self.false_positives)) if tp + len(self.false_positives) else 1.0
 
     def add(self, other: ShotScore) -> ShotScore:
-        return ShotScore(self.true_cuts + other.true_cuts, self.found_cuts + other.found_cuts,
-                         self.true_gradual + other.true_gradual, self.found_gradual + other.found_gradual,
-                         self.false_positives + other.false_positives, self.missed + other.missed,
-                         self.kind_errors + other.kind_errors)
+        return ShotScore(
+            self.true_cuts + other.true_cuts,
+            self.found_cuts + other.found_cuts,
+            self.true_gradual + other.true_gradual,
+            self.found_gradual + other.found_gradual,
+            self.false_positives + other.false_positives,
+            self.missed + other.missed,
+            self.kind_errors + other.kind_errors,
+        )
 
 
-def score_transitions(detected: list[Transition], cuts: list[int], gradual: list[tuple[int, int]]) -> ShotScore:
+def score_transitions(
+    detected: list[Transition], cuts: list[int], gradual: list[tuple[int, int]]
+) -> ShotScore:
     score = ShotScore(true_cuts=len(cuts), true_gradual=len(gradual))
     used: set[int] = set()
     for c in cuts:
-        hit = next((i for i, t in enumerate(detected) if i not in used and t.kind == "cut" and t.start == c), None)
+        hit = next(
+            (i for i, t in enumerate(detected) if i not in used and t.kind == "cut" and t.start == c), None
+        )
         if hit is None:
             score.missed.append((c, c))
         else:
             used.add(hit)
             score.found_cuts += 1
     for a, b in gradual:
-        hit = next((i for i, t in enumerate(detected)
-                    if i not in used and max(t.start, a) <= min(max(t.end, t.start + 1), b)), None)
+        hit = next(
+            (
+                i
+                for i, t in enumerate(detected)
+                if i not in used and max(t.start, a) <= min(max(t.end, t.start + 1), b)
+            ),
+            None,
+        )
         if hit is None:
             score.missed.append((a, b))
         else:

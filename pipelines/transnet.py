@@ -49,8 +49,12 @@ class TransNet:
         self._torch = torch
         if threads:
             torch.set_num_threads(threads)
-        saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate(),
-                 torch.are_deterministic_algorithms_enabled())
+        saved = (
+            torch.random.get_rng_state(),
+            np.random.get_state(),
+            random.getstate(),
+            torch.are_deterministic_algorithms_enabled(),
+        )
         self.model = TransNetV2(device=device)
         torch.random.set_rng_state(saved[0])
         np.random.set_state(saved[1])

@@ -81,8 +81,11 @@ def cmd_curate(args: argparse.Namespace) -> int:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.curate_flow import curate_flow
 
-        counts = curate_flow(sources=[os.path.abspath(s) for s in args.sources], out=os.path.abspath(args.out),
-                             config=to_dict(cfg))
+        counts = curate_flow(
+            sources=[os.path.abspath(s) for s in args.sources],
+            out=os.path.abspath(args.out),
+            config=to_dict(cfg),
+        )
     print_summary(args.out, counts)
     return 0
 
@@ -102,9 +105,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from flows.curate_flow import serve_watch
     from pipelines.config import to_dict
 
-    print(f"serving deployment 'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}'")
-    serve_watch(os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)),
-                args.name)
+    print(
+        f"serving deployment 'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}'"
+    )
+    serve_watch(
+        os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)), args.name
+    )
     return 0
 
 

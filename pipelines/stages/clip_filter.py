@@ -14,8 +14,14 @@ from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
 
-def shape_reject_reason(clip: Clip, min_duration_s: float, max_duration_s: float, min_width: int,
-                        min_height: int, max_aspect: float) -> str | None:
+def shape_reject_reason(
+    clip: Clip,
+    min_duration_s: float,
+    max_duration_s: float,
+    min_width: int,
+    min_height: int,
+    max_aspect: float,
+) -> str | None:
     """The first duration/resolution rule the clip fails, or None to keep it."""
     if clip.duration_s < min_duration_s - 1e-6:
         return "too_short"
@@ -45,8 +51,14 @@ class ShapeFilter(Stage[ClipTask, ClipTask]):
     def process(self, task: ClipTask) -> ClipTask:
         if task.error or task.clip.status == "rejected":
             return task
-        reason = shape_reject_reason(task.clip, self.min_duration_s, self.max_duration_s,
-                                     self.min_width, self.min_height, self.max_aspect)
+        reason = shape_reject_reason(
+            task.clip,
+            self.min_duration_s,
+            self.max_duration_s,
+            self.min_width,
+            self.min_height,
+            self.max_aspect,
+        )
         if reason:
             task.clip.status = "rejected"
             task.clip.reject_reason = reason

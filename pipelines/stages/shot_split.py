@@ -24,9 +24,15 @@ from pipelines.tasks import VideoTask
 DETECTORS = ("transnetv2", "transnetv2-full", "adaptive", "content")
 
 
-def detect_transitions(frames: np.ndarray, detector: str, model: object | None = None,
-                       threshold: float = 0.5, flash_max_frames: int = 8, black_luma: float = 20.0,
-                       fps: float = 25.0) -> tuple[list[sd.Transition], float]:
+def detect_transitions(
+    frames: np.ndarray,
+    detector: str,
+    model: object | None = None,
+    threshold: float = 0.5,
+    flash_max_frames: int = 8,
+    black_luma: float = 20.0,
+    fps: float = 25.0,
+) -> tuple[list[sd.Transition], float]:
     """All transitions in a video's tiny frames, and the fraction of frames the model scored.
 
     Args:
@@ -65,21 +71,34 @@ def pyscenedetect_cuts(frames: np.ndarray, detector: str, fps: float) -> list[in
     return sorted(set(c for c in cuts if 0 < c < len(frames)))
 
 
-def make_shots(video_id: str, trs: list[sd.Transition], pts: np.ndarray, duration_s: float,
-               detector: str, min_shot_frames: int) -> list[Shot]:
+def make_shots(
+    video_id: str,
+    trs: list[sd.Transition],
+    pts: np.ndarray,
+    duration_s: float,
+    detector: str,
+    min_shot_frames: int,
+) -> list[Shot]:
     """Shot rows with times taken from the frames' real timestamps (VFR-safe)."""
     n = len(pts)
     shots = []
     for i, (a, b, t) in enumerate(sd.shots_from_transitions(trs, n, min_shot_frames)):
         end_s = float(pts[b]) if b < n else duration_s
-        shots.append(Shot(
-            video_id=video_id, shot_index=i, start_frame=a, end_frame=b,
-            start_s=float(pts[a]), end_s=end_s, detector=detector,
-            transition="start" if t is None else t.kind,  # type: ignore[arg-type]
-            transition_start=None if t is None else t.start,
-            transition_end=None if t is None else t.end,
-            transition_score=None if t is None else round(t.score, 4),
-        ))
+        shots.append(
+            Shot(
+                video_id=video_id,
+                shot_index=i,
+                start_frame=a,
+                end_frame=b,
+                start_s=float(pts[a]),
+                end_s=end_s,
+                detector=detector,
+                transition="start" if t is None else t.kind,  # type: ignore[arg-type]
+                transition_start=None if t is None else t.start,
+                transition_end=None if t is None else t.end,
+                transition_score=None if t is None else round(t.score, 4),
+            )
+        )
     return shots
 
 
@@ -112,8 +131,15 @@ class ShotSplit(Stage[VideoTask, VideoTask]):
         frames = np.load(os.path.join(task.frames.dir, "tiny.npy"), mmap_mode="r")
         pts = np.load(os.path.join(task.frames.dir, "pts.npy"))
         fps = task.video.fps or 25.0
-        trs, _ = detect_transitions(np.asarray(frames), self.detector, self._model, self.threshold,
-                                    self.flash_max_frames, self.black_luma, fps)
+        trs, _ = detect_transitions(
+            np.asarray(frames),
+            self.detector,
+            self._model,
+            self.threshold,
+            self.flash_max_frames,
+            self.black_luma,
+            fps,
+        )
         duration = task.video.duration_s or (len(pts) / fps)
         task.shots = make_shots(task.video.video_id, trs, pts, duration, self.detector, self.min_shot_frames)
         return task
