@@ -44,6 +44,7 @@ class SplitConfig:
     threshold: float = 0.5
     min_shot_frames: int = 1
     flash_max_frames: int = 8  # A-[<=N frames]-A with A similar on both sides is not a cut
+    cascade_context: int = 8  # TransNetV2 context frames on proposal ranges (full model: 25)
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
     device: str = "cpu"  # 'cuda' runs TransNetV2 on a GPU
 
@@ -158,8 +159,9 @@ def _coerce(current: Any, value: Any) -> Any:
     return value
 
 
-def load_config(preset: str = "default", path: str | Path | None = None,
-                overrides: list[str] | None = None) -> CurateConfig:
+def load_config(
+    preset: str = "default", path: str | Path | None = None, overrides: list[str] | None = None
+) -> CurateConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset]()

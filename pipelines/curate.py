@@ -125,6 +125,7 @@ def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
             min_shot_frames=s.min_shot_frames,
             flash_max_frames=s.flash_max_frames,
             black_luma=s.black_luma,
+            cascade_context=s.cascade_context,
             device=s.device,
         ),
     ]

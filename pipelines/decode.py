@@ -86,7 +86,10 @@ def rotation_filters(rotation: int) -> list[tuple[str, str | None]]:
             ``VideoFrame.rotation``), a multiple of 90.
     """
     filters: dict[int, list[tuple[str, str | None]]] = {
-        90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)], 270: [("transpose", "clock")]}
+        90: [("transpose", "cclock")],
+        180: [("hflip", None), ("vflip", None)],
+        270: [("transpose", "clock")],
+    }
     return filters.get(rotation % 360, [])
 
 
@@ -132,9 +135,14 @@ class _NpyWriter:
     def close(self) -> None:
         self._flush()
         header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(header, {
-            "descr": np.lib.format.dtype_to_descr(self._buf.dtype), "fortran_order": False,
-            "shape": (self.n, *self._buf.shape[1:])})
+        np.lib.format.write_array_header_1_0(
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(self._buf.dtype),
+                "fortran_order": False,
+                "shape": (self.n, *self._buf.shape[1:]),
+            },
+        )
         if len(header.getvalue()) != _HEADER_BYTES:  # only for absurd shapes
             raise ValueError(f".npy header for {self.n} items is not {_HEADER_BYTES} bytes")
         self._f.seek(0)
@@ -151,8 +159,12 @@ class _Scaler:
         w, h = size if rotation % 180 == 0 else size[::-1]  # scale first, rotate the small frame
         self.key = (frame.width, frame.height, frame.format.name)
         self.graph = av.filter.Graph()  # must outlive its contexts: keep the reference
-        src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
-                                    time_base=frame.time_base or Fraction(1, 90000))
+        src = self.graph.add_buffer(
+            width=frame.width,
+            height=frame.height,
+            format=frame.format,
+            time_base=frame.time_base or Fraction(1, 90000),
+        )
         chain = [("scale", f"{w}:{h}:flags=area"), *rotation_filters(rotation), ("format", "rgb24")]
         nodes: list[av.filter.FilterContext] = [src, *(self.graph.add(n, a) for n, a in chain)]
         self._sink = self.graph.add("buffersink")
@@ -184,8 +196,13 @@ def _load_complete(out_dir: str, params: dict[str, Any]) -> DecodeResult | None:
     return DecodeResult(frames, truncated=meta["truncated"], warning=meta["warning"], resumed=True)
 
 
-def decode_video(path: str, out_dir: str, sparse_fps: float = 2.0, sparse_size: tuple[int, int] = (256, 144),
-                 threads: int = 0) -> DecodeResult:
+def decode_video(
+    path: str,
+    out_dir: str,
+    sparse_fps: float = 2.0,
+    sparse_size: tuple[int, int] = (256, 144),
+    threads: int = 0,
+) -> DecodeResult:
     """Decode ``path`` once into the FrameSet files in ``out_dir`` (see ``FrameSet``).
 
     Resumable: a complete ``out_dir`` made with the same parameters is returned as
@@ -202,8 +219,12 @@ def decode_video(path: str, out_dir: str, sparse_fps: float = 2.0, sparse_size: 
     Raises:
         DecodeError: the file cannot be opened, has no video stream, or yields no frame.
     """
-    params = {"version": FORMAT_VERSION, "tiny_size": list(TINY_SIZE), "sparse_fps": sparse_fps,
-              "sparse_box": list(sparse_size)}
+    params = {
+        "version": FORMAT_VERSION,
+        "tiny_size": list(TINY_SIZE),
+        "sparse_fps": sparse_fps,
+        "sparse_box": list(sparse_size),
+    }
     if (done := _load_complete(out_dir, params)) is not None:
         return done
     parent = os.path.dirname(os.path.abspath(out_dir))
@@ -276,8 +297,9 @@ class _Outputs:
         np.save(os.path.join(self.out, "sparse_idx.npy"), np.asarray(self.sparse_idx, dtype=np.int64))
 
 
-def _decode_into(path: str, out: str, sparse_fps: float, sparse_box: tuple[int, int],
-                 threads: int) -> dict[str, Any]:
+def _decode_into(
+    path: str, out: str, sparse_fps: float, sparse_box: tuple[int, int], threads: int
+) -> dict[str, Any]:
     """Decode into the (temporary) directory ``out``; return the metadata to record."""
     import av
 
@@ -312,8 +334,13 @@ def _decode_into(path: str, out: str, sparse_fps: float, sparse_box: tuple[int, 
         outputs.close()
         n = len(outputs.pts)
         error = error or _shortfall(stream, container, t + frame_s, n, frame_s)
-    return {"n_frames": n, "n_sparse": len(outputs.sparse_idx), "sparse_size": list(outputs.sparse_size),
-            "truncated": error is not None, "warning": error}
+    return {
+        "n_frames": n,
+        "n_sparse": len(outputs.sparse_idx),
+        "sparse_size": list(outputs.sparse_size),
+        "truncated": error is not None,
+        "warning": error,
+    }
 
 
 def _shortfall(stream: Any, container: Any, end_s: float, n: int, frame_s: float) -> str | None:
@@ -335,8 +362,10 @@ def load_tiny(frames: FrameSet) -> np.ndarray:
 
 def load_sparse(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [M, h, w, 3] memory-mapped, int64 [M] source frame index of each)."""
-    return (np.load(os.path.join(frames.dir, "sparse.npy"), mmap_mode="r"),
-            np.load(os.path.join(frames.dir, "sparse_idx.npy")))
+    return (
+        np.load(os.path.join(frames.dir, "sparse.npy"), mmap_mode="r"),
+        np.load(os.path.join(frames.dir, "sparse_idx.npy")),
+    )
 
 
 def load_timeline(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:

@@ -38,8 +38,13 @@ TMP_PREFIX = ".tmp-"
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "VARCHAR": pa.string(), "JSON": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(), "BOOLEAN": pa.bool_(), "TIMESTAMP": pa.timestamp("us"),
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "DOUBLE": pa.float64(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
 }
 
 StageKey = tuple[str, int, str]  # (stage name, version, params hash)
@@ -168,10 +173,19 @@ def part_name(item_ids: list[str]) -> str:
 Tables = dict[str, list[dict[str, Any]]]
 
 
-def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: list[Stage[Any, Any]],
-             tasks: Iterable[Any], item_id: Callable[[Any], str], to_tables: Callable[[Any], Tables],
-             stage_key: StageKey, batch_parts: int = 1, retry_errors: bool = False,
-             progress: bool = False) -> dict[str, int]:
+def run_step(
+    catalog: Catalog,
+    journal: StepJournal,
+    runner: Runner,
+    stages: list[Stage[Any, Any]],
+    tasks: Iterable[Any],
+    item_id: Callable[[Any], str],
+    to_tables: Callable[[Any], Tables],
+    stage_key: StageKey,
+    batch_parts: int = 1,
+    retry_errors: bool = False,
+    progress: bool = False,
+) -> dict[str, int]:
     """Run one resumable step: skip done items, journal results as they stream, commit.
 
     Contract: the last stage yields exactly one task per input item, carrying all of
@@ -193,8 +207,15 @@ def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: lis
         Counts: recovered (parts of a killed run committed first), skipped (already done),
         submitted, written (output tasks), errors, dropped (no output; marked done), parts.
     """
-    counts = {"recovered": journal.commit(catalog), "skipped": 0, "submitted": 0, "written": 0,
-              "errors": 0, "dropped": 0, "parts": 0}
+    counts = {
+        "recovered": journal.commit(catalog),
+        "skipped": 0,
+        "submitted": 0,
+        "written": 0,
+        "errors": 0,
+        "dropped": 0,
+        "parts": 0,
+    }
     done = catalog.done_items(*stage_key)
     submitted: set[str] = set()
     finished: set[str] = set()
@@ -224,8 +245,10 @@ def run_step(catalog: Catalog, journal: StepJournal, runner: Runner, stages: lis
         for out in outs:
             i = item_id(out)
             if i not in submitted or i in finished:
-                raise ValueError(f"{stage_key[0]}: unexpected output for item {i!r}; the last stage "
-                                 "must return exactly one task per input item")
+                raise ValueError(
+                    f"{stage_key[0]}: unexpected output for item {i!r}; the last stage "
+                    "must return exactly one task per input item"
+                )
             finished.add(i)
             tables = dict(to_tables(out))
             failed = bool(getattr(out, "error", None))

@@ -41,8 +41,9 @@ MAX_INPUT_BLOCKS = 1000  # one block per input item up to this, so a few long it
 
 
 class Runner(Protocol):
-    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Generator[Any, None, None]:
+    def run(
+        self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True, desc: str = ""
+    ) -> Generator[Any, None, None]:
         """Yield the output tasks of the last stage (in any order)."""
         ...
 
@@ -69,8 +70,9 @@ def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
 class SequentialRunner:
     """Runs every stage in this process, depth-first; used by tests and small jobs."""
 
-    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Generator[Any, None, None]:
+    def run(
+        self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True, desc: str = ""
+    ) -> Generator[Any, None, None]:
         for stage in stages:
             stage.setup()
         bars = [
@@ -167,12 +169,14 @@ class RayRunner:
         if self.address:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
+            )
         self._owns_ray = True
 
-    def run(self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True,
-            desc: str = "") -> Generator[Any, None, None]:
+    def run(
+        self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True, desc: str = ""
+    ) -> Generator[Any, None, None]:
         import ray.data
 
         blobs = [{"task": cloudpickle.dumps(t)} for t in tasks]  # from_items needs them all up front
@@ -186,7 +190,8 @@ class RayRunner:
         ctx.enable_auto_log_stats = False
         ctx.execution_options.verbose_progress = False
         ds: ray.data.Dataset = ray.data.from_items(
-            blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS))
+            blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS)
+        )
         del blobs
         for stage in stages:
             res = stage.resources
@@ -195,8 +200,14 @@ class RayRunner:
                 fn, compute = _bind(_StageActor, stage), ray.data.ActorPoolStrategy(size=res.actors)
             else:  # stateless: plain Ray tasks, as many as the resources allow
                 fn, compute = _bind(_StageTaskFn, stage)(), None
-            ds = ds.map_batches(fn, compute=compute, batch_size=stage.batch_size, batch_format="pyarrow",
-                                num_cpus=res.cpus, num_gpus=res.gpus or None)
+            ds = ds.map_batches(
+                fn,
+                compute=compute,
+                batch_size=stage.batch_size,
+                batch_format="pyarrow",
+                num_cpus=res.cpus,
+                num_gpus=res.gpus or None,
+            )
         # Without progress, also hush Ray Data's "bars disabled" / "execution finished" lines.
         data_log = logging.getLogger("ray.data")
         level = data_log.level

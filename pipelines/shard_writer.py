@@ -44,13 +44,31 @@ _KEY = re.compile(r"[A-Za-z0-9_-]+")  # webdataset splits a member name at its f
 
 # Resolution classes by the short side, largest first (a clip takes the largest class it reaches).
 RESOLUTIONS: tuple[tuple[int, str], ...] = (
-    (2160, "4k"), (1440, "2k"), (1080, "1080p"), (720, "720p"), (480, "480p"), (360, "360p"),
-    (240, "240p"), (144, "144p"))
+    (2160, "4k"),
+    (1440, "2k"),
+    (1080, "1080p"),
+    (720, "720p"),
+    (480, "480p"),
+    (360, "360p"),
+    (240, "240p"),
+    (144, "144p"),
+)
 ASPECTS: tuple[tuple[str, float], ...] = (
-    ("21x9", 21 / 9), ("16x9", 16 / 9), ("4x3", 4 / 3), ("1x1", 1.0), ("3x4", 3 / 4), ("9x16", 9 / 16),
-    ("9x21", 9 / 21))
+    ("21x9", 21 / 9),
+    ("16x9", 16 / 9),
+    ("4x3", 4 / 3),
+    ("1x1", 1.0),
+    ("3x4", 3 / 4),
+    ("9x16", 9 / 16),
+    ("9x21", 9 / 21),
+)
 DURATIONS: tuple[tuple[float, str], ...] = (
-    (2.0, "0-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (20.0, "10-20s"), (math.inf, "20s+"))
+    (2.0, "0-2s"),
+    (5.0, "2-5s"),
+    (10.0, "5-10s"),
+    (20.0, "10-20s"),
+    (math.inf, "20s+"),
+)
 
 
 def bucket_for(width: int, height: int, duration_s: float) -> str:
@@ -83,8 +101,10 @@ def first_frame_jpeg(path: str | Path, quality: int = JPEG_QUALITY) -> bytes:
         if frame is None:
             raise ValueError(f"{path}: no video frame to decode")
         # BITEXACT/ACCURATE_RND: the same RGB on every CPU, not just on this one.
-        rgb = frame.reformat(format="rgb24", interpolation=Interpolation.BILINEAR
-                             | Interpolation.ACCURATE_RND | Interpolation.BITEXACT).to_ndarray()
+        rgb = frame.reformat(
+            format="rgb24",
+            interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT,
+        ).to_ndarray()
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False)
     return buf.getvalue()
@@ -97,8 +117,9 @@ def _caption_meta(caption: Caption) -> dict[str, Any]:
     return meta
 
 
-def sample_for_clip(clip: Clip, out_root: Path, captions: Sequence[Caption],
-                    first_frame_jpg: bool) -> ShardSample:
+def sample_for_clip(
+    clip: Clip, out_root: Path, captions: Sequence[Caption], first_frame_jpg: bool
+) -> ShardSample:
     """The WebDataset sample of one extracted clip.
 
     Args:
@@ -124,10 +145,14 @@ def sample_for_clip(clip: Clip, out_root: Path, captions: Sequence[Caption],
         raise ValueError(f"captions of another clip passed for {clip.clip_id}")
     ordered = sorted(captions, key=lambda c: (c.lang, c.kind, c.model))
     dense = {c.lang: c.text for c in ordered if c.kind == "dense"}
-    return ShardSample(key=clip.clip_id, mp4=path.read_bytes(),
-                       meta={**clip_row(clip), "captions": [_caption_meta(c) for c in ordered]},
-                       en_txt=dense.get("en"), zh_txt=dense.get("zh"),
-                       jpg=first_frame_jpeg(path) if first_frame_jpg else None)
+    return ShardSample(
+        key=clip.clip_id,
+        mp4=path.read_bytes(),
+        meta={**clip_row(clip), "captions": [_caption_meta(c) for c in ordered]},
+        en_txt=dense.get("en"),
+        zh_txt=dense.get("zh"),
+        jpg=first_frame_jpeg(path) if first_frame_jpg else None,
+    )
 
 
 def _tar_bytes(content: int) -> int:
@@ -219,21 +244,29 @@ def _open_shard(root: Path, bucket: str, index: int) -> _Shard:
     final = root / bucket / f"{index:06d}.tar"
     final.parent.mkdir(parents=True, exist_ok=True)
     sink = _ShardSink(final, final.with_name(f".{final.name}{_PART}"))
-    writer = TarWriter(sink, user=_TAR_OWNER, group=_TAR_OWNER, mode=0o444, mtime=_TAR_MTIME,
-                       encoder=False, compress=False)
+    writer = TarWriter(
+        sink, user=_TAR_OWNER, group=_TAR_OWNER, mode=0o444, mtime=_TAR_MTIME, encoder=False, compress=False
+    )
     return _Shard(bucket, index, sink, writer)
 
 
 def _close_shard(shard: _Shard) -> dict[str, Any]:
     shard.writer.close()
     shard.sink.commit()
-    return {"shard": shard.rel, "bucket": shard.bucket, "n_samples": len(shard.keys),
-            "bytes": shard.sink.size, "sha256": shard.sink.sha.hexdigest(),
-            "keys_first": shard.keys[0], "keys_last": shard.keys[-1]}
+    return {
+        "shard": shard.rel,
+        "bucket": shard.bucket,
+        "n_samples": len(shard.keys),
+        "bytes": shard.sink.size,
+        "sha256": shard.sink.sha.hexdigest(),
+        "keys_first": shard.keys[0],
+        "keys_last": shard.keys[-1],
+    }
 
 
-def _pairs(samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],
-           ) -> Iterator[tuple[str, ShardSample]]:
+def _pairs(
+    samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],
+) -> Iterator[tuple[str, ShardSample]]:
     if isinstance(samples, Mapping):
         for bucket in sorted(samples):
             for sample in samples[bucket]:
@@ -242,8 +275,11 @@ def _pairs(samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, Sh
         yield from samples
 
 
-def write_shards(samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],
-                 shards_root: str | Path, target_bytes: int) -> list[ShardInfo]:
+def write_shards(
+    samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],
+    shards_root: str | Path,
+    target_bytes: int,
+) -> list[ShardInfo]:
     """Write bucketed WebDataset shards and ``manifest.json`` under ``shards_root``.
 
     Args:
@@ -295,8 +331,17 @@ def write_shards(samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[s
     entries.sort(key=lambda e: e["shard"])
     _write_manifest(root, entries)
     _remove_stale(root, {e["shard"] for e in entries})
-    return [ShardInfo(shard=e["shard"], path=str(root / e["shard"]), n_samples=e["n_samples"],
-                      bytes=e["bytes"], sha256=e["sha256"], bucket=e["bucket"]) for e in entries]
+    return [
+        ShardInfo(
+            shard=e["shard"],
+            path=str(root / e["shard"]),
+            n_samples=e["n_samples"],
+            bytes=e["bytes"],
+            sha256=e["sha256"],
+            bucket=e["bucket"],
+        )
+        for e in entries
+    ]
 
 
 def _write_manifest(root: Path, entries: list[dict[str, Any]]) -> None:

@@ -90,32 +90,55 @@ def _local_median(x: np.ndarray, radius: int) -> np.ndarray:
     return np.interp(np.arange(n), centres, meds).astype(np.float32)
 
 
+@dataclass(frozen=True, slots=True)
+class Proposals:
+    """Where TransNetV2 must look: short ranges around abrupt frames (hard-cut
+    candidates) and wider ranges around gradual-change peaks (dissolve/fade candidates)."""
+
+    cuts: list[tuple[int, int]]
+    gradual: list[tuple[int, int]]
+
+    def coverage(self, n: int) -> float:
+        return sum(b - a for a, b in self.cuts + self.gradual) / max(1, n)
+
+
 def propose(
     frames: np.ndarray,
+    diff: np.ndarray | None = None,
     hist_threshold: float = 0.08,
     diff_ratio: float = 2.5,
     diff_min: float = 4.0,
-    pad: int = 16,
-) -> list[tuple[int, int]]:
+    cut_pad: int = 4,
+    gradual_pad: int = 16,
+) -> Proposals:
     """Frame ranges [start, end) where a transition may be; the rest is safe to skip.
 
     A frame is proposed when its difference to the previous frame stands out from the
     local motion level (hard cuts, flashes), or when it is a local peak of the colour
     distance between the frames before and after it at a 2- or 8-frame scale
     (dissolves and fades up to ~2 s change the histogram across 16 frames). Only peaks
-    are proposed, so one transition costs one TransNetV2 window, not its whole
-    neighbourhood. Proposals are padded by ``pad`` frames and merged.
+    are proposed, so one transition costs one short TransNetV2 window, not its whole
+    neighbourhood. Abrupt frames are padded by ``cut_pad``; histogram peaks with no
+    abrupt frame near them by ``gradual_pad``; cut ranges inside gradual ones are dropped.
     """
     n = len(frames)
     if n < 2:
-        return []
-    d = frame_diff(frames)
-    hot = (d > diff_min) & (d > diff_ratio * (_local_median(d, 25) + 0.5))
+        return Proposals([], [])
+    d = frame_diff(frames) if diff is None else diff
+    abrupt = (d > diff_min) & (d > diff_ratio * (_local_median(d, 25) + 0.5))
     hist = color_histograms(frames)
+    peaks = np.zeros(n, bool)
     for k in (2, 8):
         w = _window_hist_distance(hist, k)
-        hot |= (w > hist_threshold) & (w >= _running_max(w, k))
-    return _merge_ranges(np.flatnonzero(hot), pad, n)
+        peaks |= (w > hist_threshold) & (w >= _running_max(w, k))
+    near_abrupt = _running_max(abrupt.astype(np.float32), 2) > 0
+    gradual = _merge_ranges(np.flatnonzero(peaks & ~near_abrupt), gradual_pad, n)
+    cuts = [
+        r
+        for r in _merge_ranges(np.flatnonzero(abrupt), cut_pad, n)
+        if not any(a <= r[0] and r[1] <= b for a, b in gradual)
+    ]
+    return Proposals(cuts, gradual)
 
 
 def _running_max(x: np.ndarray, radius: int) -> np.ndarray:
@@ -126,6 +149,7 @@ def _running_max(x: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _merge_ranges(idx: np.ndarray, pad: int, n: int) -> list[tuple[int, int]]:
+    """Merge the [i - pad, i + pad] windows of sorted indices into disjoint ranges."""
     ranges: list[tuple[int, int]] = []
     for i in idx.tolist():
         a, b = max(0, i - pad), min(n, i + pad + 1)

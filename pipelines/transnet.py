@@ -36,6 +36,10 @@ class Predictions:
     single: np.ndarray
     many: np.ndarray
 
+    def merged(self, other: Predictions) -> Predictions:
+        """Elementwise max: combines predictions made on disjoint ranges (0 elsewhere)."""
+        return Predictions(np.maximum(self.single, other.single), np.maximum(self.many, other.many))
+
 
 class TransNet:
     """A loaded TransNetV2 model. ``predict(frames, ranges)`` scores only the given ranges."""
@@ -63,12 +67,16 @@ class TransNet:
         self.model.eval()
         self.device = device
 
-    def predict(self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None) -> Predictions:
+    def predict(
+        self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None, context: int = CONTEXT
+    ) -> Predictions:
         """Transition probabilities for every frame; frames outside ``ranges`` get 0.
 
         Args:
             frames: uint8 [N, 27, 48, 3] RGB, every frame of the video.
             ranges: [start, end) frame ranges to score; None scores all N frames.
+            context: frames of context each side of a window (25 in the reference
+                implementation; the cascade uses fewer on its short proposal ranges).
 
         Returns:
             Predictions over all N frames.
@@ -79,17 +87,18 @@ class TransNet:
         if n == 0:
             return Predictions(single, many)
         # (first useful frame, number of useful frames); a short range gets a short window
-        # (k + 2 * CONTEXT frames): the model is fully convolutional in time.
+        # (k + 2 * context frames): the model is fully convolutional in time.
         windows: list[tuple[int, int]] = []
         for a, b in ranges if ranges is not None else [(0, n)]:
             windows.extend((s, min(USEFUL, b - s)) for s in range(max(0, a), min(n, b), USEFUL))
         torch = self._torch
+        c = context
         with torch.inference_mode():
             for s, k in windows:
-                idx = np.clip(np.arange(s - CONTEXT, s + k + CONTEXT), 0, n - 1)
+                idx = np.clip(np.arange(s - c, s + k + c), 0, n - 1)
                 x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)
                 one, extra = self.model(x)
                 p1, pm = torch.sigmoid(one[0, :, 0]), torch.sigmoid(extra["many_hot"][0, :, 0])
-                single[s : s + k] = p1[CONTEXT : CONTEXT + k].float().cpu().numpy()
-                many[s : s + k] = pm[CONTEXT : CONTEXT + k].float().cpu().numpy()
+                single[s : s + k] = p1[c : c + k].float().cpu().numpy()
+                many[s : s + k] = pm[c : c + k].float().cpu().numpy()
         return Predictions(single, many)

@@ -45,8 +45,13 @@ class Decode(Stage[VideoTask, VideoTask]):
             return task
         out_dir = os.path.join(self.work_dir, "frames", video.video_id)
         try:
-            result = decode_video(task.path, out_dir, sparse_fps=self.sparse_fps,
-                                  sparse_size=(self.sparse_width, self.sparse_height), threads=self.threads)
+            result = decode_video(
+                task.path,
+                out_dir,
+                sparse_fps=self.sparse_fps,
+                sparse_size=(self.sparse_width, self.sparse_height),
+                threads=self.threads,
+            )
         except DecodeError as e:
             video.status, video.error = "error", str(e)
             return task

@@ -67,9 +67,17 @@ def _us(seconds: np.ndarray) -> list[int]:
     return sorted(np.round(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64).tolist())
 
 
-def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes: np.ndarray,
-                    stream_copy: bool, *, copy_order_pts: np.ndarray | None = None, rotation: int = 0,
-                    source_codec: str | None = None) -> Plan:
+def plan_extraction(
+    start_frame: int,
+    end_frame: int,
+    pts: np.ndarray,
+    keyframes: np.ndarray,
+    stream_copy: bool,
+    *,
+    copy_order_pts: np.ndarray | None = None,
+    rotation: int = 0,
+    source_codec: str | None = None,
+) -> Plan:
     """Choose stream copy or re-encode for the frames [start_frame, end_frame).
 
     Args:
@@ -89,7 +97,7 @@ def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes
     if not 0 <= start_frame < end_frame <= len(pts) or len(keyframes) != len(pts):
         raise ValueError(f"span [{start_frame}, {end_frame}) is outside the source's {len(pts)} frames")
     n = end_frame - start_frame
-    gaps = np.diff(pts[max(start_frame - 1, 0):end_frame + 1])
+    gaps = np.diff(pts[max(start_frame - 1, 0) : end_frame + 1])
     tol = 0.5 * float(gaps[gaps > 0].min()) if (gaps > 0).any() else 0.02
 
     def plan(mode: ExtractMode, reason: str) -> Plan:
@@ -106,8 +114,11 @@ def plan_extraction(start_frame: int, end_frame: int, pts: np.ndarray, keyframes
     if copy_order_pts is not None:
         taken = np.asarray(copy_order_pts)[:n]
         if len(taken) < n or _us(taken) != _us(pts[start_frame:end_frame]):
-            return plan("reencode", f"the first {n} packets from keyframe {start_frame} (decode order) "
-                                    f"are not frames [{start_frame}, {end_frame})")
+            return plan(
+                "reencode",
+                f"the first {n} packets from keyframe {start_frame} (decode order) "
+                f"are not frames [{start_frame}, {end_frame})",
+            )
     return plan("copy", f"frame {start_frame} is a keyframe")
 
 
@@ -119,8 +130,17 @@ def _fmt_us(us: int) -> str:
     return f"{us // 1_000_000}.{us % 1_000_000:06d}"
 
 
-def ffmpeg_args(plan: Plan, src: str, dst: str, *, codec: str, crf: int, preset: str, threads: int,
-                start_from_s: float | None = None) -> list[str]:
+def ffmpeg_args(
+    plan: Plan,
+    src: str,
+    dst: str,
+    *,
+    codec: str,
+    crf: int,
+    preset: str,
+    threads: int,
+    start_from_s: float | None = None,
+) -> list[str]:
     """The ffmpeg argument list (never a shell string) that writes ``plan`` to ``dst`` (mp4).
 
     Input ``-ss`` is floored to whole µs: ffmpeg keeps a frame only when its shifted time is
@@ -137,21 +157,61 @@ def ffmpeg_args(plan: Plan, src: str, dst: str, *, codec: str, crf: int, preset:
     in_us = max(0, _floor_us(plan.seek_s if start_from_s is None else start_from_s))
     out_us = _floor_us(plan.seek_s) - in_us - 1
     out_ss = ["-ss", _fmt_us(out_us)] if out_us > 0 else []
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-y", "-threads", str(threads),
-            "-ss", _fmt_us(in_us), "-i", f"file:{src}", *out_ss, "-map", "0:v:0", "-frames:v",
-            str(plan.n_frames), "-an", "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
-            "-metadata", f"comment=vidloom:{plan.mode}"]  # read back on resume
+    args = [
+        "ffmpeg",
+        "-nostdin",
+        "-hide_banner",
+        "-v",
+        "error",
+        "-y",
+        "-threads",
+        str(threads),
+        "-ss",
+        _fmt_us(in_us),
+        "-i",
+        f"file:{src}",
+        *out_ss,
+        "-map",
+        "0:v:0",
+        "-frames:v",
+        str(plan.n_frames),
+        "-an",
+        "-sn",
+        "-dn",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-metadata",
+        f"comment=vidloom:{plan.mode}",
+    ]  # read back on resume
     if plan.mode == "copy":  # copypriorss 0: drop packets before the cut even when the seek lands early
         args += ["-c:v", "copy", "-copypriorss", "0"]
     else:
-        args += ["-fps_mode", "passthrough", "-vf", _EVEN_CROP, "-c:v", codec, "-pix_fmt", "yuv420p",
-                 "-crf", str(crf), "-preset", preset, "-threads", str(threads), "-flags:v", "+bitexact"]
+        args += [
+            "-fps_mode",
+            "passthrough",
+            "-vf",
+            _EVEN_CROP,
+            "-c:v",
+            codec,
+            "-pix_fmt",
+            "yuv420p",
+            "-crf",
+            str(crf),
+            "-preset",
+            preset,
+            "-threads",
+            str(threads),
+            "-flags:v",
+            "+bitexact",
+        ]
     return [*args, "-fflags", "+bitexact", "-movflags", "+faststart", "-f", "mp4", f"file:{dst}"]
 
 
 def cut_mismatch(times: np.ndarray, pts: np.ndarray, plan: Plan) -> str | None:
     """Why a clip with frame times ``times`` (s, sorted) is not the planned span, or None if it is."""
-    want = pts[plan.start_frame:plan.start_frame + plan.n_frames] - plan.seek_s
+    want = pts[plan.start_frame : plan.start_frame + plan.n_frames] - plan.seek_s
     if len(times) != len(want):
         return f"{len(times)} frames, expected {len(want)}"
     worst = float(np.abs(times - want).max())
@@ -260,7 +320,8 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
     stream_copy: bool = True
     threads: int = 1
     _index: dict[str, tuple[np.ndarray, np.ndarray]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(cls, cfg: ExtractConfig, out_dir: str) -> ClipExtract:
@@ -283,12 +344,20 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         src = os.path.abspath(task.src_path)
         info = probe_source(src)
         pts, keyframes = self._frame_index(src, task.frames_dir)
-        plan = plan_extraction(clip.start_frame, clip.end_frame, pts, keyframes, self.stream_copy,
-                               rotation=info.rotation, source_codec=info.codec)  # validates the span
+        plan = plan_extraction(
+            clip.start_frame,
+            clip.end_frame,
+            pts,
+            keyframes,
+            self.stream_copy,
+            rotation=info.rotation,
+            source_codec=info.codec,
+        )  # validates the span
         order = copy_order(src, plan.seek_s, plan.n_frames if plan.mode == "copy" else 1)  # checks the index
         if plan.mode == "copy":
-            plan = plan_extraction(clip.start_frame, clip.end_frame, pts, keyframes, True,
-                                   copy_order_pts=order)
+            plan = plan_extraction(
+                clip.start_frame, clip.end_frame, pts, keyframes, True, copy_order_pts=order
+            )
         if not final.exists():  # resume: an existing final file is complete (atomic rename)
             final.parent.mkdir(parents=True, exist_ok=True)
             self._cut(plan, src, final, pts)
@@ -326,11 +395,22 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         failures: list[str] = []
         try:
             for attempt, start_from in [*attempts, (reencode, float(pts[first]))]:
-                args = ffmpeg_args(attempt, src, str(tmp), codec=self.codec, crf=self.crf, preset=self.preset,
-                                   threads=self.threads, start_from_s=start_from)
+                args = ffmpeg_args(
+                    attempt,
+                    src,
+                    str(tmp),
+                    codec=self.codec,
+                    crf=self.crf,
+                    preset=self.preset,
+                    threads=self.threads,
+                    start_from_s=start_from,
+                )
                 proc = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
-                problem = (f"ffmpeg exited with {proc.returncode}: {proc.stderr.strip()[-_STDERR_TAIL:]}"
-                           if proc.returncode else cut_mismatch(probe_clip(str(tmp))[1], pts, plan))
+                problem = (
+                    f"ffmpeg exited with {proc.returncode}: {proc.stderr.strip()[-_STDERR_TAIL:]}"
+                    if proc.returncode
+                    else cut_mismatch(probe_clip(str(tmp))[1], pts, plan)
+                )
                 if not problem:
                     with open(tmp, "rb") as f:
                         os.fsync(f.fileno())

@@ -110,8 +110,9 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     return float(value * time_base)
 
 
-def probe_video(path: str, max_duration_s: float = _DEFAULTS.max_duration_s,
-                max_pixels: int = _DEFAULTS.max_pixels) -> Video:
+def probe_video(
+    path: str, max_duration_s: float = _DEFAULTS.max_duration_s, max_pixels: int = _DEFAULTS.max_pixels
+) -> Video:
     """Hash and probe one file. Never raises: problems become an error ``Video``."""
     import av  # heavy dependency stays behind the stage boundary (STYLE.md #7)
 
