@@ -62,12 +62,23 @@ def curate_flow(sources: list[str], out: str, config: dict[str, Any] | None = No
     return summary
 
 
-def serve_watch(watch_dir: str, out: str, cron: str, config: dict[str, Any] | None = None,
-                name: str = "watch") -> None:
-    """Register a deployment that curates ``watch_dir`` on ``cron`` and serve its runs.
+def watch_deployment(
+    watch_dir: str, out: str, cron: str, config: dict[str, Any] | None = None, name: str = "watch"
+) -> Any:
+    """A deployment of the flow that curates ``watch_dir`` into ``out`` on ``cron``.
 
     Each scheduled run ingests only files it has not seen (the ingest step skips
     done items), so new files in the directory are curated as they arrive.
     """
-    curate_flow.serve(name=name, cron=cron,
-                      parameters={"sources": [watch_dir], "out": out, "config": config or {}})
+    return curate_flow.to_deployment(
+        name=name, cron=cron, parameters={"sources": [watch_dir], "out": out, "config": config or {}}
+    )
+
+
+def serve_watch(
+    watch_dir: str, out: str, cron: str, config: dict[str, Any] | None = None, name: str = "watch"
+) -> None:
+    """Register the watch deployment with the Prefect API and serve its scheduled runs."""
+    from prefect import serve
+
+    serve(watch_deployment(watch_dir, out, cron, config, name))

@@ -146,6 +146,19 @@ def _bind(base: type[T], stage: Stage[Any, Any]) -> type[T]:
     return type(type(stage).__name__, (base,), {"stage_blob": cloudpickle.dumps(stage)})
 
 
+def fit_cpus(stages: list[Stage[Any, Any]], cluster_cpus: float) -> list[float]:
+    """Each stage's Ray ``num_cpus``: task stages are capped to fit beside the actor pools.
+
+    An actor pool holds its CPUs for the whole pipeline, so a task stage asking for more
+    than the rest could never be scheduled and the pipeline would hang (a 2-CPU decode
+    beside a 1-CPU model actor on a 2-core machine).
+    """
+    pinned = sum(s.resources.cpus * s.resources.actors for s in stages if s.resources.actors)
+    free = cluster_cpus - pinned
+    return [s.resources.cpus if s.resources.actors or free <= 0 else min(s.resources.cpus, free)
+            for s in stages]
+
+
 class RayRunner:
     """Runs the stages as one streaming Ray Data pipeline.
 
@@ -193,7 +206,8 @@ class RayRunner:
             blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS)
         )
         del blobs
-        for stage in stages:
+        cpus = fit_cpus(stages, ray.cluster_resources().get("CPU", 0.0))
+        for stage, num_cpus in zip(stages, cpus, strict=True):
             res = stage.resources
             fn: Any
             if res.actors:  # a model stage: a fixed pool, setup() once per actor
@@ -205,7 +219,7 @@ class RayRunner:
                 compute=compute,
                 batch_size=stage.batch_size,
                 batch_format="pyarrow",
-                num_cpus=res.cpus,
+                num_cpus=num_cpus,
                 num_gpus=res.gpus or None,
             )
         # Without progress, also hush Ray Data's "bars disabled" / "execution finished" lines.

@@ -1,0 +1,215 @@
+"""``vidloom bench curate``: end-to-end ``run_curate`` throughput in video hours per CPU core-hour.
+
+A few generated videos (cached under ~/.cache/vidloom/bench/) go through ingest -> split ->
+clips -> export into a fresh output directory, once per runner (sequential, then Ray). Each
+step is timed on its own (``run_step_by_name``), wall clock and CPU time. The headline figure is
+
+    video hours per core-hour = video seconds / (wall seconds x usable cores)
+
+which charges the run for every core of the machine whether it used it or not (so it is
+comparable between the sequential runner, Ray, and the decode-only limit: PyAV decode +
+tiny downscale of the same files, ``decode_only_fps``, also charged wall x cores).
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vidloom.bench_split import ensure_video, loadavg, machine_info, n_cores, print_rows
+
+# (width, height, fps) of the generated inputs; their lengths split --seconds evenly.
+INPUTS = ((640, 360, 30.0), (1280, 720, 25.0), (640, 360, 25.0))
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and its waited-for children (ffmpeg, ffprobe)."""
+    me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
+def live_descendants_cpu() -> float:
+    """CPU seconds of live descendant processes (Ray's raylet, GCS and workers) read from /proc,
+    including the children they have reaped. Processes that exit unreaped between two readings
+    are lost, so for Ray the CPU figure is a lower bound."""
+    tick, me = os.sysconf("SC_CLK_TCK"), os.getpid()
+    parent: dict[int, int] = {}
+    spent: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()  # fields 3.. (state, ppid, ...)
+        parent[int(d)] = int(rest[1])
+        spent[int(d)] = sum(int(x) for x in rest[11:15]) / tick  # utime stime cutime cstime
+    total = 0.0
+    for pid, cpu in spent.items():
+        p = parent.get(pid)
+        while p and p != me:
+            p = parent.get(p)
+        total += cpu if p == me else 0.0
+    return total
+
+
+def cpu_now() -> float:
+    return own_cpu() + live_descendants_cpu()
+
+
+def make_inputs(seconds: float) -> tuple[list[Path], float, int]:
+    """The cached input videos: (paths, total video seconds, total frames)."""
+    paths, total_s, total_n = [], 0.0, 0
+    for i, (w, h, fps) in enumerate(INPUTS):
+        path, gt = ensure_video(w, h, fps, round(seconds / len(INPUTS)), seed=i + 1)
+        paths.append(path)
+        total_s += gt.n_frames / gt.fps
+        total_n += gt.n_frames
+    return paths, total_s, total_n
+
+
+def decode_only(paths: list[Path], repeats: int) -> dict[str, float]:
+    """The decode-only limit on the same files: best-of-``repeats`` wall per file, summed."""
+    import av
+
+    from pipelines.decode import decode_only_fps
+
+    wall = cpu = 0.0
+    for p in paths:
+        with av.open(str(p)) as c:
+            n = c.streams.video[0].frames
+        c0 = own_cpu()
+        fps = max(decode_only_fps(str(p)) for _ in range(repeats))
+        cpu += (own_cpu() - c0) / repeats
+        wall += n / fps
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def bench_config(runner: str, cores: int) -> Any:
+    """Preset 'tiny' (small shards) with the default preset's clip lengths (2-10 s clips)."""
+    from pipelines.config import ClipConfig, load_config
+
+    cfg = load_config("tiny")
+    cfg.clips = ClipConfig()
+    cfg.filters.min_duration_s = cfg.clips.min_s
+    cfg.runtime.runner, cfg.runtime.quiet, cfg.runtime.num_cpus = runner, True, cores
+    return cfg
+
+
+def run_once(runner_name: str, sources: list[str], cores: int, keep: bool) -> dict[str, Any]:
+    """One full run_curate, step by step, into a fresh output directory."""
+    from pipelines.curate import STEPS, finish_run, now_iso, run_step_by_name
+    from pipelines.runner import make_runner
+
+    cfg = bench_config(runner_name, cores)
+    out = tempfile.mkdtemp(prefix=f"vidloom-bench-curate-{runner_name}-")
+    steps: dict[str, dict[str, Any]] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        w, c = time.perf_counter(), cpu_now()
+        res = fn()
+        steps[name] = {"wall_s": time.perf_counter() - w, "cpu_s": cpu_now() - c,
+                       "counts": res if isinstance(res, dict) and name != "finish" else None}
+        return res
+
+    ray = None
+    try:
+        if runner_name == "ray":
+            import ray
+
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            timed("ray init", lambda: ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                                               configure_logging=False) and None)
+        runner = make_runner(cfg.runtime)
+        started = now_iso()
+        for step in STEPS:
+            timed(step, lambda s=step: run_step_by_name(s, sources, out, cfg, runner))
+        counts = lambda: {s: steps[s]["counts"] for s in STEPS}
+        summary = timed("finish", lambda: finish_run(out, cfg, started, counts()))
+        runner.shutdown()
+    finally:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+        if not keep:
+            shutil.rmtree(out, ignore_errors=True)
+    keys = ("videos_ok", "shots", "clips_kept", "clips_rejected", "shards", "shard_samples")
+    total = lambda k: sum(s[k] for s in steps.values())
+    return {"runner": runner_name, "out": out if keep else None, "steps": steps,
+            "wall_s": total("wall_s"), "cpu_s": total("cpu_s"),
+            "catalog": {k: summary[k] for k in keys if k in summary}}
+
+
+def rates(video_s: float, wall_s: float, cpu_s: float, cores: int) -> dict[str, float]:
+    return {"wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2),
+            "video_h_per_core_h": round(video_s / (wall_s * cores), 3),
+            "video_h_per_cpu_h": round(video_s / cpu_s, 3) if cpu_s > 0 else None,
+            "x_realtime": round(video_s / wall_s, 2)}
+
+
+def report(r: dict[str, Any]) -> None:
+    mc, v = r["machine"], r["video"]
+    print(f"\nvidloom bench curate: {v['files']} files, {v['seconds']:.1f} s of video, {v['frames']} frames; "
+          f"{mc['cores']} cores, load average {mc['loadavg_1_5_15']} at start, {mc['loadavg_end']} at end")
+    rows = []
+    for name, x in r["results"].items():
+        cpu_h = "-" if x["video_h_per_cpu_h"] is None else f"{x['video_h_per_cpu_h']:.2f}"
+        rows.append([name, f"{x['wall_s']:.1f}", f"{x['cpu_s']:.1f}", f"{x['x_realtime']:.2f}",
+                     f"{x['video_h_per_core_h']:.3f}", cpu_h, f"{x['vs_decode_only']:.3f}"])
+    print_rows(["run", "wall s", "CPU s", "x realtime", "video h/core-h", "video h/CPU-h", "vs decode-only"],
+               rows)
+    for run in r["runs"]:
+        print(f"\nsteps ({run['runner']} runner): catalog {run['catalog']}")
+        print_rows(["step", "wall s", "CPU s", "share of wall", "counts"],
+                   [[k, f"{s['wall_s']:.2f}", f"{s['cpu_s']:.2f}", f"{s['wall_s'] / run['wall_s']:.1%}",
+                     json.dumps(s["counts"])[:60] if s["counts"] else ""] for k, s in run["steps"].items()])
+    print("\nvideo h/core-h = video s / (wall s x cores): every core of the machine is charged. "
+          "video h/CPU-h uses the CPU time\nactually spent (getrusage self + children, plus live descendants "
+          "from /proc for Ray: a lower bound).\nvs decode-only = run's video h/core-h / decode-only's. "
+          "Other processes on the machine slow every figure; see the load average.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidloom bench curate", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=150.0, help="total seconds of generated video (3 files)")
+    p.add_argument("--runners", default="sequential,ray", help="comma-separated: sequential, ray")
+    p.add_argument("--repeats", type=int, default=2, help="decode-only runs per file; the best is kept")
+    p.add_argument("--keep", action="store_true", help="keep the output directories")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cores, info = n_cores(), machine_info()
+    paths, video_s, frames = make_inputs(args.seconds)
+    dec = decode_only(paths, args.repeats)
+    runs = [run_once(name.strip(), [str(x) for x in paths], cores, args.keep)
+            for name in args.runners.split(",") if name.strip()]
+    results = {"decode-only (PyAV)": rates(video_s, dec["wall_s"], dec["cpu_s"], cores)}
+    for run in runs:
+        results[f"run_curate ({run['runner']})"] = rates(video_s, run["wall_s"], run["cpu_s"], cores)
+    base = results["decode-only (PyAV)"]["video_h_per_core_h"]
+    for x in results.values():
+        x["vs_decode_only"] = round(x["video_h_per_core_h"] / base, 4)
+    r = {"machine": {**info, "loadavg_end": loadavg()},
+         "video": {"files": len(paths), "paths": [str(x) for x in paths], "seconds": round(video_s, 2),
+                   "frames": frames},
+         "config": "preset tiny + clips 2-10 s (ClipConfig defaults), runtime.num_cpus = cores",
+         "results": results, "runs": runs}
+    report(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
