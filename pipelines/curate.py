@@ -164,7 +164,7 @@ def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
         lambda t: t.video.video_id,
         to_tables,
         key,
-        batch_parts=16,
+        batch_parts=1,
         progress=not cfg.runtime.quiet,
     )
 
@@ -235,7 +235,7 @@ def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
         lambda t: t.clip.clip_id,
         to_tables,
         key,
-        batch_parts=64,
+        batch_parts=8,
         progress=not cfg.runtime.quiet,
     )
 

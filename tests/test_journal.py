@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,14 +91,8 @@ def snapshot(catalog: Catalog) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest.fixture(scope="module")
-def ray_runner() -> Iterator[RayRunner]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        env.setenv("PYTHONPATH", str(Path(__file__).parent), prepend=os.pathsep)  # workers import us
-        runner = RayRunner(num_cpus=2)
-        yield runner
-        runner.shutdown()
+def ray_runner(ray_cluster: object) -> RayRunner:
+    return RayRunner()  # joins the session's local cluster (tests/conftest.py)
 
 
 @pytest.fixture(params=["sequential", "ray"])

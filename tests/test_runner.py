@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -12,7 +11,7 @@ from typing import ClassVar
 import pytest
 
 from pipelines.config import RuntimeConfig
-from pipelines.runner import RayRunner, Runner, SequentialRunner, make_runner
+from pipelines.runner import RayRunner, Runner, SequentialRunner, fit_cpus, make_runner
 from pipelines.stage import Resources, Stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -115,16 +114,9 @@ EXPECTED = Counter({
 
 
 @pytest.fixture(scope="module")
-def ray_runner() -> Iterator[RayRunner]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        env.setenv("RAY_AUTH_MODE", "disabled")  # no token written to ~/.ray for a test cluster
-        # Workers must import this module by the name pytest gave it (tests/ is on the driver's
-        # sys.path only); the local cluster's workers inherit the driver's environment.
-        env.setenv("PYTHONPATH", str(Path(__file__).parent), prepend=os.pathsep)
-        runner = RayRunner(num_cpus=2)
-        yield runner
-        runner.shutdown()
+def ray_runner(ray_cluster: object) -> RayRunner:
+    """Joins the session's local cluster (tests/conftest.py), which workers import this module on."""
+    return RayRunner()
 
 
 def test_sequential_fan_out_drop_and_errors(tmp_path: Path) -> None:
@@ -186,3 +178,14 @@ def test_make_runner() -> None:
     assert isinstance(make_runner(RuntimeConfig(runner="ray", num_cpus=1)), RayRunner)
     with pytest.raises(ValueError, match="unknown runner"):
         make_runner(RuntimeConfig(runner="dask"))
+
+
+def test_fit_cpus_leaves_room_beside_actor_pools() -> None:
+    @dataclass
+    class Wide(Square):
+        resources: ClassVar[Resources] = Resources(cpus=2.0)
+
+    stages = [Wide(), AddOffset()]  # AddOffset pins 2 actors x 0.5 CPU
+    # On 2 CPUs a 2-CPU task stage could never run beside the pool: the pipeline would hang.
+    assert fit_cpus(stages, 2.0) == [1.0, 0.5]
+    assert fit_cpus(stages, 8.0) == [2.0, 0.5]  # a big cluster keeps what the stage asks for

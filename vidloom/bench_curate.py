@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -25,47 +24,62 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidloom.bench_split import ensure_video, loadavg, machine_info, n_cores, print_rows
+from vidloom.bench_split import cpu_s, ensure_video, loadavg, machine_info, n_cores, print_rows, timed
 
+NOTES = [
+    "video h/core-h = video s / (wall s x cores): every core of the machine is charged.",
+    "video h/CPU-h = video s / CPU s actually spent (getrusage self + children; for Ray plus its processes",
+    "  sampled from /proc every 0.5 s, so a lower bound on Ray's CPU).",
+    "vs decode-only = the run's video h/core-h / decode-only's. Other processes on the machine slow every",
+    "  figure: see the load average.",
+]
 # (width, height, fps) of the generated inputs; their lengths split --seconds evenly.
 INPUTS = ((640, 360, 30.0), (1280, 720, 25.0), (640, 360, 25.0))
 
 
-def own_cpu() -> float:
-    """CPU seconds of this process and its waited-for children (ffmpeg, ffprobe)."""
-    me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+class TreeCpu:
+    """CPU seconds of this process's descendants (Ray's raylet, GCS and workers), read from /proc.
 
+    A background thread samples every ``period`` seconds and keeps each process's last reading
+    (utime + stime + reaped children), so a worker that exits still counts up to its last sample.
+    Only for Ray: a sequential run's ffmpeg children are already in getrusage(RUSAGE_CHILDREN).
+    """
 
-def live_descendants_cpu() -> float:
-    """CPU seconds of live descendant processes (Ray's raylet, GCS and workers) read from /proc,
-    including the children they have reaped. Processes that exit unreaped between two readings
-    are lost, so for Ray the CPU figure is a lower bound."""
-    tick, me = os.sysconf("SC_CLK_TCK"), os.getpid()
-    parent: dict[int, int] = {}
-    spent: dict[int, float] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()  # fields 3.. (state, ppid, ...)
-        parent[int(d)] = int(rest[1])
-        spent[int(d)] = sum(int(x) for x in rest[11:15]) / tick  # utime stime cutime cstime
-    total = 0.0
-    for pid, cpu in spent.items():
-        p = parent.get(pid)
-        while p and p != me:
-            p = parent.get(p)
-        total += cpu if p == me else 0.0
-    return total
+    def __init__(self, period: float = 0.5) -> None:
+        import threading
 
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
+        self._thread.start()
 
-def cpu_now() -> float:
-    return own_cpu() + live_descendants_cpu()
+    def _loop(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self.sample()
+
+    def sample(self) -> float:
+        tick, me = os.sysconf("SC_CLK_TCK"), os.getpid()
+        parent: dict[int, int] = {}
+        spent: dict[int, float] = {}
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:  # not a pid, or gone
+                continue
+            rest = stat[stat.rindex(")") + 2:].split()  # fields 3.. (state, ppid, ...)
+            parent[int(d)], spent[int(d)] = int(rest[1]), sum(int(x) for x in rest[11:15]) / tick
+        for pid, cpu in spent.items():
+            p = parent.get(pid)
+            while p and p != me:
+                p = parent.get(p)
+            if p == me:
+                self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+        return sum(self.seen.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def make_inputs(seconds: float) -> tuple[list[Path], float, int]:
@@ -80,20 +94,13 @@ def make_inputs(seconds: float) -> tuple[list[Path], float, int]:
 
 
 def decode_only(paths: list[Path], repeats: int) -> dict[str, float]:
-    """The decode-only limit on the same files: best-of-``repeats`` wall per file, summed."""
-    import av
-
+    """The decode-only limit on the same files: per file the best of ``repeats`` runs, summed."""
     from pipelines.decode import decode_only_fps
 
-    wall = cpu = 0.0
-    for p in paths:
-        with av.open(str(p)) as c:
-            n = c.streams.video[0].frames
-        c0 = own_cpu()
-        fps = max(decode_only_fps(str(p)) for _ in range(repeats))
-        cpu += (own_cpu() - c0) / repeats
-        wall += n / fps
-    return {"wall_s": wall, "cpu_s": cpu}
+    wall = lambda r: r["wall_s"]
+    runs = [min((timed(lambda q=p: decode_only_fps(str(q))) for _ in range(repeats)), key=wall)
+            for p in paths]
+    return {"wall_s": sum(r["wall_s"] for r in runs), "cpu_s": sum(r["cpu_s"] for r in runs)}
 
 
 def bench_config(runner: str, cores: int) -> Any:
@@ -115,6 +122,9 @@ def run_once(runner_name: str, sources: list[str], cores: int, keep: bool) -> di
     cfg = bench_config(runner_name, cores)
     out = tempfile.mkdtemp(prefix=f"vidloom-bench-curate-{runner_name}-")
     steps: dict[str, dict[str, Any]] = {}
+
+    tree = TreeCpu() if runner_name == "ray" else None
+    cpu_now = lambda: cpu_s() + (tree.sample() if tree else 0.0)
 
     def timed(name: str, fn: Any) -> Any:
         w, c = time.perf_counter(), cpu_now()
@@ -141,6 +151,8 @@ def run_once(runner_name: str, sources: list[str], cores: int, keep: bool) -> di
     finally:
         if ray is not None and ray.is_initialized():
             ray.shutdown()
+        if tree:
+            tree.stop()
         if not keep:
             shutil.rmtree(out, ignore_errors=True)
     keys = ("videos_ok", "shots", "clips_kept", "clips_rejected", "shards", "shard_samples")
@@ -173,10 +185,7 @@ def report(r: dict[str, Any]) -> None:
         print_rows(["step", "wall s", "CPU s", "share of wall", "counts"],
                    [[k, f"{s['wall_s']:.2f}", f"{s['cpu_s']:.2f}", f"{s['wall_s'] / run['wall_s']:.1%}",
                      json.dumps(s["counts"])[:60] if s["counts"] else ""] for k, s in run["steps"].items()])
-    print("\nvideo h/core-h = video s / (wall s x cores): every core of the machine is charged. "
-          "video h/CPU-h uses the CPU time\nactually spent (getrusage self + children, plus live descendants "
-          "from /proc for Ray: a lower bound).\nvs decode-only = run's video h/core-h / decode-only's. "
-          "Other processes on the machine slow every figure; see the load average.")
+    print("\n" + "\n".join(NOTES))
 
 
 def main(argv: list[str] | None = None) -> int:

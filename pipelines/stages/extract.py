@@ -328,6 +328,8 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         return cls(out_dir=out_dir, **dataclasses.asdict(cfg))
 
     def process(self, task: ClipTask) -> ClipTask:
+        if task.clip.status == "rejected":  # decided before extraction: no encode is wasted on it
+            return task
         try:
             self._extract(task)
         except (OSError, ValueError, av.FFmpegError, subprocess.SubprocessError) as exc:
