@@ -40,16 +40,19 @@ INPUTS = ((640, 360, 30.0), (1280, 720, 25.0), (640, 360, 25.0))
 class TreeCpu:
     """CPU seconds of this process's descendants (Ray's raylet, GCS and workers), read from /proc.
 
-    A background thread samples every ``period`` seconds and keeps each process's last reading
-    (utime + stime + reaped children), so a worker that exits still counts up to its last sample.
-    Only for Ray: a sequential run's ffmpeg children are already in getrusage(RUSAGE_CHILDREN).
+    A background thread samples every ``period`` s and keeps each process's last (own, reaped
+    children) CPU. A process that is gone counts through its parent's reaped-children time when
+    that grew by its own time since it was last seen (a parent that ignores SIGCHLD never grows),
+    else with its own last reading; so nothing counts twice, and only CPU after an uncounted
+    process's last sample is lost. For Ray only: a sequential run's ffmpeg children are in
+    getrusage(RUSAGE_CHILDREN).
     """
 
     def __init__(self, period: float = 0.5) -> None:
         import threading
 
-        self.seen: dict[int, float] = {}
-        self._stop = threading.Event()
+        self.seen: dict[int, tuple[float, float, int, float]] = {}  # pid -> (own, children, ppid, ppid's)
+        self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
         self._thread.start()
 
@@ -59,23 +62,29 @@ class TreeCpu:
 
     def sample(self) -> float:
         tick, me = os.sysconf("SC_CLK_TCK"), os.getpid()
-        parent: dict[int, int] = {}
-        spent: dict[int, float] = {}
-        for d in os.listdir("/proc"):
+        stats: dict[int, tuple[float, float, int]] = {}
+        for d in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{d}/stat") as f:
                     stat = f.read()
-            except OSError:  # not a pid, or gone
+            except OSError:  # gone
                 continue
-            rest = stat[stat.rindex(")") + 2:].split()  # fields 3.. (state, ppid, ...)
-            parent[int(d)], spent[int(d)] = int(rest[1]), sum(int(x) for x in rest[11:15]) / tick
-        for pid, cpu in spent.items():
-            p = parent.get(pid)
-            while p and p != me:
-                p = parent.get(p)
-            if p == me:
-                self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
-        return sum(self.seen.values())
+            f_ = [int(x) for x in stat[stat.rindex(")") + 4:].split()[:15]]  # fields 4.. (ppid, ...)
+            stats[int(d)] = ((f_[10] + f_[11]) / tick, (f_[12] + f_[13]) / tick, f_[0])
+        with self._lock:
+            for pid, (own, kids, ppid) in stats.items():
+                p = ppid
+                while p and p != me:
+                    p = stats[p][2] if p in stats else 0
+                if p == me:
+                    old = self.seen.get(pid, (0.0, 0.0))
+                    self.seen[pid] = (max(own, old[0]), max(kids, old[1]), ppid, stats.get(ppid, (0, 0))[1])
+            total = 0.0
+            for pid, (own, kids, ppid, ppid_kids) in self.seen.items():
+                grew = ppid == me or (ppid in self.seen and self.seen[ppid][1] - ppid_kids >= own)
+                reaped = pid not in stats and grew  # ours are in getrusage(RUSAGE_CHILDREN)
+                total += kids + (0.0 if reaped else own)
+            return total
 
     def stop(self) -> None:
         self._stop.set()
@@ -169,6 +178,10 @@ def rates(video_s: float, wall_s: float, cpu_s: float, cores: int) -> dict[str, 
             "x_realtime": round(video_s / wall_s, 2)}
 
 
+def brief(counts: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v}" for k, v in (counts or {}).items() if v)[:60]
+
+
 def report(r: dict[str, Any]) -> None:
     mc, v = r["machine"], r["video"]
     print(f"\nvidloom bench curate: {v['files']} files, {v['seconds']:.1f} s of video, {v['frames']} frames; "
@@ -184,7 +197,7 @@ def report(r: dict[str, Any]) -> None:
         print(f"\nsteps ({run['runner']} runner): catalog {run['catalog']}")
         print_rows(["step", "wall s", "CPU s", "share of wall", "counts"],
                    [[k, f"{s['wall_s']:.2f}", f"{s['cpu_s']:.2f}", f"{s['wall_s'] / run['wall_s']:.1%}",
-                     json.dumps(s["counts"])[:60] if s["counts"] else ""] for k, s in run["steps"].items()])
+                     brief(s["counts"])] for k, s in run["steps"].items()])
     print("\n" + "\n".join(NOTES))
 
 
