@@ -47,6 +47,7 @@ class SplitConfig:
     cascade_context: int = 8  # TransNetV2 context frames on proposal ranges (full model: 25)
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
     device: str = "cpu"  # 'cuda' runs TransNetV2 on a GPU
+    precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
 
 
 @dataclass

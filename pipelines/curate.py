@@ -127,6 +127,7 @@ def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
             black_luma=s.black_luma,
             cascade_context=s.cascade_context,
             device=s.device,
+            precision=s.precision,
         ),
     ]
 

