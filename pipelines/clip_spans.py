@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 def clip_spans(
     start_frame: int,
@@ -62,3 +64,42 @@ def clip_spans(
             break
         a += stride_f
     return spans
+
+
+def align_to_keyframes(
+    spans: list[tuple[int, int]],
+    keyframes: np.ndarray,
+    shot_start: int,
+    shot_end: int,
+    n_frames: int,
+    max_shift: int,
+) -> list[tuple[int, int]]:
+    """Move span boundaries onto nearby keyframes so clips can be stream-copied.
+
+    A clip that starts on a keyframe and ends just before one (or at the end of the
+    stream) is exactly a run of whole GOPs: extraction copies its packets instead of
+    re-encoding, which is most of the cost of a curation run. Each boundary moves to the
+    nearest keyframe within ``max_shift`` frames, staying inside the shot (so it may
+    take back trimmed frames: with exact cut frames those are clean). A span whose two
+    boundaries cannot both be aligned is left as it is.
+
+    Args:
+        spans: [start, end) frame spans of one shot.
+        keyframes: sorted frame indices of the source's keyframes.
+        shot_start, shot_end: the shot's frames [shot_start, shot_end).
+        n_frames: frames in the video (the stream end is a valid span end).
+        max_shift: how far a boundary may move, in frames; 0 disables alignment.
+    """
+    if max_shift <= 0 or len(keyframes) == 0:
+        return spans
+    ends = np.append(keyframes, n_frames)
+
+    def nearest(points: np.ndarray, x: int) -> int | None:
+        ok = points[(points >= max(shot_start, x - max_shift)) & (points <= min(shot_end, x + max_shift))]
+        return int(ok[np.argmin(np.abs(ok - x))]) if len(ok) else None
+
+    out = []
+    for a, b in spans:
+        a2, b2 = nearest(keyframes, a), nearest(ends, b)
+        out.append((a2, b2) if a2 is not None and b2 is not None and b2 > a2 else (a, b))
+    return out

@@ -57,6 +57,8 @@ class ClipConfig:
     stride_s: float = 10.0  # window start step for shots longer than max_s
     trim_start_frames: int = 2
     trim_end_frames: int = 2
+    # move clip boundaries up to this far onto keyframes so the clip is a stream copy (0: off)
+    keyframe_align_s: float = 0.5
 
 
 @dataclass

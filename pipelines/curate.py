@@ -20,9 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from curation import schema
 from curation.db import Catalog
-from pipelines.clip_spans import clip_spans
+from pipelines.clip_spans import align_to_keyframes, clip_spans
 from pipelines.config import CurateConfig, to_yaml
 from pipelines.journal import StepJournal, run_step
 from pipelines.runner import Runner
@@ -172,14 +174,20 @@ def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
 
 # --- step 3: clip spans -> filter -> extract ----------------------------------
 def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
-    """Every clip span of every shot of every ok video, as tasks (pure function of the catalog)."""
+    """Every clip span of every shot of every ok video, as tasks (a pure function of the catalog
+    and the decoded timelines). Times come from the real frame timestamps (VFR-safe)."""
+    from pipelines.decode import load_timeline
+
     c, sh = cfg.clips, split_hash(cfg)
+    align = cfg.extract.stream_copy and c.keyframe_align_s > 0
     tasks = []
     for v in cat.videos(status="ok"):
         fps = v.fps or 25.0
         frames = FrameSet(str(paths.frames_dir(v.video_id)), v.n_frames or 0, (0, 0))
+        pts, keyframe = load_timeline(frames)
+        n = len(pts)
         for shot in cat.shots(v.video_id):
-            for a, b in clip_spans(
+            spans = clip_spans(
                 shot.start_frame,
                 shot.end_frame,
                 fps,
@@ -188,16 +196,26 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
                 c.stride_s,
                 c.trim_start_frames,
                 c.trim_end_frames,
-            ):
-                start_s = shot.start_s + (a - shot.start_frame) / fps
+            )
+            if align:
+                spans = align_to_keyframes(
+                    spans,
+                    np.flatnonzero(keyframe),
+                    shot.start_frame,
+                    shot.end_frame,
+                    n,
+                    round(c.keyframe_align_s * fps),
+                )
+            for a, b in spans:
+                end_s = float(pts[b]) if b < n else float(pts[-1]) + 1.0 / fps
                 clip = schema.Clip(
                     clip_id=schema.clip_id_for(v.video_id, a, b, sh),
                     video_id=v.video_id,
                     shot_index=shot.shot_index,
                     start_frame=a,
                     end_frame=b,
-                    start_s=round(start_s, 6),
-                    end_s=round(start_s + (b - a) / fps, 6),
+                    start_s=round(float(pts[a]), 6),
+                    end_s=round(end_s, 6),
                     width=v.width or 0,
                     height=v.height or 0,
                     fps=fps,

@@ -46,3 +46,21 @@ def test_shape_filter_reasons(dur: float, w: int, h: int, reason: str | None) ->
     out = ShapeFilter(min_duration_s=1.0, max_duration_s=60.0).process(_task(dur, w, h))
     assert out.clip.reject_reason == reason
     assert out.clip.status == ("kept" if reason is None else "rejected")
+
+
+def test_keyframe_alignment_makes_whole_gop_spans() -> None:
+    import numpy as np
+
+    from pipelines.clip_spans import align_to_keyframes
+
+    kf = np.array([0, 50, 100, 150, 250])
+    # a shot 50..250 trimmed to 52..248 and windowed at 100 frames
+    spans = clip_spans(50, 250, 25.0, min_s=1, max_s=4, stride_s=4, trim_start_frames=2, trim_end_frames=2)
+    assert spans == [(52, 152), (152, 248)]
+    assert align_to_keyframes(spans, kf, 50, 250, 300, max_shift=5) == [(50, 150), (150, 250)]
+    # too far from any keyframe: left alone; never leaves the shot
+    assert align_to_keyframes([(70, 130)], kf, 50, 250, 300, max_shift=5) == [(70, 130)]
+    assert align_to_keyframes([(52, 98)], kf, 52, 98, 300, max_shift=5) == [(52, 98)]
+    # the end of the stream is a valid end
+    assert align_to_keyframes([(252, 298)], kf, 250, 300, 300, max_shift=3) == [(250, 300)]
+    assert align_to_keyframes(spans, kf, 50, 250, 300, max_shift=0) == spans
