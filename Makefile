@@ -32,7 +32,7 @@ install: system-deps $(STAMP)
 
 demo: install
 	$(VENV)/bin/vidloom samples demo samples/demo
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny --set filters.min_duration_s=1.5
 
 test: install
 	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
