@@ -155,6 +155,8 @@ def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
         out: dict[str, list[dict[str, Any]]] = {"videos": [schema.row(v)]}
         if v.status == "ok":
             out["shots"] = [schema.row(s) for s in t.shots]
+        if v.error:  # a decode failure or warning (e.g. truncated) also lands on the file's row
+            out["files"] = [schema.row(schema.InputFile(v.path, v.video_id, v.size_bytes, v.status, v.error))]
         return out
 
     key = ("split", 1, split_hash(cfg))

@@ -97,6 +97,7 @@ def test_truncated_file_is_not_silent(curated: dict[str, Any]) -> None:
     row = by_name(curated)["truncated_half.mp4"]
     video = curated["videos"][row["video_id"]]
     assert video.error and re.search(r"truncat|cannot|invalid", video.error, re.IGNORECASE), video
+    assert row["error"] == video.error  # the file's own row says so too
 
 
 def test_unusual_valid_files_give_clips(curated: dict[str, Any]) -> None:
