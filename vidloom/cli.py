@@ -43,7 +43,8 @@ def _load(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def print_table(cols: list[str], rows: list[tuple[Any, ...]], out: Any = sys.stdout) -> None:
+def print_table(cols: list[str], rows: list[tuple[Any, ...]], out: Any = None) -> None:
+    out = out or sys.stdout
     cells = [[("" if v is None else str(v)) for v in r] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
@@ -91,9 +92,15 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
     from curation.db import query_readonly
 
-    cols, rows = query_readonly(args.db, args.sql)
+    try:
+        cols, rows = query_readonly(args.db, args.sql)
+    except duckdb.Error as e:  # bad SQL, or a write attempted on the read-only catalog
+        print(f"vidloom query: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, ensure_ascii=False))
     else:
