@@ -11,20 +11,47 @@ import numpy as np
 import pytest
 
 from curation.schema import Clip
-from pipelines.stages.extract import ClipExtract, demux_frame_index, ffmpeg_args, plan_extraction
+from pipelines.clip_cut import demux_frame_index, ffmpeg_args, plan_extraction
+from pipelines.stages.extract import ClipExtract
 from pipelines.tasks import ClipTask
 
 VIDEO_ID = "0123456789abcdef"
 
 
-def make_video(path: Path, *, seconds: float = 4.0, rate: str = "25", audio: bool = False,
-               vf: str = "", pix_fmt: str = "yuv420p") -> Path:
+def make_video(
+    path: Path,
+    *,
+    seconds: float = 4.0,
+    rate: str = "25",
+    audio: bool = False,
+    vf: str = "",
+    pix_fmt: str = "yuv420p",
+) -> Path:
     """testsrc2 320x180, a keyframe every 25 frames (libx264 defaults: B-frames on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     src = f"testsrc2=size=320x180:rate={rate}:duration={seconds}" + (f",{vf}" if vf else "")
     sine = ["-f", "lavfi", "-i", f"sine=duration={seconds}", "-c:a", "aac"] if audio else []
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", src, *sine, "-c:v", "libx264",
-                    "-g", "25", "-pix_fmt", pix_fmt, str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            *sine,
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+            "-pix_fmt",
+            pix_fmt,
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -48,8 +75,9 @@ def diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
 
-def task_for(src: Path, start: int, end: int, fps: float = 25.0, frames_dir: str | None = None,
-             clip_id: str = "") -> ClipTask:
+def task_for(
+    src: Path, start: int, end: int, fps: float = 25.0, frames_dir: str | None = None, clip_id: str = ""
+) -> ClipTask:
     clip_id = clip_id or f"{start:08x}{end:08x}"
     clip = Clip(clip_id, VIDEO_ID, 0, start, end, start / fps, end / fps, 320, 180, fps)
     return ClipTask(clip=clip, src_path=str(src), frames_dir=frames_dir)
@@ -99,8 +127,9 @@ def test_seek_never_rounds_past_the_frame() -> None:
 
     def seeks(start: int, **kw: object) -> list[str]:
         plan = plan_extraction(start, start + 10, pts, keys, False)
-        args = ffmpeg_args(plan, "in.mp4", "out.mp4", codec="libx264", crf=18, preset="veryfast", threads=1,
-                           **kw)  # type: ignore[arg-type]
+        args = ffmpeg_args(
+            plan, "in.mp4", "out.mp4", codec="libx264", crf=18, preset="veryfast", threads=1, **kw
+        )  # type: ignore[arg-type]
         return [args[i + 1] for i, a in enumerate(args) if a == "-ss"]
 
     assert seeks(31) == ["1.034366"]  # 1.03436666... floored, not rounded up
@@ -110,7 +139,8 @@ def test_seek_never_rounds_past_the_frame() -> None:
 
 
 def test_span_on_keyframe_is_a_stream_copy_of_exactly_those_frames(
-        tmp_path: Path, src: Path, src_frames: list[np.ndarray]) -> None:
+    tmp_path: Path, src: Path, src_frames: list[np.ndarray]
+) -> None:
     task = extract(tmp_path / "clips", task_for(src, 25, 75))
     clip = task.clip
     assert task.error is None
@@ -125,7 +155,8 @@ def test_span_on_keyframe_is_a_stream_copy_of_exactly_those_frames(
 
 @pytest.mark.parametrize(("start", "end"), [(33, 73), (25, 40), (0, 7), (96, 100)])
 def test_other_spans_are_reencoded_frame_exact(
-        tmp_path: Path, src: Path, src_frames: list[np.ndarray], start: int, end: int) -> None:
+    tmp_path: Path, src: Path, src_frames: list[np.ndarray], start: int, end: int
+) -> None:
     """(25, 40) starts on a keyframe, but with B-frames a copy would take the wrong packets."""
     task = extract(tmp_path / "clips", task_for(src, start, end))
     assert task.error is None
@@ -209,8 +240,22 @@ def test_odd_size_and_rotation_are_handled(tmp_path: Path) -> None:
     assert (task.clip.width, task.clip.height, task.clip.n_frames) == (318, 178, 10)
     rotated = tmp_path / "rot.mp4"
     plain = make_video(tmp_path / "plain.mp4")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(plain), "-c", "copy",
-                    "-metadata:s:v", "rotate=90", str(rotated)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(plain),
+            "-c",
+            "copy",
+            "-metadata:s:v",
+            "rotate=90",
+            str(rotated),
+        ],
+        check=True,
+    )
     task = extract(tmp_path / "clips", task_for(rotated, 25, 75))
     assert task.error is None and task.clip.extract_mode == "reencode"
     assert (task.clip.width, task.clip.height, task.clip.n_frames) == (180, 320, 50)
