@@ -8,9 +8,10 @@ replaces rows instead of duplicating them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,17 @@ class Catalog:
     def close(self) -> None:
         self.con.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        self.con.begin()
+        try:
+            yield
+        except BaseException:
+            self.con.rollback()
+            raise
+        self.con.commit()
+
     # --- writes -----------------------------------------------------------------
     def upsert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         """Insert or replace rows (by primary key). Returns the number written."""
@@ -138,6 +150,23 @@ class Catalog:
                 for i in item_ids
             ],
         )
+
+    def resolve_duplicate_files(self) -> None:
+        """Identical bytes under several paths: the first path (sorted) owns the ``videos`` row,
+        the others are ``files`` rows with status 'duplicate'. Deterministic whatever the order."""
+        first = "SELECT video_id, min(path) AS first FROM files GROUP BY video_id"
+        self.con.execute(f"""
+            UPDATE videos SET path = f.first FROM ({first}) f
+            WHERE videos.video_id = f.video_id AND videos.path <> f.first""")
+        self.con.execute(f"""
+            UPDATE files SET status = 'duplicate', error = 'same bytes as ' || f.first FROM ({first}) f
+            WHERE files.video_id = f.video_id AND files.path <> f.first AND files.status = 'ok'""")
+
+    def replace_shards(self, infos: Sequence[schema.ShardInfo]) -> None:
+        """The ``shards`` table becomes exactly ``infos`` (the manifest just written)."""
+        with self.transaction():
+            self.con.execute("DELETE FROM shards")
+            self.upsert_objects("shards", infos)
 
     def record_run(
         self,

@@ -93,21 +93,8 @@ def ingest(
         batch_parts=64,
         progress=not cfg.runtime.quiet,
     )
-    resolve_duplicate_files(cat)
+    cat.resolve_duplicate_files()
     return counts
-
-
-def resolve_duplicate_files(cat: Catalog) -> None:
-    """Identical bytes under several paths: the first path (sorted) owns the ``videos`` row,
-    the others are ``files`` rows with status 'duplicate'. Deterministic whatever the order."""
-    cat.con.execute("""
-        UPDATE videos SET path = f.first FROM (
-            SELECT video_id, min(path) AS first FROM files GROUP BY video_id) f
-        WHERE videos.video_id = f.video_id AND videos.path <> f.first""")
-    cat.con.execute("""
-        UPDATE files SET status = 'duplicate', error = 'same bytes as ' || f.first FROM (
-            SELECT video_id, min(path) AS first FROM files GROUP BY video_id) f
-        WHERE files.video_id = f.video_id AND files.path <> f.first AND files.status = 'ok'""")
 
 
 # --- step 2: decode once + shot split -----------------------------------------
@@ -276,8 +263,7 @@ def export(paths: Paths, cfg: CurateConfig, cat: Catalog) -> dict[str, int]:
             )
 
     infos = write_shards(samples(), paths.shards, cfg.shards.target_bytes)
-    cat.con.execute("DELETE FROM shards")
-    cat.upsert_objects("shards", infos)
+    cat.replace_shards(infos)
     return {"shards": len(infos), "samples": sum(i.n_samples for i in infos)}
 
 

@@ -146,13 +146,8 @@ class StepJournal:
         parts = self.pending_parts()
         if not parts:
             return 0
-        catalog.con.begin()
-        try:
+        with catalog.transaction():
             catalog.ingest_parts(parts)
-            catalog.con.commit()
-        except BaseException:
-            catalog.con.rollback()
-            raise
         for d in parts:
             shutil.rmtree(d)
         return len(parts)
