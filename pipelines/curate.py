@@ -123,8 +123,12 @@ def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
 
 def split_hash(cfg: CurateConfig) -> str:
     """The hash of everything that decides clip boundaries (part of every clip_id)."""
-    # device and thread counts change speed, not output: they stay out of the identity.
+    # device and thread counts change speed, not output: they stay out of the identity. The
+    # model's arithmetic does count: 'auto' precision enters as the dtype it resolves to here.
+    from pipelines.transnet import resolved_precision
+
     split_params = {k: v for k, v in asdict(cfg.split).items() if k != "device"}
+    split_params["precision"] = resolved_precision(cfg.split.device, cfg.split.precision)
     decode_params = {k: v for k, v in asdict(cfg.decode).items() if k != "threads"}
     return schema.params_hash({"decode": decode_params, "split": split_params, "clips": asdict(cfg.clips)})
 
