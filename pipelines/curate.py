@@ -66,7 +66,7 @@ def ingest(
 ) -> dict[str, int]:
     """Probe every input file; every file gets a ``files`` row and its content a ``videos`` row."""
     files = discover_inputs(sources, cfg.ingest.extensions)
-    probe = Probe(max_duration_s=cfg.ingest.max_duration_s, max_pixels=cfg.ingest.max_pixels)
+    probe = Probe.from_config(cfg.ingest)
 
     def to_tables(t: VideoTask) -> dict[str, list[dict[str, Any]]]:
         v = t.video or schema.Video(
@@ -99,26 +99,7 @@ def ingest(
 
 # --- step 2: decode once + shot split -----------------------------------------
 def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
-    d, s = cfg.decode, cfg.split
-    return [
-        Decode(
-            work_dir=str(paths.work),
-            sparse_fps=d.sparse_fps,
-            sparse_width=d.sparse_width,
-            sparse_height=d.sparse_height,
-            threads=d.threads,
-        ),
-        ShotSplit(
-            detector=s.detector,
-            threshold=s.threshold,
-            min_shot_frames=s.min_shot_frames,
-            flash_max_frames=s.flash_max_frames,
-            black_luma=s.black_luma,
-            cascade_context=s.cascade_context,
-            device=s.device,
-            precision=s.precision,
-        ),
-    ]
+    return [Decode.from_config(cfg.decode, work_dir=str(paths.work)), ShotSplit.from_config(cfg.split)]
 
 
 def split_hash(cfg: CurateConfig) -> str:
@@ -220,16 +201,9 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
 
 
 def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
-    f = cfg.filters
     stages = [
-        ShapeFilter(
-            min_duration_s=f.min_duration_s,
-            max_duration_s=f.max_duration_s,
-            min_width=f.min_width,
-            min_height=f.min_height,
-            max_aspect=f.max_aspect,
-        ),
-        ClipExtract.from_config(cfg.extract, str(paths.clips)),
+        ShapeFilter.from_config(cfg.filters),
+        ClipExtract.from_config(cfg.extract, out_dir=str(paths.clips)),
     ]
 
     def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:

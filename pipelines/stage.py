@@ -57,6 +57,14 @@ class Stage(ABC, Generic[In, Out]):
     def process(self, task: In) -> Out | list[Out] | None:
         """Do the work on one task."""
 
+    @classmethod
+    def from_config(cls, section: Any, **extra: Any) -> Any:
+        """Build the stage from a config section: every field the two share, plus ``extra``
+        (locations and other settings that are not configuration)."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        shared = {k: v for k, v in dataclasses.asdict(section).items() if k in names}
+        return cls(**shared, **extra)
+
     def params(self) -> dict[str, Any]:
         """The configuration that determines this stage's output."""
         if dataclasses.is_dataclass(self):

@@ -39,7 +39,6 @@ from pipelines.clip_cut import (
     probe_clip,
     probe_source,
 )
-from pipelines.config import ExtractConfig
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -65,10 +64,6 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
     _index: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-
-    @classmethod
-    def from_config(cls, cfg: ExtractConfig, out_dir: str) -> ClipExtract:
-        return cls(out_dir=out_dir, **dataclasses.asdict(cfg))
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.clip.status == "rejected":  # decided before extraction: no encode is wasted on it
