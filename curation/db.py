@@ -40,8 +40,10 @@ CREATE TABLE IF NOT EXISTS clips (
     start_frame BIGINT, end_frame BIGINT, start_s DOUBLE, end_s DOUBLE,
     width INTEGER, height INTEGER, fps DOUBLE, path VARCHAR, status VARCHAR, reject_reason VARCHAR,
     codec VARCHAR, extract_mode VARCHAR, n_frames BIGINT, bytes BIGINT, split_hash VARCHAR,
-    blur DOUBLE, luma DOUBLE, black_border DOUBLE, frozen DOUBLE, motion DOUBLE,
-    text_area DOUBLE, ocr_text VARCHAR, aesthetic DOUBLE, dup_of VARCHAR
+    blur DOUBLE, luma DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
+    crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
+    camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN, aesthetic DOUBLE,
+    content_hash VARCHAR, phash VARCHAR, dup_of VARCHAR
 );
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, prompt_sha VARCHAR,
@@ -63,6 +65,9 @@ CREATE TABLE IF NOT EXISTS stage_done (
     PRIMARY KEY (item_id, stage, version, params_hash)
 );
 """
+
+_COLUMN_TYPES = {f.name: {"float": "DOUBLE", "int": "INTEGER", "bool": "BOOLEAN"}.get(
+    str(f.type).split(" ")[0], "VARCHAR") for f in dataclasses.fields(schema.ClipScores)}
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
@@ -86,6 +91,18 @@ class Catalog:
         self.con = duckdb.connect(str(self.path), read_only=read_only)
         if not read_only:
             self.con.execute(DDL)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A catalog made by an older vidloom gets the columns added since (as NULLs)."""
+        for table, cols in TABLE_COLUMNS.items():
+            have = {r[0] for r in self.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            ).fetchall()}
+            types = dict(_COLUMN_TYPES)
+            for c in cols:
+                if c not in have:
+                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {types.get(c, 'VARCHAR')}")
 
     def __enter__(self) -> Catalog:
         return self

@@ -96,16 +96,51 @@ class Shot:
 
 @dataclass(slots=True)
 class ClipScores:
-    """Per-clip measurements. Each is a real catalog column; None = not measured."""
+    """Per-clip measurements, stored for kept and rejected clips alike. Each is a real catalog
+    column; None = not measured. Frame-level scores come from the decode pass's sparse frames
+    (about 2 fps, 256x144) or its tiny frames (every frame, 48x27): nothing is decoded again.
+
+    Quality (pipelines/quality.py):
+        blur: variance of the Laplacian of the luma, median over sampled frames (sharp > ~100).
+        luma: mean luma, 0-255.
+        clipped: fraction of pixels at the ends of the luma range (<= 4 or >= 251).
+        black_frac: fraction of sampled frames that are black.
+        black_border: fraction of the frame area taken by letterbox/pillarbox bars.
+        crop_x, crop_y, crop_w, crop_h: the picture inside the bars, in source pixels.
+        frozen: fraction of consecutive frame pairs that are identical (tiny frames).
+    Motion (pipelines/motion.py):
+        motion: median optical-flow magnitude, in frame widths per second.
+        camera_motion: 'static', 'pan_left', 'pan_right', 'tilt_up', 'tilt_down', 'zoom_in',
+            'zoom_out' or 'mixed'.
+    Overlay text (pipelines/overlay_text.py):
+        text_area: mean fraction of the frame covered by text boxes.
+        ocr_text: the recognised text, distinct lines joined by ' | '.
+        text_stable: the same text box recurs in most sampled frames (subtitle, watermark).
+    Aesthetic (pipelines/aesthetic.py): aesthetic: LAION-style score, about 1-10.
+    Duplicates (pipelines/dedup.py):
+        content_hash: sha256 of the clip's decoded tiny frames (exact duplicates).
+        phash: 64-bit DCT perceptual hashes of the first, middle and last sparse frame, hex.
+        dup_of: the clip_id this clip duplicates.
+    """
 
     blur: float | None = None
     luma: float | None = None
+    clipped: float | None = None
+    black_frac: float | None = None
     black_border: float | None = None
+    crop_x: int | None = None
+    crop_y: int | None = None
+    crop_w: int | None = None
+    crop_h: int | None = None
     frozen: float | None = None
     motion: float | None = None
+    camera_motion: str | None = None
     text_area: float | None = None
     ocr_text: str | None = None
+    text_stable: bool | None = None
     aesthetic: float | None = None
+    content_hash: str | None = None
+    phash: str | None = None
     dup_of: str | None = None
 
 
