@@ -15,9 +15,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 system-deps:
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null \
 	   || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf ] \
-	   || [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then \
-	  echo "installing ffmpeg and fonts (apt)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core fonts-wqy-microhei >/dev/null; \
+	   || [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || ! command -v chromium >/dev/null; then \
+	  echo "installing ffmpeg, fonts and chromium (apt; chromium renders the report in tests)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg fonts-dejavu-core fonts-wqy-microhei chromium >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -32,7 +32,7 @@ install: system-deps $(STAMP)
 
 demo: install
 	$(VENV)/bin/vidloom samples demo samples/demo
-	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny --set filters.min_duration_s=1.5
+	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny --set filters.min_duration_s=1.5 --report out/demo/report.html
 
 test: install
 	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
