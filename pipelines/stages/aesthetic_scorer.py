@@ -1,0 +1,63 @@
+"""Aesthetic scorer: CLIP ViT-L/14 + the LAION aesthetic MLP on a clip's keyframes -> ``aesthetic``.
+
+The keyframes are the first, middle and last sparse frames of the clip (fitted in 256x144 by
+the decode pass, so CLIP sees them upscaled to 224 on the short side). Weights are given by
+path; ``setup()`` raises :class:`pipelines.aesthetic.AestheticWeightsMissing` without them (the
+score step skips this scorer beforehand, see ``aesthetic_unavailable_reason``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pipelines.aesthetic import (
+    CLIP_MODEL,
+    AestheticWeightsMissing,
+    keyframe_indices,
+    load_aesthetic_head,
+    load_clip_image_encoder,
+    missing_weights_reason,
+    score_frames,
+)
+from pipelines.clip_frames import clip_sparse
+from pipelines.stage import Resources, Stage
+from pipelines.tasks import ClipTask
+
+
+@dataclass
+class AestheticScorer(Stage[ClipTask, ClipTask]):
+    """Sets ``aesthetic`` (about 1-10); the filter step's ``low_aesthetic`` rule reads it. A clip
+    whose span holds no sparse frame is left unmeasured (None)."""
+
+    name: ClassVar[str] = "aesthetic"
+    version: ClassVar[int] = 1
+    # One ViT-L/14 per actor (~1.7 GB of fp32 weights); torch uses the actor's cores.
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+    columns: ClassVar[tuple[str, ...]] = ("aesthetic",)
+
+    clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
+    mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
+    clip_model: str = CLIP_MODEL
+    device: str = field(default="cpu", compare=False)
+    _encoder: Any = field(default=None, init=False, repr=False, compare=False)
+    _head: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def setup(self) -> None:
+        if self._encoder is not None and self._head is not None:
+            return
+        if reason := missing_weights_reason(self.clip_weights, self.mlp_weights):
+            raise AestheticWeightsMissing(reason)
+        assert self.clip_weights is not None and self.mlp_weights is not None
+        self._encoder = load_clip_image_encoder(self.clip_weights, self.clip_model).to(self.device)
+        self._head = load_aesthetic_head(self.mlp_weights).to(self.device)
+
+    def process(self, task: ClipTask) -> ClipTask:
+        if not task.wants(self.name):
+            return task
+        frames, _ = clip_sparse(task)
+        if len(frames) == 0:
+            return task
+        score, _embedding = score_frames(frames[keyframe_indices(len(frames))], self._encoder, self._head)
+        task.clip.scores.aesthetic = round(score, 4)
+        return task
