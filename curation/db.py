@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS clips (
     start_frame BIGINT, end_frame BIGINT, start_s DOUBLE, end_s DOUBLE,
     width INTEGER, height INTEGER, fps DOUBLE, path VARCHAR, status VARCHAR, reject_reason VARCHAR,
     codec VARCHAR, extract_mode VARCHAR, n_frames BIGINT, bytes BIGINT, split_hash VARCHAR,
+    score_error VARCHAR, extract_error VARCHAR,
     blur DOUBLE, luma DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
     crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
     camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN, aesthetic DOUBLE,
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS captions (
 );
 CREATE TABLE IF NOT EXISTS shards (
     shard VARCHAR PRIMARY KEY, path VARCHAR, n_samples BIGINT, bytes BIGINT, sha256 VARCHAR,
-    bucket VARCHAR
+    bucket VARCHAR, dataset VARCHAR, export_root VARCHAR, selection VARCHAR
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, config_yaml VARCHAR,
@@ -141,22 +142,31 @@ class Catalog:
         return self.upsert(table, [schema.row(o) for o in objs])
 
     def ingest_parts(self, part_dirs: Sequence[Path]) -> int:
-        """Upsert every ``<part>/<table>.parquet`` of the given part directories."""
+        """Upsert every ``<part>/<table>.parquet`` of the given part directories.
+
+        A part file may hold a subset of a table's columns (a scorer's own): only those columns
+        are written, the row's others are left as they are (DuckDB's INSERT OR REPLACE updates
+        the listed columns). Files are grouped by their column set, in part-name order.
+        """
+        import pyarrow.parquet as pq
+
         n = 0
         for table, cols in TABLE_COLUMNS.items():
             files = sorted(
                 str(d / f"{table}.parquet") for d in part_dirs if (d / f"{table}.parquet").exists()
             )
-            if not files:
-                continue
-            col_list = ", ".join(cols)
-            # Later parts win: read all, keep the last row per key (parts are sorted by name).
-            self.con.execute(
-                f"INSERT OR REPLACE INTO {table} ({col_list}) "
-                f"SELECT {col_list} FROM read_parquet(?, union_by_name=true)",
-                [files],
-            )
-            n += len(files)
+            groups: dict[tuple[str, ...], list[str]] = {}
+            for f in files:
+                names = set(pq.read_schema(f).names)
+                groups.setdefault(tuple(c for c in cols if c in names), []).append(f)
+            for present, group in groups.items():
+                col_list = ", ".join(present)
+                self.con.execute(
+                    f"INSERT OR REPLACE INTO {table} ({col_list}) "
+                    f"SELECT {col_list} FROM read_parquet(?, union_by_name=true)",
+                    [group],
+                )
+                n += len(group)
         return n
 
     def mark_done(self, stage: str, version: int, params_hash: str, item_ids: Iterable[str]) -> None:
@@ -179,11 +189,28 @@ class Catalog:
             UPDATE files SET status = 'duplicate', error = 'same bytes as ' || f.first FROM ({first}) f
             WHERE files.video_id = f.video_id AND files.path <> f.first AND files.status = 'ok'""")
 
-    def replace_shards(self, infos: Sequence[schema.ShardInfo]) -> None:
-        """The ``shards`` table becomes exactly ``infos`` (the manifest just written)."""
+    def replace_shards(self, infos: Sequence[schema.ShardInfo], export_root: str) -> None:
+        """The shards of ``export_root`` become exactly ``infos`` (the manifest just written)."""
         with self.transaction():
-            self.con.execute("DELETE FROM shards")
+            self.con.execute("DELETE FROM shards WHERE export_root = ? OR export_root IS NULL", [export_root])
             self.upsert_objects("shards", infos)
+
+    def update_columns(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Set the given columns of existing rows (by primary key); other columns keep their values."""
+        if not rows:
+            return 0
+        import pyarrow as pa
+
+        cols = [c for c in TABLE_COLUMNS[table] if c in rows[0]]
+        data = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
+        self.con.register("_vidloom_update", data)
+        try:
+            self.con.execute(
+                f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _vidloom_update"
+            )
+        finally:
+            self.con.unregister("_vidloom_update")
+        return len(rows)
 
     def record_run(
         self,
@@ -229,7 +256,7 @@ class Catalog:
         rows = self.dicts(f"SELECT * FROM clips WHERE {where} ORDER BY clip_id", params)
         out = []
         for r in rows:
-            scores = schema.ClipScores(**{k: r.pop(k) for k in schema.SCORE_COLUMNS})
+            scores = schema.ClipScores(**{k: r.pop(k, None) for k in schema.SCORE_COLUMNS})
             out.append(_build(schema.Clip, r, scores=scores))
         return out
 

@@ -166,6 +166,8 @@ class Clip:
     n_frames: int = 0
     bytes: int = 0
     split_hash: str = ""
+    score_error: str | None = None  # a scorer failed on this clip (retried by the next run)
+    extract_error: str | None = None  # the clip could not be cut from its source
     scores: ClipScores = field(default_factory=ClipScores)
 
     @property
@@ -215,12 +217,19 @@ class ShardSample:
 
 @dataclass(slots=True)
 class ShardInfo:
-    shard: str  # path relative to the shards root, e.g. '480p/16x9/2-5s/000000.tar'
+    """One written shard. ``shard`` is its path relative to the catalog's root when it lies
+    inside it ('shards/480p/16x9/2-5s/000000.tar'), else its absolute path; ``dataset`` is the
+    manifest's dataset version hash and ``export_root`` the directory that holds the manifest."""
+
+    shard: str
     path: str
     n_samples: int
     bytes: int
     sha256: str
     bucket: str
+    dataset: str = ""
+    export_root: str = ""
+    selection: str = ""  # the SQL predicate that chose the clips
 
 
 def clip_row(clip: Clip) -> dict[str, Any]:
@@ -237,4 +246,10 @@ def row(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+# The columns the clips step writes: a clip's identity and geometry. Scores, decisions and
+# extraction results are written by their own steps and survive a rerun of this one.
+CLIP_IDENTITY: tuple[str, ...] = (
+    "clip_id", "video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s",
+    "width", "height", "fps", "n_frames", "split_hash",
+)
 SCORE_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ClipScores))

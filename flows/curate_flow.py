@@ -1,4 +1,4 @@
-"""The curation flow: ingest -> split -> clips -> export, one Prefect task per coarse step.
+"""The curation flow: ingest -> split+score -> filter -> export, one Prefect task per coarse step.
 
 Prefect holds parameters, retries, schedules and run history; Ray Data runs the
 items inside each step (pipelines/runner.py). Each task is idempotent (the steps
@@ -21,24 +21,18 @@ def _cfg(config: dict[str, Any] | None) -> CurateConfig:
     return cfg
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=5)
-def ingest_task(sources: list[str], out: str, config: dict[str, Any]) -> dict[str, int]:
-    return curate.run_step_by_name("ingest", sources, out, _cfg(config))
+# Prefect sees coarse, retryable steps (DESIGN.md "Prefect x Ray"); each runs pipeline steps.
+STAGES: dict[str, tuple[str, ...]] = {
+    "ingest": ("ingest",),
+    "split-score": ("split", "clips", "score"),
+    "filter": ("filter",),
+    "export": ("extract", "export"),
+}
 
 
-@task(name="split", retries=2, retry_delay_seconds=5)
-def split_task(out: str, config: dict[str, Any]) -> dict[str, int]:
-    return curate.run_step_by_name("split", [], out, _cfg(config))
-
-
-@task(name="clips", retries=2, retry_delay_seconds=5)
-def clips_task(out: str, config: dict[str, Any]) -> dict[str, int]:
-    return curate.run_step_by_name("clips", [], out, _cfg(config))
-
-
-@task(name="export", retries=2, retry_delay_seconds=5)
-def export_task(out: str, config: dict[str, Any]) -> dict[str, int]:
-    return curate.run_step_by_name("export", [], out, _cfg(config))
+@task(retries=2, retry_delay_seconds=5, task_run_name="{name}")
+def steps_task(name: str, sources: list[str], out: str, config: dict[str, Any]) -> dict[str, Any]:
+    return {s: curate.run_step_by_name(s, sources, out, _cfg(config)) for s in STAGES[name]}
 
 
 @task(name="record-run")
@@ -47,16 +41,18 @@ def record_task(out: str, config: dict[str, Any], started_at: str, steps: dict[s
 
 
 @flow(name="vidloom-curate", log_prints=True)
-def curate_flow(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Curate ``sources`` (files, directories, globs) into ``out`` (catalog, clips, shards)."""
+def curate_flow(
+    sources: list[str], out: str, config: dict[str, Any] | None = None, rescore: bool = False
+) -> dict[str, Any]:
+    """Curate ``sources`` (files, directories, globs) into ``out`` (catalog, clips, shards).
+
+    rescore: only the filter step (re-decide from stored scores; nothing is decoded or cut).
+    """
     config = config or {}
     started = curate.now_iso()
-    steps = {
-        "ingest": ingest_task(sources, out, config),
-        "split": split_task(out, config),
-        "clips": clips_task(out, config),
-        "export": export_task(out, config),
-    }
+    steps: dict[str, Any] = {}
+    for name in ("filter",) if rescore else STAGES:
+        steps.update(steps_task.with_options(name=name)(name, sources, out, config))
     summary = record_task(out, config, started, steps)
     get_run_logger().info("curated %s: %s", out, summary)
     return summary

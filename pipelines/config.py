@@ -71,12 +71,99 @@ class ExtractConfig:
 
 
 @dataclass
+class QualityScoreConfig:
+    """pipelines/stages/quality_scorer.py: blur, exposure, black frames, bars, frozen frames."""
+
+    black_luma: float = 20.0  # a frame is black below this mean luma (and flat)
+    border_luma: float = 10.0  # a bar line's 95th-percentile luma is at most this
+    bar_frames: float = 0.8  # ... in at least this fraction of the non-black frames
+    bar_step: float = 8.0  # the picture inside a bar is at least this much brighter
+    min_picture: float = 0.2  # bars leaving less of a side than this are dark content
+    frozen_max_diff: int = 4  # identical tiny frames differ by at most this ...
+    frozen_mean_diff: float = 0.05  # ... and by at most this on average (0-255)
+
+
+@dataclass
+class MotionScoreConfig:
+    """pipelines/stages/motion_scorer.py: Farneback flow on the sparse frames, camera label."""
+
+    flow_size: int = 128  # long side of the flow images, px
+    static_motion: float = 0.005  # frame widths/s: below this the camera is 'static'
+    min_explained: float = 0.5  # flow energy the camera model must explain, else 'mixed'
+    min_share: float = 0.5  # share of the speed the dominant pan/tilt/zoom must carry
+    fast_motion: float = 0.5  # frame widths/s: above this consecutive tiny frames measure a pair
+    tiny_every_s: float = 0.5  # tiny-frame spacing for clips shorter than the sparse step
+
+
+@dataclass
+class TextScoreConfig:
+    """pipelines/stages/text_scorer.py: RapidOCR (PP-OCR, zh + en) on sampled sparse frames."""
+
+    enabled: bool = True
+    every_s: float = 2.0  # one OCR frame per this many seconds of clip
+    max_frames: int = 16  # at most this many frames per clip, spread evenly
+    min_confidence: float = 0.6  # recognition score below which a line is ignored
+    max_line_height: float = 0.4  # taller boxes (fraction of frame height) are not text lines
+    det_side: int = 288  # the text detector's input, shorter side in pixels
+    max_chars: int = 500
+    stable_iou: float = 0.5  # text_stable: same box above this IoU ...
+    stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
+    threads: int = 1
+
+
+@dataclass
+class AestheticScoreConfig:
+    """pipelines/stages/aesthetic_scorer.py: open_clip ViT-L/14 + LAION aesthetic MLP.
+
+    Weights are given by path (model hubs are not reached): without both files the scorer is
+    skipped with a logged reason, or the run fails when ``required``.
+    """
+
+    clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
+    mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
+    clip_model: str = "ViT-L-14-quickgelu"
+    device: str = "cpu"
+    required: bool = False
+
+
+@dataclass
+class ScoreConfig:
+    """How clips are measured. Changing a field re-runs that scorer alone (no decode);
+    thresholds live in FilterConfig."""
+
+    quality: QualityScoreConfig = field(default_factory=QualityScoreConfig)
+    motion: MotionScoreConfig = field(default_factory=MotionScoreConfig)
+    text: TextScoreConfig = field(default_factory=TextScoreConfig)
+    aesthetic: AestheticScoreConfig = field(default_factory=AestheticScoreConfig)
+
+
+@dataclass
 class FilterConfig:
+    """Thresholds: a decision is a query over stored scores (``--rescore`` needs no decode).
+
+    Units follow curation.schema.ClipScores. The defaults were set on the generated demo
+    videos (clean vs planted defects), see tests/integration/test_filters_e2e.py.
+    """
+
     min_duration_s: float = 2.0
     max_duration_s: float = 60.0
     min_width: int = 64
     min_height: int = 64
     max_aspect: float = 4.0
+    max_black_frac: float = 0.34
+    min_luma: float = 40.0
+    max_luma: float = 220.0
+    max_clipped: float = 0.35
+    min_blur: float = 40.0  # at the sparse size (256x144): catches gblur sigma >= ~4 px at 720p
+    max_black_border: float = 0.05  # clean clips measure exactly 0; letterbox 0.24-0.28
+    max_frozen: float = 0.5  # a held frame measures 0.96-1.0, grain that survives x264 <= 0.12
+    max_text_area: float = 0.02  # title text measures 0.06-0.11; testsrc2 timecode 0.002-0.018
+    min_motion: float = 0.005  # frame widths per second; still shots 0-0.002, slow real motion >= 0.01
+    max_motion: float = 1.0  # whip pans
+    min_aesthetic: float = 4.5
+    dedup: bool = True
+    phash_max_distance: int = 10  # of 64 bits, mean over the clip's keyframe hashes
+    semantic_dedup_min_cosine: float = 0.97  # when aesthetic embeddings exist
 
 
 @dataclass
@@ -100,6 +187,7 @@ class CurateConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    scores: ScoreConfig = field(default_factory=ScoreConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

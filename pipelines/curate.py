@@ -1,4 +1,6 @@
-"""The curation steps: ingest -> split -> clips -> export, each resumable and idempotent.
+"""The curation steps: ingest -> split -> clips -> score -> filter -> extract -> export.
+
+Each step is resumable and idempotent.
 
 Each step is a coarse unit that a Prefect task wraps (flows/curate_flow.py). Inside
 a step the items (files, videos, clips) go through the stages on a runner (Ray Data
@@ -28,9 +30,7 @@ from pipelines.clip_spans import align_to_keyframes, clip_spans
 from pipelines.config import CurateConfig, to_yaml
 from pipelines.journal import StepJournal, run_step
 from pipelines.runner import Runner
-from pipelines.stages.clip_filter import ShapeFilter
 from pipelines.stages.decode_stage import Decode
-from pipelines.stages.extract import ClipExtract
 from pipelines.stages.ingest import Probe, discover_inputs
 from pipelines.stages.shot_split import ShotSplit
 from pipelines.tasks import ClipTask, FrameSet, VideoTask
@@ -201,52 +201,58 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
 
 
 def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
-    stages = [
-        ShapeFilter.from_config(cfg.filters),
-        ClipExtract.from_config(cfg.extract, out_dir=str(paths.clips)),
-    ]
-
-    def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
-        if t.error and t.clip.status == "kept":
-            t.clip.status, t.clip.reject_reason = "rejected", f"extract_error: {t.error}"[:500]
-        return {"clips": [schema.row(t.clip)]}
-
-    key = ("clips", 1, schema.params_hash({"stages": [s.params_hash() for s in stages]}))
-    return run_step(
-        cat,
-        StepJournal(paths.work, "clips"),
-        runner,
-        stages,
-        clip_tasks(paths, cfg, cat),
-        lambda t: t.clip.clip_id,
-        to_tables,
-        key,
-        batch_parts=8,
-        progress=not cfg.runtime.quiet,
-    )
+    """Record every clip span (identity and geometry only: scores, decisions and files are
+    written by their own steps, so a rerun of this one keeps them)."""
+    tasks = clip_tasks(paths, cfg, cat)
+    done = cat.done_items("clips", 2, split_hash(cfg))
+    new = [t for t in tasks if t.clip.clip_id not in done]
+    rows = [{c: schema.clip_row(t.clip)[c] for c in schema.CLIP_IDENTITY} for t in new]
+    with cat.transaction():
+        cat.update_columns("clips", rows)
+        cat.mark_done("clips", 2, split_hash(cfg), [t.clip.clip_id for t in new])
+    return {"spans": len(tasks), "written": len(new)}
 
 
-# --- step 4: export -----------------------------------------------------------
-def export(paths: Paths, cfg: CurateConfig, cat: Catalog) -> dict[str, int]:
-    """Write the kept clips of the current split params as bucketed WebDataset shards."""
-    from pipelines.shard_writer import bucket_for, sample_for_clip, write_shards
+# --- steps 4-5: score every clip, then decide from the stored scores ------------
+def score(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
+    from pipelines.score_step import clip_tasks_from_catalog
+    from pipelines.score_step import score as run_scorers
 
-    kept = cat.clips("status = 'kept' AND split_hash = ?", [split_hash(cfg)])
+    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg))
+    return run_scorers(tasks, paths.work, cfg, runner, cat)
 
-    def samples() -> Any:
-        for c in sorted(kept, key=lambda c: (bucket_for(c.width, c.height, c.duration_s), c.clip_id)):
-            yield (
-                bucket_for(c.width, c.height, c.duration_s),
-                sample_for_clip(c, paths.root, cat.captions(c.clip_id), cfg.shards.with_first_frame),
-            )
 
-    infos = write_shards(samples(), paths.shards, cfg.shards.target_bytes)
-    cat.replace_shards(infos)
-    return {"shards": len(infos), "samples": sum(i.n_samples for i in infos)}
+def filter_clips(paths: Paths, cfg: CurateConfig, cat: Catalog) -> dict[str, Any]:
+    from pipelines.score_step import decide
+
+    return decide(cat, cfg, split_hash(cfg))
+
+
+# --- steps 6-7: cut the kept clips, write the shards ---------------------------
+KEPT = "status = 'kept'"
+
+
+def extract(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
+    from pipelines.export_step import extract as run_extract
+    from pipelines.score_step import clip_tasks_from_catalog
+
+    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), f"c.{KEPT}")
+    return run_extract(tasks, paths.root, cfg, runner, cat)
+
+
+def export(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
+    """Write the kept clips of the current split params as bucketed shards under ``<out>/shards``."""
+    from pipelines.export_step import export as run_export
+
+    selection = f"{KEPT} AND split_hash = '{split_hash(cfg)}'"
+    ids = [r[0] for r in cat.query(f"SELECT clip_id FROM clips WHERE {selection} ORDER BY clip_id")[1]]
+    counts = run_export(paths.root, cfg, runner, cat, ids, paths.shards, selection)
+    return {k: v for k, v in counts.items() if k in ("shards", "samples", "dataset")}
 
 
 # --- driver -------------------------------------------------------------------
-STEPS = ("ingest", "split", "clips", "export")
+STEPS = ("ingest", "split", "clips", "score", "filter", "extract", "export")
+RESCORE_STEPS = ("filter",)
 
 
 def now_iso() -> str:
@@ -272,8 +278,14 @@ def run_step_by_name(
             return split(paths, cfg, runner, cat)
         if step == "clips":
             return clips(paths, cfg, runner, cat)
+        if step == "score":
+            return score(paths, cfg, runner, cat)
+        if step == "filter":
+            return filter_clips(paths, cfg, cat)
+        if step == "extract":
+            return extract(paths, cfg, runner, cat)
         if step == "export":
-            return export(paths, cfg, cat)
+            return export(paths, cfg, runner, cat)
     raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
 
 
@@ -288,14 +300,18 @@ def finish_run(out: str | Path, cfg: CurateConfig, started_at: str, steps: dict[
 
 
 def run_curate(
-    sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None
+    sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None, rescore: bool = False
 ) -> dict[str, Any]:
-    """All steps in-process, without Prefect (tests, benchmarks)."""
+    """All steps in-process, without Prefect (tests, benchmarks).
+
+    rescore: only re-decide kept/rejected from the stored scores under ``cfg.filters`` (no
+        decode, no extraction, no shards; ``vidloom export`` writes shards of the new selection).
+    """
     from pipelines.runner import make_runner
 
     runner = runner or make_runner(cfg.runtime)
     started = now_iso()
-    steps = {s: run_step_by_name(s, sources, out, cfg, runner) for s in STEPS}
+    steps = {s: run_step_by_name(s, sources, out, cfg, runner) for s in (RESCORE_STEPS if rescore else STEPS)}
     return finish_run(out, cfg, started, steps)
 
 

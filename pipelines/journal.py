@@ -67,10 +67,17 @@ def arrow_schema(table: str) -> pa.Schema:
 
 
 def _to_arrow(table: str, rows: list[dict[str, Any]]) -> pa.Table:
-    schema = arrow_schema(table)
-    unknown = {k for r in rows for k in r} - set(schema.names)
+    """The rows as a typed table of the columns they carry (a row without a column gets NULL).
+
+    A part may carry only some columns of a table (a scorer writes its own score columns):
+    committing it updates those columns and leaves the others as they are.
+    """
+    full = arrow_schema(table)
+    present = {k for r in rows for k in r}
+    unknown = present - set(full.names)
     if unknown:
         raise ValueError(f"unknown columns for {table!r}: {sorted(unknown)}")
+    schema = pa.schema([f for f in full if f.name in present])
     columns = {f.name: pa.array([_cell(r.get(f.name)) for r in rows], type=f.type) for f in schema}
     return pa.Table.from_pydict(columns, schema=schema)
 

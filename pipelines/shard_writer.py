@@ -279,7 +279,8 @@ def write_shards(
     samples: Mapping[str, Iterable[ShardSample]] | Iterable[tuple[str, ShardSample]],
     shards_root: str | Path,
     target_bytes: int,
-) -> list[ShardInfo]:
+    meta: dict[str, Any] | None = None,
+) -> tuple[list[ShardInfo], str]:
     """Write bucketed WebDataset shards and ``manifest.json`` under ``shards_root``.
 
     Args:
@@ -289,8 +290,11 @@ def write_shards(
         target_bytes: a shard is closed before a sample would take it past this size (a
             sample larger than this gets a shard of its own).
 
+        meta: extra manifest fields (e.g. the SQL selection); they do not enter the hash.
+
     Returns:
-        One ShardInfo per shard, ordered by shard path as in the manifest.
+        One ShardInfo per shard, ordered by shard path as in the manifest, and the dataset
+        version hash (sha256 over the shards' sha256s, in order).
 
     Raises:
         ValueError: on a malformed bucket or key, a duplicate key, or target_bytes <= 0.
@@ -329,7 +333,7 @@ def write_shards(
             shard.sink.abort()
         raise
     entries.sort(key=lambda e: e["shard"])
-    _write_manifest(root, entries)
+    dataset = _write_manifest(root, entries, meta or {})
     _remove_stale(root, {e["shard"] for e in entries})
     return [
         ShardInfo(
@@ -341,15 +345,17 @@ def write_shards(
             bucket=e["bucket"],
         )
         for e in entries
-    ]
+    ], dataset
 
 
-def _write_manifest(root: Path, entries: list[dict[str, Any]]) -> None:
+def _write_manifest(root: Path, entries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    dataset = hashlib.sha256("\n".join(e["sha256"] for e in entries).encode()).hexdigest()
     manifest = {
+        **meta,
         "version": 1,
         "shards": entries,
         "n_samples": sum(e["n_samples"] for e in entries),
-        "dataset_hash": hashlib.sha256("\n".join(e["sha256"] for e in entries).encode()).hexdigest(),
+        "dataset_hash": dataset,
     }
     tmp = root / f".{MANIFEST}{_PART}"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -357,6 +363,7 @@ def _write_manifest(root: Path, entries: list[dict[str, Any]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / MANIFEST)
+    return dataset
 
 
 def _remove_stale(root: Path, keep: set[str]) -> None:

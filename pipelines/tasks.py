@@ -43,3 +43,8 @@ class ClipTask:
     src_path: str
     frames_dir: str | None = None  # the source video's FrameSet dir, for frame-level scorers
     error: str | None = None
+    todo: tuple[str, ...] | None = None  # scorer names still to run on this clip; None = all
+
+    def wants(self, scorer: str) -> bool:
+        """Whether ``scorer`` should run on this task (no error, and not already done)."""
+        return self.error is None and (self.todo is None or scorer in self.todo)

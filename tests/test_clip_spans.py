@@ -1,9 +1,6 @@
 import pytest
 
-from curation.schema import Clip
 from pipelines.clip_spans import clip_spans
-from pipelines.stages.clip_filter import ShapeFilter
-from pipelines.tasks import ClipTask
 
 
 def test_short_shot_is_one_trimmed_span() -> None:
@@ -33,19 +30,6 @@ def test_invalid_params_raise() -> None:
         clip_spans(0, 10, 0.0, 1, 4, 4)
     with pytest.raises(ValueError):
         clip_spans(0, 10, 25.0, 5, 4, 4)
-
-
-def _task(dur: float, w: int = 640, h: int = 360) -> ClipTask:
-    return ClipTask(Clip("c", "v", 0, 0, int(dur * 25), 0.0, dur, w, h, 25.0), src_path="x")
-
-
-@pytest.mark.parametrize(("dur", "w", "h", "reason"), [
-    (0.5, 640, 360, "too_short"), (90.0, 640, 360, "too_long"), (3.0, 48, 32, "low_resolution"),
-    (3.0, 2000, 100, "bad_aspect"), (3.0, 640, 360, None)])
-def test_shape_filter_reasons(dur: float, w: int, h: int, reason: str | None) -> None:
-    out = ShapeFilter(min_duration_s=1.0, max_duration_s=60.0).process(_task(dur, w, h))
-    assert out.clip.reject_reason == reason
-    assert out.clip.status == ("kept" if reason is None else "rejected")
 
 
 def test_keyframe_alignment_makes_whole_gop_spans() -> None:

@@ -74,7 +74,7 @@ def test_write_then_read_back(tmp_path: Path, clips: tuple[Path, list[Clip]]) ->
     out_root, made = clips
     buckets = by_bucket(out_root, made)
     assert sorted(buckets) == ["144p/16x9/2-5s", "144p/16x9/5-10s", "144p/9x16/2-5s", "144p/9x16/5-10s"]
-    infos = write_shards(buckets, tmp_path / "shards", target_bytes=10_000_000)
+    infos, _ = write_shards(buckets, tmp_path / "shards", target_bytes=10_000_000)
     manifest = json.loads((tmp_path / "shards" / MANIFEST).read_text())
     assert manifest["version"] == 1 and manifest["n_samples"] == len(made) == sum(i.n_samples for i in infos)
     assert [e["shard"] for e in manifest["shards"]] == [i.shard for i in infos]
@@ -117,7 +117,7 @@ def test_small_target_splits_into_several_shards(tmp_path: Path, clips: tuple[Pa
     out_root, made = clips
     buckets = by_bucket(out_root, made)
     target = 2 * max(len(s.mp4) + len(s.jpg or b"") for b in buckets.values() for s in b)
-    infos = write_shards(buckets, tmp_path / "shards", target_bytes=target)
+    infos, _ = write_shards(buckets, tmp_path / "shards", target_bytes=target)
     manifest = json.loads((tmp_path / "shards" / MANIFEST).read_text())
     assert len(infos) > len(buckets)
     assert all(i.bytes <= target or i.n_samples == 1 for i in infos)
@@ -127,7 +127,7 @@ def test_small_target_splits_into_several_shards(tmp_path: Path, clips: tuple[Pa
         keys = [s["__key__"] for e in mine for s in wds.WebDataset(str(tmp_path / "shards" / e["shard"]),
                                                                   shardshuffle=False, empty_check=False)]
         assert keys == [s.key for s in samples]
-    one_each = write_shards(buckets, tmp_path / "tiny", target_bytes=1)
+    one_each, _ = write_shards(buckets, tmp_path / "tiny", target_bytes=1)
     assert all(i.n_samples == 1 for i in one_each) and len(one_each) == len(made)
 
 

@@ -1,4 +1,4 @@
-"""The ``vidloom`` command line: curate, query, deploy, bench, samples.
+"""The ``vidloom`` command line: curate, export, query, report, deploy, bench, samples.
 
 Flags are few; everything else is configuration (``--config FILE`` and
 ``--set section.key=value``, see pipelines/config.py).
@@ -13,9 +13,12 @@ import sys
 from typing import Any
 
 EXAMPLE_QUERIES = [
+    "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
+    "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' ORDER BY motion DESC LIMIT 5",
+    "SELECT clip_id, ocr_text, text_area, text_stable FROM clips WHERE text_area > 0",
+    "SELECT clip_id, dup_of FROM clips WHERE dup_of IS NOT NULL",
     "SELECT status, count(*) FROM videos GROUP BY status",
     "SELECT path, error FROM files WHERE status <> 'ok'",
-    "SELECT reject_reason, count(*) FROM clips GROUP BY reject_reason ORDER BY 2 DESC",
     "SELECT video_id, shot_index, start_frame, end_frame, transition FROM shots ORDER BY 1, 2 LIMIT 20",
     "SELECT bucket, count(*) AS shards, sum(n_samples) AS samples FROM shards GROUP BY bucket",
 ]
@@ -77,7 +80,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if args.no_prefect:
         from pipelines.curate import run_curate
 
-        counts = run_curate(args.sources, args.out, cfg)
+        counts = run_curate(args.sources, args.out, cfg, rescore=args.rescore)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.curate_flow import curate_flow
@@ -86,8 +89,57 @@ def cmd_curate(args: argparse.Namespace) -> int:
             sources=[os.path.abspath(s) for s in args.sources],
             out=os.path.abspath(args.out),
             config=to_dict(cfg),
+            rescore=args.rescore,
         )
     print_summary(args.out, counts)
+    if args.report:
+        write_report(os.path.join(args.out, "catalog.duckdb"), args.report, cfg)
+    return 0
+
+
+def _catalog_config(db: str, args: argparse.Namespace) -> Any:
+    """The config a catalog was curated with (``config.yaml`` beside it), then CLI overrides."""
+    from pipelines.config import load_config
+
+    saved = os.path.join(os.path.dirname(os.path.abspath(db)), "config.yaml")
+    return load_config(args.preset, saved if os.path.exists(saved) else None, args.overrides)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from curation.db import Catalog
+    from pipelines.export_step import export, select_clip_ids
+    from pipelines.runner import make_runner
+
+    if not os.path.exists(args.db):
+        raise FileNotFoundError(f"no catalog at {args.db}")
+    cfg = _catalog_config(args.db, args)
+    cfg.runtime.runner = args.runner or "sequential"
+    ids = select_clip_ids(Path(args.db), args.where)
+    with Catalog(args.db) as cat:
+        counts = export(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
+                        Path(args.out), args.where)
+    print(f"vidloom export: {counts['selected']} clips selected, {counts['samples']} samples in "
+          f"{counts['shards']} shards under {args.out} (dataset {counts['dataset'][:16]})")
+    if counts["unavailable"]:
+        print(f"  {counts['unavailable']} selected clips could not be cut (see clips.extract_error)")
+    return 0
+
+
+def write_report(db: str, out: str, cfg: Any) -> None:
+    from curation.report import write_report as build
+    from pipelines.decide import thresholds
+
+    build(db, out, thresholds=thresholds(cfg.filters))
+    print(f"  report      {os.path.abspath(out)}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if not os.path.exists(args.db):
+        raise FileNotFoundError(f"no catalog at {args.db}")
+    print("vidloom report:")
+    write_report(args.db, args.out, _catalog_config(args.db, args))
     return 0
 
 
@@ -124,6 +176,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "split":
         from vidloom.bench_split import main as bench_main
+    elif args.what == "filters":
+        from vidloom.bench_filters import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
@@ -143,8 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sources", nargs="+", help="files, directories or globs")
     c.add_argument("--out", required=True, help="output root (catalog, clips, shards)")
     c.add_argument("--no-prefect", action="store_true", help="run the steps directly, without a flow run")
+    c.add_argument("--rescore", action="store_true",
+                   help="only re-decide kept/rejected from stored scores (no decode; then `vidloom export`)")
+    c.add_argument("--report", metavar="HTML", help="also write the HTML curation report here")
     _config_args(c)
     c.set_defaults(fn=cmd_curate)
+
+    e = sub.add_parser("export", help="write WebDataset shards for the clips a SQL predicate selects")
+    e.add_argument("db", help="catalog.duckdb")
+    e.add_argument("--where", default="status = 'kept'", help="SQL predicate over the clips table")
+    e.add_argument("--out", required=True, help="shards directory (manifest.json + <bucket>/NNNNNN.tar)")
+    e.add_argument("--preset", default="default", help="config preset under the catalog's config.yaml")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    e.add_argument("--runner", choices=["ray", "sequential"], help="executor for cutting missing clips")
+    e.set_defaults(fn=cmd_export)
+
+    r = sub.add_parser("report", help="write the self-contained HTML curation report")
+    r.add_argument("db", help="catalog.duckdb")
+    r.add_argument("--out", required=True, help="report.html")
+    r.add_argument("--preset", default="default")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    r.set_defaults(fn=cmd_report)
 
     q = sub.add_parser("query", help="run read-only SQL on a catalog")
     q.add_argument("db")
@@ -160,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
-    b = sub.add_parser("bench", help="benchmarks: split | curate (see --help of each)")
-    b.add_argument("what", choices=["split", "curate"])
+    b = sub.add_parser("bench", help="benchmarks: split | curate | filters (see --help of each)")
+    b.add_argument("what", choices=["split", "curate", "filters"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
 

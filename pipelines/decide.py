@@ -1,0 +1,97 @@
+"""The keep/reject decision: a pure function of a clip's stored columns and the thresholds.
+
+Every score is measured once and stored (kept and rejected clips alike); deciding is a query
+over those columns, so ``vidloom curate --rescore`` and a changed threshold never decode a
+video. The rules run in a fixed order and the first failing one is the clip's
+``reject_reason`` (datatrove-style: a filter returns keep/drop with a reason):
+
+    too_short, too_long, low_resolution, bad_aspect      shape
+    black, dark, overexposed, blurry, letterbox, frozen  quality
+    text                                                 overlay text
+    static, too_fast                                     motion
+    low_aesthetic                                        aesthetic (only when measured)
+    duplicate                                            dedup (``dup_of`` is set)
+    extract_error                                        the clip could not be cut
+
+A score that was not measured (None) never rejects: a disabled scorer is not a failed clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipelines.config import FilterConfig
+
+Row = Mapping[str, Any]
+
+
+def _below(col: str, limit: float) -> Callable[[Row], bool]:
+    return lambda r: r.get(col) is not None and r[col] < limit
+
+
+def _above(col: str, limit: float) -> Callable[[Row], bool]:
+    return lambda r: r.get(col) is not None and r[col] > limit
+
+
+def _duration(r: Row) -> float:
+    return float(r["end_s"]) - float(r["start_s"])
+
+
+def rules(f: FilterConfig) -> list[tuple[str, Callable[[Row], bool]]]:
+    """(reason, fails) in decision order."""
+    eps = 1e-6
+    return [
+        ("too_short", lambda r: _duration(r) < f.min_duration_s - eps),
+        ("too_long", lambda r: _duration(r) > f.max_duration_s + eps),
+        ("low_resolution", lambda r: (r["width"] or 0) < f.min_width or (r["height"] or 0) < f.min_height),
+        ("bad_aspect", lambda r: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"]))),
+        ("black", _above("black_frac", f.max_black_frac)),
+        ("dark", _below("luma", f.min_luma)),
+        ("overexposed", lambda r: _above("luma", f.max_luma)(r) or _above("clipped", f.max_clipped)(r)),
+        ("blurry", _below("blur", f.min_blur)),
+        ("letterbox", _above("black_border", f.max_black_border)),
+        ("frozen", _above("frozen", f.max_frozen)),
+        ("text", _above("text_area", f.max_text_area)),
+        ("static", _below("motion", f.min_motion)),
+        ("too_fast", _above("motion", f.max_motion)),
+        ("low_aesthetic", _below("aesthetic", f.min_aesthetic)),
+        ("duplicate", lambda r: f.dedup and r.get("dup_of") is not None),
+        ("extract_error", lambda r: r.get("extract_error") is not None),
+    ]
+
+
+REASONS: tuple[str, ...] = tuple(name for name, _ in rules(FilterConfig()))
+
+# score column -> ('min' | 'max', FilterConfig field): the thresholds drawn on the report's histograms
+THRESHOLDS: dict[str, tuple[str, str]] = {
+    "black_frac": ("max", "max_black_frac"),
+    "luma": ("min", "min_luma"),
+    "clipped": ("max", "max_clipped"),
+    "blur": ("min", "min_blur"),
+    "black_border": ("max", "max_black_border"),
+    "frozen": ("max", "max_frozen"),
+    "text_area": ("max", "max_text_area"),
+    "motion": ("min", "min_motion"),
+    "aesthetic": ("min", "min_aesthetic"),
+}
+
+
+def thresholds(f: FilterConfig) -> dict[str, tuple[str, float]]:
+    """score column -> ('min' | 'max', value) under ``f``."""
+    return {col: (kind, float(getattr(f, name))) for col, (kind, name) in THRESHOLDS.items()}
+
+
+def reject_reason(row: Row, f: FilterConfig, checks: list[tuple[str, Callable[[Row], bool]]] | None = None) -> str | None:
+    """The first rule ``row`` fails, or None to keep it. ``row``: a clip's catalog columns."""
+    for name, fails in checks or rules(f):
+        if fails(row):
+            return name
+    return None
+
+
+def dedup_candidates(rows: list[dict[str, Any]], f: FilterConfig) -> list[dict[str, Any]]:
+    """The clips that take part in dedup: those no rule before 'duplicate' rejects (a duplicate
+    of a clip that is rejected anyway must not lose its place to it)."""
+    before = [r for r in rules(f) if r[0] not in ("duplicate", "extract_error")]
+    return [r for r in rows if reject_reason(r, f, before) is None]

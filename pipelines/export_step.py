@@ -1,0 +1,99 @@
+"""The extract and export steps: cut the chosen clips, then write them as WebDataset shards.
+
+Only clips that are wanted are cut: ``extract`` cuts the kept clips after the filter step
+(rejected clips keep their rows and scores but cost no encode), and ``export`` of any SQL
+selection first cuts the selected clips that have no file yet (e.g. clips a ``--rescore``
+has just kept). A selection is evaluated on a read-only connection, so a predicate cannot
+change the catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curation import schema
+from curation.db import Catalog
+from pipelines.config import CurateConfig
+from pipelines.journal import StepJournal, run_step
+from pipelines.runner import Runner
+from pipelines.score_step import clip_tasks_from_catalog
+from pipelines.stages.extract import ClipExtract
+from pipelines.tasks import ClipTask
+
+EXTRACT_COLUMNS = ("clip_id", "path", "codec", "extract_mode", "n_frames", "bytes", "width", "height",
+                   "extract_error")
+
+
+def select_clip_ids(db_path: Path, where: str) -> list[str]:
+    """The clip ids matching the SQL predicate ``where`` over ``clips``, sorted (read-only)."""
+    with Catalog(db_path, read_only=True) as ro:
+        _, rows = ro.query(f"SELECT clip_id FROM clips WHERE ({where}) ORDER BY clip_id")
+    return [r[0] for r in rows]
+
+
+def extract(tasks: list[ClipTask], root: Path, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
+    """Cut each task's clip to ``<root>/clips/<video_id>/<clip_id>.mp4`` (resumable; errors recorded)."""
+    stage = ClipExtract.from_config(cfg.extract, out_dir=str(root / "clips"))
+    for t in tasks:  # the stage skips rejected clips; here every task is wanted
+        t.clip.status = "kept"
+
+    def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
+        row = schema.clip_row(t.clip)
+        row["extract_error"] = t.error[:500] if t.error else None
+        return {"clips": [{c: row[c] for c in EXTRACT_COLUMNS}]}
+
+    return run_step(
+        cat, StepJournal(root / ".work", "extract"), runner, [stage], tasks, lambda t: t.clip.clip_id,
+        to_tables, ("extract", stage.version, stage.params_hash()), batch_parts=8,
+        progress=not cfg.runtime.quiet,
+    )
+
+
+def missing_file(root: Path, clip: schema.Clip) -> bool:
+    return clip.path is None or not (root / clip.path).is_file()
+
+
+def export(
+    root: Path,
+    cfg: CurateConfig,
+    runner: Runner,
+    cat: Catalog,
+    clip_ids: list[str],
+    shards_dir: Path,
+    selection: str,
+) -> dict[str, Any]:
+    """Write the given clips as bucketed shards under ``shards_dir`` (deterministic, resumable).
+
+    Clips without a file are cut first. The shards and the dataset version hash are recorded
+    in the ``shards`` table (replacing those of an earlier export to the same directory).
+    """
+    from pipelines.shard_writer import bucket_for, sample_for_clip, write_shards
+
+    ids = sorted(set(clip_ids))
+    clips = cat.clips("clip_id IN (SELECT unnest(?))", [ids]) if ids else []
+    todo = [c.clip_id for c in clips if missing_file(root, c) and c.extract_error is None]
+    extracted = None
+    if todo:
+        tasks = []
+        for split_hash in sorted({c.split_hash for c in clips if c.clip_id in todo}):
+            tasks += clip_tasks_from_catalog(cat, root / ".work" / "frames", split_hash,
+                                             "c.clip_id IN (SELECT unnest(?))", [todo])
+        extracted = extract(tasks, root, cfg, runner, cat)
+        clips = cat.clips("clip_id IN (SELECT unnest(?))", [ids])
+    usable = [c for c in clips if not missing_file(root, c)]
+
+    def samples() -> Any:
+        for c in sorted(usable, key=lambda c: (bucket_for(c.width, c.height, c.duration_s), c.clip_id)):
+            yield (bucket_for(c.width, c.height, c.duration_s),
+                   sample_for_clip(c, root, cat.captions(c.clip_id), cfg.shards.with_first_frame))
+
+    shards_dir = shards_dir.resolve()
+    infos, dataset = write_shards(samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection})
+    for info in infos:
+        p = Path(info.path)
+        info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        info.dataset, info.export_root, info.selection = dataset, str(shards_dir), selection
+    cat.replace_shards(infos, str(shards_dir))
+    return {"shards": len(infos), "samples": sum(i.n_samples for i in infos), "selected": len(ids),
+            "unavailable": len(ids) - len(usable), "dataset": dataset, "extracted": extracted}

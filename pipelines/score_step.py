@@ -1,0 +1,131 @@
+"""The score and filter steps: measure every clip once, then decide from the stored scores.
+
+score   runs the scorers (quality, motion, overlay text, aesthetic, duplicate hashes) on
+        every clip of the current split, kept or not, from the decode pass's frames. Each
+        scorer's results are keyed by (clip, scorer, version, params hash), so changing one
+        scorer's parameters re-runs that scorer alone, and only on the clips it has not done.
+filter  dedups across the whole catalog and decides kept/rejected with the first failing
+        rule (pipelines/decide.py). It reads columns only: ``--rescore`` is this step alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from curation import schema
+from curation.db import Catalog
+from pipelines.config import CurateConfig
+from pipelines.decide import dedup_candidates, reject_reason
+from pipelines.dedup import find_duplicates
+from pipelines.journal import StepJournal, done_rows, run_step
+from pipelines.runner import Runner
+from pipelines.stage import Stage
+from pipelines.tasks import ClipTask
+
+log = logging.getLogger("vidloom.score")
+
+
+def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
+    """The configured scorers, and the reasons any were skipped (logged, recorded in the run)."""
+    from pipelines.aesthetic import aesthetic_unavailable_reason
+    from pipelines.stages.hash_scorer import HashScorer
+    from pipelines.stages.motion_scorer import MotionScorer
+    from pipelines.stages.quality_scorer import QualityScorer
+
+    sc = cfg.scores
+    scorers: list[Stage[Any, Any]] = [QualityScorer.from_config(sc.quality), MotionScorer.from_config(sc.motion)]
+    skipped = []
+    if sc.text.enabled:
+        from pipelines.stages.text_scorer import OverlayTextScorer
+
+        scorers.append(OverlayTextScorer.from_config(sc.text))
+    else:
+        skipped.append("overlay_text: scores.text.enabled is false")
+    reason = aesthetic_unavailable_reason(sc.aesthetic.clip_weights, sc.aesthetic.mlp_weights)
+    if reason is None:
+        from pipelines.stages.aesthetic_scorer import AestheticScorer
+
+        scorers.append(AestheticScorer.from_config(sc.aesthetic))
+    elif sc.aesthetic.required:
+        raise RuntimeError(f"aesthetic scorer required (scores.aesthetic.required) but unavailable: {reason}")
+    else:
+        skipped.append(f"aesthetic: {reason}")
+    scorers.append(HashScorer())
+    for s in skipped:
+        log.warning("scorer skipped: %s", s)
+    return scorers, skipped
+
+
+def _key(stage: Stage[Any, Any]) -> tuple[str, int, str]:
+    return (f"score:{stage.name}", stage.version, stage.params_hash())
+
+
+def clip_tasks_from_catalog(cat: Catalog, frames_root: Any, split_hash: str, where: str = "TRUE",
+                            params: list[Any] | None = None) -> list[ClipTask]:
+    """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached)."""
+    rows = cat.dicts(
+        f"SELECT c.clip_id, v.path AS src FROM clips c JOIN videos v USING (video_id) "
+        f"WHERE c.split_hash = ? AND ({where}) ORDER BY c.clip_id",
+        [split_hash, *(params or [])],
+    )
+    src = {r["clip_id"]: r["src"] for r in rows}
+    clips = cat.clips(f"split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
+    return [ClipTask(clip=c, src_path=src[c.clip_id], frames_dir=str(frames_root / c.video_id)) for c in clips]
+
+
+def score(tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
+    """Run the scorers each clip still needs; write their columns and per-scorer done marks."""
+    scorers, skipped = build_scorers(cfg)
+    keys = {s.name: _key(s) for s in scorers}
+    columns = {s.name: s.columns for s in scorers}  # type: ignore[attr-defined]
+    done = {name: cat.done_items(*key) for name, key in keys.items()}
+    for t in tasks:
+        t.todo = tuple(n for n in keys if t.clip.clip_id not in done[n])
+
+    def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
+        row: dict[str, Any] = {"clip_id": t.clip.clip_id, "score_error": t.error}
+        ran = t.todo or ()
+        if t.error is None:
+            scores = schema.clip_row(t.clip)
+            for n in ran:
+                row.update({c: scores[c] for c in columns[n]})
+        tables: dict[str, list[dict[str, Any]]] = {"clips": [row]}
+        if t.error is None:
+            tables["stage_done"] = [r for n in ran for r in done_rows(keys[n], [t.clip.clip_id])]
+        return tables
+
+    combined = ("score", 1, schema.params_hash({"scorers": sorted(keys.values())}))
+    counts: dict[str, Any] = run_step(
+        cat, StepJournal(work_dir, "score"), runner, scorers, tasks, lambda t: t.clip.clip_id, to_tables,
+        combined, batch_parts=16, retry_errors=True, progress=not cfg.runtime.quiet,
+    )
+    counts["scorers"] = sorted(keys)
+    counts["skipped_scorers"] = skipped
+    return counts
+
+
+def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
+    """Dedup and keep/reject every clip of ``split_hash`` from stored columns (no decode)."""
+    f = cfg.filters
+    rows = cat.dicts(
+        "SELECT c.*, v.path AS video_path FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
+        [split_hash],
+    )
+    dups = find_duplicates(dedup_candidates(rows, f), f.phash_max_distance) if f.dedup else {}
+    before = {r["clip_id"]: (r["status"], r["reject_reason"]) for r in rows}
+    updates = []
+    for r in rows:
+        r["dup_of"] = dups.get(r["clip_id"])
+        if r.get("score_error"):
+            reason: str | None = "score_error"
+        else:
+            reason = reject_reason(r, f)
+        updates.append({"clip_id": r["clip_id"], "dup_of": r["dup_of"],
+                        "status": "rejected" if reason else "kept", "reject_reason": reason})
+    with cat.transaction():
+        cat.update_columns("clips", updates)
+    changed = sum(before[u["clip_id"]] != (u["status"], u["reject_reason"]) for u in updates)
+    kept = sum(u["status"] == "kept" for u in updates)
+    return {"clips": len(updates), "kept": kept, "rejected": len(updates) - kept, "changed": changed,
+            "duplicates": len(dups)}
