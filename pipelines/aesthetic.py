@@ -34,9 +34,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_MODEL = "ViT-L-14-quickgelu"  # OpenAI's ViT-L/14 was trained with QuickGELU
 HEAD_WIDTHS = (1024, 128, 64, 16)
 WEIGHTS_HELP = (
-    "set scores.aesthetic_clip_weights to an open_clip 'ViT-L-14' checkpoint with the 'openai' weights "
+    "set scores.aesthetic.clip_weights to an open_clip 'ViT-L-14' checkpoint with the 'openai' weights "
     "(open_clip_pytorch_model.bin from the Hugging Face repo timm/vit_large_patch14_clip_224.openai, "
-    "or OpenAI's ViT-L-14.pt) and scores.aesthetic_mlp_weights to the LAION improved-aesthetic-predictor "
+    "or OpenAI's ViT-L-14.pt) and scores.aesthetic.mlp_weights to the LAION improved-aesthetic-predictor "
     "head sac+logos+ava1-l14-linearMSE.pth (github.com/christophschuhmann/improved-aesthetic-predictor)"
 )
 
@@ -47,7 +47,7 @@ class AestheticWeightsMissing(RuntimeError):
 
 def missing_weights_reason(clip_weights: str | None, mlp_weights: str | None) -> str | None:
     """What is wrong with the configured weight paths (unset, or not a file), or None."""
-    paths = {"aesthetic_clip_weights": clip_weights, "aesthetic_mlp_weights": mlp_weights}
+    paths = {"aesthetic.clip_weights": clip_weights, "aesthetic.mlp_weights": mlp_weights}
     unset = [f"scores.{k}" for k, v in paths.items() if not v]
     if unset:
         return f"no aesthetic weights configured ({', '.join(unset)} unset): {WEIGHTS_HELP}"

@@ -147,13 +147,13 @@ def test_missing_weights_fail_fast_with_what_to_set(tmp_path: Path) -> None:
     reason = aesthetic_unavailable_reason(None, None)
     assert reason is not None
     for key in (
-        "aesthetic_clip_weights", "aesthetic_mlp_weights", "ViT-L-14", "sac+logos+ava1-l14-linearMSE.pth"
+        "scores.aesthetic.clip_weights", "scores.aesthetic.mlp_weights", "ViT-L-14", "sac+logos+ava1-l14-linearMSE.pth"
     ):
         assert key in reason
     mlp = tmp_path / "mlp.pth"
     mlp.write_bytes(b"")
     assert "nope.bin" in (aesthetic_unavailable_reason(str(tmp_path / "nope.bin"), str(mlp)) or "")
-    with pytest.raises(AestheticWeightsMissing, match="aesthetic_clip_weights"):
+    with pytest.raises(AestheticWeightsMissing, match="clip_weights"):
         AestheticScorer().setup()
     with pytest.raises(AestheticWeightsMissing, match="nope.bin"):
         AestheticScorer(clip_weights=str(tmp_path / "nope.bin"), mlp_weights=str(mlp)).setup()
