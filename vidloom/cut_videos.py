@@ -40,9 +40,22 @@ Y_BLACK, Y_WHITE, C_NEUTRAL = 16, 235, 128  # limited-range yuv
 
 Enter = Literal["cut", "dissolve", "fade"]
 
-# Lavfi sources whose consecutive frames differ little (mean |dY| < 10) while any two
+# Lavfi sources whose consecutive frames differ little (mean |dY| < 12) while any two
 # sources differ a lot. Placeholders: w, h, r (rate), seed, qw/qh (quarter size),
-# w1/h1 (last column/row), c0/c1 (a colour pair picked by seed).
+# w1/h1 (last column/row), c0/c1 (a colour pair picked by seed), pos (a start position in
+# [0, 1) picked by seed), ht (h plus room for testsrc2's timecode, cropped off).
+#
+# As the curation scorers see them (decoded x264 at crf 23, 48x27 tiny frames, 256x144 sparse
+# frames, median Farneback flow), measured in the demo renders:
+#   clean footage (sharp, mean luma 85-145, no clipping or bars, median flow 0.05-0.08 frame
+#     widths/s): 'testsrc2_pan', 'mandelbrot_outz_pan', 'mandelbrot_valley', 'mandelbrot_bands';
+#   never frozen, but most of the picture stands still (median flow 0.0005-0.002, static or
+#     borderline): 'testsrc2' (also shows a timecode: text), 'mandelbrot', 'life' (dim: mean
+#     luma about 48); 'mandelbrot_outz' only shimmers as it zooms (flow about 0.03);
+#     'life_pan' moves everywhere at some seeds only;
+#   'still': static (grain, no motion); 'smptebars', 'rgbtestsrc', 'noise' (one fixed noise
+#     pattern): frozen; 'gradients': no edges (blurry); 'mandelbrot_white': overexposed;
+#     'black': black.
 SOURCES: dict[str, str] = {
     "testsrc2": "testsrc2=s={w}x{h}:r={r}",
     "mandelbrot": "mandelbrot=s={w}x{h}:r={r}",
@@ -55,10 +68,38 @@ SOURCES: dict[str, str] = {
     # gradients picks random colours whatever its seed, so colours and end points are explicit.
     "gradients": "gradients=s={w}x{h}:r={r}:n=2:c0={c0}:c1={c1}:x0=0:y0=0:x1={w1}:y1={h1}:speed=0.01",
     "noise": "color=c=0x2a6f97:s={w}x{h}:r={r},noise=alls=40:allf=u:all_seed={seed}",
-    # One frame held still, with faint temporal grain: a "static" shot.
+    # One frame held still, with temporal grain that survives x264 at crf 23 (a mean tiny-frame
+    # difference of about 0.2 levels): a "static" shot, not a frozen one.
     "still": "mandelbrot=s={w}x{h}:r={r}:outer=normalized_iteration_count,trim=end_frame=1,"
-    "loop=loop=-1:size=1,noise=alls=3:allf=t+u:all_seed={seed}",
-    "dark": "color=c=0x202830:s={w}x{h}:r={r}",
+    "loop=loop=-1:size=1,noise=alls=10:allf=t+u:all_seed={seed}",
+    "black": "color=c=black:s={w}x{h}:r={r}",
+    # Clean moving footage: a steady scroll (wrapping around) of a sharp pattern.
+    "testsrc2_pan": "testsrc2=s={w}x{ht}:r={r},crop={w}:{h}:0:{ht}-{h},scroll=h=0.0025:hpos={pos}",
+    "mandelbrot_outz_pan": "mandelbrot=s={w}x{h}:r={r}:outer=outz,scroll=v=0.004:vpos={pos}",
+    # Seahorse valley, zoomed in (outz colouring: structure everywhere), scrolling left.
+    "mandelbrot_valley": "mandelbrot=s={w}x{h}:r={r}:outer=outz:start_x=-0.743643887037151"
+    ":start_y=0.13182590420533:start_scale=0.05,scroll=h=-0.003:hpos={pos}",
+    # A spiral region in colour bands (iteration_count), scrolling right.
+    "mandelbrot_bands": "mandelbrot=s={w}x{h}:r={r}:outer=iteration_count:start_x=-0.1011:start_y=0.9563"
+    ":start_scale=0.01,scroll=h=0.003:hpos={pos}",
+    # Brighter life, scrolling; its flat background leaves some seeds too empty to move everywhere.
+    "life_pan": "life=s={qw}x{qh}:r={r}:mold=10:ratio=0.1:seed={seed}:life_color=#40ff40"
+    ":death_color=#d04020:mold_color=#4a5a9a,scale={w}:{h}:flags=neighbor,scroll=h=0.003:hpos={pos}",
+}
+# Planted picture defects, appended to a segment's source graph after the source (and a
+# pan) and before the text: overlay text is drawn sharp and bright on top of the defect.
+# Placeholders: h (frame height), bh (letterbox bar height, even), ih (picture height
+# between the bars).
+EFFECTS: dict[str, str] = {
+    # Heavy gaussian blur: no edge survives, the colours and their motion do.
+    "blur": "gblur=sigma=8",
+    # Luma pressed to a fifth of its range above black, colours dimmed with it: a dark but
+    # visible scene (mandelbrot: mean luma about 29 of 255, never flat black).
+    "dark": "lutyuv=y=16+(val-16)/5:u=128+(val-128)/4:v=128+(val-128)/4",
+    # The middle 72 % of the rows kept in place, black bars (14 % each) top and bottom.
+    "letterbox": "crop=iw:{ih}:0:{bh},pad=iw:{h}:0:{bh}:black",
+    # The first frame held: every later frame is bit-identical.
+    "frozen": "trim=end_frame=1,loop=loop=-1:size=1",
 }
 _GRADIENT_COLOURS = [("0x4b2a8c", "0xe07a1e"), ("0x1e6fd9", "0xd91e6f"), ("0x2a8c4b", "0xf2e205")]
 _TEXT_OK = re.compile(r"^[\w .!?#+\-\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+$")
@@ -81,6 +122,7 @@ class Segment:
     pan: tuple[int, int] | None = None  # (offset, length): fast horizontal pan, w/8 px a frame
     text: str | None = None  # centred drawtext overlay; CJK text uses the WenQuanYi font
     seed: int = 0
+    effect: str | None = None  # a planted defect, one of EFFECTS (applied under the text)
 
 
 @dataclass(slots=True)
@@ -133,6 +175,8 @@ def _check_plan(plan: Sequence[Segment]) -> None:
             raise ValueError(f"segment {i}: flash {seg.flash} must lie within clean frames [{lead}, {last})")
         if seg.pan and not (lead < seg.pan[0] and sum(seg.pan) <= last):
             raise ValueError(f"segment {i}: pan {seg.pan} must lie within clean frames [{lead}, {last})")
+        if seg.effect is not None and seg.effect not in EFFECTS:
+            raise ValueError(f"segment {i}: unknown effect {seg.effect!r}; known: {sorted(EFFECTS)}")
         if seg.text is not None and not _TEXT_OK.match(seg.text):
             raise ValueError(f"segment {i}: text {seg.text!r} has characters drawtext would need escaped")
 
@@ -181,10 +225,14 @@ def _source_graph(seg: Segment, width: int, height: int, fps: float, seed: int) 
         src_w = width + step * seg.pan[1]
     c0, c1 = _GRADIENT_COLOURS[seed % len(_GRADIENT_COLOURS)]
     graph = SOURCES[seg.source].format(w=src_w, h=height, r=rate_str(fps), seed=seed, qw=max(8, src_w // 4),
-                                       qh=max(8, height // 4), w1=src_w - 1, h1=height - 1, c0=c0, c1=c1)
+                                       qh=max(8, height // 4), w1=src_w - 1, h1=height - 1, c0=c0, c1=c1,
+                                       pos=f"{seed * 0.381966 % 1:.4f}", ht=height + 40)
     if seg.pan:
         p, length = seg.pan
         graph += f",crop={width}:{height}:x='{step}*clip(n-{p - 1},0,{length})':y=0"
+    if seg.effect:
+        bar = round(height * 0.14 / 2) * 2
+        graph += "," + EFFECTS[seg.effect].format(h=height, bh=bar, ih=height - 2 * bar)
     if seg.text:
         font = FONT_LATIN if seg.text.isascii() else FONT_CJK
         if not font.exists():

@@ -71,51 +71,152 @@ def _corrupt_copy(src: Path) -> bytes:
 
 # ---------------------------------------------------------------- demo set
 
+# The reasons of pipelines.decide, in decision order: a clip gets the first rule it fails.
+REASON_ORDER = ("too_short", "too_long", "low_resolution", "bad_aspect", "black", "dark", "overexposed",
+                "blurry", "letterbox", "frozen", "text", "static", "too_fast", "low_aesthetic", "duplicate")
+# The 'tiny' preset's clip and shape limits (pipelines.config.tiny(), checked by the tests):
+# a shot of fewer clean frames than fps * MIN_CLIP_S + 2 trimmed ones yields a too-short clip.
+MIN_CLIP_S, MAX_CLIP_S, CLIP_TRIM_FRAMES = 1.0, 4.0, 2
+MIN_SIDE, MAX_ASPECT = 64, 4.0
+# What a plain segment of a source (no effect, no text) is, as the scorers see it: 'kept' or
+# the reason its clips fail. Measured on x264 crf 23 demo renders (see SOURCES). Sources not
+# listed ('testsrc2', 'mandelbrot', 'mandelbrot_outz', 'life', 'life_pan') may read as static
+# or (testsrc2's timecode) text: the demo uses them only where an effect, text or the shape
+# decides first.
+SOURCE_STATUS: dict[str, str] = {
+    "testsrc2_pan": "kept",
+    "mandelbrot_outz_pan": "kept",
+    "mandelbrot_valley": "kept",
+    "mandelbrot_bands": "kept",
+    "black": "black",
+    "mandelbrot_white": "overexposed",  # mean luma about 230, 84 % of pixels clipped white
+    "gradients": "blurry",  # smooth colour ramps: no edges
+    "smptebars": "frozen",
+    "rgbtestsrc": "frozen",
+    "noise": "frozen",  # one fixed noise pattern
+    "still": "static",  # a held frame with grain: changes every frame, moves nowhere
+}
+EFFECT_REASON = {"blur": "blurry", "dark": "dark", "letterbox": "letterbox", "frozen": "frozen"}
+
+
+def segment_expect(seg: Segment, clean_frames: int, width: int, height: int, fps: float) -> str:
+    """The reason every clip of the shot of ``seg`` must be rejected with, or 'kept'.
+
+    The first in decision order of: the shot too short for a clip (``clean_frames``), the
+    frame size, the planted effect, the overlay text, the source's own status.
+
+    Raises:
+        ValueError: a plain segment of a source whose status is not known (SOURCE_STATUS).
+    """
+    reasons = set()
+    if clean_frames - CLIP_TRIM_FRAMES < fps * MIN_CLIP_S:
+        reasons.add("too_short")
+    if min(width, height) < MIN_SIDE:
+        reasons.add("low_resolution")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        reasons.add("bad_aspect")
+    if seg.effect is not None:
+        reasons.add(EFFECT_REASON[seg.effect])
+    if seg.text is not None:
+        reasons.add("text")
+    status = SOURCE_STATUS.get(seg.source)
+    if status not in (None, "kept"):
+        reasons.add(status)
+    first = min(reasons, key=REASON_ORDER.index) if reasons else "kept"
+    # An unlisted source may fail 'text' or 'static' on its own: something earlier must decide.
+    if status is None and (first == "kept" or REASON_ORDER.index(first) > REASON_ORDER.index("text")):
+        raise ValueError(f"a plain {seg.source!r} segment has no known status; see SOURCE_STATUS")
+    return first
+
+
+def plan_segments(plan: Sequence[Segment], width: int, height: int, fps: float) -> list[dict[str, Any]]:
+    """The manifest's ``segments`` of a plan: each shot's clean frames ``[start, end)`` (as
+    ``GroundTruth.shots``), what it shows, and the clips' expected fate (``segment_expect``)."""
+    gt = plan_ground_truth(plan, width, height, fps)
+    return [{"start": start, "end": end, "source": seg.source, "effect": seg.effect, "text": seg.text,
+             "expect": segment_expect(seg, end - start, width, height, fps)}
+            for seg, (start, end) in zip(plan, gt.shots, strict=True)]
+
+
 def demo_plans() -> dict[str, tuple[int, int, float, list[Segment], bool, str]]:
-    """name -> (width, height, fps, plan, audio, description) of each rendered demo video."""
+    """name -> (width, height, fps, plan, audio, description) of each rendered demo video.
+
+    Every shot is either clean moving footage (clips kept) or carries one planted defect
+    (clips rejected with its reason); see ``segment_expect``. Clean shots are at most
+    MAX_CLIP_S long (one clip each) and no two of them, across all videos, look alike.
+    """
     plans: dict[str, tuple[int, int, float, list[Segment], bool, str]] = {
         "demo_cuts_640x360.mp4": (640, 360, 25, [
-            Segment("testsrc2", 75),
-            Segment("mandelbrot", 90),
-            Segment("life", 60, seed=1),
-            Segment("smptebars", 50),
-            Segment("gradients", 70, seed=2),
-            Segment("mandelbrot_white", 55),
+            Segment("testsrc2_pan", 75),
+            Segment("mandelbrot_outz_pan", 90),
+            Segment("smptebars", 60),
+            Segment("mandelbrot_bands", 50, seed=1),
+            Segment("mandelbrot_white", 70),
+            Segment("mandelbrot_valley", 55, seed=2),
         ], True, "six shots joined by hard cuts, with a 440 Hz audio track"),
         "demo_static_480x270.mp4": (480, 270, 24, [
-            Segment("testsrc2", 48),
-            Segment("still", 288, seed=3),  # 12 s of an almost still image
-            Segment("life", 72, seed=4),
-        ], False, "a 12 s almost-still shot between two short moving shots"),
+            Segment("testsrc2_pan", 48, seed=3),
+            Segment("still", 180, seed=3),  # 7.5 s of a held frame with grain
+            Segment("mandelbrot_valley", 72, seed=4),
+        ], False, "a 7.5 s still shot (a held frame with grain) between two short moving shots"),
         "demo_text_en_640x360.mp4": (640, 360, 30, [
-            Segment("dark", 120, text="VIDLOOM DEMO 2024"),
+            Segment("testsrc2", 110, text="VIDLOOM DEMO 2024"),
             Segment("mandelbrot", 90, text="SCENE TWO"),
-            Segment("gradients", 90, seed=5),
-            Segment("testsrc2", 60, enter="dissolve", transition=15),
+            Segment("mandelbrot_bands", 90, seed=5),
+            Segment("testsrc2_pan", 60, enter="dissolve", transition=15, seed=5),
         ], False, "English overlay text on two shots (OCR), then plain shots and a dissolve"),
         "街景 sample 01.mp4": (320, 180, 30, [
-            Segment("smptebars", 60),
-            Segment("life", 75, seed=6),
-            Segment("mandelbrot_outz", 90, enter="fade", transition=10, black=5),
-            Segment("rgbtestsrc", 60),
+            Segment("testsrc2_pan", 60, seed=6),
+            Segment("mandelbrot_valley", 75, seed=6),
+            Segment("mandelbrot_bands", 90, enter="fade", transition=10, black=5, seed=6),
+            Segment("mandelbrot_outz_pan", 60, seed=7),
         ], False, "unicode file name with spaces; hard cuts and a fade through black"),
+        "demo_defects_640x360.mp4": (640, 360, 25, [
+            Segment("mandelbrot_valley", 75, seed=9),
+            Segment("testsrc2", 75, effect="blur"),
+            Segment("mandelbrot", 75, effect="dark"),
+            Segment("life_pan", 75, effect="letterbox", seed=10),
+            Segment("mandelbrot_outz", 75, effect="frozen"),
+            Segment("life", 15, seed=11),  # 0.6 s: one clip, too short
+            Segment("testsrc2_pan", 75, seed=12),
+            Segment("black", 50),
+        ], False, "one planted defect a shot (blur, dark, letterbox, frozen, a 0.6 s shot, black) "
+                  "between clean moving shots"),
+        "demo_lowres_96x54.mp4": (96, 54, 25, [
+            Segment("mandelbrot", 50),
+        ], False, "a clean 2 s shot at 96x54: below the minimum frame height"),
+        "demo_wide_640x128.mp4": (640, 128, 25, [
+            Segment("mandelbrot_bands", 50, seed=14),
+        ], False, "a clean 2 s shot at 640x128 (5:1): beyond the maximum aspect ratio"),
     }
     if FONT_CJK.exists():
         plans["demo_text_zh_426x240.mp4"] = (426, 240, 25, [
-            Segment("dark", 100, text="街景 测试 你好世界"),
-            Segment("smptebars", 50),
-            Segment("noise", 100, text="欢迎来到北京 2024", seed=8),
+            Segment("mandelbrot", 90, text="街景 测试 你好世界"),
+            Segment("mandelbrot_bands", 50, seed=8),
+            Segment("mandelbrot_outz", 90, text="欢迎来到北京 2024"),
         ], False, "Chinese overlay text (WenQuanYi Micro Hei) for zh OCR")
     return plans
+
+
+def _as_duplicate(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The original's segments, with every clip it keeps now a duplicate of the original's."""
+    return [{**seg, "expect": "duplicate" if seg["expect"] == "kept" else seg["expect"]}
+            for seg in entry["segments"]]
 
 
 def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
     """Write the demo videos into ``directory`` and return (and write) their manifest.
 
     The manifest, ``samples.json``, maps each file name to a dict with ``description``,
-    ``kind`` ('video', 'duplicate', 'near_duplicate' or 'corrupt'), and for decodable
-    files ``width``, ``height``, ``fps``, ``n_frames``, ``cuts`` and ``gradual`` (frame
-    indices, see :mod:`vidloom.cut_videos`). Existing files are kept.
+    ``kind`` ('video', 'duplicate', 'remux_duplicate', 'near_duplicate' or 'corrupt'), and
+    for decodable files ``width``, ``height``, ``fps``, ``n_frames``, ``cuts`` and
+    ``gradual`` (frame indices, see :mod:`vidloom.cut_videos`) and ``segments``: each
+    shot's clean frames ``start``/``end``, ``source``, ``effect``, ``text`` and ``expect``,
+    the reason every clip cut from that shot must be rejected with under the 'tiny'
+    preset, or 'kept' (``segment_expect``). In the copies, clips the original keeps expect
+    'duplicate' (dedup keeps the original: most pixels, then the lowest path); the
+    byte-identical copy is a duplicate file and yields no clips at all. Existing files
+    are kept.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,22 +229,32 @@ def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
         manifest[name] = {"kind": "video", "description": description, "width": width, "height": height,
                           "fps": gt.fps, "n_frames": gt.n_frames, "cuts": gt.cuts,
                           "gradual": [list(span) for span in gt.gradual],
-                          "has_audio": audio}
+                          "has_audio": audio, "segments": plan_segments(plan, width, height, fps)}
 
     source = "demo_cuts_640x360.mp4"
     duplicate = directory / "demo_cuts_copy.mp4"
     if not duplicate.exists():
         shutil.copyfile(directory / source, duplicate)
     manifest[duplicate.name] = {**manifest[source], "kind": "duplicate", "duplicate_of": source,
+                                "segments": _as_duplicate(manifest[source]),
                                 "description": f"byte-identical copy of {source}"}
+
+    remux = directory / "demo_cuts_remux.mkv"
+    if not remux.exists():
+        _run_ffmpeg(remux, ["-i", str(directory / source), "-map", "0", "-c", "copy"], fmt="matroska")
+    manifest[remux.name] = {**manifest[source], "kind": "remux_duplicate", "duplicate_of": source,
+                            "segments": _as_duplicate(manifest[source]),
+                            "description": f"{source} remuxed into Matroska (-c copy): other bytes, "
+                                           "identical decoded frames"}
 
     near = directory / "demo_cuts_near_dup_480x270.mp4"
     if not near.exists():
         _run_ffmpeg(near, ["-i", str(directory / source), "-vf", "scale=480:270:flags=bicubic",
                            "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-crf", "30",
-                           "-pix_fmt", "yuv420p", "-threads", "2", "-c:a", "aac", "-b:a", "48k"])
+                           # one x264 thread: fed by a decoder, two threads gave other bytes run to run
+                           "-pix_fmt", "yuv420p", "-threads", "1", "-c:a", "aac", "-b:a", "48k"])
     manifest[near.name] = {**manifest[source], "kind": "near_duplicate", "duplicate_of": source,
-                           "width": 480, "height": 270,
+                           "width": 480, "height": 270, "segments": _as_duplicate(manifest[source]),
                            "description": f"{source} re-encoded at 480x270, crf 30: same frames, other bytes"}
 
     corrupt = directory / "demo_corrupt.mp4"
