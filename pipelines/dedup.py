@@ -12,7 +12,7 @@ Near-duplicate distance between clips A and B: for each keyframe hash of A, the 
 distance to the nearest keyframe hash of B, averaged (so a span that starts a few frames
 later still matches), symmetrised by taking the max of both directions.
 
-Which clip of a duplicate group is kept: the one with the most pixels, then the longest,
+Which clip of a duplicate group is kept: the one with the most pixels, then the most frames,
 then the lowest (video path, start frame) — a pure function of the catalog rows. The
 comparison is all-pairs in blocks of numpy popcounts; it takes ~1 s for 20k clips and is
 meant for catalogs up to ~10^5 clips (beyond that, band the hashes: LSH).
@@ -106,7 +106,8 @@ def phash_distance_matrix(hashes: Sequence[np.ndarray]) -> np.ndarray:
 
 def keep_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """Sort key: the first clip of a duplicate group is the one that is kept."""
-    return (-(row["width"] or 0) * (row["height"] or 0), -(row["end_s"] - row["start_s"]),
+    # frames, not seconds: a remux into another container can round the same span's times apart
+    return (-(row["width"] or 0) * (row["height"] or 0), -(row["end_frame"] - row["start_frame"]),
             row.get("video_path") or "", row["start_frame"], row["clip_id"])
 
 

@@ -13,7 +13,7 @@ from pipelines.dedup import clip_phash, find_duplicates, phash_distance_matrix, 
 
 
 def clip(**over: Any) -> dict[str, Any]:
-    row = {"clip_id": "c", "start_s": 0.0, "end_s": 3.0, "width": 640, "height": 360, "start_frame": 0,
+    row = {"clip_id": "c", "start_s": 0.0, "end_s": 3.0, "width": 640, "height": 360, "start_frame": 0, "end_frame": 75,
            "blur": 300.0, "luma": 110.0, "clipped": 0.01, "black_frac": 0.0, "black_border": 0.0,
            "frozen": 0.0, "text_area": 0.0, "motion": 0.05, "aesthetic": None, "dup_of": None}
     row.update(over)

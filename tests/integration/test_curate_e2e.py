@@ -48,6 +48,8 @@ def curated(
         shots = {vid: cat.shots(vid) for vid in videos}
         shard_rows = cat.dicts("SELECT * FROM shards ORDER BY shard")
         n_clips = cat.query("SELECT count(*) FROM clips")[1][0][0]
+        clips = cat.dicts("SELECT c.*, f.path AS file FROM clips c JOIN files f USING (video_id) "
+                          "WHERE f.status = 'ok' AND c.split_hash = ?", [split_hash(cfg)])
     return {
         "src": src,
         "manifest": manifest,
@@ -59,6 +61,7 @@ def curated(
         "shots": shots,
         "shard_rows": shard_rows,
         "n_clips": n_clips,
+        "clips": clips,
     }
 
 
@@ -78,8 +81,8 @@ def samples(curated: dict[str, Any], shard_manifest: dict[str, Any]) -> list[dic
 
 def test_flow_summary(curated: dict[str, Any]) -> None:
     s = curated["summary"]
-    # Seven distinct byte contents (the copy shares its original's row); only the corrupt one fails.
-    assert (s["videos_ok"], s["videos_error"]) == (6, 1)
+    # Eleven distinct byte contents (the copy shares its original's row); only the corrupt one fails.
+    assert (s["videos_ok"], s["videos_error"]) == (10, 1)
     assert s["clips_kept"] == len(curated["kept"]) > 0
     assert s["shard_samples"] == s["clips_kept"]
 
@@ -110,7 +113,9 @@ def test_manifest_catalog_and_files_agree(
     shards = curated["out"] / "shards"
     fields = ("shard", "bucket", "n_samples", "bytes", "sha256")
     listed = [tuple(e[f] for f in fields) for e in shard_manifest["shards"]]
-    assert listed == [tuple(r[f] for f in fields) for r in curated["shard_rows"]]
+    # the catalog names a shard by its path under the output root
+    assert [("shards/" + e[0], *e[1:]) for e in listed] == [tuple(r[f] for f in fields) for r in curated["shard_rows"]]
+    assert {r["dataset"] for r in curated["shard_rows"]} == {shard_manifest["dataset_hash"]}
     on_disk = sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*") if p.is_file())
     assert on_disk == sorted([e[0] for e in listed] + ["manifest.json"])  # no stale or temp files
     per_shard: dict[str, int] = {}
@@ -128,7 +133,7 @@ def test_manifest_catalog_and_files_agree(
 
 def test_every_input_file_has_a_row(curated: dict[str, Any]) -> None:
     src, manifest, files = curated["src"], curated["manifest"], curated["files"]
-    inputs = {p.name for p in src.rglob("*") if p.is_file() and p.suffix == ".mp4"}
+    inputs = {p.name for p in src.rglob("*") if p.is_file() and p.suffix in (".mp4", ".mkv")}
     assert set(files) == inputs == set(manifest)
     assert all(r["status"] in ("ok", "duplicate", "error") for r in files.values())
     assert {n for n, r in files.items() if r["status"] != "ok"} == {"demo_cuts_copy.mp4", "demo_corrupt.mp4"}
@@ -176,3 +181,34 @@ def test_planted_cuts_are_found_exactly(curated: dict[str, Any]) -> None:
         if c.video_id == files["demo_cuts_640x360.mp4"]["video_id"]:
             shot = by_shot[c.shot_index]
             assert shot.start_frame <= c.start_frame < c.end_frame <= shot.end_frame
+
+
+def test_each_planted_defect_is_caught_with_its_reason(curated: dict[str, Any]) -> None:
+    """Every clip inside a planted shot has the shot's expected outcome (samples.json 'expect'),
+    the first failing filter as its reason; the copies' kept shots are duplicates of the original's."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for c in curated["clips"]:
+        by_file.setdefault(Path(c["file"]).name, []).append(c)
+    seen: dict[str, int] = {}
+    for name, meta in curated["manifest"].items():
+        if meta["kind"] in ("corrupt", "duplicate"):  # no clips of their own (files rows, tested above)
+            continue
+        for seg in meta["segments"]:
+            inside = [c for c in by_file[name] if seg["start"] <= c["start_frame"] < c["end_frame"] <= seg["end"]]
+            assert inside, (name, seg)
+            for c in inside:
+                got = "kept" if c["status"] == "kept" else c["reject_reason"]
+                assert got == seg["expect"], (name, seg, {k: c[k] for k in ("blur", "luma", "motion", "text_area")})
+                seen[got] = seen.get(got, 0) + 1
+    planted = {"blurry", "dark", "letterbox", "frozen", "black", "static", "text", "duplicate",
+               "low_resolution", "bad_aspect", "too_short", "overexposed", "kept"}
+    assert planted <= set(seen), planted - set(seen)
+    originals = {c["clip_id"] for c in by_file["demo_cuts_640x360.mp4"]}
+    dups = [c for c in curated["clips"] if c["reject_reason"] == "duplicate"]
+    assert dups and all(c["dup_of"] in originals for c in dups)
+
+
+def test_text_is_read_in_both_languages(curated: dict[str, Any]) -> None:
+    texts = " ".join(c["ocr_text"] or "" for c in curated["clips"])
+    assert "DEMO" in texts and "SCENE" in texts
+    assert "北京" in texts or "你好" in texts
