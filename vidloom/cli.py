@@ -116,7 +116,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no catalog at {args.db}")
     cfg = _catalog_config(args.db, args)
     cfg.runtime.runner = args.runner or "sequential"
-    ids = select_clip_ids(Path(args.db), args.where)
+    import duckdb
+
+    try:
+        ids = select_clip_ids(Path(args.db), args.where)
+    except duckdb.Error as e:  # bad SQL, or anything but a read
+        print(f"vidloom export: bad --where {args.where!r}: {e}", file=sys.stderr)
+        return 2
     with Catalog(args.db) as cat:
         counts = export(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
                         Path(args.out), args.where)
