@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS clips (
     score_error VARCHAR, extract_error VARCHAR,
     blur DOUBLE, luma DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
     crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
-    camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN, aesthetic DOUBLE,
+    camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN,
+    aesthetic DOUBLE, embedding VARCHAR,
     content_hash VARCHAR, phash VARCHAR, dup_of VARCHAR
 );
 CREATE TABLE IF NOT EXISTS captions (
@@ -206,7 +207,8 @@ class Catalog:
         self.con.register("_vidloom_update", data)
         try:
             self.con.execute(
-                f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _vidloom_update"
+                f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                f"SELECT {', '.join(cols)} FROM _vidloom_update"
             )
         finally:
             self.con.unregister("_vidloom_update")

@@ -116,7 +116,8 @@ class ClipScores:
         text_area: mean fraction of the frame covered by text boxes.
         ocr_text: the recognised text, distinct lines joined by ' | '.
         text_stable: the same text box recurs in most sampled frames (subtitle, watermark).
-    Aesthetic (pipelines/aesthetic.py): aesthetic: LAION-style score, about 1-10.
+    Aesthetic (pipelines/aesthetic.py): aesthetic: LAION-style score, about 1-10; embedding:
+        the clip's unit CLIP image embedding, base64 float16 (semantic dedup).
     Duplicates (pipelines/dedup.py):
         content_hash: sha256 of the clip's decoded tiny frames (exact duplicates).
         phash: 64-bit DCT perceptual hashes of the first, middle and last sparse frame, hex.
@@ -139,6 +140,7 @@ class ClipScores:
     ocr_text: str | None = None
     text_stable: bool | None = None
     aesthetic: float | None = None
+    embedding: str | None = None
     content_hash: str | None = None
     phash: str | None = None
     dup_of: str | None = None

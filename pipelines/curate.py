@@ -300,7 +300,11 @@ def finish_run(out: str | Path, cfg: CurateConfig, started_at: str, steps: dict[
 
 
 def run_curate(
-    sources: list[str], out: str | Path, cfg: CurateConfig, runner: Runner | None = None, rescore: bool = False
+    sources: list[str],
+    out: str | Path,
+    cfg: CurateConfig,
+    runner: Runner | None = None,
+    rescore: bool = False,
 ) -> dict[str, Any]:
     """All steps in-process, without Prefect (tests, benchmarks).
 

@@ -45,7 +45,10 @@ def rules(f: FilterConfig) -> list[tuple[str, Callable[[Row], bool]]]:
         ("too_short", lambda r: _duration(r) < f.min_duration_s - eps),
         ("too_long", lambda r: _duration(r) > f.max_duration_s + eps),
         ("low_resolution", lambda r: (r["width"] or 0) < f.min_width or (r["height"] or 0) < f.min_height),
-        ("bad_aspect", lambda r: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"]))),
+        (
+            "bad_aspect",
+            lambda r: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"])),
+        ),
         ("black", _above("black_frac", f.max_black_frac)),
         ("dark", _below("luma", f.min_luma)),
         ("overexposed", lambda r: _above("luma", f.max_luma)(r) or _above("clipped", f.max_clipped)(r)),
@@ -82,7 +85,9 @@ def thresholds(f: FilterConfig) -> dict[str, tuple[str, float]]:
     return {col: (kind, float(getattr(f, name))) for col, (kind, name) in THRESHOLDS.items()}
 
 
-def reject_reason(row: Row, f: FilterConfig, checks: list[tuple[str, Callable[[Row], bool]]] | None = None) -> str | None:
+def reject_reason(
+    row: Row, f: FilterConfig, checks: list[tuple[str, Callable[[Row], bool]]] | None = None
+) -> str | None:
     """The first rule ``row`` fails, or None to keep it. ``row``: a clip's catalog columns."""
     for name, fails in checks or rules(f):
         if fails(row):

@@ -104,6 +104,20 @@ def phash_distance_matrix(hashes: Sequence[np.ndarray]) -> np.ndarray:
     return np.maximum(out, out.T)
 
 
+def encode_embedding(v: np.ndarray) -> str:
+    """A unit embedding as base64 float16 (a VARCHAR column: 768 dims are 2 KB of text)."""
+    import base64
+
+    return base64.b64encode(np.asarray(v, np.float16).tobytes()).decode("ascii")
+
+
+def decode_embedding(text: str) -> np.ndarray:
+    import base64
+
+    v = np.frombuffer(base64.b64decode(text), np.float16).astype(np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
 def keep_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """Sort key: the first clip of a duplicate group is the one that is kept."""
     # frames, not seconds: a remux into another container can round the same span's times apart

@@ -21,8 +21,17 @@ from pipelines.score_step import clip_tasks_from_catalog
 from pipelines.stages.extract import ClipExtract
 from pipelines.tasks import ClipTask
 
-EXTRACT_COLUMNS = ("clip_id", "path", "codec", "extract_mode", "n_frames", "bytes", "width", "height",
-                   "extract_error")
+EXTRACT_COLUMNS = (
+    "clip_id",
+    "path",
+    "codec",
+    "extract_mode",
+    "n_frames",
+    "bytes",
+    "width",
+    "height",
+    "extract_error",
+)
 
 
 def select_clip_ids(db_path: Path, where: str) -> list[str]:
@@ -32,9 +41,13 @@ def select_clip_ids(db_path: Path, where: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def extract(tasks: list[ClipTask], root: Path, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
+def extract(
+    tasks: list[ClipTask], root: Path, cfg: CurateConfig, runner: Runner, cat: Catalog
+) -> dict[str, int]:
     """Cut each task's clip to ``<root>/clips/<video_id>/<clip_id>.mp4`` (resumable; errors recorded)."""
     stage = ClipExtract.from_config(cfg.extract, out_dir=str(root / "clips"))
+    for stale in sorted((root / "clips").glob("*/.*.part")):  # a killed run's half-written cuts
+        stale.unlink(missing_ok=True)
     for t in tasks:  # the stage skips rejected clips; here every task is wanted
         t.clip.status = "kept"
 
@@ -44,8 +57,15 @@ def extract(tasks: list[ClipTask], root: Path, cfg: CurateConfig, runner: Runner
         return {"clips": [{c: row[c] for c in EXTRACT_COLUMNS}]}
 
     return run_step(
-        cat, StepJournal(root / ".work", "extract"), runner, [stage], tasks, lambda t: t.clip.clip_id,
-        to_tables, ("extract", stage.version, stage.params_hash()), batch_parts=8,
+        cat,
+        StepJournal(root / ".work", "extract"),
+        runner,
+        [stage],
+        tasks,
+        lambda t: t.clip.clip_id,
+        to_tables,
+        ("extract", stage.version, stage.params_hash()),
+        batch_parts=8,
         progress=not cfg.runtime.quiet,
     )
 
@@ -77,16 +97,19 @@ def export(
     if todo:
         tasks = []
         for split_hash in sorted({c.split_hash for c in clips if c.clip_id in todo}):
-            tasks += clip_tasks_from_catalog(cat, root / ".work" / "frames", split_hash,
-                                             "c.clip_id IN (SELECT unnest(?))", [todo])
+            tasks += clip_tasks_from_catalog(
+                cat, root / ".work" / "frames", split_hash, "c.clip_id IN (SELECT unnest(?))", [todo]
+            )
         extracted = extract(tasks, root, cfg, runner, cat)
         clips = cat.clips("clip_id IN (SELECT unnest(?))", [ids])
     usable = [c for c in clips if not missing_file(root, c)]
 
     def samples() -> Any:
         for c in sorted(usable, key=lambda c: (bucket_for(c.width, c.height, c.duration_s), c.clip_id)):
-            yield (bucket_for(c.width, c.height, c.duration_s),
-                   sample_for_clip(c, root, cat.captions(c.clip_id), cfg.shards.with_first_frame))
+            yield (
+                bucket_for(c.width, c.height, c.duration_s),
+                sample_for_clip(c, root, cat.captions(c.clip_id), cfg.shards.with_first_frame),
+            )
 
     shards_dir = shards_dir.resolve()
     infos, dataset = write_shards(samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection})
@@ -95,5 +118,11 @@ def export(
         info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
         info.dataset, info.export_root, info.selection = dataset, str(shards_dir), selection
     cat.replace_shards(infos, str(shards_dir))
-    return {"shards": len(infos), "samples": sum(i.n_samples for i in infos), "selected": len(ids),
-            "unavailable": len(ids) - len(usable), "dataset": dataset, "extracted": extracted}
+    return {
+        "shards": len(infos),
+        "samples": sum(i.n_samples for i in infos),
+        "selected": len(ids),
+        "unavailable": len(ids) - len(usable),
+        "dataset": dataset,
+        "extracted": extracted,
+    }

@@ -17,7 +17,7 @@ from curation import schema
 from curation.db import Catalog
 from pipelines.config import CurateConfig
 from pipelines.decide import dedup_candidates, reject_reason
-from pipelines.dedup import find_duplicates
+from pipelines.dedup import decode_embedding, find_duplicates
 from pipelines.journal import StepJournal, done_rows, run_step
 from pipelines.runner import Runner
 from pipelines.stage import Stage
@@ -34,7 +34,10 @@ def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
     from pipelines.stages.quality_scorer import QualityScorer
 
     sc = cfg.scores
-    scorers: list[Stage[Any, Any]] = [QualityScorer.from_config(sc.quality), MotionScorer.from_config(sc.motion)]
+    scorers: list[Stage[Any, Any]] = [
+        QualityScorer.from_config(sc.quality),
+        MotionScorer.from_config(sc.motion),
+    ]
     skipped = []
     if sc.text.enabled:
         from pipelines.stages.text_scorer import OverlayTextScorer
@@ -61,8 +64,9 @@ def _key(stage: Stage[Any, Any]) -> tuple[str, int, str]:
     return (f"score:{stage.name}", stage.version, stage.params_hash())
 
 
-def clip_tasks_from_catalog(cat: Catalog, frames_root: Any, split_hash: str, where: str = "TRUE",
-                            params: list[Any] | None = None) -> list[ClipTask]:
+def clip_tasks_from_catalog(
+    cat: Catalog, frames_root: Any, split_hash: str, where: str = "TRUE", params: list[Any] | None = None
+) -> list[ClipTask]:
     """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached)."""
     rows = cat.dicts(
         f"SELECT c.clip_id, v.path AS src FROM clips c JOIN videos v USING (video_id) "
@@ -70,11 +74,15 @@ def clip_tasks_from_catalog(cat: Catalog, frames_root: Any, split_hash: str, whe
         [split_hash, *(params or [])],
     )
     src = {r["clip_id"]: r["src"] for r in rows}
-    clips = cat.clips(f"split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
-    return [ClipTask(clip=c, src_path=src[c.clip_id], frames_dir=str(frames_root / c.video_id)) for c in clips]
+    clips = cat.clips("split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
+    return [
+        ClipTask(clip=c, src_path=src[c.clip_id], frames_dir=str(frames_root / c.video_id)) for c in clips
+    ]
 
 
-def score(tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
+def score(
+    tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog
+) -> dict[str, Any]:
     """Run the scorers each clip still needs; write their columns and per-scorer done marks."""
     scorers, skipped = build_scorers(cfg)
     keys = {s.name: _key(s) for s in scorers}
@@ -97,8 +105,17 @@ def score(tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runne
 
     combined = ("score", 1, schema.params_hash({"scorers": sorted(keys.values())}))
     counts: dict[str, Any] = run_step(
-        cat, StepJournal(work_dir, "score"), runner, scorers, tasks, lambda t: t.clip.clip_id, to_tables,
-        combined, batch_parts=16, retry_errors=True, progress=not cfg.runtime.quiet,
+        cat,
+        StepJournal(work_dir, "score"),
+        runner,
+        scorers,
+        tasks,
+        lambda t: t.clip.clip_id,
+        to_tables,
+        combined,
+        batch_parts=16,
+        retry_errors=True,
+        progress=not cfg.runtime.quiet,
     )
     counts["scorers"] = sorted(keys)
     counts["skipped_scorers"] = skipped
@@ -112,7 +129,13 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
         "SELECT c.*, v.path AS video_path FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
         [split_hash],
     )
-    dups = find_duplicates(dedup_candidates(rows, f), f.phash_max_distance) if f.dedup else {}
+    candidates = dedup_candidates(rows, f)
+    embeddings = {r["clip_id"]: decode_embedding(r["embedding"]) for r in candidates if r.get("embedding")}
+    dups = (
+        find_duplicates(candidates, f.phash_max_distance, embeddings, f.semantic_dedup_min_cosine)
+        if f.dedup
+        else {}
+    )
     before = {r["clip_id"]: (r["status"], r["reject_reason"]) for r in rows}
     updates = []
     for r in rows:
@@ -121,11 +144,22 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
             reason: str | None = "score_error"
         else:
             reason = reject_reason(r, f)
-        updates.append({"clip_id": r["clip_id"], "dup_of": r["dup_of"],
-                        "status": "rejected" if reason else "kept", "reject_reason": reason})
+        updates.append(
+            {
+                "clip_id": r["clip_id"],
+                "dup_of": r["dup_of"],
+                "status": "rejected" if reason else "kept",
+                "reject_reason": reason,
+            }
+        )
     with cat.transaction():
         cat.update_columns("clips", updates)
     changed = sum(before[u["clip_id"]] != (u["status"], u["reject_reason"]) for u in updates)
     kept = sum(u["status"] == "kept" for u in updates)
-    return {"clips": len(updates), "kept": kept, "rejected": len(updates) - kept, "changed": changed,
-            "duplicates": len(dups)}
+    return {
+        "clips": len(updates),
+        "kept": kept,
+        "rejected": len(updates) - kept,
+        "changed": changed,
+        "duplicates": len(dups),
+    }

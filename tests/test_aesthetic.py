@@ -147,7 +147,8 @@ def test_missing_weights_fail_fast_with_what_to_set(tmp_path: Path) -> None:
     reason = aesthetic_unavailable_reason(None, None)
     assert reason is not None
     for key in (
-        "scores.aesthetic.clip_weights", "scores.aesthetic.mlp_weights", "ViT-L-14", "sac+logos+ava1-l14-linearMSE.pth"
+        "scores.aesthetic.clip_weights", "scores.aesthetic.mlp_weights", "ViT-L-14",
+        "sac+logos+ava1-l14-linearMSE.pth"
     ):
         assert key in reason
     mlp = tmp_path / "mlp.pth"

@@ -9,44 +9,75 @@ import pytest
 
 from pipelines.config import FilterConfig
 from pipelines.decide import REASONS, dedup_candidates, reject_reason, thresholds
-from pipelines.dedup import clip_phash, find_duplicates, phash_distance_matrix, parse_phash
+from pipelines.dedup import clip_phash, find_duplicates, parse_phash, phash_distance_matrix
 
 
 def clip(**over: Any) -> dict[str, Any]:
-    row = {"clip_id": "c", "start_s": 0.0, "end_s": 3.0, "width": 640, "height": 360, "start_frame": 0, "end_frame": 75,
-           "blur": 300.0, "luma": 110.0, "clipped": 0.01, "black_frac": 0.0, "black_border": 0.0,
-           "frozen": 0.0, "text_area": 0.0, "motion": 0.05, "aesthetic": None, "dup_of": None}
+    row = {
+        "clip_id": "c",
+        "start_s": 0.0,
+        "end_s": 3.0,
+        "width": 640,
+        "height": 360,
+        "start_frame": 0,
+        "end_frame": 75,
+        "blur": 300.0,
+        "luma": 110.0,
+        "clipped": 0.01,
+        "black_frac": 0.0,
+        "black_border": 0.0,
+        "frozen": 0.0,
+        "text_area": 0.0,
+        "motion": 0.05,
+        "aesthetic": None,
+        "dup_of": None,
+    }
     row.update(over)
     return row
 
 
-@pytest.mark.parametrize(("over", "reason"), [
-    ({}, None),
-    ({"end_s": 0.5}, "too_short"),
-    ({"end_s": 90.0}, "too_long"),
-    ({"width": 48, "height": 32}, "low_resolution"),
-    ({"width": 2000, "height": 100}, "bad_aspect"),
-    ({"black_frac": 1.0, "luma": 16.0, "blur": 0.0}, "black"),  # black wins over dark and blurry
-    ({"luma": 20.0}, "dark"),
-    ({"luma": 240.0}, "overexposed"),
-    ({"clipped": 0.6}, "overexposed"),
-    ({"blur": 5.0, "frozen": 1.0}, "blurry"),  # first failing rule, in order
-    ({"black_border": 0.25}, "letterbox"),
-    ({"frozen": 1.0, "motion": 0.0}, "frozen"),
-    ({"text_area": 0.05}, "text"),
-    ({"motion": 0.0001}, "static"),
-    ({"motion": 50.0}, "too_fast"),
-    ({"aesthetic": 2.0}, "low_aesthetic"),
-    ({"dup_of": "other"}, "duplicate"),
-    ({"extract_error": "ffmpeg failed"}, "extract_error"),
-])
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({}, None),
+        ({"end_s": 0.5}, "too_short"),
+        ({"end_s": 90.0}, "too_long"),
+        ({"width": 48, "height": 32}, "low_resolution"),
+        ({"width": 2000, "height": 100}, "bad_aspect"),
+        ({"black_frac": 1.0, "luma": 16.0, "blur": 0.0}, "black"),  # black wins over dark and blurry
+        ({"luma": 20.0}, "dark"),
+        ({"luma": 240.0}, "overexposed"),
+        ({"clipped": 0.6}, "overexposed"),
+        ({"blur": 5.0, "frozen": 1.0}, "blurry"),  # first failing rule, in order
+        ({"black_border": 0.25}, "letterbox"),
+        ({"frozen": 1.0, "motion": 0.0}, "frozen"),
+        ({"text_area": 0.05}, "text"),
+        ({"motion": 0.0001}, "static"),
+        ({"motion": 50.0}, "too_fast"),
+        ({"aesthetic": 2.0}, "low_aesthetic"),
+        ({"dup_of": "other"}, "duplicate"),
+        ({"extract_error": "ffmpeg failed"}, "extract_error"),
+    ],
+)
 def test_first_failing_rule_is_the_reason(over: dict[str, Any], reason: str | None) -> None:
     assert reject_reason(clip(**over), FilterConfig()) == reason
 
 
 def test_unmeasured_scores_never_reject() -> None:
-    unmeasured = {k: None for k in ("blur", "luma", "clipped", "black_frac", "black_border", "frozen",
-                                    "text_area", "motion", "aesthetic")}
+    unmeasured = {
+        k: None
+        for k in (
+            "blur",
+            "luma",
+            "clipped",
+            "black_frac",
+            "black_border",
+            "frozen",
+            "text_area",
+            "motion",
+            "aesthetic",
+        )
+    }
     assert reject_reason(clip(**unmeasured), FilterConfig()) is None
 
 
@@ -68,7 +99,9 @@ def _textured(seed: int) -> np.ndarray:
 
 def test_near_duplicates_survive_noise_and_keep_the_larger_clip() -> None:
     a, c = _textured(0), _textured(1)
-    noisy = np.clip(a.astype(int) + np.random.default_rng(2).integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+    noisy = np.clip(a.astype(int) + np.random.default_rng(2).integers(-8, 9, a.shape), 0, 255).astype(
+        np.uint8
+    )
     frames = {"orig": np.stack([a] * 4), "noisy": np.stack([noisy] * 4), "other": np.stack([c] * 4)}
     rows = [
         clip(clip_id="orig", width=640, height=360, phash=clip_phash(frames["orig"]), content_hash="h1"),
@@ -85,3 +118,18 @@ def test_near_duplicates_survive_noise_and_keep_the_larger_clip() -> None:
 def test_dedup_ignores_clips_rejected_for_another_reason() -> None:
     rows = [clip(clip_id="a", blur=1.0, width=1280, height=720), clip(clip_id="b")]
     assert [r["clip_id"] for r in dedup_candidates(rows, FilterConfig())] == ["b"]
+
+
+def test_semantic_dedup_uses_stored_embeddings() -> None:
+    from pipelines.dedup import decode_embedding, encode_embedding
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=768)
+    near, far = base + 0.05 * rng.normal(size=768), rng.normal(size=768)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    stored = {k: encode_embedding(unit(v)) for k, v in {"a": base, "b": near, "c": far}.items()}
+    emb = {k: decode_embedding(t) for k, t in stored.items()}
+    assert abs(float(emb["a"] @ unit(base)) - 1) < 1e-3
+    rows = [clip(clip_id=k, end_frame=75 - i) for i, k in enumerate("abc")]  # no hashes: embeddings only
+    assert find_duplicates(rows, 10, emb, min_cosine=0.97) == {"b": "a"}
+    assert find_duplicates(rows, 10, None) == {}

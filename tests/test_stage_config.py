@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 
 from pipelines.config import CurateConfig
+from pipelines.stages.aesthetic_scorer import AestheticScorer
 from pipelines.stages.decode_stage import Decode
 from pipelines.stages.extract import ClipExtract
 from pipelines.stages.ingest import Probe
-from pipelines.stages.aesthetic_scorer import AestheticScorer
 from pipelines.stages.motion_scorer import MotionScorer
 from pipelines.stages.quality_scorer import QualityScorer
 from pipelines.stages.shot_split import ShotSplit

@@ -22,7 +22,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from vidloom.bench_curate import decode_only, make_inputs, rates, run_once
 from vidloom.bench_split import cpu_s, loadavg, machine_info, n_cores, print_rows
@@ -49,8 +48,12 @@ def time_scorers(out: str, cores: int) -> tuple[int, dict[str, dict[str, float]]
         for t in fresh:
             scorer.process(t)
         wall, cpu = time.perf_counter() - w, cpu_s() - c
-        results[scorer.name] = {"setup_s": round(setup_s, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
-                                "clips_per_s": round(len(tasks) / wall, 2) if wall > 0 else None}
+        results[scorer.name] = {
+            "setup_s": round(setup_s, 3),
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "clips_per_s": round(len(tasks) / wall, 2) if wall > 0 else None,
+        }
     return len(tasks), results
 
 
@@ -71,26 +74,57 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run["out"], ignore_errors=True)
     steps = run["steps"]
     stage_wall = steps["score"]["wall_s"] + steps["filter"]["wall_s"]
-    base, this = rates(video_s, dec["wall_s"], dec["cpu_s"], cores), rates(video_s, run["wall_s"], run["cpu_s"], cores)
-    r = {"machine": {**info, "cores": cores, "loadavg_end": loadavg()},
-         "video": {"seconds": round(video_s, 2), "frames": frames, "clips": n_clips},
-         "scorers": scorers,
-         "filter_stage": {"wall_s": round(stage_wall, 3), "clips_per_s": round(n_clips / stage_wall, 2)},
-         "run": {"steps": {k: round(v["wall_s"], 3) for k, v in steps.items()}, "wall_s": round(run["wall_s"], 2),
-                 "catalog": run["catalog"]},
-         "decode_only": base, "curate": this,
-         "vs_decode_only": round(this["video_h_per_core_h"] / base["video_h_per_core_h"], 4)}
-    print(f"\nvidloom bench filters: {len(paths)} files, {video_s:.1f} s of video, {n_clips} clips; {cores} cores, "
-          f"load average {info['loadavg_1_5_15']} at start, {r['machine']['loadavg_end']} at end")
-    rows = [[name, f"{s['clips_per_s']}", f"{s['wall_s']:.2f}", f"{s['setup_s']:.2f}",
-             f"{s['wall_s'] / run['wall_s']:.1%}"] for name, s in scorers.items()]
-    rows.append(["filter stage (score + filter steps)", f"{r['filter_stage']['clips_per_s']}", f"{stage_wall:.2f}",
-                 "-", f"{stage_wall / run['wall_s']:.1%}"])
+    base, this = (
+        rates(video_s, dec["wall_s"], dec["cpu_s"], cores),
+        rates(video_s, run["wall_s"], run["cpu_s"], cores),
+    )
+    r = {
+        "machine": {**info, "cores": cores, "loadavg_end": loadavg()},
+        "video": {"seconds": round(video_s, 2), "frames": frames, "clips": n_clips},
+        "scorers": scorers,
+        "filter_stage": {"wall_s": round(stage_wall, 3), "clips_per_s": round(n_clips / stage_wall, 2)},
+        "run": {
+            "steps": {k: round(v["wall_s"], 3) for k, v in steps.items()},
+            "wall_s": round(run["wall_s"], 2),
+            "catalog": run["catalog"],
+        },
+        "decode_only": base,
+        "curate": this,
+        "vs_decode_only": round(this["video_h_per_core_h"] / base["video_h_per_core_h"], 4),
+    }
+    print(
+        f"\nvidloom bench filters: {len(paths)} files, {video_s:.1f} s of video, {n_clips} clips; "
+        f"{cores} cores, "
+        f"load average {info['loadavg_1_5_15']} at start, {r['machine']['loadavg_end']} at end"
+    )
+    rows = [
+        [
+            name,
+            f"{s['clips_per_s']}",
+            f"{s['wall_s']:.2f}",
+            f"{s['setup_s']:.2f}",
+            f"{s['wall_s'] / run['wall_s']:.1%}",
+        ]
+        for name, s in scorers.items()
+    ]
+    rows.append(
+        [
+            "filter stage (score + filter steps)",
+            f"{r['filter_stage']['clips_per_s']}",
+            f"{stage_wall:.2f}",
+            "-",
+            f"{stage_wall / run['wall_s']:.1%}",
+        ]
+    )
     print_rows(["scorer", "clips/s", "wall s", "setup s", "share of curate wall"], rows)
-    print_rows(["curate step", "wall s", "share"],
-               [[k, f"{v['wall_s']:.2f}", f"{v['wall_s'] / run['wall_s']:.1%}"] for k, v in steps.items()])
-    print(f"\ncurate (sequential) {run['wall_s']:.1f} s vs decode-only {dec['wall_s']:.1f} s: "
-          f"{r['vs_decode_only']:.3f}x decode-only throughput (target >= 0.3x); catalog {run['catalog']}")
+    print_rows(
+        ["curate step", "wall s", "share"],
+        [[k, f"{v['wall_s']:.2f}", f"{v['wall_s'] / run['wall_s']:.1%}"] for k, v in steps.items()],
+    )
+    print(
+        f"\ncurate (sequential) {run['wall_s']:.1f} s vs decode-only {dec['wall_s']:.1f} s: "
+        f"{r['vs_decode_only']:.3f}x decode-only throughput (target >= 0.3x); catalog {run['catalog']}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1, default=str))
         print(f"wrote {args.json}")

@@ -14,7 +14,7 @@ from typing import Any
 
 EXAMPLE_QUERIES = [
     "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
-    "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' ORDER BY motion DESC LIMIT 5",
+    "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' LIMIT 5",
     "SELECT clip_id, ocr_text, text_area, text_stable FROM clips WHERE text_area > 0",
     "SELECT clip_id, dup_of FROM clips WHERE dup_of IS NOT NULL",
     "SELECT status, count(*) FROM videos GROUP BY status",

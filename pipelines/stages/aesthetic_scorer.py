@@ -21,6 +21,7 @@ from pipelines.aesthetic import (
     score_frames,
 )
 from pipelines.clip_frames import clip_sparse
+from pipelines.dedup import encode_embedding
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -34,7 +35,7 @@ class AestheticScorer(Stage[ClipTask, ClipTask]):
     version: ClassVar[int] = 1
     # One ViT-L/14 per actor (~1.7 GB of fp32 weights); torch uses the actor's cores.
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
-    columns: ClassVar[tuple[str, ...]] = ("aesthetic",)
+    columns: ClassVar[tuple[str, ...]] = ("aesthetic", "embedding")
 
     clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
     mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
@@ -58,6 +59,7 @@ class AestheticScorer(Stage[ClipTask, ClipTask]):
         frames, _ = clip_sparse(task)
         if len(frames) == 0:
             return task
-        score, _embedding = score_frames(frames[keyframe_indices(len(frames))], self._encoder, self._head)
+        score, embedding = score_frames(frames[keyframe_indices(len(frames))], self._encoder, self._head)
         task.clip.scores.aesthetic = round(score, 4)
+        task.clip.scores.embedding = encode_embedding(embedding)  # for semantic dedup
         return task

@@ -114,7 +114,8 @@ def test_manifest_catalog_and_files_agree(
     fields = ("shard", "bucket", "n_samples", "bytes", "sha256")
     listed = [tuple(e[f] for f in fields) for e in shard_manifest["shards"]]
     # the catalog names a shard by its path under the output root
-    assert [("shards/" + e[0], *e[1:]) for e in listed] == [tuple(r[f] for f in fields) for r in curated["shard_rows"]]
+    in_catalog = [tuple(r[f] for f in fields) for r in curated["shard_rows"]]
+    assert [("shards/" + e[0], *e[1:]) for e in listed] == in_catalog
     assert {r["dataset"] for r in curated["shard_rows"]} == {shard_manifest["dataset_hash"]}
     on_disk = sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*") if p.is_file())
     assert on_disk == sorted([e[0] for e in listed] + ["manifest.json"])  # no stale or temp files
@@ -194,11 +195,13 @@ def test_each_planted_defect_is_caught_with_its_reason(curated: dict[str, Any]) 
         if meta["kind"] in ("corrupt", "duplicate"):  # no clips of their own (files rows, tested above)
             continue
         for seg in meta["segments"]:
-            inside = [c for c in by_file[name] if seg["start"] <= c["start_frame"] < c["end_frame"] <= seg["end"]]
+            inside = [c for c in by_file[name]
+                      if seg["start"] <= c["start_frame"] < c["end_frame"] <= seg["end"]]
             assert inside, (name, seg)
             for c in inside:
                 got = "kept" if c["status"] == "kept" else c["reject_reason"]
-                assert got == seg["expect"], (name, seg, {k: c[k] for k in ("blur", "luma", "motion", "text_area")})
+                scores = {k: c[k] for k in ("blur", "luma", "motion", "text_area")}
+                assert got == seg["expect"], (name, seg, scores)
                 seen[got] = seen.get(got, 0) + 1
     planted = {"blurry", "dark", "letterbox", "frozen", "black", "static", "text", "duplicate",
                "low_resolution", "bad_aspect", "too_short", "overexposed", "kept"}

@@ -21,13 +21,17 @@ SUBSET = ("demo_defects_640x360.mp4", "demo_cuts_640x360.mp4", "demo_text_en_640
 
 
 def vidloom(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vidloom.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vidloom.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,21 @@ def test_rescore_changes_decisions_without_decoding(curated: Path, tmp_path: Pat
     try:
         before = counts(out)
         threshold = (kept_blur[0] + kept_blur[1]) / 2  # above the two least sharp kept clips' blur
-        res = vidloom("curate", *map(str, sources), "--out", str(out), "--preset", "tiny", "--no-prefect",
-                      "--runner", "sequential", "--quiet", "--rescore", "--set", f"filters.min_blur={threshold}")
+        res = vidloom(
+            "curate",
+            *map(str, sources),
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--no-prefect",
+            "--runner",
+            "sequential",
+            "--quiet",
+            "--rescore",
+            "--set",
+            f"filters.min_blur={threshold}",
+        )
         assert res.returncode == 0, res.stderr
         after = counts(out)
     finally:
@@ -103,8 +120,9 @@ def test_export_where_writes_exactly_the_selection(curated: Path, tmp_path: Path
         rows = cat.dicts("SELECT * FROM shards WHERE export_root = ?", [str(a.resolve())])
         assert {r["dataset"] for r in rows} == {manifest["dataset_hash"]}
         assert sum(r["n_samples"] for r in rows) == len(want)
-        assert not cat.query("SELECT count(*) FROM clips WHERE clip_id IN (SELECT unnest(?)) AND path IS NULL",
-                             [sorted(uncut)])[1][0][0]
+        assert not cat.query(
+            "SELECT count(*) FROM clips WHERE clip_id IN (SELECT unnest(?)) AND path IS NULL", [sorted(uncut)]
+        )[1][0][0]
 
 
 def test_export_resumes_after_a_kill(curated: Path, tmp_path: Path) -> None:
@@ -113,7 +131,9 @@ def test_export_resumes_after_a_kill(curated: Path, tmp_path: Path) -> None:
     shutil.copytree(curated, out)
     db = out / "catalog.duckdb"
     ref, target = tmp_path / "ref", tmp_path / "target"
-    assert vidloom("export", str(db), "--out", str(ref), "--set", "shards.target_bytes=300000").returncode == 0
+    assert (
+        vidloom("export", str(db), "--out", str(ref), "--set", "shards.target_bytes=300000").returncode == 0
+    )
     shutil.copytree(ref, target)
     (target / "manifest.json").unlink()
     tars = sorted(target.rglob("*.tar"))
@@ -126,9 +146,13 @@ def test_export_resumes_after_a_kill(curated: Path, tmp_path: Path) -> None:
 
 
 def test_bad_where_is_a_clear_error(curated: Path) -> None:
-    res = vidloom("export", str(curated / "catalog.duckdb"), "--where", "no_such_column > 1", "--out", "/tmp/x")
+    res = vidloom(
+        "export", str(curated / "catalog.duckdb"), "--where", "no_such_column > 1", "--out", "/tmp/x"
+    )
     assert res.returncode != 0 and "no_such_column" in res.stderr
-    res = vidloom("export", str(curated / "catalog.duckdb"), "--where", "1=1; DROP TABLE clips", "--out", "/tmp/x")
+    res = vidloom(
+        "export", str(curated / "catalog.duckdb"), "--where", "1=1; DROP TABLE clips", "--out", "/tmp/x"
+    )
     assert res.returncode != 0
     with Catalog(curated / "catalog.duckdb", read_only=True) as cat:
         assert cat.query("SELECT count(*) FROM clips")[1][0][0] > 0
@@ -141,7 +165,9 @@ def test_report_funnel_matches_the_catalog(curated: Path, tmp_path: Path) -> Non
     text = html.read_text()
     with Catalog(curated / "catalog.duckdb", read_only=True) as cat:
         kept = cat.query("SELECT count(*) FROM clips WHERE status = 'kept'")[1][0][0]
-        reasons = cat.query("SELECT reject_reason, count(*) FROM clips WHERE status = 'rejected' GROUP BY 1")[1]
+        reasons = cat.query("SELECT reject_reason, count(*) FROM clips WHERE status = 'rejected' GROUP BY 1")[
+            1
+        ]
     assert f'data-count="clips_kept">{kept}<' in text
     for reason, n in reasons:
         assert f'data-count="rejected:{reason}">{n}<' in text
