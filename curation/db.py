@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS clips (
     start_frame BIGINT, end_frame BIGINT, start_s DOUBLE, end_s DOUBLE,
     width INTEGER, height INTEGER, fps DOUBLE, path VARCHAR, status VARCHAR, reject_reason VARCHAR,
     codec VARCHAR, extract_mode VARCHAR, n_frames BIGINT, bytes BIGINT, split_hash VARCHAR,
-    score_error VARCHAR, extract_error VARCHAR,
+    score_error VARCHAR, extract_error VARCHAR, caption_error VARCHAR, caption_failed VARCHAR,
     blur DOUBLE, luma DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
     crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
     camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN,
@@ -49,8 +50,8 @@ CREATE TABLE IF NOT EXISTS clips (
 );
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, prompt_sha VARCHAR,
-    backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON,
-    created_at TIMESTAMP DEFAULT current_timestamp,
+    backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON, revision VARCHAR, params JSON,
+    prompt_tokens INTEGER, created_at TIMESTAMP DEFAULT current_timestamp,
     PRIMARY KEY (clip_id, lang, kind)
 );
 CREATE TABLE IF NOT EXISTS shards (
@@ -68,8 +69,8 @@ CREATE TABLE IF NOT EXISTS stage_done (
 );
 """
 
-_COLUMN_TYPES = {f.name: {"float": "DOUBLE", "int": "INTEGER", "bool": "BOOLEAN"}.get(
-    str(f.type).split(" ")[0], "VARCHAR") for f in dataclasses.fields(schema.ClipScores)}
+# column -> DuckDB type, as the DDL declares it (for adding columns to an older catalog)
+_COLUMN_TYPES = dict(re.findall(r"(\w+) (VARCHAR|JSON|DOUBLE|BIGINT|INTEGER|BOOLEAN|TIMESTAMP)\b", DDL))
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
@@ -101,10 +102,9 @@ class Catalog:
             have = {r[0] for r in self.con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
             ).fetchall()}
-            types = dict(_COLUMN_TYPES)
             for c in cols:
                 if c not in have:
-                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {types.get(c, 'VARCHAR')}")
+                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {_COLUMN_TYPES.get(c, 'VARCHAR')}")
 
     def __enter__(self) -> Catalog:
         return self

@@ -170,6 +170,8 @@ class Clip:
     split_hash: str = ""
     score_error: str | None = None  # a scorer failed on this clip (retried by the next run)
     extract_error: str | None = None  # the clip could not be cut from its source
+    caption_error: str | None = None  # captioning failed (after retries); the run went on
+    caption_failed: str | None = None  # failed caption checks, comma-separated ('' = all passed)
     scores: ClipScores = field(default_factory=ClipScores)
 
     @property
@@ -179,6 +181,9 @@ class Clip:
 
 @dataclass(slots=True)
 class Caption:
+    """One caption of a clip, with its provenance: which backend and model wrote it, from which
+    prompt (sha256 of the prompt file), with which sampling params, and how the checks went."""
+
     clip_id: str
     lang: Literal["en", "zh"]
     text: str
@@ -186,9 +191,12 @@ class Caption:
     model: str = ""
     prompt_sha: str = ""
     backend: str = ""
-    tokens: int = 0
+    tokens: int = 0  # completion tokens
     finish_reason: str = ""
-    checks: str = "{}"
+    checks: str = "{}"  # JSON: check name -> {"ok": bool, ...}
+    revision: str = ""  # the model revision, when known
+    params: str = "{}"  # JSON: the sampling params sent
+    prompt_tokens: int = 0
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The curation flow: ingest -> split+score -> filter -> export, one Prefect task per coarse step.
+"""The curation flow: ingest -> split+score -> filter -> caption -> export, one Prefect task per coarse step.
 
 Prefect holds parameters, retries, schedules and run history; Ray Data runs the
 items inside each step (pipelines/runner.py). Each task is idempotent (the steps
@@ -26,7 +26,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest",),
     "split-score": ("split", "clips", "score"),
     "filter": ("filter",),
-    "export": ("extract", "export"),
+    "caption": ("extract", "caption"),
+    "export": ("export",),
 }
 
 

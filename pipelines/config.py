@@ -167,6 +167,43 @@ class FilterConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Dense bilingual captions (captioner/). Backends:
+        signals  deterministic zh + en captions from the measured signals (CPU; the default)
+        openai   any OpenAI-compatible endpoint: ``base_url`` + the key in env ``api_key_env``
+        vllm     a server started by ``vidloom caption-server`` (``base_url`` defaults to it)
+    zh_mode: 'translate' (the English caption refined into Chinese by a text LLM at
+        ``zh_base_url``/``zh_model``, or the same server) or 'direct' (asked in Chinese).
+    reject_failed_checks: caption checks whose failure rejects the clip (reason
+        'caption_check'), e.g. ['lang', 'numbers']; failed checks are recorded in
+        ``captions.checks`` and ``clips.caption_failed`` either way.
+    """
+
+    backend: str = "signals"
+    base_url: str | None = None
+    model: str = "tarsier2-7b"  # the served model name
+    model_revision: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    zh_mode: str = "translate"
+    zh_base_url: str | None = None
+    zh_model: str | None = None
+    short: bool = True  # also a short motion-only caption (image-to-video)
+    n_frames: int = 16
+    max_pixels: int = 460_800
+    send_as: str = "images"  # 'images' (JPEG data URIs) | 'video' (the clip as an mp4 data URI)
+    prompts_dir: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+    concurrency: int = 8
+    batch_size: int = 32
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    reject_failed_checks: tuple[str, ...] = ()
+    require_caption: bool = False  # a clip whose captioning failed is rejected ('caption_error')
+
+
+@dataclass
 class ShardConfig:
     target_bytes: int = 1_000_000_000
     with_first_frame: bool = True  # 'jpg' field for image-to-video
@@ -189,6 +226,7 @@ class CurateConfig:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     scores: ScoreConfig = field(default_factory=ScoreConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 

@@ -1,4 +1,4 @@
-"""The curation steps: ingest -> split -> clips -> score -> filter -> extract -> export.
+"""The curation steps: ingest -> split -> clips -> score -> filter -> extract -> caption -> export.
 
 Each step is resumable and idempotent.
 
@@ -240,6 +240,17 @@ def extract(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> di
     return run_extract(tasks, paths.root, cfg, runner, cat)
 
 
+def caption(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
+    """Caption the kept clips, then re-decide (caption rules, when configured, reject)."""
+    from pipelines.caption_step import caption as run_caption
+    from pipelines.score_step import clip_tasks_from_catalog, decide
+
+    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), f"c.{KEPT}")
+    counts = run_caption(paths.root, tasks, cfg, runner, cat)
+    counts["decide"] = decide(cat, cfg, split_hash(cfg))
+    return counts
+
+
 def export(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
     """Write the kept clips of the current split params as bucketed shards under ``<out>/shards``."""
     from pipelines.export_step import export as run_export
@@ -251,7 +262,7 @@ def export(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dic
 
 
 # --- driver -------------------------------------------------------------------
-STEPS = ("ingest", "split", "clips", "score", "filter", "extract", "export")
+STEPS = ("ingest", "split", "clips", "score", "filter", "extract", "caption", "export")
 RESCORE_STEPS = ("filter",)
 
 
@@ -284,6 +295,8 @@ def run_step_by_name(
             return filter_clips(paths, cfg, cat)
         if step == "extract":
             return extract(paths, cfg, runner, cat)
+        if step == "caption":
+            return caption(paths, cfg, runner, cat)
         if step == "export":
             return export(paths, cfg, runner, cat)
     raise ValueError(f"unknown step {step!r}; steps are {STEPS}")

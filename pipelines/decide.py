@@ -12,6 +12,8 @@ video. The rules run in a fixed order and the first failing one is the clip's
     low_aesthetic                                        aesthetic (only when measured)
     duplicate                                            dedup (``dup_of`` is set)
     extract_error                                        the clip could not be cut
+    caption_error, caption_check                         captioning failed / a check the config
+                                                         rejects on failed (both off by default)
 
 A score that was not measured (None) never rejects: a disabled scorer is not a failed clip.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipelines.config import FilterConfig
+from pipelines.config import CaptionConfig, FilterConfig
 
 Row = Mapping[str, Any]
 
@@ -38,8 +40,15 @@ def _duration(r: Row) -> float:
     return float(r["end_s"]) - float(r["start_s"])
 
 
-def rules(f: FilterConfig) -> list[tuple[str, Callable[[Row], bool]]]:
-    """(reason, fails) in decision order."""
+def _failed(r: Row) -> set[str]:
+    """The clip's failed caption checks, by name and by family ('lang_en' is also 'lang')."""
+    names = {n for n in (r.get("caption_failed") or "").split(",") if n}
+    return names | {n.split("_")[0] for n in names}
+
+
+def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Callable[[Row], bool]]]:
+    """(reason, fails) in decision order. ``c``: the caption rules' settings (default: off)."""
+    c = c or CaptionConfig()
     eps = 1e-6
     return [
         ("too_short", lambda r: _duration(r) < f.min_duration_s - eps),
@@ -61,6 +70,8 @@ def rules(f: FilterConfig) -> list[tuple[str, Callable[[Row], bool]]]:
         ("low_aesthetic", _below("aesthetic", f.min_aesthetic)),
         ("duplicate", lambda r: f.dedup and r.get("dup_of") is not None),
         ("extract_error", lambda r: r.get("extract_error") is not None),
+        ("caption_error", lambda r: c.require_caption and r.get("caption_error") is not None),
+        ("caption_check", lambda r: bool(set(c.reject_failed_checks) & _failed(r))),
     ]
 
 
@@ -98,5 +109,6 @@ def reject_reason(
 def dedup_candidates(rows: list[dict[str, Any]], f: FilterConfig) -> list[dict[str, Any]]:
     """The clips that take part in dedup: those no rule before 'duplicate' rejects (a duplicate
     of a clip that is rejected anyway must not lose its place to it)."""
-    before = [r for r in rules(f) if r[0] not in ("duplicate", "extract_error")]
+    after = ("duplicate", "extract_error", "caption_error", "caption_check")
+    before = [r for r in rules(f) if r[0] not in after]
     return [r for r in rows if reject_reason(r, f, before) is None]

@@ -21,6 +21,7 @@ and call ``setup()`` lazily, once per worker process.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import pickle
@@ -67,6 +68,37 @@ def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
     return out if isinstance(out, list) else [out]
 
 
+def apply_batch(stage: Stage[Any, Any], tasks: list[Any]) -> list[Any]:
+    """Run one stage on a batch: ``process_batch`` when the stage defines one (I/O stages that
+    overlap requests), else ``apply_stage`` per task. Errored tasks pass through untouched; if
+    ``process_batch`` raises, every task of the batch records the error."""
+    if type(stage).process_batch is Stage.process_batch:
+        return [out for task in tasks for out in apply_stage(stage, task)]
+    todo = [t for t in tasks if not getattr(t, "error", None)]
+    done = [t for t in tasks if getattr(t, "error", None)]
+    if not todo:
+        return done
+    try:
+        return done + list(stage.process_batch(todo))
+    except Exception as e:
+        log.warning("%s failed on a batch of %d", stage.name, len(todo), exc_info=True)
+        for t in todo:
+            t.error = f"{stage.name}: {type(e).__name__}: {e}"
+        return done + todo
+
+
+def _batched(stage: Stage[Any, Any], tasks: Iterator[Any], bar: tqdm) -> Iterator[Any]:
+    """A lazy stream through one stage, ``stage.batch_size`` tasks at a time."""
+    size = max(1, stage.batch_size)
+    while True:
+        chunk = list(itertools.islice(tasks, size))
+        if not chunk:
+            return
+        outs = apply_batch(stage, chunk)
+        bar.update(len(chunk))
+        yield from outs
+
+
 class SequentialRunner:
     """Runs every stage in this process, depth-first; used by tests and small jobs."""
 
@@ -80,20 +112,15 @@ class SequentialRunner:
             for i, s in enumerate(stages)
         ]
         try:
-            for task in tasks:
-                yield from self._push(stages, bars, 0, task)
+            # A chain of lazy generators: with batch_size 1 each task goes depth-first through
+            # every stage before the next one is read.
+            stream: Iterator[Any] = iter(tasks)
+            for stage, bar in zip(stages, bars, strict=True):
+                stream = _batched(stage, stream, bar)
+            yield from stream
         finally:
             for bar in bars:
                 bar.close()
-
-    def _push(self, stages: list[Stage[Any, Any]], bars: list[tqdm], i: int, task: Any) -> Iterator[Any]:
-        if i == len(stages):
-            yield task
-            return
-        outs = apply_stage(stages[i], task)
-        bars[i].update(1)
-        for out in outs:
-            yield from self._push(stages, bars, i + 1, out)
 
     def shutdown(self) -> None:
         pass
@@ -101,7 +128,7 @@ class SequentialRunner:
 
 def _process_table(stage: Stage[Any, Any], batch: pa.Table) -> pa.Table:
     tasks = [pickle.loads(blob) for blob in batch.column("task").to_pylist()]
-    outs = [out for task in tasks for out in apply_stage(stage, task)]
+    outs = apply_batch(stage, tasks)
     return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary())})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from curation import schema
 from curation.db import Catalog
 from pipelines.config import CurateConfig
-from pipelines.decide import dedup_candidates, reject_reason
+from pipelines.decide import dedup_candidates, reject_reason, rules
 from pipelines.dedup import decode_embedding, find_duplicates
 from pipelines.journal import StepJournal, done_rows, run_step
 from pipelines.runner import Runner
@@ -136,6 +136,7 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
         if f.dedup
         else {}
     )
+    checks = rules(f, cfg.caption)
     before = {r["clip_id"]: (r["status"], r["reject_reason"]) for r in rows}
     updates = []
     for r in rows:
@@ -143,7 +144,7 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
         if r.get("score_error"):
             reason: str | None = "score_error"
         else:
-            reason = reject_reason(r, f)
+            reason = reject_reason(r, f, checks)
         updates.append(
             {
                 "clip_id": r["clip_id"],

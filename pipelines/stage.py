@@ -57,6 +57,14 @@ class Stage(ABC, Generic[In, Out]):
     def process(self, task: In) -> Out | list[Out] | None:
         """Do the work on one task."""
 
+    def process_batch(self, tasks: list[In]) -> list[Out]:
+        """Optional: process ``batch_size`` tasks together (an I/O stage overlapping requests).
+
+        Only tasks without ``error`` arrive; return every task (errors recorded on them).
+        The runners call ``process()`` per task unless a subclass overrides this.
+        """
+        raise NotImplementedError
+
     @classmethod
     def from_config(cls, section: Any, **extra: Any) -> Any:
         """Build the stage from a config section: every field the two share, plus ``extra``

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from curation.schema import Clip, Shot, Video
+from curation.schema import Caption, Clip, Shot, Video
 
 
 @dataclass(slots=True)
@@ -44,6 +44,8 @@ class ClipTask:
     frames_dir: str | None = None  # the source video's FrameSet dir, for frame-level scorers
     error: str | None = None
     todo: tuple[str, ...] | None = None  # scorer names still to run on this clip; None = all
+    captions: list[Caption] = field(default_factory=list)
+    caption_frames: list[bytes] | None = None  # JPEG frames sampled from the clip for the captioner
 
     def wants(self, scorer: str) -> bool:
         """Whether ``scorer`` should run on this task (no error, and not already done)."""

@@ -87,7 +87,7 @@ def test_a_threshold_change_moves_the_decision() -> None:
     assert reject_reason(row, FilterConfig(min_blur=60.0)) == "blurry"
     assert reject_reason(clip(dup_of="x"), FilterConfig(dedup=False)) is None
     assert set(thresholds(FilterConfig())) <= set(clip()) | {"aesthetic"}
-    assert REASONS[0] == "too_short" and REASONS[-1] == "extract_error"
+    assert REASONS[0] == "too_short" and REASONS[-1] == "caption_check"
 
 
 def _textured(seed: int) -> np.ndarray:
@@ -133,3 +133,15 @@ def test_semantic_dedup_uses_stored_embeddings() -> None:
     rows = [clip(clip_id=k, end_frame=75 - i) for i, k in enumerate("abc")]  # no hashes: embeddings only
     assert find_duplicates(rows, 10, emb, min_cosine=0.97) == {"b": "a"}
     assert find_duplicates(rows, 10, None) == {}
+
+
+def test_caption_rules_are_off_unless_configured() -> None:
+    from pipelines.config import CaptionConfig
+    from pipelines.decide import rules
+
+    row = clip(caption_error="timeout after 4 retries", caption_failed="lang_zh,numbers")
+    assert reject_reason(row, FilterConfig()) is None  # recorded, not rejected, by default
+    f = FilterConfig()
+    assert reject_reason(row, f, rules(f, CaptionConfig(require_caption=True))) == "caption_error"
+    assert reject_reason(row, f, rules(f, CaptionConfig(reject_failed_checks=("lang",)))) == "caption_check"
+    assert reject_reason(row, f, rules(f, CaptionConfig(reject_failed_checks=("colours",)))) is None

@@ -1,4 +1,4 @@
-"""The ``vidloom`` command line: curate, export, query, report, deploy, bench, samples.
+"""The ``vidloom`` command line: curate, export, query, report, caption-server, deploy, bench, samples.
 
 Flags are few; everything else is configuration (``--config FILE`` and
 ``--set section.key=value``, see pipelines/config.py).
@@ -184,9 +184,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vidloom.bench_split import main as bench_main
     elif args.what == "filters":
         from vidloom.bench_filters import main as bench_main
+    elif args.what == "caption":
+        from vidloom.bench_caption import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
+
+
+def cmd_caption_server(args: argparse.Namespace) -> int:
+    from captioner.server import main as server_main
+
+    return server_main(args.rest)
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
@@ -239,10 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
-    b = sub.add_parser("bench", help="benchmarks: split | curate | filters (see --help of each)")
-    b.add_argument("what", choices=["split", "curate", "filters"])
+    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption (see --help of each)")
+    b.add_argument("what", choices=["split", "curate", "filters", "caption"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
+
+    cs = sub.add_parser("caption-server", help="launch vLLM's OpenAI server with a video LLM (GPU), or "
+                        "`caption-server convert SRC DST` a Tarsier2 checkpoint to Qwen2-VL", add_help=False)
+    cs.add_argument("rest", nargs=argparse.REMAINDER)
+    cs.set_defaults(fn=cmd_caption_server)
 
     s = sub.add_parser("samples", help="generate sample videos: demo | bad | suite")
     s.add_argument("kind", choices=["demo", "bad", "suite"])

@@ -1,0 +1,51 @@
+"""The caption step: dense zh + en captions for every kept clip (after extraction).
+
+Each clip is keyed by (clip, 'caption', version, params hash of the backend, model, prompt
+shas and sampling params): a rerun skips captioned clips, a new model or prompt re-captions.
+A clip whose captioning failed records ``clips.caption_error`` and is retried by the next run;
+``clips.caption_failed`` lists its failed checks. The decision is then re-run, so the caption
+rules of the config (off by default) take effect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curation import schema
+from curation.db import Catalog
+from pipelines.config import CurateConfig
+from pipelines.journal import StepJournal, run_step
+from pipelines.runner import Runner
+from pipelines.tasks import ClipTask
+
+
+def caption(
+    root: Path, tasks: list[ClipTask], cfg: CurateConfig, runner: Runner, cat: Catalog
+) -> dict[str, Any]:
+    from captioner.captions import failed_names
+    from pipelines.stages.caption import CaptionStage
+
+    stage = CaptionStage.from_config(cfg.caption, root=str(root))
+
+    def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
+        row = {
+            "clip_id": t.clip.clip_id,
+            "caption_error": t.error,
+            "caption_failed": failed_names(t.captions),
+        }
+        return {"clips": [row], "captions": [schema.row(c) for c in t.captions]}
+
+    return run_step(
+        cat,
+        StepJournal(root / ".work", "caption"),
+        runner,
+        [stage],
+        tasks,
+        lambda t: t.clip.clip_id,
+        to_tables,
+        ("caption", stage.version, stage.params_hash()),
+        batch_parts=32,
+        retry_errors=True,
+        progress=not cfg.runtime.quiet,
+    )

@@ -1,0 +1,132 @@
+"""Caption stage: dense zh + en captions (and short motion-only ones) for each kept clip.
+
+Backends (``CaptionConfig.backend``):
+    signals  deterministic captions from the measured signals and the decode pass's frames
+             (captioner/signals.py); CPU only, no request, labelled backend='signals'.
+    openai   any OpenAI-compatible chat endpoint.
+    vllm     the server ``vidloom caption-server`` started (OpenAI-compatible as well).
+
+For the VLM backends the stage runs as an actor pool over batches: ``process_batch`` prepares
+each clip's frames in worker threads (the CPU part: decode the extracted clip, sample
+``n_frames``, JPEG) while the async client streams the requests with bounded concurrency (the
+I/O part). A clip whose requests fail after the client's retries gets ``task.error`` (recorded
+as ``clips.caption_error``; the next run retries it) and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pipelines.stage import Resources, Stage
+from pipelines.tasks import ClipTask
+
+BACKENDS = ("signals", "openai", "vllm")
+VLLM_DEFAULT_URL = "http://127.0.0.1:8000/v1"
+
+
+@dataclass
+class CaptionStage(Stage[ClipTask, ClipTask]):
+    name: ClassVar[str] = "caption"
+    version: ClassVar[int] = 1
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+
+    root: str = field(default="", compare=False)  # the output root the clip paths are relative to
+    backend: str = "signals"
+    base_url: str | None = None
+    model: str = "tarsier2-7b"
+    model_revision: str = ""
+    api_key_env: str = field(default="OPENAI_API_KEY", compare=False)
+    zh_mode: str = "translate"
+    zh_base_url: str | None = None
+    zh_model: str | None = None
+    short: bool = True
+    n_frames: int = 16
+    max_pixels: int = 460_800
+    send_as: str = "images"
+    prompts_dir: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 0
+    concurrency: int = field(default=8, compare=False)
+    batch_size: int = field(default=32, compare=False)  # type: ignore[misc]
+    timeout_s: float = field(default=120.0, compare=False)
+    max_retries: int = field(default=4, compare=False)
+    _prompts: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"caption.backend {self.backend!r}: choose one of {BACKENDS}")
+        if self.backend == "signals":
+            self.batch_size = 1
+        if self.zh_mode not in ("translate", "direct"):
+            raise ValueError(f"caption.zh_mode {self.zh_mode!r}: choose 'translate' or 'direct'")
+
+    def params(self) -> dict[str, Any]:
+        """What decides the captions: for signals only the backend (and its code version)."""
+        p = super().params()
+        if self.backend == "signals":
+            return {"backend": "signals"}
+        p["prompt_shas"] = {k: v.sha256 for k, v in sorted(self.prompts().items())}
+        return p
+
+    def prompts(self) -> dict[str, Any]:
+        from captioner.prompts import load_prompt
+
+        if not self._prompts:
+            names = ["dense_en", "dense_zh", "translate_zh", "short_en", "short_zh"]
+            self._prompts = {n: load_prompt(n, self.prompts_dir) for n in names}
+        return self._prompts
+
+    def setup(self) -> None:
+        if self.backend != "signals":
+            self.prompts()
+            if self.backend == "openai" and not self.base_url:
+                raise ValueError("caption.backend 'openai' needs caption.base_url")
+
+    # --- signals -------------------------------------------------------------
+    def process(self, task: ClipTask) -> ClipTask:
+        if self.backend != "signals":
+            return self.process_batch([task])[0]
+        from captioner.captions import signals_captions
+
+        task.captions = signals_captions(task)
+        return task
+
+    # --- VLM backends -------------------------------------------------------------
+    def process_batch(self, tasks: list[ClipTask]) -> list[ClipTask]:
+        if self.backend == "signals":
+            return [self.process(t) for t in tasks]
+        return asyncio.run(self._caption_batch(tasks))
+
+    async def _caption_batch(self, tasks: list[ClipTask]) -> list[ClipTask]:
+        from captioner.captions import VlmCaptioner
+        from captioner.client import ChatClient
+
+        url = self.base_url or VLLM_DEFAULT_URL
+        key = os.environ.get(self.api_key_env)
+        async with ChatClient(
+            url,
+            api_key=key,
+            concurrency=self.concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        ) as client:
+            zh_client = None
+            if self.zh_base_url and self.zh_base_url != url:
+                zh_client = ChatClient(
+                    self.zh_base_url,
+                    api_key=key,
+                    concurrency=self.concurrency,
+                    timeout_s=self.timeout_s,
+                    max_retries=self.max_retries,
+                )
+            try:
+                cap = VlmCaptioner(self, client, zh_client or client)
+                await asyncio.gather(*(cap.caption(t) for t in tasks))
+            finally:
+                if zh_client is not None:
+                    await zh_client.aclose()
+        return tasks
