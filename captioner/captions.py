@@ -42,12 +42,14 @@ def clip_signals(clip: Clip) -> dict[str, Any]:
     }
 
 
-def pair_checks(en: str, zh: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def pair_checks(en: str, zh: str, kind: str = "dense") -> tuple[dict[str, Any], dict[str, Any]]:
     """(checks of the en caption, checks of the zh caption); the pair checks go on both."""
-    from captioner.validate import check_agreement, check_caption
+    from captioner.validate import DENSE_BOUNDS, SHORT_BOUNDS, check_agreement, check_caption
 
+    bounds = SHORT_BOUNDS if kind == "short" else DENSE_BOUNDS
     agreement = check_agreement(en, zh)
-    return {**check_caption(en, "en"), **agreement}, {**check_caption(zh, "zh"), **agreement}
+    return ({**check_caption(en, "en", *bounds.for_lang("en")), **agreement},
+            {**check_caption(zh, "zh", *bounds.for_lang("zh")), **agreement})
 
 
 def failed_names(captions: list[Caption]) -> str:
@@ -177,12 +179,12 @@ class VlmCaptioner:
             c_en = self._caption(clip, "en", kind, f"{kind}_en", r_en, self.params)
             pair = zh_by_kind.get(kind)
             if pair is None or not pair[0].ok:
-                c_en.checks = json.dumps(pair_checks(c_en.text, "")[0] | {"zh_missing": {"ok": False}})
+                c_en.checks = json.dumps(pair_checks(c_en.text, "", kind)[0] | {"zh_missing": {"ok": False}})
                 task.captions.append(c_en)
                 continue
             r_zh, q_zh = pair
             c_zh = self._caption(clip, "zh", kind, zh_prompt or f"{kind}_zh", r_zh, q_zh.params)
-            en_checks, zh_checks = pair_checks(c_en.text, c_zh.text)
+            en_checks, zh_checks = pair_checks(c_en.text, c_zh.text, kind)
             for c, checks in ((c_en, en_checks), (c_zh, zh_checks)):
                 checks["finish"] = {"ok": c.finish_reason == "stop", "finish_reason": c.finish_reason}
                 c.checks = json.dumps(checks, ensure_ascii=False, sort_keys=True)
