@@ -35,12 +35,12 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
 
     root: str = field(default="", compare=False)  # the output root the clip paths are relative to
     backend: str = "signals"
-    base_url: str | None = None
+    base_url: str | None = field(default=None, compare=False)  # where the model is served, not what it is
     model: str = "tarsier2-7b"
     model_revision: str = ""
     api_key_env: str = field(default="OPENAI_API_KEY", compare=False)
     zh_mode: str = "translate"
-    zh_base_url: str | None = None
+    zh_base_url: str | None = field(default=None, compare=False)
     zh_model: str | None = None
     short: bool = True
     n_frames: int = 16
