@@ -46,7 +46,9 @@ def prepared(demo_samples: tuple[Path, dict[str, Any]], tmp_path_factory: pytest
 
 def kept_ids(out: Path) -> list[str]:
     with Catalog(out / "catalog.duckdb", read_only=True) as cat:
-        return [r[0] for r in cat.query("SELECT clip_id FROM clips WHERE status = 'kept' ORDER BY clip_id")[1]]
+        return [
+            r[0] for r in cat.query("SELECT clip_id FROM clips WHERE status = 'kept' ORDER BY clip_id")[1]
+        ]
 
 
 def outcome(out: Path) -> dict[str, dict[str, Any]]:
@@ -90,7 +92,9 @@ def test_every_clip_ends_captioned_or_with_a_recorded_failure(prepared: Path, tm
         assert ("dense", "en") in r["captions"] or r["caption_error"], cid
     assert "500" in res[ids[0]]["caption_error"] and attempts[f"{ids[0]}:dense_en"] == 2  # 1 + 1 retry
     assert res[ids[1]]["caption_error"] is None and attempts[f"{ids[1]}:dense_en"] == 2
-    assert {("dense", "en"), ("dense", "zh"), ("short", "en"), ("short", "zh")} <= set(res[ids[1]]["captions"])
+    assert {("dense", "en"), ("dense", "zh"), ("short", "en"), ("short", "zh")} <= set(
+        res[ids[1]]["captions"]
+    )
     assert "lang_zh" in res[ids[2]]["caption_failed"].split(",")
     assert "finish_en" in res[ids[3]]["caption_failed"].split(",")
     assert res[ids[3]]["captions"][("dense", "en")]["finish_reason"] == "length"
@@ -124,8 +128,10 @@ def test_signals_captions_are_bilingual_checked_and_deterministic(prepared: Path
         en, zh = r["captions"][("dense", "en")], r["captions"][("dense", "zh")]
         assert en["backend"] == zh["backend"] == "signals"
         assert r["caption_failed"] == "" and r["caption_error"] is None
-        assert (en["text"], zh["text"]) == (b[cid]["captions"][("dense", "en")]["text"],
-                                          b[cid]["captions"][("dense", "zh")]["text"])
+        assert (en["text"], zh["text"]) == (
+            b[cid]["captions"][("dense", "en")]["text"],
+            b[cid]["captions"][("dense", "zh")]["text"],
+        )
     import webdataset as wds
 
     shards = tmp_path / "a" / "shards"
