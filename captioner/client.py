@@ -1,0 +1,337 @@
+"""An async OpenAI-compatible chat-completions client: bounded concurrency, back-pressure, retries.
+
+DESIGN.md (Captioner): "The async OpenAI-compatible client handles batching, back-pressure and
+retries." It speaks ``POST {base_url}/chat/completions`` and ``GET {base_url}/models`` over one
+pooled ``httpx.AsyncClient``; ``base_url`` includes the ``/v1`` (``http://host:8000/v1``), as
+in the OpenAI SDK.
+
+Choices:
+
+- ``complete`` never raises for an HTTP or protocol problem: every outcome is a ``ChatResult``
+  (``ok`` False with a readable ``error``), so one bad clip cannot stop a batch. Programming
+  errors (a body that is not JSON-serialisable) and cancellation still raise.
+- Retries use full-jitter exponential back-off, ``uniform(0, min(max_backoff_s, backoff_s *
+  2**(n - 1)))`` before retry n; a ``Retry-After`` header on a retried status (429, 503...) is
+  honoured instead (capped at ``RETRY_AFTER_CAP_S``). ``max_retries`` counts retries, so at
+  most ``1 + max_retries`` attempts.
+- Transport only. A 200 whose content is empty, or cut by ``finish_reason='length'``, or in the
+  wrong language, is ``ok=True`` with that text and finish reason: judging a caption is the
+  validation layer's job (it records failed checks rather than hiding them).
+- ``stream`` pulls the next request only when a slot is free, so at most ``concurrency``
+  requests (and their frame payloads) exist at once, whatever the input's length.
+
+Retry policy (``complete``):
+
+    outcome                                   retried   error text
+    200 + choices[0].message.content str      no        - (ok=True; content null -> "")
+    200 + invalid JSON / no choices / message yes       "malformed response: ..."
+    429, 408, 5xx                             yes       "http <status>: <server message>"
+    other 4xx (400, 401, 404, 422, ...)       no        "http <status>: <server message>"
+    timeout (connect, read, whole attempt)    yes       "timeout: <exception>"
+    connection error / reset / protocol error yes       "connection: <exception>"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+API_KEY_ENVS = ("VIDLOOM_CAPTION_API_KEY", "OPENAI_API_KEY")  # the first one set wins
+RETRY_AFTER_CAP_S = 60.0
+RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+_END = object()
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion. ``key`` (e.g. ``"<clip_id>/en"``) is sent as the OpenAI ``user``
+    field and returned on the result; ``params`` (model, max_tokens, temperature, top_p, seed,
+    ...) are merged into the JSON body."""
+
+    key: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+
+
+@dataclass
+class ChatResult:
+    """The outcome of one ``ChatRequest``. ``latency_s`` spans every attempt and back-off;
+    ``status`` is the last HTTP status (None when no response came back)."""
+
+    key: str
+    ok: bool
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    model: str | None
+    error: str | None
+    attempts: int
+    latency_s: float
+    status: int | None
+
+
+class _Retry(Exception):
+    """An attempt failed in a way worth retrying."""
+
+    def __init__(self, error: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(error)
+        self.error, self.status, self.retry_after = error, status, retry_after
+
+
+class ChatClient:
+    """Async chat-completions client. Use as ``async with ChatClient(url) as c:``; ``run_sync``
+    serves synchronous callers. ``seed`` seeds the back-off jitter (sampling seeds go in
+    ``ChatRequest.params``). The key comes from ``api_key`` or env ``API_KEY_ENVS``."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 8,
+                 timeout_s: float = 120.0, connect_timeout_s: float = 10.0, max_retries: int = 4,
+                 backoff_s: float = 0.5, max_backoff_s: float = 16.0, seed: int | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or next((os.environ[e] for e in API_KEY_ENVS if os.environ.get(e)), None)
+        self.concurrency, self.timeout_s, self.connect_timeout_s = concurrency, timeout_s, connect_timeout_s
+        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._http: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> ChatClient:
+        self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the client may be opened again (in any event loop)."""
+        if self._http is not None:
+            http, self._http, self._slots = self._http, None, None
+            await http.aclose()
+
+    def _open(self) -> httpx.AsyncClient:
+        if self._http is None:
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self._http = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s),
+                limits=httpx.Limits(max_connections=self.concurrency,
+                                    max_keepalive_connections=self.concurrency),
+            )
+            self._slots = asyncio.Semaphore(self.concurrency)
+        return self._http
+
+    async def models(self) -> list[str]:
+        """The served model ids (``GET /models``). A probe, so unlike ``complete`` it raises
+        ``httpx.HTTPError`` when the endpoint is down or answers an error."""
+        resp = await self._open().get(f"{self.base_url}/models")
+        resp.raise_for_status()
+        return [m["id"] for m in resp.json()["data"]]
+
+    async def complete(self, req: ChatRequest) -> ChatResult:
+        """One request with retries (policy in the module docstring); never raises for HTTP problems."""
+        http = self._open()
+        assert self._slots is not None
+        body = {**req.params, "messages": req.messages, "user": req.key}
+        async with self._slots:
+            t0, attempt, err = time.perf_counter(), 0, _Retry("no attempt made")
+            while True:
+                attempt += 1
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        resp = await http.post(f"{self.base_url}/chat/completions", json=body)
+                    return _parse(req.key, resp, attempt, time.perf_counter() - t0)
+                except _Retry as e:
+                    err = e
+                except (TimeoutError, httpx.TimeoutException) as e:
+                    err = _Retry(f"timeout: {type(e).__name__} after {self.timeout_s:g} s {e}".rstrip())
+                except httpx.HTTPError as e:  # connect errors, resets, protocol errors, decoding
+                    err = _Retry(f"connection: {type(e).__name__}: {e or 'no detail'}")
+                if attempt > self.max_retries:
+                    break
+                await asyncio.sleep(self._delay(attempt, err.retry_after))
+            return ChatResult(req.key, False, None, None, 0, 0, None, err.error, attempt,
+                              time.perf_counter() - t0, err.status)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP_S)
+        return self._rng.uniform(0.0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+
+    async def stream(self, requests: Iterable[ChatRequest] | AsyncIterable[ChatRequest]
+                     ) -> AsyncIterator[ChatResult]:
+        """Results of ``requests`` as they complete (any order), at most ``concurrency`` in flight.
+
+        A feeder task takes a slot, then pulls one request and starts it; a slot is given back
+        when its result is yielded. So at most ``concurrency`` requests have left the input and
+        not yet come out here, and a lazy generator is never materialised. A sync iterable is
+        pulled in a worker thread (building a request, e.g. encoding frames, does not stall the
+        event loop). An exception raised by the input propagates here after the requests in
+        flight are cancelled.
+        """
+        pull = _puller(requests)
+        slots, done = asyncio.Semaphore(self.concurrency), asyncio.Queue[asyncio.Future[Any]]()
+        running: set[asyncio.Task[ChatResult]] = set()
+
+        def finished(task: asyncio.Task[ChatResult]) -> None:
+            running.discard(task)
+            done.put_nowait(task)
+
+        async def feed() -> None:
+            while True:
+                await slots.acquire()
+                req = await pull()
+                if req is _END:
+                    return
+                task = asyncio.create_task(self.complete(req))
+                running.add(task)
+                task.add_done_callback(finished)
+
+        feeder = asyncio.create_task(feed())
+        feeder.add_done_callback(done.put_nowait)
+        fed_all = False
+        try:
+            while not (fed_all and not running and done.empty()):
+                fut = await done.get()
+                if fut is feeder:
+                    feeder.result()  # re-raise the input's exception
+                    fed_all = True
+                    continue
+                slots.release()
+                yield fut.result()
+        finally:
+            for fut in (feeder, *running):
+                fut.cancel()
+            await asyncio.wait([feeder, *running])
+
+    def run_sync(self, requests: Iterable[ChatRequest], buffer: int | None = None) -> Iterator[ChatResult]:
+        """``stream`` for synchronous code: a generator of results, fed by an event loop in a
+        background thread through a bounded queue (``buffer`` results, default ``concurrency``).
+
+        The loop uses its own copy of this client (an ``httpx.AsyncClient`` belongs to one event
+        loop). ``requests`` is pulled lazily from that thread. Closing the generator early
+        cancels what is in flight; an exception from ``requests`` is re-raised here.
+        """
+        results: queue.Queue[Any] = queue.Queue(maxsize=buffer or self.concurrency)
+        clone = ChatClient(self.base_url, self.api_key, self.concurrency, self.timeout_s,
+                           self.connect_timeout_s, self.max_retries, self.backoff_s,
+                           self.max_backoff_s, self.seed)
+        state: dict[str, Any] = {}
+        started = threading.Event()
+
+        async def pump() -> None:
+            state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            started.set()
+            try:
+                async with clone:
+                    async for result in clone.stream(requests):
+                        await _put(results, result)
+                await _put(results, _END)
+            except Exception as e:  # the input iterator failed: hand it to the consumer
+                await _put(results, _Raised(e))
+
+        def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):  # the consumer closed the generator
+                asyncio.run(pump())
+
+        thread = threading.Thread(target=run, name="vidloom-chat", daemon=True)
+        thread.start()
+        started.wait()
+        try:
+            while (item := results.get()) is not _END:
+                if isinstance(item, _Raised):
+                    raise item.exc
+                yield item
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                state["loop"].call_soon_threadsafe(state["task"].cancel)
+            while thread.is_alive():  # drain so a pump blocked on a full queue can see the cancel
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        results.get_nowait()
+                thread.join(0.01)
+
+
+@dataclass
+class _Raised:
+    exc: Exception  # the input's exception, on its way to run_sync's consumer
+
+
+async def _put(q: queue.Queue[Any], item: Any) -> None:
+    """Put without blocking the event loop; polls while the consumer is behind (back-pressure)."""
+    while True:
+        try:
+            return q.put_nowait(item)
+        except queue.Full:
+            await asyncio.sleep(0.002)
+
+
+def _puller(requests: Iterable[ChatRequest] | AsyncIterable[ChatRequest]) -> Callable[[], Awaitable[Any]]:
+    """An awaitable 'next item or _END' over a sync (pulled in a thread) or async iterable."""
+    if isinstance(requests, AsyncIterable):
+        ait = aiter(requests)
+        return lambda: anext(ait, _END)
+    it = iter(requests)
+    return lambda: asyncio.to_thread(next, it, _END)
+
+
+def _parse(key: str, resp: httpx.Response, attempt: int, latency_s: float) -> ChatResult:
+    """A response -> ChatResult, or raise ``_Retry``; a non-retryable error is a failed result."""
+    status = resp.status_code
+    if status != 200:
+        error = f"http {status}: {_server_message(resp)}"
+        if status in RETRY_STATUSES or status >= 500:
+            raise _Retry(error, status, _retry_after(resp.headers.get("retry-after")))
+        return ChatResult(key, False, None, None, 0, 0, None, error, attempt, latency_s, status)
+    try:
+        data = resp.json()
+        choice = data["choices"][0]
+        text = choice["message"].get("content")
+        if not isinstance(text, str | None):
+            raise TypeError(f"content is {type(text).__name__}")
+        usage = data.get("usage") or {}
+        return ChatResult(
+            key, True, text or "", choice.get("finish_reason"), int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0), data.get("model"), None, attempt, latency_s, status,
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise _Retry(f"malformed response: {type(e).__name__}: {e}"[:300], status) from None
+
+
+def _server_message(resp: httpx.Response) -> str:
+    """The OpenAI-style ``{"error": {"message": ...}}`` (vLLM: ``{"message": ...}``), else the body."""
+    try:
+        data = resp.json()
+        err = data.get("error", data)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:500]
+    except (ValueError, AttributeError):
+        pass
+    return resp.text[:500] or resp.reason_phrase
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        with contextlib.suppress(TypeError, ValueError):
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
