@@ -141,3 +141,26 @@ def test_signals_captions_are_bilingual_checked_and_deterministic(prepared: Path
     for s in samples:
         assert s["en.txt"].decode() == a[s["__key__"]]["captions"][("dense", "en")]["text"]
         assert s["zh.txt"].decode() == a[s["__key__"]]["captions"][("dense", "zh")]["text"]
+
+
+def test_vlm_captioning_on_a_ray_actor_pool(prepared: Path, tmp_path: Path, ray_cluster: Any) -> None:
+    """The same requests from a Ray actor (batches streamed concurrently), one clip failing for good."""
+    out = tmp_path / "out"
+    shutil.copytree(prepared, out)
+    ids = kept_ids(out)
+
+    def script(body: dict[str, Any], attempt: int) -> str:
+        return "error500" if body["user"].startswith(ids[0]) else "good"
+
+    with FakeOpenAI(script) as fake:
+        cfg = config(fake.url)
+        cfg.runtime.runner, cfg.caption.batch_size = "ray", 4
+        run_step_by_name("caption", [], out, cfg)
+        most_at_once = fake.max_concurrent
+    res = outcome(out)
+    assert set(res) == set(ids)
+    assert res[ids[0]]["caption_error"] and not res[ids[0]]["captions"]
+    for cid in ids[1:]:
+        assert res[cid]["caption_error"] is None
+        assert {("dense", "en"), ("dense", "zh"), ("short", "en"), ("short", "zh")} <= set(res[cid]["captions"])
+    assert most_at_once > 1  # requests of a batch overlapped
