@@ -162,5 +162,7 @@ def test_vlm_captioning_on_a_ray_actor_pool(prepared: Path, tmp_path: Path, ray_
     assert res[ids[0]]["caption_error"] and not res[ids[0]]["captions"]
     for cid in ids[1:]:
         assert res[cid]["caption_error"] is None
-        assert {("dense", "en"), ("dense", "zh"), ("short", "en"), ("short", "zh")} <= set(res[cid]["captions"])
+        assert {("dense", "en"), ("dense", "zh"), ("short", "en"), ("short", "zh")} <= set(
+            res[cid]["captions"]
+        )
     assert most_at_once > 1  # requests of a batch overlapped
