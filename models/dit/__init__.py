@@ -1,0 +1,1 @@
+"""Seedance-style video DiT: MM-RoPE, decoupled spatial/temporal attention."""
