@@ -1,0 +1,273 @@
+"""Deterministic, resumable, bucketed video loader over vidloom WebDataset shards.
+
+DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
+
+- The global sample order is a pure function ``global_order(n, seed, epoch, n_canonical)``:
+  sample indices (counted over the manifest's shards in order) are cut into ``n_canonical``
+  contiguous partitions; the partitions are shuffled, then the samples inside each one, with
+  numpy Generators seeded from ``(seed, epoch)`` and ``(seed, epoch, partition)``. It does not
+  depend on the world size, so any world size that divides ``global_batch`` sees one order.
+- Rank ``r`` of ``w`` takes positions ``[r*b/w, (r+1)*b/w)`` of every global batch of size ``b``
+  (``rank_slice``); the ranks' slices, concatenated batch by batch, are the global order.
+- ``LoaderState(epoch, samples_seen, seed, n_canonical)`` is the whole resume state: the order
+  is recomputed and reading goes on at global position ``samples_seen``.
+- Bucketing without padding: inside a rank's slice of one global batch, samples are grouped by
+  their decoded shape ``(T, H, W)`` (groups in order of first appearance) and each group is
+  emitted as its own micro-batch. A micro-batch therefore holds only same-shape samples and the
+  padding fraction is 0; the cost is a variable micro-batch size (see ``LoaderStats``).
+- ``samples_seen`` advances once a global batch's last micro-batch has been handed out, so a
+  state taken between micro-batches of one global batch replays that global batch on resume.
+- Prefetch: a thread pool decodes ahead; results are consumed in submission order, so the
+  output is identical for any ``num_workers``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.shard_writer import MANIFEST
+
+SampleMode = Literal["uniform", "first"]
+
+
+def global_order(n_samples: int, seed: int, epoch: int, n_canonical: int) -> np.ndarray:
+    """The epoch's global sample order: a permutation of ``range(n_samples)`` (int64).
+
+    Args:
+        n_samples: number of samples in the manifest.
+        seed: run seed.
+        epoch: epoch number (a new order each epoch).
+        n_canonical: number of contiguous partitions; fixed for a run, independent of world size.
+    """
+    if n_canonical <= 0:
+        raise ValueError("n_canonical must be positive")
+    bounds = np.linspace(0, n_samples, n_canonical + 1).astype(np.int64)
+    rng = np.random.default_rng([seed, epoch])
+    parts = []
+    for p in rng.permutation(n_canonical):
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        part_rng = np.random.default_rng([seed, epoch, int(p)])
+        parts.append(lo + part_rng.permutation(hi - lo))
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def rank_slice(order: np.ndarray, rank: int, world_size: int, global_batch: int) -> np.ndarray:
+    """This rank's samples: positions ``[r*b/w, (r+1)*b/w)`` of every global batch, in order.
+
+    The last global batch may be short; it is cut at the same positions, so a rank's share of
+    it may be short or empty. Concatenating the ranks' parts batch by batch gives ``order``.
+    """
+    if global_batch % world_size or not 0 <= rank < world_size:
+        raise ValueError(f"bad rank {rank} / world_size {world_size} for global_batch {global_batch}")
+    per = global_batch // world_size
+    parts = [order[s + rank * per : min(s + (rank + 1) * per, len(order))]
+             for s in range(0, len(order), global_batch)]
+    return np.concatenate(parts) if parts else order[:0]
+
+
+@dataclass
+class LoaderState:
+    """Everything a resumed loader needs: it recomputes the order and skips ``samples_seen``."""
+
+    epoch: int
+    samples_seen: int  # global samples (all ranks) of this epoch already handed out
+    seed: int
+    n_canonical: int
+
+
+@dataclass
+class LoaderStats:
+    """Bucketing cost: micro-batches emitted and samples in them. Nothing is padded."""
+
+    micro_batches: int = 0
+    samples: int = 0
+    padding_fraction: float = 0.0  # per-shape micro-batches instead of padding to the max
+
+    @property
+    def mean_micro_batch(self) -> float:
+        return self.samples / max(self.micro_batches, 1)
+
+
+def _tar_index(path: Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{key: {ext: (data offset, size)}}``; the key is the member name up to its first dot."""
+    index: dict[str, dict[str, tuple[int, int]]] = {}
+    with tarfile.open(path, "r:") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, _, ext = m.name.rpartition("/")[2].partition(".")
+            index.setdefault(key, {})[ext] = (m.offset_data, m.size)
+    return index
+
+
+def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] | None,
+                 start_s: float | None, rng: np.random.Generator) -> torch.Tensor:
+    """Decode an mp4 to ``[C, T, H, W]`` float32 in [-1, 1], frames picked by timestamp.
+
+    Target times are ``t0 + i / fps``; each takes the last frame shown at that time. ``T`` is
+    ``n_frames``, or fewer when the clip is too short. ``t0`` is ``start_s`` when given,
+    else drawn uniformly from the valid starts with ``rng``.
+    """
+    with av.open(io.BytesIO(data), mode="r") as container:
+        frames = [(float(f.time or 0.0), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+    if not frames:
+        raise ValueError("no video frames")
+    times = np.array([t for t, _ in frames])
+    span = times[-1] - times[0]
+    n = int(min(n_frames, np.floor(span * fps + 1e-6) + 1))
+    slack = max(span - (n - 1) / fps, 0.0)
+    t0 = times[0] + (start_s if start_s is not None else float(rng.uniform(0.0, slack)) if slack else 0.0)
+    targets = t0 + np.arange(n) / fps
+    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
+    video = torch.from_numpy(np.stack([frames[i][1] for i in picks])).permute(0, 3, 1, 2).float()
+    if size is not None and tuple(video.shape[-2:]) != tuple(size):
+        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (video / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3).contiguous()
+
+
+class ShardDataset:
+    """Random access to the samples of a shards directory by global index (manifest order)."""
+
+    def __init__(self, shards_dir: str | Path, n_frames: int = 16, fps: float = 8.0,
+                 size: tuple[int, int] | None = None, sample_mode: SampleMode = "first") -> None:
+        self.root = Path(shards_dir)
+        manifest = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        self.shards = [e["shard"] for e in manifest["shards"]]
+        self.offsets = np.cumsum([0] + [e["n_samples"] for e in manifest["shards"]])
+        self.n_frames, self.fps, self.size, self.sample_mode = n_frames, fps, size, sample_mode
+        self._index: dict[int, tuple[list[str], dict[str, dict[str, tuple[int, int]]]]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _shard(self, s: int) -> tuple[list[str], dict[str, dict[str, tuple[int, int]]]]:
+        with self._lock:
+            if s not in self._index:
+                members = _tar_index(self.root / self.shards[s])
+                self._index[s] = (list(members), members)  # dict keeps the tar's member order
+            return self._index[s]
+
+    def raw(self, index: int) -> tuple[str, dict[str, bytes]]:
+        """The key and ``{ext: bytes}`` of sample ``index``."""
+        s = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        keys, members = self._shard(s)
+        key = keys[index - int(self.offsets[s])]
+        fields = {}
+        with open(self.root / self.shards[s], "rb") as f:
+            for ext, (offset, size) in members[key].items():
+                f.seek(offset)
+                fields[ext] = f.read(size)
+        return key, fields
+
+    def get(self, index: int, seed: int = 0, epoch: int = 0) -> dict[str, Any]:
+        """Sample ``index`` decoded: key, video ``[C, T, H, W]``, captions, meta.
+
+        ``uniform`` mode draws the window start from a Generator seeded by (seed, epoch, index),
+        so the pick is reproducible across resumes and worker counts.
+        """
+        key, fields = self.raw(index)
+        rng = np.random.default_rng([seed, epoch, index])
+        start = 0.0 if self.sample_mode == "first" else None
+        video = decode_video(fields["mp4"], self.n_frames, self.fps, self.size, start, rng)
+        return {
+            "index": index,
+            "key": key,
+            "video": video,
+            "caption_en": fields["en.txt"].decode("utf-8") if "en.txt" in fields else None,
+            "caption_zh": fields["zh.txt"].decode("utf-8") if "zh.txt" in fields else None,
+            "meta": json.loads(fields["json"]) if "json" in fields else {},
+        }
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-shape samples: ``video`` becomes ``[B, C, T, H, W]``, other fields lists."""
+    batch: dict[str, Any] = {k: [s[k] for s in samples] for k in samples[0] if k != "video"}
+    batch["video"] = torch.stack([s["video"] for s in samples])
+    return batch
+
+
+class StreamingLoader:
+    """Iterates this rank's micro-batches of one epoch, resuming at ``samples_seen``."""
+
+    def __init__(self, shards_dir: str | Path, seed: int, global_batch: int, n_canonical: int = 16,
+                 rank: int = 0, world_size: int = 1, n_frames: int = 16, fps: float = 8.0,
+                 size: tuple[int, int] | None = None, sample_mode: SampleMode = "first",
+                 num_workers: int = 0) -> None:
+        if global_batch % world_size:
+            raise ValueError("world_size must divide global_batch")
+        self.dataset = ShardDataset(shards_dir, n_frames, fps, size, sample_mode)
+        self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical)
+        self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
+        self.num_workers = num_workers
+        self.stats = LoaderStats()
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self.state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.state = LoaderState(**state)
+
+    def _batches(self) -> list[tuple[int, np.ndarray]]:
+        """``(global end position, this rank's indices)`` of each remaining global batch."""
+        st = self.state
+        order = global_order(len(self.dataset), st.seed, st.epoch, st.n_canonical)
+        per = self.global_batch // self.world_size
+        out = []
+        for s in range(st.samples_seen, len(order), self.global_batch):
+            end = min(s + self.global_batch, len(order))
+            out.append((end, order[s + self.rank * per : min(s + (self.rank + 1) * per, end)]))
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield micro-batches; at the end of the epoch move to the next epoch's start."""
+        st = self.state
+        batches = self._batches()
+        flat = [(b, int(i)) for b, (_, idx) in enumerate(batches) for i in idx]
+        pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 0 else None
+        pending: deque[Future[dict[str, Any]]] = deque()
+        depth = 2 * self.num_workers
+        nxt = 0
+
+        def fetch() -> dict[str, Any]:
+            nonlocal nxt
+            while pool is not None and nxt < len(flat) and len(pending) <= depth:
+                pending.append(pool.submit(self.dataset.get, flat[nxt][1], st.seed, st.epoch))
+                nxt += 1
+            if pool is None:
+                nxt += 1
+                return self.dataset.get(flat[nxt - 1][1], st.seed, st.epoch)
+            return pending.popleft().result()
+
+        try:
+            for end, idx in batches:
+                groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+                for _ in idx:
+                    sample = fetch()
+                    groups.setdefault(tuple(sample["video"].shape[1:]), []).append(sample)
+                for g, members in enumerate(groups.values()):
+                    if g == len(groups) - 1:
+                        st.samples_seen = end  # the global batch is handed out once this is taken
+                    self.stats.micro_batches += 1
+                    self.stats.samples += len(members)
+                    yield collate(members)
+                if not groups:
+                    st.samples_seen = end
+            st.epoch, st.samples_seen = st.epoch + 1, 0
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
