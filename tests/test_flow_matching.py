@@ -48,8 +48,10 @@ def test_oracle_velocity_has_zero_loss():
     assert loss.item() < 1e-8
     assert torch.allclose(aux["target"], aux["noise"] - x0)
     # A wrong model (predicts 0) has loss = E|noise - x0|^2 ~ 2 for unit-variance x0 and noise.
-    bad, _ = flow_matching_loss(lambda x, t, c: torch.zeros_like(x), x0, None, generator=g)
-    assert 1.5 < bad.item() < 2.5
+    bad, bad_aux = flow_matching_loss(lambda x, t, c: torch.zeros_like(x), x0, None, generator=g)
+    assert torch.isclose(bad, ((bad_aux["noise"] - x0) ** 2).mean())  # exactly the target's energy
+    assert 1.5 < bad.item()
+    assert bad.item() < 2.5
 
 
 def test_mask_excludes_conditioning_frames():
@@ -104,7 +106,9 @@ def test_analytic_gaussian_field_sampling(mu, s):
     # Heun with 8 steps (16 NFE) beats Euler with 64 steps (64 NFE).
     assert err(heun_sample, 8) < err(euler_sample, 64)
     # Convergence orders: doubling steps ~halves Euler error and ~quarters Heun error.
-    assert 1.6 < err(euler_sample, 64) / err(euler_sample, 128) < 2.4
+    euler_ratio = err(euler_sample, 64) / err(euler_sample, 128)
+    assert euler_ratio > 1.6
+    assert euler_ratio < 2.4
     assert err(heun_sample, 16) / err(heun_sample, 32) > 3.0
     # Shifted schedules still converge to the same map.
     assert err(heun_sample, 32, shift=3.0) < 0.01

@@ -1,4 +1,4 @@
-"""The generated videos carry the ground truth they claim: checked on decoded frames."""
+"""The generated demo and bad-input videos carry the ground truth they claim: checked on decoded frames."""
 
 from __future__ import annotations
 
@@ -15,17 +15,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from frame_checks import CUT_MIN, SHOT_MAX, decode, frame_diffs
 
-from vidloom.cut_videos import (
-    SUITE,
-    GroundTruth,
-    Segment,
-    _segment_frames,
-    detection_suite,
-    make_transition_video,
-    plan_ground_truth,
-    suite_plan,
-)
+from vidloom.cut_videos import Segment, _segment_frames, plan_ground_truth
 from vidloom.samples import (
     CLIP_TRIM_FRAMES,
     MANIFEST,
@@ -40,112 +32,6 @@ from vidloom.samples import (
     plan_segments,
     segment_expect,
 )
-
-CUT_MIN = 30.0  # mean |dY| (0-255) across a planted hard cut is above this
-SHOT_MAX = 12.0  # and between consecutive frames of one plain shot below this
-
-PLAN = [
-    Segment("testsrc2", 20),
-    Segment("mandelbrot", 24, flash=(8, 2)),
-    Segment("life", 6),
-    Segment("smptebars", 20),
-    Segment("gradients", 20, enter="dissolve", transition=6),
-    Segment("noise", 24, enter="fade", transition=4, black=3),
-    Segment("testsrc2", 30, pan=(10, 8)),
-]
-
-
-def decode(path: Path) -> tuple[np.ndarray, list[bool]]:
-    """All frames as full-range luma, (N, H, W) int16, and each frame's keyframe flag."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frames = list(container.decode(stream))
-    luma = np.stack([f.to_ndarray(format="gray") for f in frames]).astype(np.int16)
-    return luma, [f.key_frame for f in frames]
-
-
-def frame_diffs(luma: np.ndarray) -> np.ndarray:
-    """d[c] = mean |Y[c] - Y[c-1]|; d[0] = 0."""
-    return np.concatenate([[0.0], np.abs(np.diff(luma, axis=0)).mean(axis=(1, 2))])
-
-
-def check_against_frames(path: Path, gt: GroundTruth) -> None:
-    luma, _ = decode(path)
-    assert len(luma) == gt.n_frames
-    assert luma.shape[1:] == (gt.height, gt.width)
-    d = frame_diffs(luma)
-    assert d[gt.cuts].min() > CUT_MIN, d[gt.cuts]
-    inside_negative = {c for a, b in gt.negatives for c in range(a, b)}
-    plain = [c for a, b in gt.shots for c in range(a + 1, b) if c not in inside_negative]
-    # A cut planted one frame early or late would put a large jump into `plain`.
-    assert d[plain].max() < SHOT_MAX
-    for (a, b), kind in zip(gt.gradual, gt.gradual_kinds, strict=True):
-        if kind == "dissolve":
-            hard_jump = np.abs(luma[b] - luma[a - 1]).mean()
-            assert d[a : b + 1].max() < hard_jump / 2, f"the dissolve at {a} changes step by step"
-        else:
-            means = luma[a - 1 : b + 1].mean(axis=(1, 2))  # clean frame, fade, clean frame
-            black = np.flatnonzero(means < 3)
-            assert len(black) >= 1, f"the fade at {a} passes through black"
-            assert np.all(np.diff(means[: black[0] + 1]) < 0) and np.all(np.diff(means[black[-1] :]) > 0)
-    for (a, b), kind in zip(gt.negatives, gt.negative_kinds, strict=True):
-        if kind == "flash":
-            assert luma[a : b - 1].mean() > 190 and d[a] > CUT_MIN and d[b - 1] > CUT_MIN
-            assert np.abs(luma[b - 1] - luma[a - 1]).mean() < SHOT_MAX, "the same scene resumes"
-        else:
-            assert np.median(d[a:b]) > 2 * SHOT_MAX, "a fast pan moves a lot every frame"
-
-
-def test_plan_ground_truth_counts_every_kind_of_transition() -> None:
-    gt = plan_ground_truth(PLAN, 160, 90, 24)
-    assert gt.cuts == [20, 44, 50, 111]
-    assert gt.gradual == [(64, 70), (80, 91)] and gt.gradual_kinds == ["dissolve", "fade"]
-    assert gt.negatives == [(28, 31), (121, 129)] and gt.negative_kinds == ["flash", "motion"]
-    assert gt.short_shots == [(44, 50)]
-    assert gt.n_frames == 141 == gt.shots[-1][1]
-    assert GroundTruth.from_json(gt.to_json()) == gt
-
-
-def test_plan_rejects_events_that_overlap_a_transition() -> None:
-    with pytest.raises(ValueError, match="flash"):
-        plan_ground_truth([Segment("testsrc2", 20), Segment("life", 20, "dissolve", 6, flash=(2, 2))],
-                          64, 36, 24)
-    with pytest.raises(ValueError, match="clean frame"):
-        plan_ground_truth([Segment("testsrc2", 5), Segment("life", 20, "dissolve", 6)], 64, 36, 24)
-
-
-def test_transition_video_matches_ground_truth_and_is_deterministic(tmp_path: Path) -> None:
-    first = tmp_path / "a.mp4"
-    gt = make_transition_video(first, 160, 90, 24, PLAN)
-    assert gt == plan_ground_truth(PLAN, 160, 90, 24)
-    check_against_frames(first, gt)
-    _, keyframes = decode(first)
-    assert not any(keyframes[c] for c in gt.cuts), "cuts fall between keyframes"
-
-    second = tmp_path / "b.mp4"
-    make_transition_video(second, 160, 90, 24, PLAN)
-    assert first.read_bytes() == second.read_bytes()
-
-
-def test_every_suite_plan_holds_every_event_kind() -> None:
-    for variant, (_, (width, height, fps)) in enumerate(SUITE.items()):
-        gt = plan_ground_truth(suite_plan(fps, variant), width, height, fps)
-        assert 20 <= gt.n_frames / fps <= 40
-        assert len(gt.cuts) >= 3
-        assert {"dissolve", "fade"} <= set(gt.gradual_kinds)
-        assert {"flash", "motion"} <= set(gt.negative_kinds)
-        assert any(5 <= b - a <= 8 for a, b in gt.short_shots)
-
-
-def test_detection_suite_video_matches_its_json(tmp_path: Path) -> None:
-    name = "suite_320x180_24"
-    [(path, gt)] = detection_suite(tmp_path, names=[name])
-    assert GroundTruth.from_json((tmp_path / f"{name}.json").read_text()) == gt
-    check_against_frames(path, gt)
-    mtime = path.stat().st_mtime_ns
-    detection_suite(tmp_path, names=[name])
-    assert path.stat().st_mtime_ns == mtime, "a cached suite video is not rendered again"
 
 
 @pytest.fixture(scope="module")

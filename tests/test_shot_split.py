@@ -12,7 +12,7 @@ from pipelines import shot_detect as sd
 from pipelines.decode import decode_video, load_tiny
 from pipelines.shot_eval import score_transitions
 from pipelines.stages.shot_split import detect_transitions, make_shots
-from vidloom.cut_videos import detection_suite
+from vidloom.detection_suite import detection_suite
 
 SUITE = ["suite_320x180_24", "suite_640x360_30", "suite_1280x720_25"]
 

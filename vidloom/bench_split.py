@@ -32,7 +32,8 @@ import numpy as np
 
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import ShotScore, score_transitions
-from vidloom.cut_videos import GroundTruth, Segment, detection_suite
+from vidloom.cut_videos import GroundTruth, Segment
+from vidloom.detection_suite import detection_suite
 
 CACHE = Path(os.environ.get("VIDLOOM_BENCH_CACHE", Path.home() / ".cache" / "vidloom" / "bench"))
 FAIRNESS = [
@@ -99,7 +100,8 @@ def bench_plan(fps: float, seconds: float, seed: int = 0) -> list[Segment]:
 def ensure_video(width: int, height: int, fps: float, seconds: float, seed: int = 0
                  ) -> tuple[Path, GroundTruth]:
     """The cached bench video (rendered once, with x264 scene-cut keyframes like a real encode)."""
-    from vidloom.cut_videos import make_transition_video, plan_ground_truth, write_ground_truth
+    from vidloom.cut_videos import make_transition_video, plan_ground_truth
+    from vidloom.detection_suite import write_ground_truth
 
     plan = bench_plan(fps, seconds, seed)
     path = CACHE / f"bench_{width}x{height}_{fps:g}fps_{seconds:g}s_seed{seed}.mp4"

@@ -30,10 +30,10 @@ from vidloom.cut_videos import (
     FFMPEG,
     FONT_CJK,
     Segment,
-    detection_suite,
     make_transition_video,
     plan_ground_truth,
 )
+from vidloom.detection_suite import detection_suite
 
 MANIFEST = "samples.json"
 
