@@ -89,17 +89,8 @@ def test_world_sizes_see_one_global_order_each_sample_once(shards: Path) -> None
 
 
 def _global_batches(ld: StreamingLoader) -> list[list[str]]:
-    """Keys per global batch, using samples_seen to see where each global batch ends."""
-    out: list[list[str]] = []
-    cur: list[str] = []
-    last = ld.state.samples_seen
-    for batch in ld:
-        cur.extend(batch["key"])
-        if ld.state.samples_seen != last:
-            last = ld.state.samples_seen
-            out.append(cur)
-            cur = []
-    return out
+    """Keys per global batch (this rank's micro-batches of one optimizer step, flattened)."""
+    return [[k for mb in micro for k in mb["key"]] for micro in ld.global_batches()]
 
 
 def test_resume_mid_epoch_gives_identical_remaining_keys(shards: Path) -> None:

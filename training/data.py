@@ -15,8 +15,9 @@ DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
   their decoded shape ``(T, H, W)`` (groups in order of first appearance) and each group is
   emitted as its own micro-batch. A micro-batch therefore holds only same-shape samples and the
   padding fraction is 0; the cost is a variable micro-batch size (see ``LoaderStats``).
-- ``samples_seen`` advances once a global batch's last micro-batch has been handed out, so a
-  state taken between micro-batches of one global batch replays that global batch on resume.
+- ``samples_seen`` advances when a global batch is handed out (``global_batches`` yields its
+  micro-batches as one list; plain iteration flattens them), so a state saved after the optimizer
+  step that consumed it resumes at the next global batch.
 - Prefetch: a thread pool decodes ahead; results are consumed in submission order, so the
   output is identical for any ``num_workers``.
 """
@@ -195,9 +196,12 @@ class ShardDataset:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack same-shape samples: ``video`` becomes ``[B, C, T, H, W]``, other fields lists."""
-    batch: dict[str, Any] = {k: [s[k] for s in samples] for k in samples[0] if k != "video"}
-    batch["video"] = torch.stack([s["video"] for s in samples])
+    """Stack same-shape samples: ``video``/``latent`` become ``[B, C, T, H, W]``, other fields lists."""
+    tensors = ("video", "latent")
+    batch: dict[str, Any] = {k: [s[k] for s in samples] for k in samples[0] if k not in tensors}
+    for k in tensors:
+        if k in samples[0]:
+            batch[k] = torch.stack([s[k] for s in samples])
     return batch
 
 
@@ -235,6 +239,16 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield micro-batches; at the end of the epoch move to the next epoch's start."""
+        for micro_batches in self.global_batches():
+            yield from micro_batches
+
+    def global_batches(self) -> Iterator[list[dict[str, Any]]]:
+        """Yield this rank's micro-batches of each global batch, one list per optimizer step.
+
+        ``samples_seen`` already counts a global batch when its list is yielded, so a state saved
+        after the step that consumed it resumes at the next global batch. A rank whose share of the
+        (short) last global batch is empty gets an empty list.
+        """
         st = self.state
         batches = self._batches()
         flat = [(b, int(i)) for b, (_, idx) in enumerate(batches) for i in idx]
@@ -258,16 +272,19 @@ class StreamingLoader:
                 groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
                 for _ in idx:
                     sample = fetch()
-                    groups.setdefault(tuple(sample["video"].shape[1:]), []).append(sample)
-                for g, members in enumerate(groups.values()):
-                    if g == len(groups) - 1:
-                        st.samples_seen = end  # the global batch is handed out once this is taken
-                    self.stats.micro_batches += 1
-                    self.stats.samples += len(members)
-                    yield collate(members)
-                if not groups:
-                    st.samples_seen = end
+                    groups.setdefault(sample_shape(sample), []).append(sample)
+                micro = [collate(members) for members in groups.values()]
+                self.stats.micro_batches += len(micro)
+                self.stats.samples += len(idx)
+                st.samples_seen = end
+                yield micro
             st.epoch, st.samples_seen = st.epoch + 1, 0
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def sample_shape(sample: dict[str, Any]) -> tuple[int, ...]:
+    """The bucketing key: (T, H, W) of the sample's ``video`` (pixels) or ``latent``."""
+    tensor = sample["video"] if "video" in sample else sample["latent"]
+    return tuple(tensor.shape[1:])

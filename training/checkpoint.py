@@ -1,0 +1,198 @@
+"""Checkpoints: one atomic ``torch.save`` file per saved step, loadable with ``weights_only=True``.
+
+Layout of a run directory::
+
+    runs/x/config.yaml                     the TrainConfig the run started with
+    runs/x/log.jsonl                       one JSON line per step (loss as a hex float: exact)
+    runs/x/checkpoints/step_0000050.pt     the newest ``keep_ckpts`` checkpoints
+    runs/x/vae/                            the VAE run, when ``vidloom train`` trained one first
+
+A checkpoint is a dict:
+
+- ``version``, ``kind`` ("dit" | "vae"), ``step`` (optimizer steps done), ``config`` (``to_dict``);
+- ``net``: state dict of the trainable ``ModuleDict`` (``dit`` and, when it is trainable, ``text``;
+  or ``vae``), ``ema``: its EMA, ``optimizer``: AdamW state;
+- ``loader``: the stage's ``StreamingLoader.state_dict()``, ``stage``: stage index;
+- ``rng``: torch / numpy / python RNG states;
+- ``frozen``: for "dit", the frozen VAE's state dict and the per-channel latent statistics, so one
+  file is enough to generate.
+
+Files are written to a temporary name, fsynced and renamed, so a run killed mid-save leaves the
+previous checkpoint intact; ``latest_checkpoint`` returns the newest file that loads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.dit.model import DiT
+from models.text_encoder import TextEncoder, build_text_encoder
+from models.vae.causal_vae import VAE
+from training.config import TrainConfig, from_dict
+
+VERSION = 1
+_STEP_FILE = re.compile(r"step_(\d{7})\.pt$")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``checkpoints/step_{step:07d}.pt`` atomically and prune all but the newest ``keep``."""
+    directory = checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:07d}.pt"
+    tmp = path.with_suffix(".pt.part")
+    with open(tmp, "wb") as f:
+        torch.save({"version": VERSION, "step": step, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in sorted(directory.glob("step_*.pt"))[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint (tensors and plain containers only: ``weights_only=True``)."""
+    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("version") != VERSION:
+        raise ValueError(f"{path} is not a vidloom checkpoint (version {VERSION})")
+    return ckpt
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Newest ``step_*.pt`` of a run that loads; unreadable (torn) files are skipped."""
+    files = sorted(p for p in checkpoint_dir(run_dir).glob("step_*.pt") if _STEP_FILE.search(p.name))
+    for path in reversed(files):
+        try:
+            load_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the one before
+            continue
+        return path
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory."""
+    p = Path(path)
+    if p.is_dir():
+        found = latest_checkpoint(p)
+        if found is None:
+            raise FileNotFoundError(f"no loadable checkpoint under {checkpoint_dir(p)}")
+        return found
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return p
+
+
+# --------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU, and CUDA when present), numpy and python RNG states, as tensors and tuples."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+# --------------------------------------------------------------------------- loading models
+
+
+def sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Entries of ``state`` under ``prefix.``, with the prefix removed."""
+    return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+
+
+@dataclass
+class LatentStats:
+    """Per-channel mean and std of the VAE posterior mean over training data: z_n = (z - mean) / std."""
+
+    mean: torch.Tensor  # [C]
+    std: torch.Tensor  # [C]
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.mean.view(1, -1, 1, 1, 1).to(z)) / self.std.view(1, -1, 1, 1, 1).to(z)
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std.view(1, -1, 1, 1, 1).to(z) + self.mean.view(1, -1, 1, 1, 1).to(z)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+
+def load_vae(path: str | Path, use_ema: bool = True) -> tuple[VAE, LatentStats]:
+    """The VAE (eval mode, frozen) and latent statistics of a "vae" or "dit" checkpoint."""
+    ckpt = load_checkpoint(resolve_checkpoint(path))
+    cfg = from_dict(ckpt["config"])
+    vae = VAE(cfg.vae)
+    if ckpt["kind"] == "vae":
+        state = sub_state(ckpt["ema" if use_ema else "net"], "vae")
+        stats = ckpt.get("latent_stats")
+    else:
+        state, stats = ckpt["frozen"]["vae"], ckpt["frozen"]["latent_stats"]
+    vae.load_state_dict(state)
+    vae.eval().requires_grad_(False)
+    if stats is None:
+        c = cfg.vae.latent_channels
+        return vae, LatentStats(torch.zeros(c), torch.ones(c))
+    return vae, LatentStats(stats["mean"], stats["std"])
+
+
+@dataclass
+class Pipeline:
+    """What generation needs from a "dit" checkpoint."""
+
+    config: TrainConfig
+    dit: DiT
+    vae: VAE
+    text_encoder: TextEncoder
+    latent_stats: LatentStats
+    step: int
+
+
+def load_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -> Pipeline:
+    """Rebuild DiT, text encoder (trained weights when trainable) and VAE from a "dit" checkpoint."""
+    ckpt = load_checkpoint(resolve_checkpoint(path))
+    if ckpt.get("kind") != "dit":
+        raise ValueError(f"{path} is a {ckpt.get('kind')!r} checkpoint; generation needs a 'dit' one")
+    cfg = from_dict(ckpt["config"])
+    weights = ckpt["ema" if use_ema else "net"]
+    dit = DiT(cfg.dit)
+    dit.load_state_dict(sub_state(weights, "dit"))
+    text = build_text_encoder(cfg.text)
+    if isinstance(text, nn.Module):
+        text.load_state_dict(sub_state(weights, "text"))
+        text.to(device).eval().requires_grad_(False)
+    vae, stats = load_vae(path, use_ema=use_ema)
+    return Pipeline(cfg, dit.to(device).eval().requires_grad_(False), vae.to(device), text, stats, ckpt["step"])
