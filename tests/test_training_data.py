@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from curation.schema import ShardSample
-from pipelines.shard_writer import write_shards
+from tests.train_shards import write_test_shards
 from training.data import StreamingLoader, global_order, rank_slice
 
 # (size, frames at 25 fps): two frame shapes and durations both under and over the 6-frame window
@@ -19,25 +18,10 @@ CLIPS = [("64x48", 10), ("64x48", 20), ("48x64", 12), ("64x48", 16), ("48x64", 2
          ("64x48", 4), ("48x64", 14), ("64x48", 18)]
 
 
-def make_mp4(path: Path, size: str, frames: int, hue: int) -> bytes:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size={size}:rate=25,hue=h={hue}", "-frames:v", str(frames),
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
-    return path.read_bytes()
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("data")
-    pairs = []
-    for i, (size, frames) in enumerate(CLIPS):
-        mp4 = make_mp4(tmp / f"{i}.mp4", size, frames, i * 40)
-        sample = ShardSample(key=f"clip{i:02d}", mp4=mp4, meta={"i": i, "size": size},
-                             en_txt=f"clip {i}", zh_txt=f"片段 {i}")
-        pairs.append(("wide" if size == "64x48" else "tall", sample))
-    root = tmp / "shards"
-    infos, _ = write_shards(pairs, root, target_bytes=30_000)
-    assert len(infos) > 2  # several shards per bucket: indices cross shard boundaries
+    root = write_test_shards(tmp_path_factory.mktemp("data"), CLIPS)
+    assert len(json.loads((root / "manifest.json").read_text())["shards"]) > 2  # indices cross shards
     return root
 
 

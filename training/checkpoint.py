@@ -116,7 +116,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(_tuples(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -195,4 +196,5 @@ def load_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -
         text.load_state_dict(sub_state(weights, "text"))
         text.to(device).eval().requires_grad_(False)
     vae, stats = load_vae(path, use_ema=use_ema)
-    return Pipeline(cfg, dit.to(device).eval().requires_grad_(False), vae.to(device), text, stats, ckpt["step"])
+    dit.to(device).eval().requires_grad_(False)
+    return Pipeline(cfg, dit, vae.to(device), text, stats, ckpt["step"])

@@ -84,7 +84,8 @@ class TrainConfig:
     vae_steps: int = 300
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-4
-    vae_stage: StageConfig = field(default_factory=lambda: StageConfig(name="vae", n_frames=9, size=(64, 128)))
+    vae_stage: StageConfig = field(
+        default_factory=lambda: StageConfig(name="vae", n_frames=9, size=(64, 128), global_batch=4))
 
     def stage_bounds(self) -> list[tuple[int, int]]:
         """[start, end) step range of every stage; the last ends at ``steps``."""
