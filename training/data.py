@@ -38,7 +38,6 @@ from typing import Any, Literal
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipelines.shard_writer import MANIFEST
 
@@ -122,22 +121,36 @@ def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] |
     Target times are ``t0 + i / fps``; each takes the last frame shown at that time. ``T`` is
     ``n_frames``, or fewer when the clip is too short. ``t0`` is ``start_s`` when given,
     else drawn uniformly from the valid starts with ``rng``.
+
+    With ``start_s`` given, decoding stops at the first frame past the last target, and only the
+    picked frames are converted to RGB and resized (swscale, area filter).
     """
+    frames: list[tuple[float, av.VideoFrame]] = []
     with av.open(io.BytesIO(data), mode="r") as container:
-        frames = [(float(f.time or 0.0), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError("no video frames")
-    times = np.array([t for t, _ in frames])
-    span = times[-1] - times[0]
-    n = int(min(n_frames, np.floor(span * fps + 1e-6) + 1))
-    slack = max(span - (n - 1) / fps, 0.0)
-    t0 = times[0] + (start_s if start_s is not None else float(rng.uniform(0.0, slack)) if slack else 0.0)
-    targets = t0 + np.arange(n) / fps
-    picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
-    video = torch.from_numpy(np.stack([frames[i][1] for i in picks])).permute(0, 3, 1, 2).float()
-    if size is not None and tuple(video.shape[-2:]) != tuple(size):
-        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return (video / 127.5 - 1.0).clamp(-1.0, 1.0).permute(1, 0, 2, 3).contiguous()
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        last_target = None
+        for frame in container.decode(stream):
+            t = float(frame.time or 0.0)
+            if last_target is None and start_s is not None:
+                last_target = t + start_s + (n_frames - 1) / fps
+            frames.append((t, frame))
+            if last_target is not None and t > last_target + 1e-6:
+                break
+        if not frames:
+            raise ValueError("no video frames")
+        times = np.array([t for t, _ in frames])
+        span = times[-1] - times[0]
+        n = int(min(n_frames, np.floor(span * fps + 1e-6) + 1))
+        slack = max(span - (n - 1) / fps, 0.0)
+        t0 = times[0] + (start_s if start_s is not None else float(rng.uniform(0.0, slack)) if slack else 0.0)
+        targets = t0 + np.arange(n) / fps
+        picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
+        h, w = size if size is not None else (None, None)
+        arrays = [frames[i][1].reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+                  for i in picks]
+    video = torch.from_numpy(np.stack(arrays)).permute(3, 0, 1, 2).float()
+    return (video / 127.5 - 1.0).clamp(-1.0, 1.0).contiguous()
 
 
 class ShardDataset:
@@ -211,13 +224,14 @@ class StreamingLoader:
     def __init__(self, shards_dir: str | Path, seed: int, global_batch: int, n_canonical: int = 16,
                  rank: int = 0, world_size: int = 1, n_frames: int = 16, fps: float = 8.0,
                  size: tuple[int, int] | None = None, sample_mode: SampleMode = "first",
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, drop_last: bool = False) -> None:
         if global_batch % world_size:
             raise ValueError("world_size must divide global_batch")
         self.dataset = ShardDataset(shards_dir, n_frames, fps, size, sample_mode)
         self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical)
         self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
         self.num_workers = num_workers
+        self.drop_last = drop_last  # skip a short last global batch (data-parallel runs: equal shares)
         self.stats = LoaderStats()
 
     def state_dict(self) -> dict[str, int]:
@@ -234,6 +248,8 @@ class StreamingLoader:
         out = []
         for s in range(st.samples_seen, len(order), self.global_batch):
             end = min(s + self.global_batch, len(order))
+            if self.drop_last and end - s < self.global_batch:
+                break
             out.append((end, order[s + self.rank * per : min(s + (self.rank + 1) * per, end)]))
         return out
 

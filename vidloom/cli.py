@@ -1,4 +1,5 @@
-"""The ``vidloom`` command line: curate, export, query, report, caption-server, deploy, bench, samples.
+"""The ``vidloom`` command line: curate, export, query, report, caption-server, deploy, bench, samples,
+and the training commands train, encode, generate (``vidloom/cli_train.py``).
 
 Flags are few; everything else is configuration (``--config FILE`` and
 ``--set section.key=value``, see pipelines/config.py).
@@ -261,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=["demo", "bad", "suite"])
     s.add_argument("dir")
     s.set_defaults(fn=cmd_samples)
+
+    from vidloom.cli_train import add_commands
+
+    add_commands(sub)  # train, encode, generate
     return p
 
 

@@ -1,0 +1,114 @@
+"""Data-parallel and FSDP training under ``torchrun`` (DESIGN.md "Trainer").
+
+``DistInfo.from_env`` reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and initialises the
+process group (NCCL on GPUs, gloo on CPU); without them the run is one process and nothing is
+wrapped. ``TrainConfig``-independent choice of strategy: ``VIDLOOM_PARALLEL=ddp`` (default) or
+``fsdp`` (PyTorch's per-parameter ``fully_shard``; every block of the DiT is its own unit, then the
+root).
+
+Checkpoints are always full, unsharded state dicts gathered to CPU
+(``torch.distributed.checkpoint.state_dict``), so a checkpoint written by 8 FSDP ranks loads in
+one CPU process (``vidloom generate``) and vice versa. Each rank reads its share of every global
+batch (``StreamingLoader`` rank slices, ``drop_last`` so shares are equal); DDP averages the
+gradients, which makes the update the one a single process would make on the whole global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    strategy: str = "none"  # "none" | "ddp" | "fsdp"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+
+    @staticmethod
+    def from_env() -> DistInfo:
+        """One process, or torchrun's rank layout with the process group initialised."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return DistInfo()
+        strategy = os.environ.get("VIDLOOM_PARALLEL", "ddp")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"VIDLOOM_PARALLEL={strategy!r}; expected one of {STRATEGIES}")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if not tdist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(local)
+            tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return DistInfo(tdist.get_rank(), tdist.get_world_size(), local, strategy)
+
+    # ------------------------------------------------------------------ wrapping
+
+    def wrap(self, net: nn.Module, cfg: Any = None) -> nn.Module:
+        """The module to call in the training step: ``net`` itself, DDP(net) or net sharded in place."""
+        if self.strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.local_rank] if torch.cuda.is_available() else None
+            return DistributedDataParallel(net, device_ids=ids)
+        if self.strategy == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for module in net.modules():
+                if module is not net and type(module).__name__ in ("SpatialBlock", "TemporalBlock", "_Block"):
+                    fully_shard(module)
+            fully_shard(net)
+        return net
+
+    # ------------------------------------------------------------------ full state dicts
+
+    def _options(self) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def model_state(self, net: nn.Module) -> dict[str, torch.Tensor]:
+        if self.strategy != "fsdp":
+            return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(net, options=self._options())
+
+    def optimizer_state(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.strategy != "fsdp":
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(net, optimizer, options=self._options())
+
+    def load_model_state(self, net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        if self.strategy != "fsdp":
+            net.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(net, state, options=StateDictOptions(full_state_dict=True))
+
+    def load_optimizer_state(self, net: nn.Module, optimizer: torch.optim.Optimizer,
+                             state: dict[str, Any]) -> None:
+        if self.strategy != "fsdp":
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(net, optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,65 @@
+"""``vidloom train``: train the VAE (unless one is given), then the DiT, in one run directory.
+
+Layout: ``<out>/config.yaml``, ``<out>/vae/`` (the VAE run), ``<out>/checkpoints`` and
+``<out>/log.jsonl`` (the DiT run). Rerunning the same command resumes from the newest checkpoints:
+a finished VAE run is not retrained. Latent shards (``vidloom encode``) name their VAE in the
+manifest, so training on them needs no ``--vae``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.checkpoint import latest_checkpoint
+from training.config import TrainConfig, to_dict
+from training.distributed import DistInfo
+
+
+def _manifest(data: Path) -> dict[str, Any]:
+    path = data / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{data} has no manifest.json: pass a shards directory from "
+                                "`vidloom curate`/`vidloom export` or `vidloom encode`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    """Write ``config.yaml``; a run directory holding a different config is refused."""
+    path = out / "config.yaml"
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=True, allow_unicode=True)
+    if path.exists():
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if old != yaml.safe_load(text):
+            raise ValueError(f"{out} holds a run with another config ({path}); use a new --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path | None = None,
+          progress: bool = True, device: str | None = None) -> dict[str, Any]:
+    """Train (or resume) the VAE when needed, then the DiT; returns both runs' summaries."""
+    from training.dit_trainer import DiTTrainer
+    from training.vae_trainer import VAETrainer
+
+    data, out = Path(data), Path(out)
+    manifest = _manifest(data)
+    dist = DistInfo.from_env()
+    if dist.is_main:
+        _write_config(out, cfg)
+    summary: dict[str, Any] = {"out": str(out)}
+    if vae is None and manifest.get("kind") == "latents":
+        vae = manifest["vae"]["checkpoint"]
+    if vae is None:
+        vae_dir = out / "vae"
+        summary["vae"] = VAETrainer(cfg, data, vae_dir, device=device, dist=dist).train(progress)
+        vae = latest_checkpoint(vae_dir)
+        if vae is None:
+            raise RuntimeError(f"the VAE run in {vae_dir} left no checkpoint")
+    summary["dit"] = DiTTrainer(cfg, data, out, vae, device=device, dist=dist).train(progress)
+    summary["checkpoint"] = str(latest_checkpoint(out))
+    return summary

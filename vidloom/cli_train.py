@@ -1,0 +1,128 @@
+"""Training commands of the ``vidloom`` CLI: train, encode, generate.
+
+``vidloom train --preset tiny --data out/demo/shards --out runs/tiny --steps 200`` trains the VAE
+(when no ``--vae`` is given) and then the DiT, resuming from the newest checkpoints if the run
+directory has them. Settings beyond the flags are ``--config FILE`` / ``--set key=value`` over the
+preset (training/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    h, sep, w = text.lower().partition("x")
+    if not sep or not h.isdigit() or not w.isdigit():
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like HxW, e.g. 64x128")
+    return int(h), int(w)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import load_train_config
+    from training.run import train
+
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    if args.vae_steps is not None:
+        overrides.append(f"vae_steps={args.vae_steps}")
+    cfg = load_train_config(args.preset, args.config, overrides)
+    summary = train(cfg, args.data, args.out, vae=args.vae, progress=not args.quiet, device=args.device)
+    _print_train_summary(summary)
+    return 0
+
+
+def _print_train_summary(summary: dict[str, Any]) -> None:
+    print(f"\nvidloom train: done -> {summary['checkpoint']}")
+    for part in ("vae", "dit"):
+        run = summary.get(part)
+        if run is None:
+            continue
+        wait = 100 * run["data_wait_share"]
+        print(f"  {part}: {run['steps']} steps in {run['out']}, data wait {wait:.1f}%")
+        for row in run["eval"]:
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("step", "stage", "when"))
+            print(f"    step {row['step']:>6} {row['stage']:<11} {row['when']:<5} {metrics}")
+    print(f"  log: {summary['out']}/log.jsonl")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from training.latents import encode_shards
+
+    from models.text_encoder import TextEncoderConfig
+
+    text = TextEncoderConfig(kind=args.text_encoder) if args.text_encoder else None
+    if text is not None and args.text_weights:
+        text.hf.weights_path = args.text_weights
+    manifest = encode_shards(args.shards, args.vae, args.out, n_frames=args.frames, size=args.size,
+                             fps=args.fps, text_encoder=text, batch_size=args.batch_size, device=args.device)
+    print(f"vidloom encode: {manifest['n_samples']} samples, {len(manifest['shards'])} shards -> {args.out}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from training.generate import generate_to_file
+
+    info = generate_to_file(args.ckpt, args.prompt, args.out, image=args.image, n_frames=args.frames,
+                            size=args.size, fps=args.fps, steps=args.steps, cfg_scale=args.cfg,
+                            seed=args.seed, heun=args.heun, negative_prompt=args.negative)
+    print(json.dumps(info, ensure_ascii=False))
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    t = sub.add_parser("train", help="train the VAE (unless --vae) and the DiT on shards; resumes")
+    t.add_argument("--preset", default="tiny", help="tiny (CPU) | small (1 GPU) | b1 (multi-GPU)")
+    t.add_argument("--data", required=True, help="shards directory (pixels or `vidloom encode` latents)")
+    t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, config.yaml)")
+    t.add_argument("--steps", type=int, help="DiT optimizer steps (stages scale with it)")
+    t.add_argument("--vae-steps", type=int, help="VAE optimizer steps when the VAE is trained first")
+    t.add_argument("--vae", help="a trained VAE checkpoint or run directory (skips VAE training)")
+    t.add_argument("--config", help="YAML file with config overrides")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("encode", help="precompute VAE latents (and frozen text embeddings) as shards")
+    e.add_argument("shards", help="pixel shards directory")
+    e.add_argument("--vae", required=True, help="VAE checkpoint or run directory")
+    e.add_argument("--out", required=True, help="latent shards directory")
+    e.add_argument("--frames", type=int, default=9, help="pixel frames per sample (1 + 4k)")
+    e.add_argument("--size", type=_size, default=(64, 128), help="HxW")
+    e.add_argument("--fps", type=float, default=8.0)
+    e.add_argument("--text-encoder", choices=["minilm", "hf"], help="also store text embeddings (frozen)")
+    e.add_argument("--text-weights", help="local model directory for --text-encoder hf")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(fn=cmd_encode)
+
+    g = sub.add_parser("generate", help="write an mp4 from a DiT checkpoint (T2V, or I2V with --image)")
+    g.add_argument("--ckpt", required=True, help="DiT checkpoint or run directory")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--image", help="first frame (png/jpg) for image-to-video")
+    g.add_argument("--out", required=True, help="output .mp4")
+    g.add_argument("--frames", type=int, help="pixel frames (default: the last training stage's)")
+    g.add_argument("--size", type=_size, help="HxW (default: the last training stage's)")
+    g.add_argument("--fps", type=float)
+    g.add_argument("--steps", type=int, default=30, help="sampler steps")
+    g.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
+    g.add_argument("--negative", default="", help="negative prompt (the CFG unconditional)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--heun", action="store_true", help="second-order sampler")
+    g.set_defaults(fn=cmd_generate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vidloom.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
