@@ -54,7 +54,8 @@ def _log(path: Path) -> list[dict]:
 
 
 def _steps(run: Path) -> list[tuple]:
-    rows = [("vae", r) for r in _log(run / "vae" / "log.jsonl")] + [("dit", r) for r in _log(run / "log.jsonl")]
+    rows = [("vae", r) for r in _log(run / "vae" / "log.jsonl")]
+    rows += [("dit", r) for r in _log(run / "log.jsonl")]
     return [(phase, r["step"], r["stage"], tuple(r["keys"]), r["loss_hex"], r["epoch"], r["samples_seen"])
             for phase, r in rows]
 
@@ -69,7 +70,8 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(shards: Path, tmp_path: Pa
     # kill at a random logged step of either phase (1..16 counting both logs)
     kill_at = random.Random(seed).randint(1, len(expected) - 1)
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(shards, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_cmd(shards, run), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(_steps(run)) < kill_at and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -65,7 +65,10 @@ class DistInfo:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.local_rank] if torch.cuda.is_available() else None
-            return DistributedDataParallel(net, device_ids=ids)
+            # Some parameters get no gradient in some steps or ever (the last dual-stream block's
+            # text outputs feed nothing; T2I steps skip the temporal path): DDP must not wait for them.
+            # Parameters unused on every rank keep ``grad=None``, as in a single process.
+            return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
         if self.strategy == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
