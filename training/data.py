@@ -25,6 +25,7 @@ DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 import threading
@@ -240,51 +241,64 @@ class StreamingLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.state = LoaderState(**state)
 
-    def _batches(self) -> list[tuple[int, np.ndarray]]:
-        """``(global end position, this rank's indices)`` of each remaining global batch."""
+    def _batches(self, epoch: int, start: int) -> list[tuple[int, np.ndarray]]:
+        """``(global end position, this rank's indices)`` of each global batch of ``epoch`` from ``start``."""
         st = self.state
-        order = global_order(len(self.dataset), st.seed, st.epoch, st.n_canonical)
+        order = global_order(len(self.dataset), st.seed, epoch, st.n_canonical)
         per = self.global_batch // self.world_size
         out = []
-        for s in range(st.samples_seen, len(order), self.global_batch):
+        for s in range(start, len(order), self.global_batch):
             end = min(s + self.global_batch, len(order))
             if self.drop_last and end - s < self.global_batch:
                 break
             out.append((end, order[s + self.rank * per : min(s + (self.rank + 1) * per, end)]))
         return out
 
+    def _plan(self, continuous: bool) -> Iterator[tuple[int, int, bool, np.ndarray]]:
+        """``(epoch, end, last of epoch, indices)`` of the remaining batches: this epoch, or all epochs."""
+        epoch, start = self.state.epoch, self.state.samples_seen
+        while True:
+            batches = self._batches(epoch, start)
+            for j, (end, idx) in enumerate(batches):
+                yield epoch, end, j == len(batches) - 1, idx
+            if not continuous or not batches and start == 0:
+                return
+            epoch, start = epoch + 1, 0
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Yield micro-batches; at the end of the epoch move to the next epoch's start."""
         for micro_batches in self.global_batches():
             yield from micro_batches
 
-    def global_batches(self) -> Iterator[list[dict[str, Any]]]:
+    def global_batches(self, continuous: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Yield this rank's micro-batches of each global batch, one list per optimizer step.
 
         ``samples_seen`` already counts a global batch when its list is yielded, so a state saved
-        after the step that consumed it resumes at the next global batch. A rank whose share of the
-        (short) last global batch is empty gets an empty list.
+        after the step that consumed it resumes at the next global batch; after an epoch's last
+        batch the state is the next epoch's start. A rank whose share of the (short) last global
+        batch is empty gets an empty list. ``continuous`` runs through the epochs without end, with
+        prefetch crossing epoch boundaries (the trainer's mode); otherwise one epoch.
         """
         st = self.state
-        batches = self._batches()
-        flat = [(b, int(i)) for b, (_, idx) in enumerate(batches) for i in idx]
+        plan, ahead = itertools.tee(self._plan(continuous))
+        samples = ((epoch, int(i)) for epoch, _, _, idx in ahead for i in idx)
         pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 0 else None
         pending: deque[Future[dict[str, Any]]] = deque()
-        depth = 2 * self.num_workers
-        nxt = 0
+        depth = max(2 * self.num_workers, 2 * self.global_batch // self.world_size)
 
         def fetch() -> dict[str, Any]:
-            nonlocal nxt
-            while pool is not None and nxt < len(flat) and len(pending) <= depth:
-                pending.append(pool.submit(self.dataset.get, flat[nxt][1], st.seed, st.epoch))
-                nxt += 1
             if pool is None:
-                nxt += 1
-                return self.dataset.get(flat[nxt - 1][1], st.seed, st.epoch)
+                epoch, i = next(samples)
+                return self.dataset.get(i, st.seed, epoch)
+            while len(pending) <= depth:
+                nxt = next(samples, None)
+                if nxt is None:
+                    break
+                pending.append(pool.submit(self.dataset.get, nxt[1], st.seed, nxt[0]))
             return pending.popleft().result()
 
         try:
-            for end, idx in batches:
+            for epoch, end, last, idx in plan:
                 groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
                 for _ in idx:
                     sample = fetch()
@@ -292,9 +306,10 @@ class StreamingLoader:
                 micro = [collate(members) for members in groups.values()]
                 self.stats.micro_batches += len(micro)
                 self.stats.samples += len(idx)
-                st.samples_seen = end
+                st.epoch, st.samples_seen = (epoch + 1, 0) if last else (epoch, end)
                 yield micro
-            st.epoch, st.samples_seen = st.epoch + 1, 0
+            if not continuous and st.samples_seen:
+                st.epoch, st.samples_seen = st.epoch + 1, 0  # resumed at an epoch's end: nothing left
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

@@ -57,6 +57,11 @@ class DistInfo:
             tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return DistInfo(tdist.get_rank(), tdist.get_world_size(), local, strategy)
 
+    def barrier(self) -> None:
+        """Wait for every rank (e.g. until rank 0 has written a checkpoint); no-op in one process."""
+        if self.world_size > 1 and tdist.is_initialized():
+            tdist.barrier()
+
     # ------------------------------------------------------------------ wrapping
 
     def wrap(self, net: nn.Module, cfg: Any = None) -> nn.Module:
@@ -66,7 +71,7 @@ class DistInfo:
 
             ids = [self.local_rank] if torch.cuda.is_available() else None
             # Some parameters get no gradient in some steps or ever (the last dual-stream block's
-            # text outputs feed nothing; T2I steps skip the temporal path): DDP must not wait for them.
+            # text outputs feed nothing): DDP must not wait for them.
             # Parameters unused on every rank keep ``grad=None``, as in a single process.
             return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
         if self.strategy == "fsdp":

@@ -157,14 +157,13 @@ class Trainer:
 
     def _next_global_batch(self) -> list[Batch]:
         assert self.loader is not None
-        for _ in range(2):  # at an epoch's end the loader moves to the next epoch by itself
-            if self._batches is None:
-                self._batches = self.loader.global_batches()
-            batch = next(self._batches, None)
-            if batch is not None:
-                return batch
-            self._batches = None
-        raise RuntimeError(f"{self.stage.data or self.data} yields no batches (empty dataset?)")
+        if self._batches is None:
+            self._batches = self.loader.global_batches(continuous=True)  # prefetch crosses epochs
+        batch = next(self._batches, None)
+        if batch is None:
+            raise RuntimeError(f"{self.stage.data or self.data} yields no batches (fewer samples than "
+                               "one global batch?)")
+        return batch
 
     @torch.no_grad()
     def _update_ema(self) -> None:
