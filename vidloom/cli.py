@@ -187,6 +187,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vidloom.bench_filters import main as bench_main
     elif args.what == "caption":
         from vidloom.bench_caption import main as bench_main
+    elif args.what == "train":
+        from vidloom.bench_train import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
@@ -248,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
-    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption (see --help of each)")
-    b.add_argument("what", choices=["split", "curate", "filters", "caption"])
+    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention")
+    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
 

@@ -1,0 +1,162 @@
+"""``vidloom bench train``: does the loader keep the trainer fed, and how fast is the step?
+
+For each preset (``tiny``, ``small``), on one of its video stages, in one process:
+
+1. **loader** samples/s: a fresh ``StreamingLoader`` (the preset's workers and prefetch) iterated
+   for ``--batches`` global batches, nothing else running;
+2. **trainer** samples/s: ``forward_backward_step`` + clip + AdamW + EMA on global batches already
+   in memory (the frozen VAE's encode of the pixels included: it is part of what a step consumes);
+3. **data wait**: the real loop (``Trainer.train``) for ``--steps`` steps; the share of step time
+   spent blocked on the loader, after ``--warmup`` steps.
+
+Targets: loader >= 2x trainer, data wait < 3 %. The VAE is randomly initialised (its weights do
+not change the cost). Data: ``--data`` shards (default: the demo's, else generated test patterns).
+With ``--mfu`` on a GPU the ``b1`` preset's model FLOPs utilisation is measured as well:
+``flops_per_step(cfg, T', H', W', L) * samples/s / peak``, peak = ``--peak-tflops`` (H100 SXM
+dense bf16: 989).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidloom.bench_split import machine_info, print_rows
+
+DEMO_SHARDS = Path("out/demo/shards")
+
+
+def bench_data(root: Path) -> Path:
+    """The demo shards when present, else 16 generated 3 s clips at 640x360."""
+    if (DEMO_SHARDS / "manifest.json").is_file():
+        return DEMO_SHARDS
+    from vidloom.synthetic_shards import write_test_shards
+
+    return write_test_shards(root, [("640x360", 75)] * 16, target_bytes=5_000_000)
+
+
+def random_vae_checkpoint(cfg: Any, run_dir: Path) -> Path:
+    """A "vae" checkpoint with initial weights (for timing only)."""
+    from models.vae.causal_vae import VAE
+    from training.checkpoint import save_checkpoint
+    from training.config import to_dict
+
+    state = {f"vae.{k}": v for k, v in VAE(cfg.vae).state_dict().items()}
+    return save_checkpoint(run_dir, 0, {"kind": "vae", "config": to_dict(cfg), "net": state, "ema": state,
+                                        "latent_stats": None})
+
+
+def _config(preset: str, stage_name: str, batch: int | None, workers: int, steps: int) -> Any:
+    from training.config import load_train_config
+
+    cfg = load_train_config(preset)
+    stage = next(s for s in cfg.stages if s.name == stage_name)
+    if batch:
+        stage = dataclasses.replace(stage, global_batch=batch)
+    cfg.stages = [dataclasses.replace(stage, fraction=1.0)]
+    cfg.num_workers, cfg.steps, cfg.ckpt_every, cfg.eval_samples = workers, steps, 10**9, 0
+    cfg.warmup_steps = 1
+    return cfg
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | None, workers: int,
+                 batches: int, steps: int, warmup: int, device: str) -> dict[str, Any]:
+    from training.dit_trainer import DiTTrainer
+
+    cfg = _config(preset, stage, batch, workers, steps + warmup)
+    vae = random_vae_checkpoint(cfg, work / f"{preset}-vae")
+    trainer = DiTTrainer(cfg, data, work / f"{preset}-run", vae, device=device)
+    trainer._enter_stage(0)
+    gb = cfg.stages[0].global_batch
+
+    loader = trainer.make_loader(cfg.stages[0])
+    it = loader.global_batches(continuous=True)
+    next(it)  # pool start and first decode outside the timing
+    t0 = time.perf_counter()
+    cached = [next(it) for _ in range(batches)]
+    loader_sps = batches * gb / (time.perf_counter() - t0)
+    it.close()
+
+    from training.trainer import step_generator
+
+    def step(i: int, micro: list[dict[str, Any]]) -> None:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.forward_backward_step(micro, step_generator(0, i))
+        torch.nn.utils.clip_grad_norm_(trainer.net.parameters(), cfg.grad_clip)
+        trainer.optimizer.step()
+        trainer._update_ema()
+
+    for i in range(warmup):
+        step(i, cached[i % len(cached)])
+    _sync(trainer.device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i, cached[i % len(cached)])
+    _sync(trainer.device)
+    trainer_sps = steps * gb / (time.perf_counter() - t0)
+
+    loop = DiTTrainer(cfg, data, work / f"{preset}-loop", vae, device=device)
+    loop.train(progress=False)
+    rows = [json.loads(line) for line in (loop.out / "log.jsonl").read_text().splitlines()][warmup:]
+    wait = sum(r["data_wait_s"] for r in rows)
+    busy = sum(r["step_s"] for r in rows)
+    return {"preset": preset, "stage": stage, "global_batch": gb, "workers": workers,
+            "frames": cfg.stages[0].n_frames, "size": list(cfg.stages[0].size),
+            "dit_params_m": round(sum(p.numel() for p in trainer.net.parameters()) / 1e6, 2),
+            "loader_samples_per_s": round(loader_sps, 2), "trainer_samples_per_s": round(trainer_sps, 2),
+            "loader_over_trainer": round(loader_sps / trainer_sps, 2),
+            "data_wait_share": round(wait / max(wait + busy, 1e-9), 4), "loop_steps": len(rows),
+            "loop_samples_per_s": round(len(rows) * gb / max(wait + busy, 1e-9), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidloom bench train", description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
+    p.add_argument("--stage", default="video-low", help="which stage of each preset")
+    p.add_argument("--data", type=Path, help="shards directory (default: demo shards or generated)")
+    p.add_argument("--batch", type=int, help="override the stage's global batch (e.g. small on CPU)")
+    p.add_argument("--workers", type=int, default=2, help="loader threads")
+    p.add_argument("--batches", type=int, default=12, help="global batches timed for the loader")
+    p.add_argument("--steps", type=int, default=20, help="timed trainer steps")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    info = machine_info()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vidloom-bench-train-") as tmp:
+        data = args.data or bench_data(Path(tmp))
+        for preset in args.presets.split(","):
+            steps = args.steps if preset == "tiny" else max(3, args.steps // 5)
+            results.append(bench_preset(preset, data, Path(tmp), args.stage, args.batch, args.workers,
+                                        args.batches, steps, args.warmup, args.device))
+    print(f"\nvidloom bench train on {args.device}: {info['cores']} cores ({info['cpu_model']}), "
+          f"load average {info['loadavg_1_5_15']}")
+    print_rows(["preset", "stage", "batch", "T", "HxW", "DiT M params", "loader smp/s", "trainer smp/s",
+                "loader/trainer", "loop smp/s", "data wait"],
+               [[r["preset"], r["stage"], r["global_batch"], r["frames"], "x".join(map(str, r["size"])),
+                 r["dit_params_m"], r["loader_samples_per_s"], r["trainer_samples_per_s"],
+                 f"{r['loader_over_trainer']:.2f}x", r["loop_samples_per_s"],
+                 f"{100 * r['data_wait_share']:.1f}%"] for r in results])
+    print("targets: loader >= 2x trainer, data wait < 3%")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
