@@ -79,7 +79,7 @@ class VAETrainer(Trainer):
                                 self.cfg.vae_kl_weight)
                 (loss.total * b / n).backward()
             for k, v in (("loss", loss.total), ("l1", loss.l1), ("kl", loss.kl)):
-                sums[k] += float(v) * b
+                sums[k] += float(v.detach()) * b
         return {k: v / n for k, v in sums.items()}
 
     def _fixed_samples(self, count: int) -> list[torch.Tensor]:

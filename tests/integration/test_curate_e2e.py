@@ -215,3 +215,21 @@ def test_text_is_read_in_both_languages(curated: dict[str, Any]) -> None:
     texts = " ".join(c["ocr_text"] or "" for c in curated["clips"])
     assert "DEMO" in texts and "SCENE" in texts
     assert "北京" in texts or "你好" in texts
+
+
+def test_tiny_preset_learns_on_the_demo_shards(curated: dict[str, Any], tmp_path: Path) -> None:
+    """`vidloom train --preset tiny` on these shards: VAE reconstruction error and the DiT's held-out
+    flow-matching loss (fixed samples, timesteps and noise) fall clearly within a CI-sized run."""
+    from training.config import load_train_config
+    from training.run import train
+
+    cfg = load_train_config("tiny", overrides=["vae_steps=80", "steps=120", "ckpt_every=60"])
+    summary = train(cfg, curated["out"] / "shards", tmp_path / "run", progress=False)
+    vae_eval = {row["when"]: row["eval_l1"] for row in summary["vae"]["eval"]}
+    assert vae_eval["end"] < 0.8 * vae_eval["start"], vae_eval
+    dit_eval = summary["dit"]["eval"]
+    first, last = dit_eval[0]["eval_loss"], dit_eval[-1]["eval_loss"]
+    assert last < 0.75 * first, dit_eval
+    for start, end in zip(dit_eval[::2], dit_eval[1::2], strict=True):  # every stage improves on its own
+        assert start["stage"] == end["stage"] and end["eval_loss"] < start["eval_loss"], (start, end)
+    assert Path(summary["checkpoint"]).name == "step_0000120.pt"
