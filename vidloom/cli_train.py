@@ -70,7 +70,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     info = generate_to_file(args.ckpt, args.prompt, args.out, image=args.image, n_frames=args.frames,
                             size=args.size, fps=args.fps, steps=args.steps, cfg_scale=args.cfg,
-                            seed=args.seed, heun=args.heun, negative_prompt=args.negative)
+                            seed=args.seed, heun=args.heun, negative_prompt=args.negative,
+                            device=args.device, use_ema=not args.no_ema)
     print(json.dumps(info, ensure_ascii=False))
     return 0
 
@@ -115,6 +116,8 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--negative", default="", help="negative prompt (the CFG unconditional)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--heun", action="store_true", help="second-order sampler")
+    g.add_argument("--device", default="cpu", help="torch device")
+    g.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     g.set_defaults(fn=cmd_generate)
 
 

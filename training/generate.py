@@ -1,0 +1,288 @@
+"""Video generation from a trained "dit" checkpoint: text-to-video, image-to-video, text-to-image.
+
+``generate(pipeline, prompt, image=...)`` samples normalised latents with the DiT's rectified-flow
+sampler (``models.dit.model.sample``), denormalises them with the checkpoint's latent statistics
+and decodes them with its frozen VAE, returning ``[3, T, H, W]`` in [-1, 1]. ``write_mp4`` encodes
+such a tensor with libx264 (yuv420p) atomically; ``generate_to_file`` does checkpoint -> file.
+
+Settings mirror training (``training/dit_trainer.py``):
+
+- frames, size and fps default to the last progressive stage of the checkpoint's config;
+- the sampling schedule is shifted by ``resolution_shift`` of the patched token count when the
+  config has ``timestep_shift`` (the same shift training applied to its timesteps);
+- classifier-free guidance: the negative is the encoded ``negative_prompt`` ("" = the empty
+  caption that text dropout trained);
+- image-to-video: the image is center-cropped to the target aspect, resized, encoded as a one-frame
+  video (posterior mean), normalised and given as the clean latent frame 0 (``cond_mask[:, 0]``).
+  The causal VAE decodes pixel frame 0 from latent frame 0 alone, so the first output frame is
+  the VAE reconstruction of the image.
+
+Noise comes from a CPU ``torch.Generator`` seeded with ``seed``, so a seed gives the same noise on
+every device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.dit.model import sample
+from training.checkpoint import Pipeline, load_pipeline
+from training.config import TrainConfig
+from training.flow_matching import resolution_shift
+
+ImageInput = str | os.PathLike[str] | Any  # a path, or a PIL image
+
+
+def resolve_settings(cfg: TrainConfig, n_frames: int | None = None, size: tuple[int, int] | None = None,
+                     fps: float | None = None) -> tuple[int, tuple[int, int], float]:
+    """(n_frames, (H, W), fps): defaults from the last stage, validated against the VAE and DiT.
+
+    Raises:
+        ValueError: n_frames is not 1 + dt * k, H or W is not a multiple of
+            VAE stride * patch * window, the latent frames do not divide by the temporal patch,
+            or fps <= 0.
+    """
+    last = cfg.stages[-1]
+    n_frames = int(last.n_frames if n_frames is None else n_frames)
+    h, w = (int(v) for v in (last.size if size is None else size))
+    fps = float(last.fps if fps is None else fps)
+    dt, dh, dw = cfg.vae.downsample
+    pt, ph, pw = cfg.dit.patch
+    wh, ww = cfg.dit.window
+    if n_frames < 1 or (n_frames - 1) % dt:
+        raise ValueError(f"n_frames must be 1 + {dt}k (1, {1 + dt}, {1 + 2 * dt}, ...), got {n_frames}")
+    if (1 + (n_frames - 1) // dt) % pt:
+        raise ValueError(f"n_frames {n_frames} gives {1 + (n_frames - 1) // dt} latent frames, "
+                         f"not divisible by the DiT's temporal patch {pt}")
+    mh, mw = dh * ph * wh, dw * pw * ww
+    if h <= 0 or w <= 0 or h % mh or w % mw:
+        raise ValueError(f"size (H, W) = {(h, w)} must be positive multiples of ({mh}, {mw}) "
+                         f"(VAE stride {(dh, dw)} x patch {(ph, pw)} x window {(wh, ww)})")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    return n_frames, (h, w), fps
+
+
+def load_image(image: ImageInput, size: tuple[int, int]) -> torch.Tensor:
+    """An image (path or PIL image; a video path gives its first frame) -> [3, H, W] in [-1, 1].
+
+    Center-cropped to the aspect of ``size`` = (H, W), then resized (box filter when shrinking).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        img = image
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"conditioning image {path} does not exist")
+        try:
+            with Image.open(path) as f:
+                img = ImageOps.exif_transpose(f)
+                img.load()
+        except UnidentifiedImageError:
+            img = _first_video_frame(path)
+    img = img.convert("RGB")
+    h, w = size
+    iw, ih = img.size
+    if iw * h > ih * w:  # wider than the target: crop the sides
+        cw, ch = max(1, round(ih * w / h)), ih
+    else:
+        cw, ch = iw, max(1, round(iw * h / w))
+    left, top = (iw - cw) // 2, (ih - ch) // 2
+    img = img.crop((left, top, left + cw, top + ch))
+    shrink = cw >= w and ch >= h
+    img = img.resize((w, h), Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+    return (arr / 127.5 - 1.0).clamp(-1.0, 1.0)
+
+
+def _first_video_frame(path: Path) -> Any:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return frame.to_image()
+    except (av.error.FFmpegError, IndexError) as e:
+        raise ValueError(f"{path} is neither an image nor a video: {e}") from e
+    raise ValueError(f"{path} has no video frames")
+
+
+def _device(pipeline: Pipeline) -> torch.device:
+    return next(pipeline.dit.parameters()).device
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for the DiT on CUDA when the run trained in bf16; float32 elsewhere."""
+    if device.type == "cuda" and cfg.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def encode_condition(pipeline: Pipeline, image: ImageInput, size: tuple[int, int]) -> torch.Tensor:
+    """Normalised latent [1, C, 1, H', W'] of the conditioning image (posterior mean)."""
+    device = _device(pipeline)
+    pixels = load_image(image, size)[None, :, None].to(device)  # [1, 3, 1, H, W]
+    z = pipeline.vae.encode(pixels).mean.float()
+    return pipeline.latent_stats.normalize(z)
+
+
+@torch.no_grad()
+def generate(
+    pipeline: Pipeline,
+    prompt: str,
+    image: ImageInput | None = None,
+    n_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
+    steps: int = 30,
+    cfg_scale: float = 4.0,
+    seed: int = 0,
+    heun: bool = False,
+    negative_prompt: str = "",
+) -> torch.Tensor:
+    """Sample one video.
+
+    Args:
+        pipeline: ``training.checkpoint.load_pipeline`` of a "dit" checkpoint.
+        prompt: the caption.
+        image: optional first frame (path or PIL image): image-to-video.
+        n_frames: pixel frames, 1 + dt * k (1 = an image); default the last stage's.
+        size: (H, W); default the last stage's.
+        fps: validated only (the DiT has no fps input); ``generate_to_file`` writes it.
+        steps: sampler steps (NFE = steps, x2 with Heun, x2 with CFG).
+        cfg_scale: classifier-free guidance scale; 1 disables the negative pass.
+        seed: noise seed.
+        heun: second-order sampler.
+        negative_prompt: the CFG negative caption.
+
+    Returns:
+        [3, T, H, W] float32 video in [-1, 1] on the CPU.
+    """
+    cfg = pipeline.config
+    n_frames, (h, w), _ = resolve_settings(cfg, n_frames, size, fps)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if image is not None and n_frames == 1:
+        raise ValueError("image-to-video needs n_frames > 1 (one frame would only reconstruct the image)")
+    device = _device(pipeline)
+    lt, lh, lw = cfg.vae.latent_shape(n_frames, h, w)
+    shape = (1, cfg.dit.in_channels, lt, lh, lw)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))).to(device)
+
+    def text_kwargs(caption: str) -> dict[str, Any]:
+        emb, mask = pipeline.text_encoder.encode([caption])
+        return {"text": emb.float().to(device), "text_mask": mask.to(device)}
+
+    kwargs = text_kwargs(prompt)
+    uncond = text_kwargs(negative_prompt) if cfg_scale != 1.0 else None
+    if image is not None:
+        cond = torch.zeros(shape, device=device)
+        cond[:, :, :1] = encode_condition(pipeline, image, (h, w))
+        cond_mask = torch.zeros(1, lt, dtype=torch.bool, device=device)
+        cond_mask[:, 0] = True
+        kwargs.update(cond=cond, cond_mask=cond_mask)
+    shift = 1.0
+    if cfg.timestep_shift:
+        pt, ph, pw = cfg.dit.patch
+        shift = resolution_shift((lt // pt) * (lh // ph) * (lw // pw))
+    with _autocast(cfg, device):
+        z = sample(pipeline.dit, noise, kwargs, steps, shift=shift, cfg_scale=cfg_scale,
+                   uncond_kwargs=uncond, heun=heun)
+    z = z.float()
+    if image is not None:  # exact, whatever autocast did to the rest
+        z[:, :, :1] = kwargs["cond"][:, :, :1]
+    video = pipeline.vae.decode(pipeline.latent_stats.denormalize(z))
+    return video[0].float().clamp(-1.0, 1.0).cpu()
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
+    if video.dim() != 4 or video.shape[0] != 3:
+        raise ValueError(f"video must be [3, T, H, W], got {tuple(video.shape)}")
+    v = ((video.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return v.permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def write_mp4(video: torch.Tensor, path: str | os.PathLike[str], fps: float, crf: int = 18) -> Path:
+    """Encode [3, T, H, W] in [-1, 1] as H.264 (libx264, yuv420p) in an mp4 container.
+
+    Odd heights/widths are padded by one replicated row/column (yuv420p needs even sizes). The file
+    is written to ``<path>.part``, fsynced and renamed, so ``path`` is either absent or complete.
+    """
+    import av
+
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    frames = to_uint8_frames(video)
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    rate = Fraction(fps).limit_denominator(1001)
+    try:
+        with open(tmp, "wb") as f:
+            with av.open(f, mode="w", format="mp4") as container:
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height = frames.shape[2], frames.shape[1]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "medium"}
+                for arr in frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
+                    container.mux(packet)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.PathLike[str],
+                     image: ImageInput | None = None, device: str = "cpu", use_ema: bool = True,
+                     **kw: Any) -> dict[str, Any]:
+    """Load a "dit" checkpoint (file or run directory), generate, write ``out`` as mp4.
+
+    Args:
+        ckpt: checkpoint file or run directory (its newest loadable checkpoint).
+        prompt, image, **kw: ``generate``'s arguments (n_frames, size, fps, steps, cfg_scale, seed,
+            heun, negative_prompt).
+        out: output mp4 path.
+        device: torch device for the models.
+        use_ema: EMA weights (default) or the raw trained weights.
+
+    Returns:
+        Summary: path, frames, size [H, W], fps, seconds, step, seed, steps, cfg_scale, image, elapsed_s.
+
+    Raises:
+        FileNotFoundError: no checkpoint (or conditioning image) at the given path.
+        ValueError: not a "dit" checkpoint, or invalid settings.
+    """
+    start = time.perf_counter()
+    pipeline = load_pipeline(ckpt, use_ema=use_ema, device=device)
+    n_frames, size, fps = resolve_settings(pipeline.config, kw.pop("n_frames", None), kw.pop("size", None),
+                                           kw.pop("fps", None))
+    video = generate(pipeline, prompt, image, n_frames=n_frames, size=size, fps=fps, **kw)
+    path = write_mp4(video, out, fps)
+    t = int(video.shape[1])
+    return {
+        "path": str(path), "frames": t, "size": [int(video.shape[2]), int(video.shape[3])], "fps": fps,
+        "seconds": t / fps, "step": pipeline.step, "seed": kw.get("seed", 0), "steps": kw.get("steps", 30),
+        "cfg_scale": kw.get("cfg_scale", 4.0), "image": None if image is None else str(image),
+        "elapsed_s": round(time.perf_counter() - start, 3),
+    }
