@@ -33,6 +33,9 @@ install: system-deps $(STAMP)
 demo: install
 	$(VENV)/bin/vidloom samples demo samples/demo
 	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny --set filters.min_duration_s=1.5 --report out/demo/report.html
+	$(VENV)/bin/vidloom train --preset tiny --data out/demo/shards --out out/demo/run --vae-steps 150 --steps 200 --quiet
+	$(VENV)/bin/vidloom generate --ckpt out/demo/run --prompt "A red ball rolls across a blue floor." --out out/demo/generated.mp4
+	@echo "demo video: out/demo/generated.mp4 (a tiny CPU model: blurry colour fields, see README 'Training')"
 
 test: install
 	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
