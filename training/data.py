@@ -228,7 +228,9 @@ class StreamingLoader:
                  num_workers: int = 0, drop_last: bool = False) -> None:
         if global_batch % world_size:
             raise ValueError("world_size must divide global_batch")
-        self.dataset = ShardDataset(shards_dir, n_frames, fps, size, sample_mode)
+        from training.latents import open_dataset  # it imports this module: not at the top
+
+        self.dataset = open_dataset(shards_dir, n_frames, fps, size, sample_mode)  # pixels or latents
         self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical)
         self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
         self.num_workers = num_workers

@@ -114,9 +114,29 @@ class DistInfo:
 
     def load_optimizer_state(self, net: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
+        """Load either layout: ``optimizer.state_dict()`` (integer ids: one process, DDP) or the
+        parameter-name-keyed full state of FSDP runs, so a run resumes under another strategy."""
         if self.strategy != "fsdp":
-            optimizer.load_state_dict(state)
+            optimizer.load_state_dict(_optimizer_layout(net, optimizer, state, by_name=False))
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-        set_optimizer_state_dict(net, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        # strict=False: parameters that never had a gradient (unused outputs) have no saved state,
+        # in FSDP checkpoints as in one-process ones; AdamW creates it on their first gradient
+        set_optimizer_state_dict(net, optimizer, _optimizer_layout(net, optimizer, state, by_name=True),
+                                 options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def _optimizer_layout(net: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                      by_name: bool) -> dict[str, Any]:
+    """``state`` re-keyed by parameter name (``by_name``) or by ``optimizer.state_dict()``'s integer
+    ids. Both number/name the parameters in ``optimizer.param_groups`` order; names come from ``net``."""
+    names_of = {id(p): name for name, p in net.named_parameters()}
+    names = [names_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    saved = [k for group in state["param_groups"] for k in group["params"]]
+    if len(saved) != len(names) or all(isinstance(k, str) for k in saved) == by_name:
+        return state  # already in the wanted layout (or a mismatch the loader reports)
+    want = names if by_name else list(range(len(names)))
+    key = dict(zip(saved, want, strict=True))
+    return {"state": {key[k]: v for k, v in state["state"].items()},
+            "param_groups": [{**g, "params": [key[k] for k in g["params"]]} for g in state["param_groups"]]}

@@ -105,11 +105,12 @@ class DiTTrainer(Trainer):
                 z = self.vae.encode(video).mean.float()
         return self.stats.normalize(z)
 
-    def text_inputs(self, mb: Batch, gen: torch.Generator | None, dropout: float) -> dict[str, Any]:
+    def text_inputs(self, mb: Batch, gens: list[torch.Generator] | None, dropout: float) -> dict[str, Any]:
         """DiTNet keyword arguments for the captions: ``texts`` or precomputed ``text``/``text_mask``."""
         n = len(mb["key"])
         langs = []
         for i in range(n):
+            gen = None if gens is None else gens[i]
             have = [lang for lang in ("en", "zh") if mb.get(f"caption_{lang}") and mb[f"caption_{lang}"][i]]
             pick = self.cfg.caption_lang
             if pick == "both":
@@ -161,21 +162,22 @@ class DiTTrainer(Trainer):
         for i, mb in enumerate(micro_batches):
             z = self.latents(mb)
             b, _, T = z.shape[:3]
-            kwargs = self.text_inputs(mb, gen, self.cfg.text_dropout)
+            gens = self.sample_generators(mb)
+            kwargs = self.text_inputs(mb, gens, self.cfg.text_dropout)
             cond_mask = None
             if T > 1 and self.stage.i2v_share > 0:
-                chosen = torch.rand(b, generator=gen) < self.stage.i2v_share
+                chosen = torch.cat([torch.rand(1, generator=g) for g in gens]) < self.stage.i2v_share
                 if bool(chosen.any()):
                     cond_mask = torch.zeros(b, T, dtype=torch.bool)
                     cond_mask[:, 0] = chosen
                     cond_mask = cond_mask.to(self.device)
                     n_i2v += int(chosen.sum())
-            t = shift_t(logit_normal_t(b, generator=gen), self._shift(z))
-            noise = torch.randn(z.shape, generator=gen)
+            t = shift_t(torch.cat([logit_normal_t(1, generator=g) for g in gens]), self._shift(z))
+            noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens])
             with self.no_sync(last=i == len(micro_batches) - 1):
                 loss = self._loss(z, kwargs, t.to(self.device), noise.to(self.device), cond_mask)
                 (loss * b / n).backward()
-            total += float(loss) * b
+            total += float(loss.detach()) * b
         return {"loss": total / n, "i2v_share": n_i2v / max(n, 1)}
 
     @torch.no_grad()

@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     """The RNG of one optimizer step: a pure function of (seed, step), so resume replays it."""
     state = np.random.SeedSequence([seed, step]).generate_state(2, dtype=np.uint32)
     return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def sample_generator(seed: int, step: int, key: str) -> torch.Generator:
+    """The RNG of one sample in one step: a pure function of (seed, step, sample key).
+
+    Per-sample draws (noise, timestep, caption choice, I2V choice, VAE posterior sample) come from
+    it, so they do not depend on which rank, micro-batch or bucket the sample lands in: a
+    data-parallel run makes the same draws, hence the same update, as one process.
+    """
+    state = np.random.SeedSequence([seed, step, zlib.crc32(key.encode("utf-8"))]).generate_state(
+        2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -121,6 +134,10 @@ class Trainer:
         return {}
 
     # ------------------------------------------------------------------ helpers for subclasses
+
+    def sample_generators(self, mb: Batch) -> list[torch.Generator]:
+        """One generator per sample of a micro-batch for the current step (``sample_generator``)."""
+        return [sample_generator(self.cfg.seed, self.step, key) for key in mb["key"]]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast on CUDA when ``cfg.bf16``; a no-op on CPU (float32, exact resume)."""
@@ -245,9 +262,11 @@ class Trainer:
 
     def save(self) -> Path | None:
         state = self.state()  # every rank joins the (FSDP) gathers
-        if not self.dist.is_main:
-            return None
-        return save_checkpoint(self.out, self.step, state, keep=self.cfg.keep_ckpts)
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(self.out, self.step, state, keep=self.cfg.keep_ckpts)
+        self.dist.barrier()  # when save returns, every rank sees the checkpoint (run.py loads the VAE's)
+        return path
 
     def resume(self) -> bool:
         """Load the newest checkpoint of ``out`` if any; cut the log back to its step."""

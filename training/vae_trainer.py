@@ -72,7 +72,7 @@ class VAETrainer(Trainer):
             x = self._video(mb)
             b = x.shape[0]
             shape = (b, self.cfg.vae.latent_channels, *self.cfg.vae.latent_shape(*x.shape[2:]))
-            eps = torch.randn(shape, generator=gen)
+            eps = torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in self.sample_generators(mb)])
             with self.no_sync(last=i == len(micro_batches) - 1), self.autocast():
                 recon, mean, logvar = self.model(x, eps)
                 loss = vae_loss(x, recon.float(), DiagonalGaussian(mean.float(), logvar.float()),
