@@ -7,8 +7,8 @@ the flow, a Prefect retry after a crash or the next scheduled run goes on where 
 stopped; a finished run is not retrained.
 
 Steps: a rerun may ask for more DiT ``steps`` than the run directory was started with: the flow
-then updates ``out/config.yaml`` (the only change it accepts; ``training.run`` refuses any other
-config change) and training continues from the last checkpoint to the new total. The schedule
+then updates ``out/config.yaml`` (``training.run.extend_steps``: the only change accepted; any
+other config change is refused) and training continues from the last checkpoint to the new total. The schedule
 follows the new total (stage bounds and cosine decay are fractions of ``steps``).
 """
 
@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 
 from training.config import TrainConfig, load_train_config, to_dict
+from training.run import extend_steps
 
 
 def _config(preset: str, config_file: str | None, steps: int | None, vae_steps: int | None,
@@ -31,23 +31,6 @@ def _config(preset: str, config_file: str | None, steps: int | None, vae_steps: 
     if vae_steps is not None:
         items.append(f"vae_steps={vae_steps}")
     return load_train_config(preset, config_file, items)
-
-
-def extend_steps(out: str | Path, cfg: TrainConfig) -> bool:
-    """Accept a longer DiT schedule for an existing run: rewrite ``config.yaml`` when the new config
-    differs from it only by a larger ``steps``. Returns whether it did; other differences are left
-    for ``training.run`` to refuse."""
-    path = Path(out) / "config.yaml"
-    if not path.is_file():
-        return False
-    old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    new = to_dict(cfg)
-    if not isinstance(old, dict) or old.get("steps") is None or new["steps"] <= old["steps"]:
-        return False
-    if {k: v for k, v in old.items() if k != "steps"} != {k: v for k, v in new.items() if k != "steps"}:
-        return False
-    path.write_text(yaml.safe_dump(new, sort_keys=True, allow_unicode=True), encoding="utf-8")
-    return True
 
 
 @task(name="prepare-run")

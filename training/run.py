@@ -28,16 +28,34 @@ def _manifest(data: Path) -> dict[str, Any]:
 
 
 def _write_config(out: Path, cfg: TrainConfig) -> None:
-    """Write ``config.yaml``; a run directory holding a different config is refused."""
+    """Write ``config.yaml``; a run directory holding a different config is refused, except for a
+    larger ``steps`` (``extend_steps``: the run continues to the new total)."""
     path = out / "config.yaml"
     text = yaml.safe_dump(to_dict(cfg), sort_keys=True, allow_unicode=True)
-    if path.exists():
+    if path.exists() and not extend_steps(out, cfg):
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
         if old != yaml.safe_load(text):
             raise ValueError(f"{out} holds a run with another config ({path}); use a new --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def extend_steps(out: str | Path, cfg: TrainConfig) -> bool:
+    """Accept a longer DiT schedule for an existing run: rewrite ``config.yaml`` when the new config
+    differs from it only by a larger ``steps``. Returns whether it did; other differences are left
+    for ``training.run`` to refuse."""
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        return False
+    old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    new = to_dict(cfg)
+    if not isinstance(old, dict) or old.get("steps") is None or new["steps"] <= old["steps"]:
+        return False
+    if {k: v for k, v in old.items() if k != "steps"} != {k: v for k, v in new.items() if k != "steps"}:
+        return False
+    path.write_text(yaml.safe_dump(new, sort_keys=True, allow_unicode=True), encoding="utf-8")
+    return True
 
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path | None = None,

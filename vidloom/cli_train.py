@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -32,6 +33,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.vae_steps is not None:
         overrides.append(f"vae_steps={args.vae_steps}")
     cfg = load_train_config(args.preset, args.config, overrides)
+    if args.cron:
+        from flows.train_flow import serve_training
+
+        print(f"serving deployment 'vidloom-train/{args.name}': {args.data} -> {args.out} on cron '{args.cron}'")
+        serve_training(os.path.abspath(args.data), os.path.abspath(args.out), args.cron, args.preset,
+                       args.steps, args.vae, list(args.overrides), args.name)
+        return 0
     summary = train(cfg, args.data, args.out, vae=args.vae, progress=not args.quiet, device=args.device)
     _print_train_summary(summary)
     return 0
@@ -88,6 +96,9 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--cron", help="instead of training now, serve a Prefect deployment that resumes the "
+                   "run on this schedule (needs PREFECT_API_URL or a local server)")
+    t.add_argument("--name", default="train", help="deployment name (with --cron)")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("encode", help="precompute VAE latents (and frozen text embeddings) as shards")
