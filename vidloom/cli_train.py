@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.cron:
         from flows.train_flow import serve_training
 
-        print(f"serving deployment 'vidloom-train/{args.name}': {args.data} -> {args.out} on cron '{args.cron}'")
+        print(f"serving deployment 'vidloom-train/{args.name}': {args.data} -> {args.out} "
+              f"on cron '{args.cron}'")
         serve_training(os.path.abspath(args.data), os.path.abspath(args.out), args.cron, args.preset,
                        args.steps, args.vae, list(args.overrides), args.name)
         return 0
@@ -60,9 +61,8 @@ def _print_train_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from training.latents import encode_shards
-
     from models.text_encoder import TextEncoderConfig
+    from training.latents import encode_shards
 
     text = TextEncoderConfig(kind=args.text_encoder) if args.text_encoder else None
     if text is not None and args.text_weights:
