@@ -122,6 +122,56 @@ def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | N
             "loop_samples_per_s": round(len(rows) * gb / max(wait + busy, 1e-9), 2)}
 
 
+def measure_mfu(preset: str = "b1", stage: str = "video-high", batch: int = 1, steps: int = 10,
+                warmup: int = 3, peak_tflops: float = 989.0, text_tokens: int = 256,
+                device: str = "cuda") -> dict[str, Any]:
+    """Model FLOPs utilisation of the DiT training step (forward, backward, AdamW) at ``stage``'s
+    latent shape, on random latents and text embeddings (no VAE, no loader: the model alone).
+
+    MFU = ``flops_per_step(cfg, T', H', W', L) * batch / step_s / (peak_tflops * 1e12)``.
+    """
+    from models.dit.model import DiT, flops_per_step
+    from training.config import load_train_config
+    from training.flow_matching import flow_matching_loss
+
+    cfg = load_train_config(preset)
+    st = next(s for s in cfg.stages if s.name == stage)
+    T, H, W = cfg.vae.latent_shape(st.n_frames, *st.size)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = DiT(cfg.dit).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
+    x0 = torch.randn(batch, cfg.dit.in_channels, T, H, W, device=dev)
+    text = torch.randn(batch, text_tokens, cfg.dit.text_dim, device=dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss, _ = flow_matching_loss(lambda x, t, c: model(x, t, text=c), x0, text)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    step_s = (time.perf_counter() - t0) / steps
+    flops = flops_per_step(cfg.dit, T, H, W, text_tokens) * batch
+    pt, ph, pw = cfg.dit.patch
+    return {"preset": preset, "stage": stage, "latent": [T, H, W], "batch": batch, "text_tokens": text_tokens,
+            "visual_tokens": (T // pt) * (H // ph) * (W // pw),
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+            "step_s": round(step_s, 4), "tflops_per_step": round(flops / 1e12, 2),
+            "achieved_tflops": round(flops / step_s / 1e12, 1), "peak_tflops": peak_tflops,
+            "mfu": round(flops / step_s / (peak_tflops * 1e12), 4),
+            "max_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda"
+            else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidloom bench train", description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
@@ -133,9 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed trainer steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--mfu", action="store_true", help="only measure the b1 preset's MFU (GPU)")
+    p.add_argument("--mfu-stage", default="video-high")
+    p.add_argument("--mfu-batch", type=int, default=1)
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     info = machine_info()
+    if args.mfu:
+        r = measure_mfu("b1", args.mfu_stage, args.mfu_batch, args.steps, args.warmup, args.peak_tflops,
+                        device=args.device)
+        print(json.dumps(r, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": info, "mfu": r}, indent=1))
+        return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-train-") as tmp:
         data = args.data or bench_data(Path(tmp))
