@@ -27,10 +27,11 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import queue
 import tarfile
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ import torch
 from pipelines.shard_writer import MANIFEST
 
 SampleMode = Literal["uniform", "first"]
+Assembled = tuple[list[dict[str, Any]], int, int, int]  # micro-batches, samples, state epoch, samples_seen
 
 
 def global_order(n_samples: int, seed: int, epoch: int, n_canonical: int) -> np.ndarray:
@@ -280,8 +282,28 @@ class StreamingLoader:
         batch the state is the next epoch's start. A rank whose share of the (short) last global
         batch is empty gets an empty list. ``continuous`` runs through the epochs without end, with
         prefetch crossing epoch boundaries (the trainer's mode); otherwise one epoch.
+
+        With workers, whole global batches (decoded, grouped, collated) are assembled by a
+        background thread up to ``BATCHES_AHEAD`` ahead, so the consumer only takes a ready list.
         """
         st = self.state
+        batches = self._assemble(continuous)
+        if self.num_workers > 0:
+            batches = _background(batches, BATCHES_AHEAD)
+        try:
+            for micro, n_samples, epoch, seen in batches:
+                self.stats.micro_batches += len(micro)
+                self.stats.samples += n_samples
+                st.epoch, st.samples_seen = epoch, seen
+                yield micro
+            if not continuous and st.samples_seen:
+                st.epoch, st.samples_seen = st.epoch + 1, 0  # resumed at an epoch's end: nothing left
+        finally:
+            batches.close()
+
+    def _assemble(self, continuous: bool) -> Generator[Assembled, None, None]:
+        """``(micro-batches, samples, state epoch, state samples_seen after it)`` per global batch."""
+        seed = self.state.seed
         plan, ahead = itertools.tee(self._plan(continuous))
         samples = ((epoch, int(i)) for epoch, _, _, idx in ahead for i in idx)
         pool = ThreadPoolExecutor(self.num_workers) if self.num_workers > 0 else None
@@ -291,12 +313,12 @@ class StreamingLoader:
         def fetch() -> dict[str, Any]:
             if pool is None:
                 epoch, i = next(samples)
-                return self.dataset.get(i, st.seed, epoch)
+                return self.dataset.get(i, seed, epoch)
             while len(pending) <= depth:
                 nxt = next(samples, None)
                 if nxt is None:
                     break
-                pending.append(pool.submit(self.dataset.get, nxt[1], st.seed, nxt[0]))
+                pending.append(pool.submit(self.dataset.get, nxt[1], seed, nxt[0]))
             return pending.popleft().result()
 
         try:
@@ -306,15 +328,54 @@ class StreamingLoader:
                     sample = fetch()
                     groups.setdefault(sample_shape(sample), []).append(sample)
                 micro = [collate(members) for members in groups.values()]
-                self.stats.micro_batches += len(micro)
-                self.stats.samples += len(idx)
-                st.epoch, st.samples_seen = (epoch + 1, 0) if last else (epoch, end)
-                yield micro
-            if not continuous and st.samples_seen:
-                st.epoch, st.samples_seen = st.epoch + 1, 0  # resumed at an epoch's end: nothing left
+                yield (micro, len(idx), *((epoch + 1, 0) if last else (epoch, end)))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+BATCHES_AHEAD = 2
+
+
+def _background(items: Generator[Any, None, None], ahead: int) -> Generator[Any, None, None]:
+    """Run ``items`` in a daemon thread, ``ahead`` results buffered; closing stops the thread."""
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    break
+            else:
+                put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            put(("error", e))
+        finally:
+            items.close()
+
+    thread = threading.Thread(target=produce, name="vidloom-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def sample_shape(sample: dict[str, Any]) -> tuple[int, ...]:

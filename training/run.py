@@ -8,6 +8,7 @@ manifest, so training on them needs no ``--vae``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,22 @@ def extend_steps(out: str | Path, cfg: TrainConfig) -> bool:
     return True
 
 
+def adapt_stages_to_latents(cfg: TrainConfig, manifest: dict[str, Any]) -> list[str]:
+    """Latent shards hold one size/fps/length: stages reading the run's data take those (an image
+    stage keeps n_frames = 1, the first latent frame). Returns the names of the stages changed."""
+    changed = []
+    for i, st in enumerate(cfg.stages):
+        if st.data:
+            continue
+        n = 1 if st.n_frames == 1 else min(st.n_frames, manifest["n_frames"])
+        new = dataclasses.replace(st, size=tuple(manifest["size"]), fps=float(manifest["fps"]), n_frames=n,
+                                  sample_mode="first")
+        if new != st:
+            cfg.stages[i] = new
+            changed.append(st.name)
+    return changed
+
+
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path | None = None,
           progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the VAE when needed, then the DiT; returns both runs' summaries."""
@@ -67,6 +84,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path |
     data, out = Path(data), Path(out)
     manifest = _manifest(data)
     dist = DistInfo.from_env()
+    if manifest.get("kind") == "latents":
+        adapt_stages_to_latents(cfg, manifest)
     if dist.is_main:
         _write_config(out, cfg)
     summary: dict[str, Any] = {"out": str(out)}

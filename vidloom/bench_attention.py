@@ -135,6 +135,7 @@ def run(
     budget_s: float = 600.0,
     max_step_s: float = 60.0,
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time both stacks on every size; returns {"config", "params", "rows", "largest", ...}.
 
@@ -147,6 +148,10 @@ def run(
     from models.dit.full3d import n_params
 
     dev = torch.device(device)
+    if threads:
+        # On a loaded machine one thread is steadier: OpenMP threads that lose their core stall
+        # every op at its barrier, which costs per op and not per FLOP (skewing the ratio).
+        torch.set_num_threads(threads)
     dec, f3d = build_stacks(dim, heads, depth, mlp_ratio, window, seed)
     p_dec, p_f3d = n_params(dec), n_params(f3d)
     assert p_dec == p_f3d, f"parameter counts differ: decoupled {p_dec}, full3d {p_f3d}"
@@ -329,12 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--budget-s", type=float, default=600.0, help="total time budget")
     p.add_argument("--max-step-s", type=float, default=60.0, help="skip sizes predicted slower than this")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     r = run(
         sizes=args.sizes, dim=args.dim, heads=args.heads, depth=args.depth, repeats=args.repeats,
         device=args.device, text_len=args.text_len, batch=args.batch, window=tuple(args.window),
-        budget_s=args.budget_s, max_step_s=args.max_step_s,
+        budget_s=args.budget_s, max_step_s=args.max_step_s, threads=args.threads,
     )
     print_report(r)
     print(json.dumps(r, default=str))

@@ -2,6 +2,8 @@
 
 For each preset (``tiny``, ``small``), on one of its video stages, in one process:
 
+Each runs on pixel shards (mp4s decoded by PyAV) and on latent shards (``vidloom encode``).
+
 1. **loader** samples/s: a fresh ``StreamingLoader`` (the preset's workers and prefetch) iterated
    for ``--batches`` global batches, nothing else running;
 2. **trainer** samples/s: ``forward_backward_step`` + clip + AdamW + EMA on global batches already
@@ -73,11 +75,20 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | None, workers: int,
-                 batches: int, steps: int, warmup: int, device: str) -> dict[str, Any]:
+                 batches: int, steps: int, warmup: int, device: str, kind: str = "pixels") -> dict[str, Any]:
     from training.dit_trainer import DiTTrainer
 
     cfg = _config(preset, stage, batch, workers, steps + warmup)
     vae = random_vae_checkpoint(cfg, work / f"{preset}-vae")
+    if kind == "latents":  # `vidloom encode` first, outside the timing
+        from training.latents import encode_shards
+        from training.run import adapt_stages_to_latents
+
+        st = cfg.stages[0]
+        latents = work / f"{preset}-latents"
+        manifest = encode_shards(data, vae, latents, st.n_frames, tuple(st.size), st.fps, device=device)
+        adapt_stages_to_latents(cfg, manifest)
+        data = latents
     trainer = DiTTrainer(cfg, data, work / f"{preset}-run", vae, device=device)
     trainer._enter_stage(0)
     gb = cfg.stages[0].global_batch
@@ -113,7 +124,7 @@ def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | N
     rows = [json.loads(line) for line in (loop.out / "log.jsonl").read_text().splitlines()][warmup:]
     wait = sum(r["data_wait_s"] for r in rows)
     busy = sum(r["step_s"] for r in rows)
-    return {"preset": preset, "stage": stage, "global_batch": gb, "workers": workers,
+    return {"preset": preset, "data": kind, "stage": stage, "global_batch": gb, "workers": workers,
             "frames": cfg.stages[0].n_frames, "size": list(cfg.stages[0].size),
             "dit_params_m": round(sum(p.numel() for p in trainer.net.parameters()) / 1e6, 2),
             "loader_samples_per_s": round(loader_sps, 2), "trainer_samples_per_s": round(trainer_sps, 2),
@@ -176,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vidloom bench train", description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="tiny,small", help="comma-separated presets")
     p.add_argument("--stage", default="video-low", help="which stage of each preset")
+    p.add_argument("--kinds", default="pixels,latents",
+                   help="data kinds: pixels (decode mp4s) and/or latents (`vidloom encode` shards)")
     p.add_argument("--data", type=Path, help="shards directory (default: demo shards or generated)")
     p.add_argument("--batch", type=int, help="override the stage's global batch (e.g. small on CPU)")
     p.add_argument("--workers", type=int, default=2, help="loader threads")
@@ -201,14 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-train-") as tmp:
         data = args.data or bench_data(Path(tmp))
         for preset in args.presets.split(","):
-            steps = args.steps if preset == "tiny" else max(3, args.steps // 5)
-            results.append(bench_preset(preset, data, Path(tmp), args.stage, args.batch, args.workers,
-                                        args.batches, steps, args.warmup, args.device))
+            for kind in args.kinds.split(","):
+                steps = args.steps if preset == "tiny" else max(3, args.steps // 5)
+                results.append(bench_preset(
+                    preset, data, Path(tmp) / kind, args.stage, args.batch, args.workers, args.batches,
+                    steps, args.warmup, args.device, kind))
     print(f"\nvidloom bench train on {args.device}: {info['cores']} cores ({info['cpu_model']}), "
           f"load average {info['loadavg_1_5_15']}")
-    print_rows(["preset", "stage", "batch", "T", "HxW", "DiT M params", "loader smp/s", "trainer smp/s",
-                "loader/trainer", "loop smp/s", "data wait"],
-               [[r["preset"], r["stage"], r["global_batch"], r["frames"], "x".join(map(str, r["size"])),
+    print_rows(["preset", "data", "stage", "batch", "T", "HxW", "DiT M params", "loader smp/s",
+                "trainer smp/s", "loader/trainer", "loop smp/s", "data wait"],
+               [[r["preset"], r["data"], r["stage"], r["global_batch"], r["frames"],
+                 "x".join(map(str, r["size"])),
                  r["dit_params_m"], r["loader_samples_per_s"], r["trainer_samples_per_s"],
                  f"{r['loader_over_trainer']:.2f}x", r["loop_samples_per_s"],
                  f"{100 * r['data_wait_share']:.1f}%"] for r in results])
