@@ -1,0 +1,1 @@
+"""Reward models for RLHF, distillation checks and evaluation (``base.py`` has the interface)."""
