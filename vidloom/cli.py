@@ -189,6 +189,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vidloom.bench_caption import main as bench_main
     elif args.what == "train":
         from vidloom.bench_train import main as bench_main
+    elif args.what == "attention":
+        from vidloom.bench_attention import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_deploy)
 
     b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention")
-    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train"])
+    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train", "attention"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
 
