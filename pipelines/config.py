@@ -281,6 +281,8 @@ def apply(cfg: Any, values: dict[str, Any]) -> None:
 def _coerce(current: Any, value: Any) -> Any:
     if isinstance(value, str) and not isinstance(current, str) and current is not None:
         value = yaml.safe_load(value)
+        if isinstance(current, float) and isinstance(value, str):
+            value = float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
     if isinstance(current, tuple) and isinstance(value, list):
         return tuple(value)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):

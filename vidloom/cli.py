@@ -1,5 +1,6 @@
 """The ``vidloom`` command line: curate, export, query, report, caption-server, deploy, bench, samples,
-and the training commands train, encode, generate (``vidloom/cli_train.py``).
+and the training commands train, encode, generate (``vidloom/cli_train.py``), sft, merge
+(``vidloom/cli_post.py``).
 
 Flags are few; everything else is configuration (``--config FILE`` and
 ``--set section.key=value``, see pipelines/config.py).
@@ -270,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_train import add_commands
 
     add_commands(sub)  # train, encode, generate
+    from vidloom.cli_post import add_commands as add_post_commands
+
+    add_post_commands(sub)  # sft, merge
     return p
 
 

@@ -1,0 +1,282 @@
+"""Supervised fine-tuning (SFT) of a trained DiT on a small, curated selection of clips.
+
+Seedance-style post-training: after pre-training, the DiT is fine-tuned on a hand-picked, high
+quality subset (here: any SQL selection of the curation catalog, or any shards directory) with a
+lower learning rate and a short schedule.
+
+What ``SFTTrainer`` takes from the base "dit" checkpoint:
+
+- the model config (``dit``, ``text``, ``vae`` sections: an SFT cannot change the architecture);
+- the weights: the trainable net starts from the base's EMA weights (``init="ema"``, the default:
+  the weights generation uses) or its raw weights (``init="net"``); the SFT's EMA starts from the
+  base's EMA either way;
+- the frozen VAE and the latent statistics (``frozen``), so latents are normalised exactly as in
+  pre-training.
+
+What it does not take: the optimizer (AdamW starts fresh, at step 0), the loader and RNG states.
+
+The objective is the pre-training one, unchanged (``DiTTrainer.forward_backward_step``: flow
+matching on normalised latents with caption dropout, I2V share and resolution-shifted logit-normal
+timesteps); only the schedule differs (``sft_config``): learning rate ``base lr / 5``, a short
+warm-up, no image stage (one "sft" stage: the base's last, highest-resolution video stage) and its
+own ``steps``.
+
+Run directory: like ``vidloom train``'s DiT run (``config.yaml``, ``checkpoints/``, ``log.jsonl``),
+plus ``sft.json`` (the base checkpoint, its step, the data and the catalog selection) and, when
+trained from a catalog selection, ``data/`` (the exported shards). Checkpoints are ordinary "dit"
+checkpoints (with an ``sft`` entry naming the base): ``vidloom generate`` takes them, and
+rerunning the same ``sft`` resumes from the newest one (a larger ``steps`` extends the run).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from training.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from training.config import StageConfig, TrainConfig, from_dict, to_dict, update_config
+from training.distributed import DistInfo
+from training.dit_trainer import DiTTrainer
+from training.merge import MODEL_SECTIONS  # what an SFT (or a merge) cannot change
+
+SFT_LR_FACTOR = 0.2  # SFT learning rate = base lr * SFT_LR_FACTOR
+SFT_STEPS_SHARE = 0.1  # default SFT steps = this share of the base run's steps (at least SFT_MIN_STEPS)
+SFT_MIN_STEPS = 10
+SFT_WARMUP_SHARE = 0.05  # warm-up = this share of the SFT steps (at least 1, at most the base's warm-up)
+
+
+def sft_config(base: TrainConfig, steps: int | None = None,
+               overrides: list[str] | None = None) -> TrainConfig:
+    """The SFT preset over a base run's config, then ``key=value`` overrides (as ``--set``).
+
+    lr = base lr * 0.2; warm-up = 5 % of the steps (>= 1, <= the base's); one stage "sft" = the
+    base's last video stage (no image stage); steps = ``steps`` or 10 % of the base's (>= 10).
+    A base that is itself an SFT (its only stage is "sft") keeps its lr and steps: an SFT of an
+    SFT does not divide the learning rate again. Overrides may change anything but the model
+    sections (preset, dit, text, vae).
+    """
+    cfg = copy.deepcopy(base)
+    already = [s.name for s in base.stages] == ["sft"]  # the base is an SFT (or a merge of SFTs)
+    videos = [s for s in base.stages if s.n_frames > 1] or list(base.stages)
+    cfg.stages = [dataclasses.replace(videos[-1], name="sft", fraction=1.0)]
+    if steps is None:
+        steps_default = base.steps if already else max(SFT_MIN_STEPS, round(base.steps * SFT_STEPS_SHARE))
+        cfg.steps = steps_default
+    else:
+        cfg.steps = steps
+    cfg.lr = base.lr if already else base.lr * SFT_LR_FACTOR
+    apply_overrides(cfg, overrides or [])
+    if steps is not None:
+        cfg.steps = steps  # --steps wins over --set steps=
+    if not any(item.partition("=")[0].strip() == "warmup_steps" for item in overrides or []):
+        cfg.warmup_steps = max(1, min(base.warmup_steps, round(cfg.steps * SFT_WARMUP_SHARE)))
+    changed = [k for k in MODEL_SECTIONS if to_dict(cfg)[k] != to_dict(base)[k]]
+    if changed:
+        raise ValueError(f"SFT cannot change the model of the base checkpoint ({', '.join(changed)})")
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
+    """``key=value`` / ``section.key=value`` overrides on an existing config, with exactly the rules of
+    ``training.config.load_train_config`` (which it runs, over this config written as a YAML file)."""
+    if not overrides:
+        return
+    from training.config import load_train_config
+
+    with tempfile.TemporaryDirectory(prefix="vidloom-sft-") as tmp:
+        path = Path(tmp) / "base.yaml"
+        path.write_text(yaml.safe_dump(to_dict(cfg), allow_unicode=True), encoding="utf-8")
+        new = load_train_config(cfg.preset, path, overrides)
+    update_config(cfg, to_dict(new))
+
+
+class SFTTrainer(DiTTrainer):
+    """DiT fine-tuning from a base "dit" checkpoint; same objective, kind "dit" (see module doc)."""
+
+    kind = "dit"
+
+    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, base_ckpt: str | Path,
+                 device: str | torch.device | None = None, dist: DistInfo | None = None,
+                 init: Literal["ema", "net"] = "ema", base_state: dict[str, Any] | None = None) -> None:
+        self.base_path = resolve_checkpoint(base_ckpt)
+        base = load_checkpoint(self.base_path) if base_state is None else base_state  # already loaded
+        if base.get("kind") != "dit":
+            raise ValueError(f"{self.base_path} is a {base.get('kind')!r} checkpoint; SFT needs a 'dit' one")
+        base_cfg = to_dict(from_dict(base["config"]))
+        if any(to_dict(cfg)[k] != base_cfg[k] for k in MODEL_SECTIONS):
+            raise ValueError(f"this SFT config's model differs from the base checkpoint {self.base_path}")
+        if init not in ("ema", "net"):
+            raise ValueError(f"init must be 'ema' or 'net', not {init!r}")
+        super().__init__(cfg, data, out, self.base_path, device=device, dist=dist)  # frozen VAE + stats
+        self.base_step = int(base["step"])
+        self.init = init
+        self.dist.load_model_state(self.net, base[init])
+        self.ema.load_state_dict(base["ema"])
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {**super().checkpoint_extra(),
+                "sft": {"base": str(self.base_path), "base_step": self.base_step, "init": self.init}}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def export_selection(catalog: str | Path, where: str, out: str | Path) -> dict[str, Any]:
+    """Write the clips of ``catalog`` matching the SQL predicate ``where`` (over ``clips``) as shards
+    in ``out``: what ``vidloom export CATALOG --where WHERE --out OUT`` does (same code, same config:
+    the catalog's ``config.yaml``; missing clip files are cut first, sequentially)."""
+    from curation.db import Catalog
+    from pipelines.config import load_config
+    from pipelines.export_step import export, select_clip_ids
+    from pipelines.runner import make_runner
+
+    db = Path(catalog)
+    if db.is_dir():
+        db = db / "catalog.duckdb"
+    if not db.is_file():
+        raise FileNotFoundError(f"no catalog at {catalog}")
+    saved = db.resolve().parent / "config.yaml"
+    cfg = load_config("default", saved if saved.is_file() else None, [])
+    cfg.runtime.runner, cfg.runtime.quiet = "sequential", True
+    import duckdb
+
+    try:
+        ids = select_clip_ids(db, where)
+    except duckdb.Error as e:
+        raise ValueError(f"bad --where {where!r}: {e}") from e
+    if not ids:
+        raise ValueError(f"--where {where!r} selects no clip of {db}")
+    with Catalog(db) as cat:
+        counts = export(db.resolve().parent, cfg, make_runner(cfg.runtime), cat, ids, Path(out), where)
+    if not counts["samples"]:
+        raise ValueError(f"none of the {len(ids)} clips selected by {where!r} could be cut")
+    return counts
+
+
+def prepare_selection(catalog: str | Path, where: str, out: str | Path) -> dict[str, Any]:
+    """The SFT data of a catalog selection: ``out/data``, exported by ``export_selection`` unless it
+    already holds a complete export (its manifest, written last) of the same ``where``: a rerun
+    resumes on the data it started with even if the catalog changed since. Returns the export
+    counts, or ``{"reused": True, ...}``."""
+    data = Path(out) / "data"
+    manifest = data / "manifest.json"
+    if manifest.is_file():
+        found = json.loads(manifest.read_text(encoding="utf-8"))
+        if found.get("selection") == where:
+            return {"reused": True, "shards": len(found["shards"]), "samples": found["n_samples"],
+                    "dataset": found["dataset_hash"]}
+    return {"reused": False, **export_selection(catalog, where, data)}
+
+
+def _check_latent_vae(data: Path, manifest: dict[str, Any], trainer_vae: torch.nn.Module) -> None:
+    """Latent shards must come from the base's frozen VAE (when their VAE checkpoint is still there)."""
+    from training.checkpoint import load_vae
+
+    src = manifest.get("vae", {}).get("checkpoint")
+    if not src or not Path(src).exists():
+        return
+    vae, _ = load_vae(src)
+    mine = trainer_vae.state_dict()
+    if vae.state_dict().keys() != mine.keys() or any(
+            not torch.equal(v.cpu(), mine[k].cpu()) for k, v in vae.state_dict().items()):
+        raise ValueError(f"the latents in {data} were encoded by another VAE ({src}) than the base's")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Path | None = None,
+        where: str | None = None, *, out: str | Path, steps: int | None = None,
+        overrides: list[str] | None = None, init: Literal["ema", "net"] = "ema", progress: bool = True,
+        device: str | None = None) -> dict[str, Any]:
+    """Fine-tune the DiT of ``base_ckpt`` (a "dit" checkpoint or run directory) into ``out``.
+
+    Data: a shards directory ``data`` (pixels or latents), or ``catalog`` + ``where``: the clips of
+    the catalog matching the SQL predicate are first exported to ``out/data`` (``prepare_selection``:
+    a rerun keeps the shards already exported for the same selection, so it resumes on the same data).
+    Rerunning resumes from the newest checkpoint of ``out``; a different base, data or selection
+    for an existing ``out`` is refused. Returns ``{"out", "checkpoint", "base", "data", "dit"}``
+    (``dit``: the trainer's summary with the eval history).
+    """
+    from training.run import _manifest, _write_config, adapt_stages_to_latents
+
+    if (data is None) == (catalog is None):
+        raise ValueError("give either data (a shards directory) or catalog and where")
+    if catalog is not None and not where:
+        raise ValueError("a catalog needs a --where selection (e.g. \"status = 'kept'\")")
+    out = Path(out)
+    base_path = resolve_checkpoint(base_ckpt).resolve()
+    dist = DistInfo.from_env()
+    record = {"base": str(base_path), "data": None if data is None else str(Path(data).resolve()),
+              "catalog": None if catalog is None else str(Path(catalog).resolve()), "where": where}
+    info_path = out / "sft.json"
+    if info_path.is_file():
+        old = json.loads(info_path.read_text(encoding="utf-8"))
+        diff = [k for k in record if old.get(k) != record[k]]
+        if diff:
+            raise ValueError(f"{out} holds an SFT run with another {', '.join(diff)} ({info_path}); "
+                             "use a new --out")
+    if catalog is not None:
+        if dist.is_main:
+            prepare_selection(catalog, where, out)  # type: ignore[arg-type]
+        dist.barrier()
+        data = out / "data"
+    assert data is not None
+    data = Path(data)
+    manifest = _manifest(data)
+    base = load_checkpoint(base_path)
+    if base.get("kind") != "dit":
+        raise ValueError(f"{base_path} is a {base.get('kind')!r} checkpoint; SFT needs a 'dit' one")
+    base_step = int(base["step"])
+    cfg = sft_config(from_dict(base["config"]), steps, overrides)
+    if manifest.get("kind") == "latents":
+        adapt_stages_to_latents(cfg, manifest)
+    if dist.is_main:
+        _write_config(out, cfg)
+    trainer = SFTTrainer(cfg, data, out, base_path, device=device, dist=dist, init=init, base_state=base)
+    del base  # the base's weights are in the trainer now: do not hold a second copy while training
+    if manifest.get("kind") == "latents":
+        _check_latent_vae(data, manifest, trainer.vae)
+    if dist.is_main:
+        info_path.write_text(json.dumps({**record, "base_step": base_step, "init": init}, indent=1) + "\n",
+                             encoding="utf-8")
+    summary = trainer.train(progress)
+    return {"out": str(out), "checkpoint": str(latest_checkpoint(out)), "base": str(base_path),
+            "base_step": base_step, "data": str(data), "dit": summary}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_checkpoint(ckpt: str | Path, data: str | Path, use_ema: bool = True, samples: int | None = None,
+                        stage: StageConfig | None = None, device: str | None = None) -> float:
+    """``DiTTrainer.evaluate``'s loss (fixed samples, timesteps and noise) of a "dit" checkpoint's
+    weights on ``data``, at ``stage`` (default: the checkpoint's last stage) over the first
+    ``samples`` samples (default: its ``eval_samples``). Comparable across checkpoints sharing a
+    model config: the same call gives the same samples, timesteps and noise."""
+    path = resolve_checkpoint(ckpt)
+    state = load_checkpoint(path)
+    if state.get("kind") != "dit":
+        raise ValueError(f"{path} is a {state.get('kind')!r} checkpoint; evaluation needs a 'dit' one")
+    cfg = from_dict(state["config"])
+    if samples is not None:
+        cfg.eval_samples = samples
+    cfg.num_workers = 0
+    with tempfile.TemporaryDirectory(prefix="vidloom-eval-") as tmp:
+        trainer = DiTTrainer(cfg, data, tmp, path, device=device, dist=DistInfo())
+        trainer.net.load_state_dict(state["ema" if use_ema else "net"])
+        trainer.loader = trainer.make_loader(stage or cfg.stages[-1])
+        trainer.stage_index = len(cfg.stages) - 1
+        return float(trainer.evaluate()["eval_loss"])
+
+
+__all__ = ["SFTTrainer", "apply_overrides", "evaluate_checkpoint", "export_selection", "prepare_selection",
+           "sft", "sft_config"]
