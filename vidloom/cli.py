@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_post import add_commands as add_post_commands
 
     add_post_commands(sub)  # sft, merge
+    from vidloom.cli_rlhf import add_commands as add_rlhf_commands
+
+    add_rlhf_commands(sub)  # rlhf, rlhf-compare
     return p
 
 
