@@ -192,6 +192,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vidloom.bench_train import main as bench_main
     elif args.what == "attention":
         from vidloom.bench_attention import main as bench_main
+    elif args.what == "generate":
+        from vidloom.bench_generate import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
@@ -253,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
-    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention")
-    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train", "attention"])
+    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention | "
+                       "generate")
+    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train", "attention",
+                                           "generate"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
 
@@ -277,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_rlhf import add_commands as add_rlhf_commands
 
     add_rlhf_commands(sub)  # rlhf, rlhf-compare
+    from vidloom.cli_distill import add_commands as add_distill_commands
+
+    add_distill_commands(sub)  # distill cfg | tscd | report
     return p
 
 

@@ -31,7 +31,14 @@ import torch
 from torch import nn
 
 from models.dit.attention import AttentionConfig
-from models.dit.blocks import Modulation, SpatialBlock, TemporalBlock, TimestepEmbedding, modulate
+from models.dit.blocks import (
+    Modulation,
+    SpatialBlock,
+    TemporalBlock,
+    TimestepEmbedding,
+    modulate,
+    timestep_features,
+)
 from models.dit.rope import text_positions, text_start, visual_positions
 from training.flow_matching import ModelFn, euler_sample, heun_sample
 
@@ -52,6 +59,9 @@ class DiTConfig:
         rope_theta: RoPE base.
         cond: channel-concat ``cond * mask`` and ``mask`` (C + 1 extra input channels) for I2V.
         temporal: include the temporal blocks.
+        guidance_embed: add a guidance-scale embedding to the timestep embedding (CFG distillation,
+            ``training/distill.py``): one pass with ``guidance=w`` stands in for the two passes of
+            classifier-free guidance. Off by default, so older checkpoints load unchanged.
     """
 
     in_channels: int = 4
@@ -65,6 +75,7 @@ class DiTConfig:
     rope_theta: float = 10000.0
     cond: bool = True
     temporal: bool = True
+    guidance_embed: bool = False
 
     @staticmethod
     def tiny() -> DiTConfig:
@@ -106,6 +117,8 @@ class DiT(nn.Module):
         self.patch_embed = nn.Linear(cfg.input_channels * cfg.patch_volume, d)
         self.text_proj = nn.Linear(cfg.text_dim, d)
         self.t_embed = TimestepEmbedding(d)
+        if cfg.guidance_embed:
+            self.g_embed = GuidanceEmbedding(d)
         attn = cfg.attention()
         self.spatial = nn.ModuleList(SpatialBlock(attn, cfg.mlp_ratio) for _ in range(cfg.depth))
         n_temporal = cfg.depth if cfg.temporal else 0
@@ -162,6 +175,7 @@ class DiT(nn.Module):
         cond_mask: torch.Tensor | None = None,
         shot_of_frame: torch.Tensor | None = None,
         text_shot: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
 
@@ -175,6 +189,8 @@ class DiT(nn.Module):
             cond_mask: [B, T] bool, True on conditioning latent frames (I2V: frame 0).
             shot_of_frame: [B, T] long shot id of every latent frame (multi-shot).
             text_shot: [B, L] long shot id of every text token.
+            guidance: [B] CFG scale (``guidance_embed`` models only); None = the plain conditional
+                prediction (at init the guidance embedding is 0 for every scale).
 
         Returns:
             [B, C, T, H, W] velocity ``noise - x0``.
@@ -185,6 +201,10 @@ class DiT(nn.Module):
         x = self.patch_embed(self.patchify(self._with_condition(x_t, cond, cond_mask)))  # [B, gt, S, dim]
         txt = self.text_proj(text)  # [B, L, dim]
         temb = self.t_embed(t)  # [B, dim]
+        if guidance is not None:
+            if not self.cfg.guidance_embed:
+                raise ValueError("guidance needs a DiT built with guidance_embed=True")
+            temb = temb + self.g_embed(guidance.to(temb.device))
         vis_pos = visual_positions(gt, gh, gw).to(x.device)
         txt_pos = text_positions(text.shape[1], text_start(gt, gh, gw)).to(x.device)
         if shot_of_frame is not None:
@@ -196,6 +216,26 @@ class DiT(nn.Module):
         shift, scale = self.final_mod(temb)
         out = self.final_proj(modulate(self.final_norm(x), shift, scale))
         return self.unpatchify(out, (T, H, W))
+
+
+class GuidanceEmbedding(nn.Module):
+    """[B] guidance scales -> [B, dim] added to the timestep embedding (Flux-dev style).
+
+    Sinusoidal features of ``w / 10`` (``timestep_features`` scales by 1000, so scales up to ~10 span
+    the same phase range as timesteps) then a two-layer MLP whose last layer is zero-initialised: a
+    fresh embedding adds 0, so the model equals its conditional prediction for every scale.
+    """
+
+    def __init__(self, dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        feats = timestep_features(w.float() / 10.0, self.freq_dim).to(self.mlp[0].weight.dtype)
+        return self.mlp(feats)
 
 
 def frame_mask(cond_mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
