@@ -19,6 +19,12 @@ Settings mirror training (``training/dit_trainer.py``):
 
 Noise comes from a CPU ``torch.Generator`` seeded with ``seed``, so a seed gives the same noise on
 every device.
+
+Options: ``refine=`` a "refiner" checkpoint (``training/refine.py``) makes it a cascade: the base
+samples at ``size / scale``, the refiner samples ``size`` conditioned on the base latent (fresh noise
+from ``seed + 1``). ``thin_decoder=`` a "thin_decoder" checkpoint (``training/thin_decoder.py``)
+decodes instead of the full VAE decoder. ``timings=`` a dict that ``generate`` fills with seconds
+per part (``Timer``); ``generate_to_file`` returns it under "timings".
 """
 
 from __future__ import annotations
@@ -117,6 +123,42 @@ def _first_video_frame(path: Path) -> Any:
     raise ValueError(f"{path} has no video frames")
 
 
+class Timer:
+    """Seconds per part of one generation: text encoding, DiT passes (count and total), refiner
+    passes, VAE decode. CUDA work is synchronised before each reading."""
+
+    KEYS = ("text_s", "dit_passes", "dit_s", "refiner_passes", "refiner_s", "vae_decode_s")
+
+    def __init__(self, out: dict[str, Any] | None = None) -> None:
+        self.out = {} if out is None else out
+        for k in self.KEYS:
+            self.out.setdefault(k, 0)
+
+    @contextlib.contextmanager
+    def section(self, key: str) -> Any:
+        _sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync()
+            self.out[key] = round(self.out.get(key, 0.0) + time.perf_counter() - start, 6)
+
+    def counted(self, model: Any, key: str) -> Any:
+        """``model`` as a callable that adds one to ``out[key]`` per call (a DiT pass)."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.out[key] = self.out.get(key, 0) + 1
+            return model(*args, **kwargs)
+
+        return call
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _device(pipeline: Pipeline) -> torch.device:
     return next(pipeline.dit.parameters()).device
 
@@ -150,6 +192,10 @@ def generate(
     seed: int = 0,
     heun: bool = False,
     negative_prompt: str = "",
+    refine: Any = None,
+    refine_steps: int | None = None,
+    thin_decoder: Any = None,
+    timings: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Sample one video.
 
@@ -165,11 +211,26 @@ def generate(
         seed: noise seed.
         heun: second-order sampler.
         negative_prompt: the CFG negative caption.
+        refine: a "refiner" checkpoint / run directory or a loaded ``RefinerPipeline``: cascade
+            (``size`` and n_frames are then the output's, default the refiner's last stage; the base
+            samples ``size / scale``; I2V conditions the base only).
+        refine_steps: refiner sampler steps (default ``steps``).
+        thin_decoder: a "thin_decoder" checkpoint or a loaded decoder module, used to decode.
+        timings: a dict filled with ``Timer.KEYS`` (seconds and DiT pass counts).
 
     Returns:
         [3, T, H, W] float32 video in [-1, 1] on the CPU.
     """
     cfg = pipeline.config
+    timer = Timer(timings)
+    refiner = None
+    if refine is not None:
+        from training.refine import as_refiner
+
+        refiner = as_refiner(refine, _device(pipeline))
+        n_frames, size, _ = resolve_settings(refiner.config, n_frames, size, fps)
+        hi_thw = refiner.config.vae.latent_shape(n_frames, *size)
+        size = refiner.low_size(size)
     n_frames, (h, w), _ = resolve_settings(cfg, n_frames, size, fps)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -181,11 +242,16 @@ def generate(
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))).to(device)
 
     def text_kwargs(caption: str) -> dict[str, Any]:
-        emb, mask = pipeline.text_encoder.encode([caption])
-        return {"text": emb.float().to(device), "text_mask": mask.to(device)}
+        with timer.section("text_s"):
+            emb, mask = pipeline.text_encoder.encode([caption])
+            return {"text": emb.float().to(device), "text_mask": mask.to(device)}
 
     kwargs = text_kwargs(prompt)
     uncond = text_kwargs(negative_prompt) if cfg_scale != 1.0 else None
+    base_cfg_scale = cfg_scale
+    if cfg.dit.guidance_embed:  # a CFG-distilled student: one pass per step, the scale is an input
+        kwargs["guidance"] = torch.full((1,), float(cfg_scale), device=device)
+        uncond, base_cfg_scale = None, 1.0
     if image is not None:
         cond = torch.zeros(shape, device=device)
         cond[:, :, :1] = encode_condition(pipeline, image, (h, w))
@@ -196,13 +262,28 @@ def generate(
     if cfg.timestep_shift:
         pt, ph, pw = cfg.dit.patch
         shift = resolution_shift((lt // pt) * (lh // ph) * (lw // pw))
-    with _autocast(cfg, device):
-        z = sample(pipeline.dit, noise, kwargs, steps, shift=shift, cfg_scale=cfg_scale,
-                   uncond_kwargs=uncond, heun=heun)
+    with _autocast(cfg, device), timer.section("dit_s"):
+        z = sample(timer.counted(pipeline.dit, "dit_passes"), noise, kwargs, steps, shift=shift,
+                   cfg_scale=base_cfg_scale, uncond_kwargs=uncond, heun=heun)
     z = z.float()
     if image is not None:  # exact, whatever autocast did to the rest
         z[:, :, :1] = kwargs["cond"][:, :, :1]
-    video = pipeline.vae.decode(pipeline.latent_stats.denormalize(z))
+    vae, stats = pipeline.vae, pipeline.latent_stats
+    if refiner is not None:
+        from training.refine import base_to_refiner_latent, refine_latent
+
+        z = refine_latent(refiner, base_to_refiner_latent(z, stats, refiner), prompt, hi_thw,
+                          steps=refine_steps or steps, cfg_scale=cfg_scale, seed=int(seed) + 1, heun=heun,
+                          negative_prompt=negative_prompt, timer=timer,
+                          autocast=_autocast(refiner.config, device))
+        vae, stats = refiner.vae, refiner.latent_stats
+    decode = vae.decode
+    if thin_decoder is not None:
+        from training.thin_decoder import as_thin_decoder
+
+        decode = as_thin_decoder(thin_decoder, vae.cfg, device)
+    with timer.section("vae_decode_s"):
+        video = decode(stats.denormalize(z))
     return video[0].float().clamp(-1.0, 1.0).cpu()
 
 
@@ -261,28 +342,49 @@ def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.Pa
     Args:
         ckpt: checkpoint file or run directory (its newest loadable checkpoint).
         prompt, image, **kw: ``generate``'s arguments (n_frames, size, fps, steps, cfg_scale, seed,
-            heun, negative_prompt).
+            heun, negative_prompt, refine, refine_steps, thin_decoder).
         out: output mp4 path.
         device: torch device for the models.
         use_ema: EMA weights (default) or the raw trained weights.
 
     Returns:
-        Summary: path, frames, size [H, W], fps, seconds, step, seed, steps, cfg_scale, image, elapsed_s.
+        Summary: path, frames, size [H, W], fps, seconds, step, seed, steps, cfg_scale, image, elapsed_s,
+        timings (``Timer.KEYS`` plus load_s and write_s), refine and thin_decoder (paths or None).
 
     Raises:
         FileNotFoundError: no checkpoint (or conditioning image) at the given path.
         ValueError: not a "dit" checkpoint, or invalid settings.
     """
     start = time.perf_counter()
+    timings: dict[str, Any] = {}
     pipeline = load_pipeline(ckpt, use_ema=use_ema, device=device)
-    n_frames, size, fps = resolve_settings(pipeline.config, kw.pop("n_frames", None), kw.pop("size", None),
-                                           kw.pop("fps", None))
-    video = generate(pipeline, prompt, image, n_frames=n_frames, size=size, fps=fps, **kw)
+    refine, thin = kw.pop("refine", None), kw.pop("thin_decoder", None)
+    if refine is not None:
+        from training.refine import as_refiner
+
+        refine = as_refiner(refine, device)
+    if thin is not None:
+        from training.thin_decoder import as_thin_decoder
+
+        thin = as_thin_decoder(thin, (refine or pipeline).vae.cfg, device)
+    timings["load_s"] = round(time.perf_counter() - start, 6)
+    n_frames, size, fps = resolve_settings((refine or pipeline).config, kw.pop("n_frames", None),
+                                           kw.pop("size", None), kw.pop("fps", None))
+    video = generate(pipeline, prompt, image, n_frames=n_frames, size=size, fps=fps, refine=refine,
+                     thin_decoder=thin, timings=timings, **kw)
+    write_start = time.perf_counter()
     path = write_mp4(video, out, fps)
+    timings["write_s"] = round(time.perf_counter() - write_start, 6)
     t = int(video.shape[1])
     return {
         "path": str(path), "frames": t, "size": [int(video.shape[2]), int(video.shape[3])], "fps": fps,
         "seconds": t / fps, "step": pipeline.step, "seed": kw.get("seed", 0), "steps": kw.get("steps", 30),
         "cfg_scale": kw.get("cfg_scale", 4.0), "image": None if image is None else str(image),
-        "elapsed_s": round(time.perf_counter() - start, 3),
+        "elapsed_s": round(time.perf_counter() - start, 3), "timings": timings,
+        "refine": _source(refine), "thin_decoder": _source(thin),
     }
+
+
+def _source(obj: Any) -> str | None:
+    """The checkpoint path a loaded refiner / thin decoder came from (None when not used)."""
+    return None if obj is None else str(getattr(obj, "source", None) or obj)

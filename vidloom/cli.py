@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_train import add_commands
 
     add_commands(sub)  # train, encode, generate
+    from vidloom.cli_infer import add_commands as add_infer_commands
+
+    add_infer_commands(sub)  # refine, thin-decoder
     from vidloom.cli_post import add_commands as add_post_commands
 
     add_post_commands(sub)  # sft, merge

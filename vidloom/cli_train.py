@@ -76,10 +76,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.generate import generate_to_file
 
+    if args.prompts:
+        from vidloom.cli_infer import cmd_generate_batch
+
+        return cmd_generate_batch(args)
+    if args.prompt is None:
+        raise ValueError("vidloom generate needs --prompt or --prompts")
+
     info = generate_to_file(args.ckpt, args.prompt, args.out, image=args.image, n_frames=args.frames,
                             size=args.size, fps=args.fps, steps=args.steps, cfg_scale=args.cfg,
                             seed=args.seed, heun=args.heun, negative_prompt=args.negative,
-                            device=args.device, use_ema=not args.no_ema)
+                            device=args.device, use_ema=not args.no_ema, refine=args.refine,
+                            refine_steps=args.refine_steps, thin_decoder=args.thin_decoder)
     print(json.dumps(info, ensure_ascii=False))
     return 0
 
@@ -116,7 +124,11 @@ def add_commands(sub: Any) -> None:
 
     g = sub.add_parser("generate", help="write an mp4 from a DiT checkpoint (T2V, or I2V with --image)")
     g.add_argument("--ckpt", required=True, help="DiT checkpoint or run directory")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--prompt")
+    g.add_argument("--prompts", help="UTF-8 prompt file (one per line): one mp4 each, --out is a directory")
+    g.add_argument("--refine", help="refiner checkpoint or run dir (cascade; --size is the output size)")
+    g.add_argument("--refine-steps", type=int, help="refiner sampler steps (default: --steps)")
+    g.add_argument("--thin-decoder", help="thin VAE decoder checkpoint or run directory")
     g.add_argument("--image", help="first frame (png/jpg) for image-to-video")
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--frames", type=int, help="pixel frames (default: the last training stage's)")

@@ -1,0 +1,103 @@
+"""training/thin_decoder.py: a half-width VAE decoder retrained against a frozen VAE on tiny real shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.dit.model import DiT
+from models.text_encoder import ByteEncoder
+from models.vae.causal_vae import VAE
+from tests.train_shards import write_test_shards
+from training.checkpoint import load_pipeline, save_checkpoint
+from training.config import StageConfig, tiny, to_dict
+from training.generate import generate
+from training.thin_decoder import (
+    ThinDecoderTrainer,
+    as_thin_decoder,
+    load_thin_decoder,
+    thin_decoder_config,
+    thin_vae_config,
+)
+
+SETTINGS = ["vae_lr=0.005", "num_workers=1", "eval_samples=2", "warmup_steps=2", "ckpt_every=1000",
+            "log_every=1000"]
+STEPS = 40
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Shards, a "vae" run (random weights) and a "dit" run sharing that VAE."""
+    root = tmp_path_factory.mktemp("thin")
+    shards = write_test_shards(root, [("128x64", 30) for _ in range(6)])
+    cfg = tiny()
+    cfg.vae_stage = StageConfig("vae", n_frames=5, size=(32, 64), global_batch=2)
+    cfg.stages[-1] = StageConfig("video-high", 0.3, n_frames=5, size=(32, 64), fps=12.0, global_batch=2)
+    torch.manual_seed(0)
+    vae = VAE(cfg.vae)
+    net = {"vae." + k: v for k, v in vae.state_dict().items()}
+    c = cfg.vae.latent_channels
+    stats = {"mean": torch.zeros(c), "std": torch.ones(c)}
+    save_checkpoint(root / "vae", 1, {"kind": "vae", "config": to_dict(cfg), "net": net, "ema": net,
+                                      "latent_stats": stats})
+    dit, text = DiT(cfg.dit), ByteEncoder(cfg.text.byte)
+    dnet = {"dit." + k: v for k, v in dit.state_dict().items()}
+    dnet |= {"text." + k: v for k, v in text.state_dict().items()}
+    save_checkpoint(root / "dit", 1, {"kind": "dit", "config": to_dict(cfg), "net": dnet, "ema": dnet,
+                                      "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
+    cfg_thin = thin_decoder_config(root / "vae", STEPS, SETTINGS)
+    trainer = ThinDecoderTrainer(cfg_thin, shards, root / "thin", root / "vae", device="cpu")
+    summary = trainer.train(progress=False)
+    return {"root": root, "vae": root / "vae", "dit": root / "dit", "thin": root / "thin", "summary": summary}
+
+
+def test_thin_config_halves_channels() -> None:
+    cfg = tiny().vae
+    thin = thin_vae_config(cfg)
+    assert thin.channels == tuple(c // 2 for c in cfg.channels)
+    assert (thin.latent_channels, thin.downsample) == (cfg.latent_channels, cfg.downsample)
+
+
+def test_training_lowers_reconstruction_error(runs: dict[str, Path]) -> None:
+    summary = runs["summary"]
+    assert summary["kind"] == "thin_decoder" and summary["steps"] == STEPS
+    start, end = summary["eval"][0], summary["eval"][-1]
+    assert (start["when"], end["when"]) == ("start", "end")
+    assert end["eval_l1"] < 0.85 * start["eval_l1"]
+    assert end["eval_l1_full"] < start["eval_l1_full"]
+    rows = [json.loads(line) for line in (runs["thin"] / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == STEPS
+    assert sum(r["l1"] for r in rows[-5:]) < sum(r["l1"] for r in rows[:5])
+
+
+def test_output_shape_matches_full_decoder(runs: dict[str, Path]) -> None:
+    decoder, vae_cfg = load_thin_decoder(runs["thin"])
+    vae = VAE(vae_cfg)
+    n_thin = sum(p.numel() for p in decoder.parameters())
+    n_full = sum(p.numel() for p in vae.decoder.parameters())
+    assert n_thin < 0.5 * n_full
+    for thw in [(1, 4, 8), (3, 4, 4), (2, 8, 16)]:
+        z = torch.randn(2, vae_cfg.latent_channels, *thw)
+        with torch.no_grad():
+            assert decoder(z).shape == vae.decode(z).shape
+    assert decoder.source.endswith(".pt")
+
+
+def test_generate_with_thin_decoder(runs: dict[str, Path]) -> None:
+    pipeline = load_pipeline(runs["dit"])
+    kw = {"n_frames": 5, "size": (32, 64), "steps": 2, "seed": 1}
+    timings: dict = {}
+    full = generate(pipeline, "a clip", **kw)
+    thin = generate(pipeline, "a clip", thin_decoder=runs["thin"], timings=timings, **kw)
+    assert thin.shape == full.shape == (3, 5, 32, 64)
+    assert torch.isfinite(thin).all() and (thin - full).abs().max() > 0  # another decoder decoded it
+    assert timings["dit_passes"] == 2 * 2 and timings["vae_decode_s"] > 0  # 2 steps x (cond + CFG negative)
+    other = tiny().vae
+    other.latent_channels = 8
+    with pytest.raises(ValueError, match="trained for a VAE"):
+        as_thin_decoder(runs["thin"], other)
+    with pytest.raises(ValueError, match="'thin_decoder' one"):
+        load_thin_decoder(runs["vae"])

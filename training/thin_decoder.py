@@ -1,0 +1,173 @@
+"""Thin VAE decoder: a narrower ``Decoder`` retrained against a frozen VAE, for faster decoding.
+
+``thin_vae_config(cfg, width)`` scales every level's channels by ``width`` (0.5 = half; at least 1);
+latent channels, compression and residual blocks stay the VAE's, so the thin decoder reads the same
+latents and returns the same shape ``[B, 3, 1 + dt (T'-1), ds H', ds W']`` as the full decoder.
+
+Training (``ThinDecoderTrainer``, checkpoint kind "thin_decoder", the shared ``Trainer`` loop on the
+VAE run's ``vae_stage`` and ``vae_lr``): the frozen encoder gives the posterior mean z of each clip,
+the frozen full decoder its reconstruction; the loss is ``L1(thin(z), pixels) + full_weight *
+L1(thin(z), full(z))``. The checkpoint stores the thin decoder (``net``/``ema``: ``decoder.*``), the
+VAE checkpoint's config and ``thin``: width, channels, the VAE path. ``generate(..., thin_decoder=)``
+loads it with ``load_thin_decoder``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.vae.causal_vae import Decoder, VAEConfig
+from training.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
+from training.config import StageConfig, TrainConfig, from_dict
+from training.distributed import DistInfo
+from training.refine import apply_overrides
+from training.trainer import Batch, Trainer
+from training.vae_trainer import trim_frames
+
+
+def thin_vae_config(cfg: VAEConfig, width: float = 0.5) -> VAEConfig:
+    """``cfg`` with every level's channels scaled by ``width`` (rounded, at least 1)."""
+    if not 0 < width:
+        raise ValueError(f"width must be > 0, got {width}")
+    return dataclasses.replace(cfg, channels=tuple(max(1, round(c * width)) for c in cfg.channels))
+
+
+class ThinDecoderNet(nn.Module):
+    """``forward(z)`` -> pixels with the thin ``Decoder`` (key prefix ``decoder.``)."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.decoder = Decoder(cfg)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+
+def _compatible(a: VAEConfig, b: VAEConfig) -> bool:
+    return (a.latent_channels, tuple(a.downsample), a.in_channels) == (b.latent_channels, tuple(b.downsample),
+                                                                      b.in_channels)
+
+
+class ThinDecoderTrainer(Trainer):
+    kind = "thin_decoder"
+
+    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, vae_ckpt: str | Path,
+                 width: float = 0.5, full_weight: float = 1.0, device: str | torch.device | None = None,
+                 dist: DistInfo | None = None) -> None:
+        self.width, self.full_weight = float(width), float(full_weight)
+        self.thin_cfg = thin_vae_config(cfg.vae, width)
+        self.vae_path = resolve_checkpoint(vae_ckpt)
+        super().__init__(cfg, data, out, device, dist)
+        self.vae, self.stats = load_vae(self.vae_path)
+        if self.vae.cfg != cfg.vae:
+            raise ValueError(f"the VAE in {vae_ckpt} has config {self.vae.cfg}, this run expects {cfg.vae}")
+        self.vae.to(self.device)
+
+    @property
+    def base_lr(self) -> float:
+        return self.cfg.vae_lr
+
+    def stage_plan(self) -> list[tuple[StageConfig, int, int]]:
+        return [(self.cfg.vae_stage, 0, self.cfg.steps)]
+
+    def build_net(self) -> nn.Module:
+        return ThinDecoderNet(self.thin_cfg)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"thin": {"width": self.width, "channels": list(self.thin_cfg.channels),
+                         "full_weight": self.full_weight, "vae": str(self.vae_path)}}
+
+    @torch.no_grad()
+    def targets(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(pixels, posterior mean z, full decoder's reconstruction) of a micro-batch."""
+        x = trim_frames(mb["video"], self.cfg.vae.downsample[0]).to(self.device)
+        with self.autocast():
+            z = self.vae.encode(x).mean.float()
+            full = self.vae.decode(z).float()
+        return x, z, full
+
+    def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
+        n = sum(len(mb["key"]) for mb in micro_batches)
+        sums = {"loss": 0.0, "l1": 0.0, "l1_full": 0.0}
+        for i, mb in enumerate(micro_batches):
+            x, z, full = self.targets(mb)
+            b = x.shape[0]
+            with self.no_sync(last=i == len(micro_batches) - 1), self.autocast():
+                out = self.model(z).float()
+                l1 = (out - x).abs().mean()
+                l1_full = (out - full).abs().mean()
+                loss = l1 + self.full_weight * l1_full
+                (loss * b / n).backward()
+            for k, v in (("loss", loss), ("l1", l1), ("l1_full", l1_full)):
+                sums[k] += float(v.detach()) * b
+        return {k: v / n for k, v in sums.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean L1 of the thin decoder to the pixels and to the full decoder on the first samples."""
+        assert self.loader is not None
+        ds = self.loader.dataset
+        l1, l1_full = [], []
+        self.model.eval()
+        for index in range(min(self.cfg.eval_samples, len(ds))):
+            x, z, full = self.targets({"video": ds.get(index, self.cfg.seed, 0)["video"][None]})
+            out = self.model(z).float()
+            l1.append(float((out - x).abs().mean()))
+            l1_full.append(float((out - full).abs().mean()))
+        k = max(len(l1), 1)
+        return {"eval_l1": sum(l1) / k, "eval_l1_full": sum(l1_full) / k}
+
+
+def thin_decoder_config(vae_ckpt: str | Path, steps: int | None = None,
+                        overrides: list[str] | None = None) -> TrainConfig:
+    """The VAE checkpoint's config (``vae_stage``, ``vae_lr``), ``steps`` and ``--set`` overrides."""
+    cfg = from_dict(load_checkpoint(resolve_checkpoint(vae_ckpt))["config"])
+    cfg.steps = cfg.vae_steps if steps is None else int(steps)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def train_thin_decoder(vae_ckpt: str | Path, data: str | Path, out: str | Path, steps: int | None = None,
+                       overrides: list[str] | None = None, width: float = 0.5, device: str | None = None,
+                       progress: bool = True) -> dict[str, Any]:
+    """``vidloom thin-decoder``: train (or resume) a thin decoder for the VAE of ``vae_ckpt``."""
+    from training.checkpoint import latest_checkpoint
+
+    cfg = thin_decoder_config(vae_ckpt, steps, overrides)
+    summary = ThinDecoderTrainer(cfg, data, out, vae_ckpt, width=width, device=device).train(progress)
+    summary["checkpoint"] = str(latest_checkpoint(out))
+    return summary
+
+
+def load_thin_decoder(path: str | os.PathLike[str], use_ema: bool = True,
+                      device: str | torch.device = "cpu") -> tuple[Decoder, VAEConfig]:
+    """The thin ``Decoder`` (eval, frozen) of a "thin_decoder" checkpoint and the full VAE's config."""
+    source = resolve_checkpoint(path)
+    ckpt = load_checkpoint(source)
+    if ckpt.get("kind") != "thin_decoder":
+        raise ValueError(f"{path} is a {ckpt.get('kind')!r} checkpoint; thin_decoder= needs a "
+                         "'thin_decoder' one")
+    cfg = from_dict(ckpt["config"])
+    thin_cfg = dataclasses.replace(cfg.vae, channels=tuple(ckpt["thin"]["channels"]))
+    decoder = Decoder(thin_cfg)
+    decoder.load_state_dict(sub_state(ckpt["ema" if use_ema else "net"], "decoder"))
+    decoder.to(device).eval().requires_grad_(False)
+    decoder.source = str(source)  # type: ignore[assignment]
+    return decoder, cfg.vae
+
+
+def as_thin_decoder(obj: Any, vae_cfg: VAEConfig, device: str | torch.device = "cpu") -> nn.Module:
+    """A decoder module as is, or load a "thin_decoder" checkpoint checked against ``vae_cfg``."""
+    if isinstance(obj, nn.Module):
+        return obj
+    decoder, full_cfg = load_thin_decoder(obj, device=device)
+    if not _compatible(full_cfg, vae_cfg):
+        raise ValueError(f"the thin decoder {obj} was trained for a VAE with config {full_cfg}, "
+                         f"not {vae_cfg}")
+    return decoder
