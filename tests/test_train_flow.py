@@ -114,3 +114,26 @@ def test_training_deployment_registers_schedule_and_parameters(tmp_path: Path) -
     assert [s.schedule.cron for s in stored.schedules] == ["0 3 * * *"]
     assert stored.parameters == {"data": str(tmp_path / "shards"), "out": str(tmp_path / "run"),
                                  "preset": "tiny", "overrides": ["lr=5e-4"], "steps": 400}
+
+
+def test_post_training_flows_distill_refine_rlhf_from_a_trained_base(shards: Path, tmp_path: Path) -> None:
+    from flows.posttrain_flow import distill_flow, refine_flow, rlhf_flow
+    from training.checkpoint import load_pipeline
+
+    base = Path(_run(shards, tmp_path / "base", steps=2)["checkpoint"])
+    quick = ["num_workers=0", "eval_samples=1", "warmup_steps=1", "ckpt_every=2"]
+    state = distill_flow("cfg", str(base), str(shards), str(tmp_path / "cfgd"), steps=2, overrides=quick,
+                         return_state=True)
+    assert state.is_completed(), state
+    student = load_pipeline(tmp_path / "cfgd")
+    assert student.step == 2 and student.dit.cfg.guidance_embed
+    state = refine_flow(str(base), str(shards), str(tmp_path / "refine"), steps=2, overrides=quick,
+                        return_state=True)
+    assert state.is_completed(), state
+    assert load_checkpoint(latest_checkpoint(tmp_path / "refine"))["kind"] == "refiner"
+    prompts = ["a red ball", "a blue box", "a cat", "a dog", "a tree", "a car"]  # 4 are held out
+    state = rlhf_flow(str(base), str(tmp_path / "rlhf"), prompts=prompts, rounds=1, steps_per_round=1,
+                      return_state=True)
+    assert state.is_completed(), state
+    rounds = state.result()["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and "heldout_change" in rounds[1]  # base, then round 1
