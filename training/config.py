@@ -194,6 +194,12 @@ def load_train_config(preset: str = "tiny", path: str | Path | None = None,
     cfg = PRESETS[preset]()
     if path is not None:
         update_config(cfg, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfig:
+    """Apply ``key=value`` / ``section.key=value`` overrides (values parsed as YAML; ``stages`` and
+    ``vae_stage`` take a YAML list / mapping and replace whole). Returns ``cfg``."""
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:

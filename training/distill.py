@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from models.dit.model import DiT, sample, velocity_fn
 from training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, sub_state
-from training.config import TrainConfig, from_dict, to_dict, update_config
+from training.config import TrainConfig, apply_overrides, from_dict, to_dict, update_config
 from training.distributed import DistInfo
 from training.dit_trainer import DiTNet, DiTTrainer
 from training.flow_matching import ModelFn, logit_normal_t, sampling_schedule, shift_t
@@ -189,18 +189,7 @@ def distill_config(teacher: str | Path, overrides: list[str] | dict[str, Any] | 
     if isinstance(overrides, dict):
         update_config(cfg, overrides)
     else:
-        import yaml
-
-        for item in overrides or []:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ValueError(f"override {item!r} must look like key=value")
-            nested: dict[str, Any] = {}
-            node = nested
-            for p in key.split(".")[:-1]:
-                node = node.setdefault(p, {})
-            node[key.split(".")[-1]] = yaml.safe_load(raw) if key.endswith("stages") else raw
-            update_config(cfg, nested)
+        apply_overrides(cfg, overrides)
     return cfg
 
 

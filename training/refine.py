@@ -42,7 +42,7 @@ from models.dit.model import DiT, DiTConfig, sample
 from models.text_encoder import TextEncoder, build_text_encoder
 from models.vae.causal_vae import VAE
 from training.checkpoint import LatentStats, load_checkpoint, load_vae, resolve_checkpoint, sub_state
-from training.config import StageConfig, TrainConfig, from_dict, update_config
+from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
 from training.distributed import DistInfo
 from training.dit_trainer import EVAL_T, DiTNet, DiTTrainer
 from training.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
@@ -69,24 +69,6 @@ def refine_preset(base: TrainConfig, size: tuple[int, int] = (64, 128), n_frames
     cfg.lr = 5e-4
     cfg.warmup_steps = 10
     cfg.ckpt_every = 50
-    return cfg
-
-
-def apply_overrides(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfig:
-    """``key=value`` / ``section.key=value`` overrides, as ``training.config.load_train_config``."""
-    import yaml
-
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key=value or section.key=value")
-        nested: dict[str, Any] = {}
-        node = nested
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw) if parts[-1] in ("stages", "vae_stage") else raw
-        update_config(cfg, nested)
     return cfg
 
 

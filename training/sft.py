@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
-from training.config import StageConfig, TrainConfig, from_dict, to_dict, update_config
+from training.config import StageConfig, TrainConfig, apply_overrides, from_dict, to_dict
 from training.distributed import DistInfo
 from training.dit_trainer import DiTTrainer
 from training.merge import MODEL_SECTIONS  # what an SFT (or a merge) cannot change
@@ -81,20 +80,6 @@ def sft_config(base: TrainConfig, steps: int | None = None,
     if changed:
         raise ValueError(f"SFT cannot change the model of the base checkpoint ({', '.join(changed)})")
     return cfg
-
-
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
-    """``key=value`` / ``section.key=value`` overrides on an existing config, with exactly the rules of
-    ``training.config.load_train_config`` (which it runs, over this config written as a YAML file)."""
-    if not overrides:
-        return
-    from training.config import load_train_config
-
-    with tempfile.TemporaryDirectory(prefix="vidloom-sft-") as tmp:
-        path = Path(tmp) / "base.yaml"
-        path.write_text(yaml.safe_dump(to_dict(cfg), allow_unicode=True), encoding="utf-8")
-        new = load_train_config(cfg.preset, path, overrides)
-    update_config(cfg, to_dict(new))
 
 
 class SFTTrainer(DiTTrainer):

@@ -24,9 +24,8 @@ from torch import nn
 
 from models.vae.causal_vae import Decoder, VAEConfig
 from training.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
-from training.config import StageConfig, TrainConfig, from_dict
+from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
 from training.distributed import DistInfo
-from training.refine import apply_overrides
 from training.trainer import Batch, Trainer
 from training.vae_trainer import trim_frames
 
