@@ -93,7 +93,7 @@ def cmd_distill_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | report")
+    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | adv | report")
     dsub = d.add_subparsers(dest="distill_cmd", required=True)
 
     c = dsub.add_parser("cfg", help="CFG distillation into a guidance-embedding student (1 pass, not 2)")
@@ -123,3 +123,6 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--device")
     r.add_argument("--out", help="also write the JSON report here")
     r.set_defaults(fn=cmd_distill_report)
+    from vidloom.cli_adv import add_adv_parser
+
+    add_adv_parser(dsub)  # distill adv: adversarial stage with a DiT-initialised discriminator

@@ -1,0 +1,233 @@
+"""Adversarial distillation: the optional last stage of few-step distillation (Seedance 1.0 §4.3,
+SD3-Turbo / LADD, Sauer et al. 2024).
+
+The student (a few-step generator, ``segments`` = 4 or 1, initialised from a TSCD or CFG-distilled
+checkpoint) predicts clean latents at its own sampling times: ``x_t = (1 - t) z + t noise`` with ``t``
+a segment upper boundary (``segment_boundaries(S, shift)[:-1]``; S = 1 means pure noise), and
+``x0_hat = x_t - t v_student`` (the endpoint its Euler jump implies; exact on the last segment).
+
+Discriminator "initialised from the DiT" (``DiTDiscriminator``): a frozen copy of the teacher DiT's
+input layers (patch embedding, text projection, timestep embedding) and first ``blocks`` block pairs,
+used as a feature extractor on *re-noised* latents: the student's ``x0_hat`` and the real ``z`` are both
+noised to a shared logit-normal ``t'`` (resolution-shifted). Small trainable heads, one per block, map
+every visual token to a logit (an MLP plus a projection term with the pooled text tokens, so the
+discriminator is caption-conditional) and average over tokens and heads.
+
+Losses: hinge for D, ``relu(1 - D(real)) + relu(1 + D(fake))``; the generator gets ``-D(fake)`` (the
+gradient flows through the frozen backbone) plus ``reg_weight`` x the TSCD loss of ``TSCDTrainer``
+(the regulariser that keeps it on the teacher's trajectories; ``reg_weight=0`` turns it off).
+Each optimizer step alternates: the generator loss with the current heads (frozen), then one update
+of the heads on the step's detached fakes with their own AdamW. The heads and their optimizer state
+are checkpointed under ``disc`` (the backbone is rebuilt from the teacher); checkpoints stay "dit".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.dit.model import DiT, velocity_fn
+from models.dit.rope import text_positions, text_start, visual_positions
+from training.distill import TSCDTrainer, _bview, segment_boundaries
+from training.flow_matching import logit_normal_t, shift_t
+from training.trainer import Batch, sample_generator
+
+ADV_SEED_OFFSET = 7919  # adversarial draws use their own per-sample generators (TSCD draws unchanged)
+Features = list[tuple[Tensor, Tensor]]  # per block pair: (visual [B, T, S, d], text [B, L, d])
+
+
+class DiscHead(nn.Module):
+    """Per-token logits from one block's features: ``mlp(h) + <proj(h), txt(pooled text)>``, token mean."""
+
+    def __init__(self, dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.proj, self.txt = nn.Linear(dim, hidden), nn.Linear(dim, hidden)
+        self.scale = hidden ** -0.5
+
+    def forward(self, x: Tensor, txt: Tensor, text_mask: Tensor | None) -> Tensor:
+        h = self.norm(x.float()).flatten(1, 2)  # [B, N, d]
+        m = torch.ones(txt.shape[:2], device=txt.device) if text_mask is None else text_mask.float()
+        m = m[..., None]
+        pooled = (self.norm(txt.float()) * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, d]
+        cond = (self.proj(h) * self.txt(pooled)[:, None]).sum(-1) * self.scale  # [B, N]
+        return (self.mlp(h).squeeze(-1) + cond).mean(1)
+
+
+class DiTDiscriminator(nn.Module):
+    """Frozen copy of a DiT's first ``blocks`` block pairs + trainable ``heads``; ``forward``: [B] logits."""
+
+    def __init__(self, dit: DiT, blocks: int = 1, hidden: int = 128) -> None:
+        super().__init__()
+        n = max(1, min(int(blocks), dit.cfg.depth))
+        backbone = DiT(dataclasses.replace(dit.cfg, depth=n, guidance_embed=False))
+        for name in ("final_norm", "final_mod", "final_proj"):  # the output layer is not used
+            delattr(backbone, name)
+        src = dit.state_dict()
+        backbone.load_state_dict({k: src[k].detach().clone() for k in backbone.state_dict()})
+        self.backbone = backbone.to(next(dit.parameters()).device).eval().requires_grad_(False)
+        self.heads = nn.ModuleList(DiscHead(dit.cfg.dim, hidden) for _ in range(n))
+        self.heads.to(next(dit.parameters()).device)
+
+    def features(self, x_t: Tensor, t: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Features:
+        """Visual and text tokens after each block pair (as in ``DiT.forward``, T2V conditioning)."""
+        bb = self.backbone
+        _, _, T, H, W = x_t.shape
+        pt, ph, pw = bb.cfg.patch
+        gt, gh, gw = T // pt, H // ph, W // pw
+        x = bb.patch_embed(bb.patchify(bb._with_condition(x_t, None, None)))
+        txt, temb = bb.text_proj(text), bb.t_embed(t)
+        vis_pos = visual_positions(gt, gh, gw).to(x.device)
+        txt_pos = text_positions(text.shape[1], text_start(gt, gh, gw)).to(x.device)
+        out = []
+        for i, spatial in enumerate(bb.spatial):
+            x, txt = spatial(x, txt, temb, vis_pos, txt_pos, text_mask)
+            if bb.cfg.temporal:
+                x = bb.temporal[i](x, temb, vis_pos, (gh, gw))
+            out.append((x, txt))
+        return out
+
+    def logits(self, feats: Features, text_mask: Tensor | None) -> Tensor:
+        per_head = [h(x, txt, text_mask) for h, (x, txt) in zip(self.heads, feats, strict=True)]
+        return torch.stack(per_head).mean(0)
+
+    def forward(self, x_t: Tensor, t: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
+        return self.logits(self.features(x_t, t, text, text_mask), text_mask)
+
+
+def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """``mean relu(1 - D(real)) + mean relu(1 + D(fake))`` (2 at D = 0, 0 once separated by a margin)."""
+    return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
+
+
+class AdversarialDistillTrainer(TSCDTrainer):
+    """TSCD student + DiT-initialised discriminator (see the module doc).
+
+    Args (keywords, beyond ``TSCDTrainer``'s): ``disc_blocks`` teacher block pairs in the
+    discriminator backbone; ``disc_hidden`` head width; ``disc_lr`` / ``disc_betas`` the heads' AdamW;
+    ``reg_weight`` lambda of the TSCD regulariser; ``segments`` default ``(4,)`` (the student's steps).
+    """
+
+    mode = "adv"
+
+    def __init__(self, *args: Any, disc_blocks: int = 1, disc_hidden: int = 128, disc_lr: float = 1e-4,
+                 disc_betas: tuple[float, float] = (0.0, 0.99), reg_weight: float = 1.0, **kw: Any) -> None:
+        kw.setdefault("segments", (4,))
+        self.disc_blocks, self.disc_hidden, self.reg_weight = disc_blocks, disc_hidden, float(reg_weight)
+        super().__init__(*args, **kw)
+        self.disc = DiTDiscriminator(self.teacher.dit, disc_blocks, disc_hidden)
+        self.d_opt = torch.optim.AdamW(self.disc.heads.parameters(), lr=disc_lr, betas=tuple(disc_betas),
+                                       weight_decay=0.0)
+        self._z_memo: dict[int, Tensor] | None = None  # only inside forward_backward_step
+
+    def distill_info(self) -> dict[str, Any]:
+        return {**super().distill_info(), "disc_blocks": self.disc_blocks, "reg_weight": self.reg_weight}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        extra = super().checkpoint_extra()
+        if hasattr(self, "disc"):
+            extra["disc"] = {"heads": self.disc.heads.state_dict(), "optimizer": self.d_opt.state_dict(),
+                             "blocks": self.disc_blocks, "hidden": self.disc_hidden}
+        return extra
+
+    def on_resume(self, ckpt: dict[str, Any]) -> None:
+        super().on_resume(ckpt)
+        if "disc" in ckpt:
+            self.disc.heads.load_state_dict(ckpt["disc"]["heads"])
+            self.d_opt.load_state_dict(ckpt["disc"]["optimizer"])
+
+    def latents(self, mb: Batch) -> Tensor:  # the TSCD and adversarial losses share one VAE encode
+        if self._z_memo is None:
+            return super().latents(mb)
+        if id(mb) not in self._z_memo:
+            self._z_memo[id(mb)] = super().latents(mb)
+        return self._z_memo[id(mb)]
+
+    def _disc_text(self, cond: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        if "texts" in cond:
+            with torch.no_grad():
+                emb, mask = self.teacher.encode_text(cond["texts"])
+            return emb.float().to(self.device), mask.to(self.device)
+        return cond["text"], cond.get("text_mask")
+
+    def generator_loss(self, mb: Batch) -> tuple[Tensor, dict[str, Any]]:
+        """``-D(renoise(x0_hat))`` with the current heads, and what the D step needs (detached)."""
+        z = self.latents(mb)
+        b = z.shape[0]
+        gens = [sample_generator(self.cfg.seed + ADV_SEED_OFFSET, self.step, k) for k in mb["key"]]
+        cond = self.text_inputs(mb, None, 0.0)
+        shift = self._shift(z)
+        bounds = segment_boundaries(self.segments, shift)
+        k = torch.cat([torch.randint(self.segments, (1,), generator=g) for g in gens])
+        t = bounds[k].to(self.device, torch.float32)
+        noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
+        t_d = shift_t(torch.cat([logit_normal_t(1, generator=g) for g in gens]), shift).to(self.device)
+        n_real = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
+        n_fake = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
+        text, mask = self._disc_text(cond)
+        tb = _bview(t, z)
+        x_t = (1 - tb) * z + tb * noise
+        td = _bview(t_d, z)
+        with self.autocast():
+            v = velocity_fn(self.model)(x_t, t, self._student_kwargs(cond, b))
+            fake_t = (1 - td) * (x_t - tb * v.float()) + td * n_fake  # re-noised x0_hat
+            g_adv = -self.disc(fake_t, t_d.to(z), text, mask).float().mean()
+        pair = {"real": (1 - td) * z + td * n_real, "fake": fake_t.detach(), "t": t_d.to(z),
+                "text": text, "mask": mask}
+        return g_adv, pair
+
+    def discriminator_step(self, pairs: list[dict[str, Any]], sizes: list[int]) -> dict[str, float]:
+        """One AdamW update of the heads on the step's (real, detached fake) pairs; hinge-loss metrics."""
+        n = sum(sizes)
+        self.d_opt.zero_grad(set_to_none=True)
+        total = real_m = fake_m = 0.0
+        for p, b in zip(pairs, sizes, strict=True):
+            with self.autocast():
+                with torch.no_grad():
+                    f_real = self.disc.features(p["real"], p["t"], p["text"], p["mask"])
+                    f_fake = self.disc.features(p["fake"], p["t"], p["text"], p["mask"])
+                d_real, d_fake = self.disc.logits(f_real, p["mask"]), self.disc.logits(f_fake, p["mask"])
+                loss = hinge_d_loss(d_real, d_fake)
+            (loss * b / n).backward()
+            total += float(loss.detach()) * b
+            real_m += float(d_real.detach().float().sum())
+            fake_m += float(d_fake.detach().float().sum())
+        params = [q for q in self.disc.heads.parameters() if q.grad is not None]
+        if self.dist.world_size > 1 and torch.distributed.is_initialized():
+            for q in params:
+                torch.distributed.all_reduce(q.grad)
+                q.grad /= self.dist.world_size
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.d_opt.step()
+        return {"d_loss": total / n, "d_real": real_m / n, "d_fake": fake_m / n}
+
+    def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
+        n = sum(len(mb["key"]) for mb in micro_batches)
+        total = adv_total = reg_total = 0.0
+        pairs, sizes = [], []
+        self._z_memo = {}
+        self.disc.heads.requires_grad_(False)  # G step: the heads are fixed, the backbone passes gradients
+        try:
+            for i, mb in enumerate(micro_batches):
+                b = len(mb["key"])
+                with self.no_sync(last=i == len(micro_batches) - 1):
+                    g_adv, pair = self.generator_loss(mb)
+                    reg = self.loss(mb, self.sample_generators(mb)) if self.reg_weight > 0 else g_adv * 0
+                    loss = g_adv + self.reg_weight * reg
+                    (loss * b / n).backward()
+                pairs.append(pair)
+                sizes.append(b)
+                total += float(loss.detach()) * b
+                adv_total += float(g_adv.detach()) * b
+                reg_total += float(reg.detach()) * b
+        finally:
+            self.disc.heads.requires_grad_(True)
+            self._z_memo = None
+        d_metrics = self.discriminator_step(pairs, sizes)
+        return {"loss": total / n, "g_adv": adv_total / n, "reg": reg_total / n, **d_metrics,
+                **self.step_metrics()}
