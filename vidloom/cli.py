@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_rlhf import add_commands as add_rlhf_commands
 
     add_rlhf_commands(sub)  # rlhf, rlhf-compare
+    from vidloom.cli_refine_post import add_commands as add_refine_post_commands
+
+    add_refine_post_commands(sub)  # refine-sft, refine-rlhf
     from vidloom.cli_distill import add_commands as add_distill_commands
 
     add_distill_commands(sub)  # distill cfg | tscd | report
