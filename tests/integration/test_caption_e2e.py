@@ -152,7 +152,8 @@ def test_vlm_captioning_on_a_ray_actor_pool(prepared: Path, tmp_path: Path, ray_
     def script(body: dict[str, Any], attempt: int) -> str:
         return "error500" if body["user"].startswith(ids[0]) else "good"
 
-    with FakeOpenAI(script) as fake:
+    # every reply takes 50 ms, so concurrent requests are in flight together even on a slow machine
+    with FakeOpenAI(script, latency_s=0.05) as fake:
         cfg = config(fake.url)
         cfg.runtime.runner, cfg.caption.batch_size = "ray", 4
         run_step_by_name("caption", [], out, cfg)
