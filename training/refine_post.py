@@ -49,7 +49,7 @@ from training.rlhf import (
     rlhf_config,
     sampling_shift,
 )
-from training.sft import prepare_selection, sft_config
+from training.sft import prepare_finetune_data, sft_config
 from training.trainer import Batch
 
 
@@ -100,28 +100,12 @@ def refiner_sft(refiner_ckpt: str | Path, data: str | Path | None = None, catalo
     Returns ``{"out", "checkpoint", "refiner", "data", "summary"}``."""
     from training.run import _manifest, _write_config
 
-    if (data is None) == (catalog is None):
-        raise ValueError("give either data (a shards directory) or catalog and where")
-    if catalog is not None and not where:
-        raise ValueError("a catalog needs a --where selection (e.g. \"status = 'kept'\")")
     out = Path(out)
     path, state = _load_refiner_ckpt(refiner_ckpt)
     path = path.resolve()
     dist = DistInfo.from_env()
-    record = {"refiner": str(path), "data": None if data is None else str(Path(data).resolve()),
-              "catalog": None if catalog is None else str(Path(catalog).resolve()), "where": where}
     info_path = out / "refine_sft.json"
-    if info_path.is_file():
-        old = json.loads(info_path.read_text(encoding="utf-8"))
-        diff = [k for k in record if old.get(k) != record[k]]
-        if diff:
-            raise ValueError(f"{out} holds a refiner SFT with another {', '.join(diff)}; use a new --out")
-    if catalog is not None:
-        if dist.is_main:
-            prepare_selection(catalog, where, out)  # type: ignore[arg-type]
-        dist.barrier()
-        data = out / "data"
-    assert data is not None
+    data, record = prepare_finetune_data(out, info_path, {"refiner": str(path)}, data, catalog, where, dist)
     if _manifest(Path(data)).get("kind") == "latents":
         raise ValueError("the refiner trains on pixel shards (it encodes two resolutions), not latents")
     cfg = sft_config(from_dict(state["config"]), steps, overrides)

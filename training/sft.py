@@ -192,29 +192,11 @@ def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Pa
     """
     from training.run import _manifest, _write_config, adapt_stages_to_latents
 
-    if (data is None) == (catalog is None):
-        raise ValueError("give either data (a shards directory) or catalog and where")
-    if catalog is not None and not where:
-        raise ValueError("a catalog needs a --where selection (e.g. \"status = 'kept'\")")
     out = Path(out)
     base_path = resolve_checkpoint(base_ckpt).resolve()
     dist = DistInfo.from_env()
-    record = {"base": str(base_path), "data": None if data is None else str(Path(data).resolve()),
-              "catalog": None if catalog is None else str(Path(catalog).resolve()), "where": where}
     info_path = out / "sft.json"
-    if info_path.is_file():
-        old = json.loads(info_path.read_text(encoding="utf-8"))
-        diff = [k for k in record if old.get(k) != record[k]]
-        if diff:
-            raise ValueError(f"{out} holds an SFT run with another {', '.join(diff)} ({info_path}); "
-                             "use a new --out")
-    if catalog is not None:
-        if dist.is_main:
-            prepare_selection(catalog, where, out)  # type: ignore[arg-type]
-        dist.barrier()
-        data = out / "data"
-    assert data is not None
-    data = Path(data)
+    data, record = prepare_finetune_data(out, info_path, {"base": str(base_path)}, data, catalog, where, dist)
     manifest = _manifest(data)
     base = load_checkpoint(base_path)
     if base.get("kind") != "dit":
@@ -235,6 +217,33 @@ def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Pa
     summary = trainer.train(progress)
     return {"out": str(out), "checkpoint": str(latest_checkpoint(out)), "base": str(base_path),
             "base_step": base_step, "data": str(data), "dit": summary}
+
+def prepare_finetune_data(out: Path, info_path: Path, source: dict[str, str], data: str | Path | None,
+                          catalog: str | Path | None, where: str | None,
+                          dist: DistInfo) -> tuple[Path, dict[str, Any]]:
+    """The shards a fine-tuning run (SFT, refiner SFT) trains on, and its run record.
+
+    ``data`` is used as given; ``catalog`` + ``where`` export that selection to ``out/data`` first
+    (``prepare_selection``, rank 0, then a barrier). A run directory whose record (``info_path``)
+    names another source, data or selection is refused. Returns ``(data, record)``."""
+    if (data is None) == (catalog is None):
+        raise ValueError("give either data (a shards directory) or catalog and where")
+    if catalog is not None and not where:
+        raise ValueError("a catalog needs a --where selection (e.g. \"status = 'kept'\")")
+    record = {**source, "data": None if data is None else str(Path(data).resolve()),
+              "catalog": None if catalog is None else str(Path(catalog).resolve()), "where": where}
+    if info_path.is_file():
+        old = json.loads(info_path.read_text(encoding="utf-8"))
+        diff = [k for k in record if old.get(k) != record[k]]
+        if diff:
+            raise ValueError(f"{out} holds a run with another {', '.join(diff)} ({info_path}); "
+                             "use a new --out")
+    if catalog is not None:
+        if dist.is_main:
+            prepare_selection(catalog, where, out)  # type: ignore[arg-type]
+        dist.barrier()
+        data = out / "data"
+    return Path(data), record  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- evaluation
