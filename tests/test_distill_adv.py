@@ -151,20 +151,14 @@ def test_adversarial_stage(teacher_run: tuple[Path, Path], tmp_path: Path) -> No
 
 def test_cli_distill_adv(teacher_run: tuple[Path, Path], tmp_path: Path,
                          capsys: pytest.CaptureFixture) -> None:
-    import argparse
+    from vidloom.cli import build_parser
 
-    from vidloom.cli_adv import add_adv_parser, add_commands
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    add_commands(sub)
-    add_adv_parser(sub.add_parser("distill").add_subparsers(dest="distill_cmd", required=True))
+    parser = build_parser()
     teacher, shards = teacher_run
     argv = ["--teacher", str(teacher), "--data", str(shards), "--out", str(tmp_path / "cli"), "--steps", "1",
             "--segments", "1", "--teacher-steps", "4", "--set", "num_workers=0", "--set", "eval_samples=1",
             "--device", "cpu", "--quiet"]
-    assert parser.parse_args(["distill", "adv", *argv]).fn is parser.parse_args(["distill-adv", *argv]).fn
-    args = parser.parse_args(["distill-adv", *argv])
+    args = parser.parse_args(["distill", "adv", *argv])
     assert args.fn(args) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["steps"] == 1
     assert load_checkpoint(latest_checkpoint(tmp_path / "cli"))["distill"]["mode"] == "adv"

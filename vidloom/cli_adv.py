@@ -44,8 +44,3 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def add_adv_parser(distill_sub: Any) -> None:
     """``adv`` under the ``vidloom distill`` sub-commands."""
     _arguments(distill_sub.add_parser("adv", help="adversarial distillation (DiT-initialised discriminator)"))
-
-
-def add_commands(sub: Any) -> None:
-    """``vidloom distill-adv``."""
-    _arguments(sub.add_parser("distill-adv", help="adversarial distillation (DiT-initialised discriminator)"))
