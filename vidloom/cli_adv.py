@@ -1,9 +1,9 @@
 """Adversarial distillation command of the ``vidloom`` CLI (``training/distill_adv.py``).
 
-``vidloom distill-adv --teacher runs/cfg --init runs/tscd/segments_4 --data SHARDS --out runs/adv``:
+``vidloom distill adv --teacher runs/cfg --init runs/tscd/segments_4 --data SHARDS --out runs/adv``:
 the few-step student from ``--init`` trained against a discriminator built on the teacher DiT's first
 ``--disc-blocks`` block pairs, with the TSCD loss (``--reg-weight``) as regulariser. Resumes like
-``vidloom train``. ``add_adv_parser`` registers the same command as ``vidloom distill adv``.
+``vidloom train``.
 """
 
 from __future__ import annotations
