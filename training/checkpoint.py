@@ -154,7 +154,11 @@ class LatentStats:
 
 def load_vae(path: str | Path, use_ema: bool = True) -> tuple[VAE, LatentStats]:
     """The VAE (eval mode, frozen) and latent statistics of a "vae" or "dit" checkpoint."""
-    ckpt = load_checkpoint(resolve_checkpoint(path))
+    return vae_from_checkpoint(load_checkpoint(resolve_checkpoint(path)), use_ema)
+
+
+def vae_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> tuple[VAE, LatentStats]:
+    """``load_vae`` on an already loaded checkpoint dict."""
     cfg = from_dict(ckpt["config"])
     vae = VAE(cfg.vae)
     if ckpt["kind"] == "vae":
@@ -195,6 +199,6 @@ def load_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -
     if isinstance(text, nn.Module):
         text.load_state_dict(sub_state(weights, "text"))
         text.to(device).eval().requires_grad_(False)
-    vae, stats = load_vae(path, use_ema=use_ema)
+    vae, stats = vae_from_checkpoint(ckpt, use_ema=use_ema)  # the file is read once
     dit.to(device).eval().requires_grad_(False)
     return Pipeline(cfg, dit, vae.to(device), text, stats, ckpt["step"])
