@@ -165,3 +165,30 @@ def test_qk_norm_bounds_logits_under_huge_inputs(cls: type[torch.nn.Module]) -> 
     q, k = seen[0], seen[1]
     logits = q @ k.transpose(-1, -2) / head_dim**0.5
     assert logits.abs().max() <= head_dim**0.5 + 1e-3
+
+
+def test_spatial_unmasked_path_equals_an_all_visible_mask() -> None:
+    """Without a text mask or shots no attention mask is built (flash-eligible); the result must be
+    what an all-True mask gives, for the visual and the text outputs alike."""
+    attn = SpatialAttention(CFG).eval()
+    x, text, vp, tp = _inputs()
+    with torch.no_grad():
+        dv0, dt0 = attn(x, text, vp, tp)
+        dv1, dt1 = attn(x, text, vp, tp, text_mask=torch.ones(2, L, dtype=torch.bool))
+    torch.testing.assert_close(dv0, dv1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dt0, dt1, rtol=1e-5, atol=1e-6)
+
+
+def test_qk_norm_follows_the_input_dtype() -> None:
+    """The QK-norm keeps a float32 weight but normalises bf16 input in bf16 (the fused kernel),
+    agreeing with the float32 result to bf16 precision."""
+    from models.dit.attention import QKNorm
+
+    norm = QKNorm(16, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(4, 16) * 3
+    out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and norm.weight.dtype == torch.float32
+    torch.testing.assert_close(out.float(), torch.nn.functional.rms_norm(x, (16,), norm.weight, 1e-6),
+                               rtol=2e-2, atol=2e-2)

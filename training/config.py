@@ -66,6 +66,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.995
     bf16: bool = True  # autocast on CUDA only; CPU runs stay float32 (exact resume)
+    compile: bool = False  # CUDA only: torch.compile each DiT block in place (``DiT.compile_blocks``)
     text_dropout: float = 0.1  # empty caption share, for classifier-free guidance
     caption_lang: Literal["both", "en", "zh"] = "both"
     timestep_shift: bool = True  # resolution/length-aware shift of the sampled timesteps

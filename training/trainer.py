@@ -90,6 +90,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.net = self.build_net().to(self.device)
         self.ema = copy.deepcopy(self.net).float().requires_grad_(False)
+        if cfg.compile and self.device.type == "cuda":
+            for module in list(self.net.modules()):
+                if hasattr(module, "compile_blocks"):
+                    module.compile_blocks()
         self.model = self.dist.wrap(self.net, self.cfg)
         self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg.weight_decay), lr=self.base_lr,
                                            betas=tuple(cfg.betas))

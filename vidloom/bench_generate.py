@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -176,3 +177,7 @@ def _noise(teacher: Any, prompts: list[str], args: argparse.Namespace, size: Any
     shape = (cfg.dit.in_channels, *cfg.vae.latent_shape(n_frames, h, w))
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + i))
                         for i in range(len(prompts))])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

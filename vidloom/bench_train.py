@@ -135,7 +135,7 @@ def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | N
 
 def measure_mfu(preset: str = "b1", stage: str = "video-high", batch: int = 1, steps: int = 10,
                 warmup: int = 3, peak_tflops: float = 989.0, text_tokens: int = 256,
-                device: str = "cuda") -> dict[str, Any]:
+                device: str = "cuda", compile: bool = False) -> dict[str, Any]:
     """Model FLOPs utilisation of the DiT training step (forward, backward, AdamW) at ``stage``'s
     latent shape, on random latents and text embeddings (no VAE, no loader: the model alone).
 
@@ -151,6 +151,8 @@ def measure_mfu(preset: str = "b1", stage: str = "video-high", batch: int = 1, s
     dev = torch.device(device)
     torch.manual_seed(0)
     model = DiT(cfg.dit).to(dev)
+    if compile:
+        model.compile_blocks()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda")
     x0 = torch.randn(batch, cfg.dit.in_channels, T, H, W, device=dev)
     text = torch.randn(batch, text_tokens, cfg.dit.text_dim, device=dev)
@@ -173,7 +175,8 @@ def measure_mfu(preset: str = "b1", stage: str = "video-high", batch: int = 1, s
     step_s = (time.perf_counter() - t0) / steps
     flops = flops_per_step(cfg.dit, T, H, W, text_tokens) * batch
     pt, ph, pw = cfg.dit.patch
-    return {"preset": preset, "stage": stage, "latent": [T, H, W], "batch": batch, "text_tokens": text_tokens,
+    return {"preset": preset, "stage": stage, "compile": compile, "latent": [T, H, W], "batch": batch,
+            "text_tokens": text_tokens,
             "visual_tokens": (T // pt) * (H // ph) * (W // pw),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
             "step_s": round(step_s, 4), "tflops_per_step": round(flops / 1e12, 2),
@@ -199,16 +202,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mfu", action="store_true", help="only measure the b1 preset's MFU (GPU)")
     p.add_argument("--mfu-stage", default="video-high")
     p.add_argument("--mfu-batch", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="with --mfu: also time the compiled blocks")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     info = machine_info()
     if args.mfu:
-        r = measure_mfu("b1", args.mfu_stage, args.mfu_batch, args.steps, args.warmup, args.peak_tflops,
-                        device=args.device)
-        print(json.dumps(r, indent=1))
+        rows = []
+        for compiled in ([False, True] if args.compile else [False]):
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            rows.append(measure_mfu("b1", args.mfu_stage, args.mfu_batch, args.steps, args.warmup,
+                                    args.peak_tflops, device=args.device, compile=compiled))
+            print(json.dumps(rows[-1]))
+        print_rows(["stage", "batch", "tokens", "compile", "step s", "TFLOP/s", "MFU", "peak GB"],
+                   [[r["stage"], r["batch"], r["visual_tokens"], r["compile"], r["step_s"],
+                     r["achieved_tflops"], f"{100 * r['mfu']:.1f}%", r["max_memory_gb"]] for r in rows])
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": info, "mfu": r}, indent=1))
+            Path(args.json).write_text(json.dumps({"machine": info, "mfu": rows}, indent=1))
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-train-") as tmp:

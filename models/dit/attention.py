@@ -41,6 +41,15 @@ class AttentionConfig:
     window: tuple[int, int] = (2, 2)
 
 
+class QKNorm(nn.RMSNorm):
+    """Per-head RMSNorm whose weight follows the input dtype, so bf16 autocast keeps the fused kernel
+    (a float32 weight on a bf16 input falls back to the unfused composite). Same state dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, w, self.eps)
+
+
 class _Stream(nn.Module):
     """QKV + QK-norm + output projection of one modality."""
 
@@ -51,8 +60,8 @@ class _Stream(nn.Module):
         self.heads = cfg.heads
         head_dim = cfg.dim // cfg.heads
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
-        self.q_norm = nn.RMSNorm(head_dim, eps=cfg.qk_norm_eps)
-        self.k_norm = nn.RMSNorm(head_dim, eps=cfg.qk_norm_eps)
+        self.q_norm = QKNorm(head_dim, eps=cfg.qk_norm_eps)
+        self.k_norm = QKNorm(head_dim, eps=cfg.qk_norm_eps)
         self.out = nn.Linear(cfg.dim, cfg.dim)
 
     def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,14 +123,19 @@ class SpatialAttention(nn.Module):
             txt = txt.unsqueeze(1).expand(B, T, h, L, d).reshape(B * T, h, L, d)
             return torch.cat([txt, vis], dim=2)
 
-        visible = self._text_visibility(B, T, L, x.device, text_mask, shot_of_frame, text_shot)  # [B, T, L]
-        key_mask = torch.cat([visible, visible.new_ones(B, T, S)], dim=-1).view(B * T, 1, 1, L + S)
+        key_mask = None  # every frame sees every text token: no mask, so SDPA may use flash attention
+        if text_mask is not None or shot_of_frame is not None or text_shot is not None:
+            visible = self._text_visibility(B, T, L, x.device, text_mask, shot_of_frame, text_shot)  # [B,T,L]
+            key_mask = torch.cat([visible, visible.new_ones(B, T, S)], dim=-1).view(B * T, 1, 1, L + S)
         o = F.scaled_dot_product_attention(per_frame(qv, qt), per_frame(kv, kt), per_frame(vv, vt), key_mask)
         # "(b t) h n d -> b t n (h d)"
         o = o.view(B, T, h, L + S, d).permute(0, 1, 3, 2, 4).reshape(B, T, L + S, C)
         o_txt, o_vis = o[:, :, :L], o[:, :, L:]
-        w = visible.to(o.dtype).unsqueeze(-1)  # [B, T, L, 1]
-        o_txt = (o_txt * w).sum(1) / w.sum(1).clamp(min=1.0)
+        if key_mask is None:
+            o_txt = o_txt.mean(1)
+        else:
+            w = visible.to(o.dtype).unsqueeze(-1)  # [B, T, L, 1]
+            o_txt = (o_txt * w).sum(1) / w.sum(1).clamp(min=1.0)
         return self.visual.out(o_vis), self.text.out(o_txt)
 
     @staticmethod

@@ -129,6 +129,12 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_proj.weight)
         nn.init.zeros_(self.final_proj.bias)
 
+    def compile_blocks(self, **kwargs: Any) -> None:
+        """Regional ``torch.compile``: each spatial and temporal block is compiled in place (state dict
+        keys unchanged). Blocks of one kind share code, so compile time stays that of a block or two."""
+        for block in [*self.spatial, *self.temporal]:
+            block.compile(**kwargs)
+
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, T, H, W] -> [B, T/pt, (H/ph)*(W/pw), C*pt*ph*pw] tokens in raster order."""
         B, C, T, H, W = x.shape
