@@ -21,3 +21,6 @@ has mfu && run 200 mfu_high python3 -m vidloom.bench_train --mfu --compile --mfu
 has mfu && run 150 mfu_low python3 -m vidloom.bench_train --mfu --compile --mfu-stage video-low --mfu-batch 4 --steps 6 --warmup 3 --json "$OUT/mfu_low.json"
 has attention && run 90 attention python3 -m vidloom.bench_attention --dim 512 --heads 8 --text-len 256 --sizes 8x16x16,16x32x32,31x32x56 --budget-s 80 --json "$OUT/attention.json"
 has generate && run 120 generate python3 -m vidloom.bench_generate --device cuda --json "$OUT/generate.json"
+# trained demo teacher and students copied into .gpu_data/ (teacher, cfg, tscd4, thin; see bench/README.md)
+has trained && run 240 generate_trained python3 -m vidloom.bench_generate --device cuda --teacher .gpu_data/teacher \
+  --cfg-student .gpu_data/cfg --tscd-student .gpu_data/tscd4 --thin-decoder .gpu_data/thin --json "$OUT/generate_trained.json"

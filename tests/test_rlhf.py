@@ -139,6 +139,8 @@ def test_refl_rounds_raise_reward_heldout_monitor_and_reward_retraining(base: Pa
     first, last = rows[0], rows[-1]
     # the optimised reward rises on held-out prompts (fixed noise)
     assert last["composite"] > first["composite"] + 0.005, rows
+    for term, weight in WEIGHTS.items():  # and so does every optimised term on its own
+        assert weight > 0 and last[term] > first[term], (term, first[term], last[term])
     # reward-hacking monitor: the unoptimised held-out reward falls by less than 2 %
     assert last["heldout_change"] > -0.02, (first["heldout/stability"], last["heldout/stability"])
     for key in ("motion", "aesthetic_proxy", "motion_learned", "heldout/stability"):

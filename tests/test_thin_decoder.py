@@ -18,6 +18,7 @@ from training.generate import generate
 from training.thin_decoder import (
     ThinDecoderTrainer,
     as_thin_decoder,
+    init_from_full,
     load_thin_decoder,
     thin_decoder_config,
     thin_vae_config,
@@ -66,11 +67,14 @@ def test_training_lowers_reconstruction_error(runs: dict[str, Path]) -> None:
     assert summary["kind"] == "thin_decoder" and summary["steps"] == STEPS
     start, end = summary["eval"][0], summary["eval"][-1]
     assert (start["when"], end["when"]) == ("start", "end")
-    assert end["eval_l1"] < 0.85 * start["eval_l1"]
+    assert end["eval_l1"] < 0.9 * start["eval_l1"]
     assert end["eval_l1_full"] < start["eval_l1_full"]
+    # distilled on perturbed latents too: agreement with the full decoder off the posterior means
+    assert end["eval_l1_perturbed"] < start["eval_l1_perturbed"]
     rows = [json.loads(line) for line in (runs["thin"] / "log.jsonl").read_text().splitlines()]
     assert len(rows) == STEPS
     assert sum(r["l1"] for r in rows[-5:]) < sum(r["l1"] for r in rows[:5])
+    assert all(r["l1_perturbed"] > 0 for r in rows)
 
 
 def test_output_shape_matches_full_decoder(runs: dict[str, Path]) -> None:
@@ -101,3 +105,26 @@ def test_generate_with_thin_decoder(runs: dict[str, Path]) -> None:
         as_thin_decoder(runs["thin"], other)
     with pytest.raises(ValueError, match="'thin_decoder' one"):
         load_thin_decoder(runs["vae"])
+
+
+def test_slice_init_copies_leading_channels() -> None:
+    """At width 1 the sliced decoder is the full decoder; at width 0.5 each tensor is the leading
+    block of the full one (input dims rescaled by 2), and it decodes to the same shape."""
+    torch.manual_seed(0)
+    vae = VAE(tiny().vae).eval()
+    with torch.no_grad():
+        for p in vae.decoder.parameters():
+            p.normal_(0, 0.2)
+    same = VAE(thin_vae_config(vae.cfg, 1.0)).decoder.eval()
+    init_from_full(same, vae.decoder)
+    z = torch.randn(1, vae.cfg.latent_channels, 2, 4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(same(z), vae.decoder(z))
+    half = VAE(thin_vae_config(vae.cfg, 0.5)).decoder
+    init_from_full(half, vae.decoder)
+    full_w, half_w = vae.decoder.state_dict(), half.state_dict()
+    name = next(k for k, v in half_w.items() if v.dim() >= 2 and v.shape[1] < full_w[k].shape[1])
+    k_out, k_in = half_w[name].shape[:2]
+    torch.testing.assert_close(half_w[name], full_w[name][:k_out, :k_in] * (full_w[name].shape[1] / k_in))
+    with torch.no_grad():
+        assert half(z).shape == vae.decoder(z).shape

@@ -42,10 +42,12 @@ class Prompts:
     empty_mask: Tensor  # [1, L0]
 
     @staticmethod
-    def encode(encoder: Any, prompts: list[str], device: str | torch.device = "cpu") -> Prompts:
+    def encode(encoder: Any, prompts: list[str], device: str | torch.device = "cpu",
+               negative: bool = True) -> Prompts:
+        """Encode ``prompts`` and, when ``negative``, the empty caption (else ``empty`` is empty)."""
         with torch.no_grad():
             e, m = encoder.encode(list(prompts))
-            e0, m0 = encoder.encode([""])
+            e0, m0 = encoder.encode([""]) if negative else (e[:0], m[:0])
         return Prompts(e.float().to(device), m.to(device), e0.float().to(device), m0.to(device))
 
     def cond(self, idx: Tensor) -> dict[str, Tensor]:
@@ -213,23 +215,25 @@ def _sync(device: torch.device) -> None:
 @torch.no_grad()
 def variant_outputs(v: Variant, prompts: list[str], noise: Tensor, decode: bool = True) -> dict[str, Any]:
     """Latents (and decoded videos) of one variant for ``prompts`` from ``noise`` [P, C, T, H, W];
-    ``seconds``: wall time of sampling (+ decoding), one prompt at a time."""
+    ``seconds``: wall time end to end, one prompt at a time: text encoding (the prompt, plus the empty
+    negative caption for plain CFG only), sampling and, with ``decode``, the VAE decode."""
     p = v.pipeline
     dev = next(p.dit.parameters()).device
-    bank = Prompts.encode(p.text_encoder, prompts, dev)
     shift = _shift(p, tuple(noise.shape))
     zs, videos = [], []
     _sync(dev)
     start = time.perf_counter()
-    for i in range(len(prompts)):
-        idx = torch.tensor([i])
+    for i, prompt in enumerate(prompts):
         x = noise[i : i + 1].to(dev)
+        plain_cfg = v.guidance is None and v.cfg_scale != 1.0
+        bank = Prompts.encode(p.text_encoder, [prompt], dev, negative=plain_cfg)
         if v.guidance is not None:
-            cond = {**bank.cond(idx.to(dev)), "guidance": torch.full((1,), float(v.guidance), device=dev)}
+            cond = {**bank.cond(torch.tensor([0], device=dev)),
+                    "guidance": torch.full((1,), float(v.guidance), device=dev)}
             z = sample(p.dit, x, cond, v.steps, shift=shift)
         else:
-            z = sample(p.dit, x, bank.cond(idx.to(dev)), v.steps, shift=shift, cfg_scale=v.cfg_scale,
-                       uncond_kwargs=bank.uncond(1) if v.cfg_scale != 1.0 else None)
+            z = sample(p.dit, x, bank.cond(torch.tensor([0], device=dev)), v.steps, shift=shift,
+                       cfg_scale=v.cfg_scale, uncond_kwargs=bank.uncond(1) if plain_cfg else None)
         zs.append(z.float())
         if decode:
             videos.append(p.vae.decode(p.latent_stats.denormalize(z.float())).clamp(-1, 1))

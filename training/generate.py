@@ -247,11 +247,12 @@ def generate(
             return {"text": emb.float().to(device), "text_mask": mask.to(device)}
 
     kwargs = text_kwargs(prompt)
-    uncond = text_kwargs(negative_prompt) if cfg_scale != 1.0 else None
-    base_cfg_scale = cfg_scale
+    uncond, base_cfg_scale = None, cfg_scale
     if cfg.dit.guidance_embed:  # a CFG-distilled student: one pass per step, the scale is an input
         kwargs["guidance"] = torch.full((1,), float(cfg_scale), device=device)
-        uncond, base_cfg_scale = None, 1.0
+        base_cfg_scale = 1.0
+    elif cfg_scale != 1.0:  # only plain CFG needs the negative caption encoded
+        uncond = text_kwargs(negative_prompt)
     if image is not None:
         cond = torch.zeros(shape, device=device)
         cond[:, :, :1] = encode_condition(pipeline, image, (h, w))

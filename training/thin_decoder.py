@@ -7,9 +7,21 @@ latents and returns the same shape ``[B, 3, 1 + dt (T'-1), ds H', ds W']`` as th
 Training (``ThinDecoderTrainer``, checkpoint kind "thin_decoder", the shared ``Trainer`` loop on the
 VAE run's ``vae_stage`` and ``vae_lr``): the frozen encoder gives the posterior mean z of each clip,
 the frozen full decoder its reconstruction; the loss is ``L1(thin(z), pixels) + full_weight *
-L1(thin(z), full(z))``. The checkpoint stores the thin decoder (``net``/``ema``: ``decoder.*``), the
-VAE checkpoint's config and ``thin``: width, channels, the VAE path. ``generate(..., thin_decoder=)``
-loads it with ``load_thin_decoder``.
+(L1(thin(z), full(z)) + L1(thin(z'), full(z')))`` where ``z' = z + sigma * std * eps`` with
+``sigma ~ U(0, perturb)`` per sample and ``std`` the latent's per-channel std.
+
+Why the perturbed term: the thin decoder decodes *generated* latents, which lie off the encoder's
+posterior means; trained on posterior means alone it matched the full decoder there (L1 0.05) but
+not on a distilled student's latents (18 dB). The full decoder is the teacher on any z, so the
+thin decoder is distilled on a neighbourhood of the data. On the demo VAE (200 steps, PSNR against
+the full decoder on TSCD-4 latents) this took 19.1 dB to 20.4 dB (``perturb=2``; 20.0 dB at 1).
+``init="slice"`` starts every tensor from the leading channels of the full decoder's (input dims
+rescaled to keep activation scale); at the tiny VAE's widths (4 -> 2 channels) it started and ended
+worse than random weights (17.1 dB), so random is the default.
+
+The checkpoint stores the thin decoder (``net``/``ema``: ``decoder.*``), the VAE checkpoint's config
+and ``thin``: width, channels, the VAE path. ``generate(..., thin_decoder=)`` loads it with
+``load_thin_decoder``.
 """
 
 from __future__ import annotations
@@ -48,6 +60,22 @@ class ThinDecoderNet(nn.Module):
         return self.decoder(z)
 
 
+@torch.no_grad()
+def init_from_full(thin: nn.Module, full: nn.Module) -> None:
+    """Copy every tensor's leading slice from ``full`` (same module structure, narrower channels).
+
+    A weight of rank >= 2 has its input dim (dim 1) cut from ``n`` to ``k`` channels, so it is scaled
+    by ``n / k`` to keep each output's expected magnitude. Tensors of equal shape are copied as is.
+    """
+    source = full.state_dict()
+    for name, tensor in thin.state_dict().items():
+        src = source[name]
+        part = src[tuple(slice(0, n) for n in tensor.shape)].clone()
+        if tensor.dim() >= 2 and src.shape[1] != tensor.shape[1]:
+            part *= src.shape[1] / tensor.shape[1]
+        tensor.copy_(part)
+
+
 def _compatible(a: VAEConfig, b: VAEConfig) -> bool:
     return (a.latent_channels, tuple(a.downsample), a.in_channels) == (b.latent_channels, tuple(b.downsample),
                                                                       b.in_channels)
@@ -57,16 +85,20 @@ class ThinDecoderTrainer(Trainer):
     kind = "thin_decoder"
 
     def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, vae_ckpt: str | Path,
-                 width: float = 0.5, full_weight: float = 1.0, device: str | torch.device | None = None,
-                 dist: DistInfo | None = None) -> None:
-        self.width, self.full_weight = float(width), float(full_weight)
+                 width: float = 0.5, full_weight: float = 1.0, perturb: float = 2.0, init: str = "random",
+                 device: str | torch.device | None = None, dist: DistInfo | None = None) -> None:
+        if init not in ("slice", "random"):
+            raise ValueError(f"init must be 'slice' or 'random', got {init!r}")
+        self.width, self.full_weight, self.perturb = float(width), float(full_weight), float(perturb)
+        self.init = init
         self.thin_cfg = thin_vae_config(cfg.vae, width)
         self.vae_path = resolve_checkpoint(vae_ckpt)
-        super().__init__(cfg, data, out, device, dist)
         self.vae, self.stats = load_vae(self.vae_path)
         if self.vae.cfg != cfg.vae:
             raise ValueError(f"the VAE in {vae_ckpt} has config {self.vae.cfg}, this run expects {cfg.vae}")
+        super().__init__(cfg, data, out, device, dist)
         self.vae.to(self.device)
+        self.latent_std = self.stats.std.to(self.device).view(1, -1, 1, 1, 1)
 
     @property
     def base_lr(self) -> float:
@@ -76,11 +108,24 @@ class ThinDecoderTrainer(Trainer):
         return [(self.cfg.vae_stage, 0, self.cfg.steps)]
 
     def build_net(self) -> nn.Module:
-        return ThinDecoderNet(self.thin_cfg)
+        net = ThinDecoderNet(self.thin_cfg)
+        if self.init == "slice":
+            init_from_full(net.decoder, self.vae.decoder)
+        return net
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"thin": {"width": self.width, "channels": list(self.thin_cfg.channels),
-                         "full_weight": self.full_weight, "vae": str(self.vae_path)}}
+                         "full_weight": self.full_weight, "perturb": self.perturb, "init": self.init,
+                         "vae": str(self.vae_path)}}
+
+    @torch.no_grad()
+    def perturbed(self, z: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z', full(z')): z moved by up to ``perturb`` latent stds, and the full decoder's output there."""
+        sigma = torch.rand(z.shape[0], generator=gen).view(-1, 1, 1, 1, 1) * self.perturb
+        eps = torch.randn(z.shape, generator=gen)
+        z_p = z + sigma.to(z.device) * self.latent_std * eps.to(z.device)
+        with self.autocast():
+            return z_p, self.vae.decode(z_p).float()
 
     @torch.no_grad()
     def targets(self, mb: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,17 +138,19 @@ class ThinDecoderTrainer(Trainer):
 
     def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
         n = sum(len(mb["key"]) for mb in micro_batches)
-        sums = {"loss": 0.0, "l1": 0.0, "l1_full": 0.0}
+        sums = {"loss": 0.0, "l1": 0.0, "l1_full": 0.0, "l1_perturbed": 0.0}
         for i, mb in enumerate(micro_batches):
             x, z, full = self.targets(mb)
+            z_p, full_p = self.perturbed(z, gen) if self.perturb > 0 else (None, None)
             b = x.shape[0]
             with self.no_sync(last=i == len(micro_batches) - 1), self.autocast():
                 out = self.model(z).float()
                 l1 = (out - x).abs().mean()
                 l1_full = (out - full).abs().mean()
-                loss = l1 + self.full_weight * l1_full
+                l1_p = (self.model(z_p).float() - full_p).abs().mean() if z_p is not None else l1_full * 0
+                loss = l1 + self.full_weight * (l1_full + l1_p)
                 (loss * b / n).backward()
-            for k, v in (("loss", loss), ("l1", l1), ("l1_full", l1_full)):
+            for k, v in (("loss", loss), ("l1", l1), ("l1_full", l1_full), ("l1_perturbed", l1_p)):
                 sums[k] += float(v.detach()) * b
         return {k: v / n for k, v in sums.items()}
 
@@ -112,15 +159,18 @@ class ThinDecoderTrainer(Trainer):
         """Mean L1 of the thin decoder to the pixels and to the full decoder on the first samples."""
         assert self.loader is not None
         ds = self.loader.dataset
-        l1, l1_full = [], []
+        l1, l1_full, l1_p = [], [], []
+        gen = torch.Generator().manual_seed(self.cfg.seed)  # the same perturbations at every evaluation
         self.model.eval()
         for index in range(min(self.cfg.eval_samples, len(ds))):
             x, z, full = self.targets({"video": ds.get(index, self.cfg.seed, 0)["video"][None]})
             out = self.model(z).float()
             l1.append(float((out - x).abs().mean()))
             l1_full.append(float((out - full).abs().mean()))
+            z_p, full_p = self.perturbed(z, gen)
+            l1_p.append(float((self.model(z_p).float() - full_p).abs().mean()))
         k = max(len(l1), 1)
-        return {"eval_l1": sum(l1) / k, "eval_l1_full": sum(l1_full) / k}
+        return {"eval_l1": sum(l1) / k, "eval_l1_full": sum(l1_full) / k, "eval_l1_perturbed": sum(l1_p) / k}
 
 
 def thin_decoder_config(vae_ckpt: str | Path, steps: int | None = None,
@@ -133,13 +183,15 @@ def thin_decoder_config(vae_ckpt: str | Path, steps: int | None = None,
 
 
 def train_thin_decoder(vae_ckpt: str | Path, data: str | Path, out: str | Path, steps: int | None = None,
-                       overrides: list[str] | None = None, width: float = 0.5, device: str | None = None,
+                       overrides: list[str] | None = None, width: float = 0.5, perturb: float = 2.0,
+                       init: str = "random", device: str | None = None,
                        progress: bool = True) -> dict[str, Any]:
     """``vidloom thin-decoder``: train (or resume) a thin decoder for the VAE of ``vae_ckpt``."""
     from training.checkpoint import latest_checkpoint
 
     cfg = thin_decoder_config(vae_ckpt, steps, overrides)
-    summary = ThinDecoderTrainer(cfg, data, out, vae_ckpt, width=width, device=device).train(progress)
+    summary = ThinDecoderTrainer(cfg, data, out, vae_ckpt, width=width, perturb=perturb, init=init,
+                                 device=device).train(progress)
     summary["checkpoint"] = str(latest_checkpoint(out))
     return summary
 

@@ -79,12 +79,13 @@ def build_tiny(root: Path, guidance: float, fit_steps: int, n_frames: int, size:
 
 def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference: torch.Tensor,
                       device: str) -> list[list[Any]]:
-    """Decode time and PSNR (vs the teacher's fully decoded reference) of the full and thin decoders."""
+    """Decode time, PSNR vs the teacher's fully decoded reference, and PSNR vs the full decoder on the
+    same latents (the thin decoder's own fidelity), of the full and thin decoders."""
     from training.distill_eval import psnr
     from training.thin_decoder import as_thin_decoder
 
     thin = as_thin_decoder(path, pipeline.vae.cfg, device)
-    rows = []
+    rows, videos = [], []
     for name, decode in (("full decoder", pipeline.vae.decode), ("thin decoder", thin)):
         z = pipeline.latent_stats.denormalize(latents.to(device))
         with torch.no_grad():
@@ -95,7 +96,9 @@ def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference
             video = decode(z).clamp(-1, 1).float().cpu()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-        rows.append([name, (time.perf_counter() - start) / z.shape[0], psnr(video, reference)])
+        videos.append(video)
+        rows.append([name, (time.perf_counter() - start) / z.shape[0], psnr(video, reference),
+                     psnr(video, videos[0])])
     rows[1].append(rows[0][1] / max(rows[1][1], 1e-9))
     rows[0].append(1.0)
     return rows
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         ref_v = Variant("ref", teacher, args.steps, args.guidance)
         ref_video = variant_outputs(ref_v, prompts, noise)["videos"]
         thin = thin_decoder_rows(args.thin_decoder, tscd, z, ref_video, args.device)
-        print_rows(["decoder (tscd latents)", "s/video", "psnr_vs_teacher_db", "decode_speedup"], thin)
+        print_rows(["decoder (tscd latents)", "s/video", "psnr_vs_teacher_db", "psnr_vs_full_db",
+                    "decode_speedup"], thin)
         result["thin_decoder"] = thin
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")

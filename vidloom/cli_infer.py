@@ -40,8 +40,8 @@ def cmd_thin_decoder(args: argparse.Namespace) -> int:
     from training.thin_decoder import train_thin_decoder
 
     summary = train_thin_decoder(args.vae, args.data, args.out, steps=args.steps,
-                                 overrides=list(args.overrides), width=args.width, device=args.device,
-                                 progress=not args.quiet)
+                                 overrides=list(args.overrides), width=args.width, perturb=args.perturb,
+                                 init=args.init, device=args.device, progress=not args.quiet)
     _print_summary("thin-decoder", summary)
     return 0
 
@@ -86,6 +86,10 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--out", required=True, help="thin decoder run directory (resumes)")
     t.add_argument("--steps", type=int, help="optimizer steps (default: the VAE config's vae_steps)")
     t.add_argument("--width", type=float, default=0.5, help="channel multiplier of the thin decoder")
+    t.add_argument("--perturb", type=float, default=2.0,
+                   help="also distil on latents moved by up to this many latent stds (0: means only)")
+    t.add_argument("--init", choices=["slice", "random"], default="random",
+                   help="random weights, or the full decoder's leading channels")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
