@@ -64,6 +64,23 @@ def test_causal_conv_replicates_first_frame() -> None:
     assert conv(x).flatten().tolist() == [111.0, 211.0, 321.0]
 
 
+@pytest.mark.parametrize("stride", [(1, 1, 1), (2, 2, 2), (1, 2, 2)])
+def test_causal_conv_cpu_path_equals_conv3d(stride: tuple[int, int, int]) -> None:
+    """On the CPU the conv runs as a 2D conv with the temporal taps stacked as channels: forward and
+    gradients must equal ``nn.Conv3d`` on the same padded input."""
+    conv = CausalConv3d(3, 5, stride=stride)
+    x = torch.randn(2, 3, 9, 8, 12, requires_grad=True)
+    y = conv(x)
+    padded = torch.cat([x[:, :, :1].expand(-1, -1, 2, -1, -1), x], dim=2)
+    ref = conv.conv(padded)  # nn.Conv3d itself
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad((y * g).sum(), [x, conv.conv.weight, conv.conv.bias])
+    grads_ref = torch.autograd.grad((ref * g).sum(), [x, conv.conv.weight, conv.conv.bias])
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_encoder_is_causal_exactly(vae: VAE) -> None:
     """Latent frame i sees input frames <= 4i: changing frame 5 leaves latent frames 0, 1 bit-identical."""
     x = torch.randn(1, 3, 9, 16, 16)

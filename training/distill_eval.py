@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -270,7 +271,7 @@ def load_reward(name: str = "composite", **kw: Any) -> Any:
 def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str], reference_steps: int = 50,
                    cfg_scale: float = 4.0, seed: int = 0, n_frames: int | None = None,
                    size: tuple[int, int] | None = None, reward: Any = None, decode: bool = True,
-                   ) -> dict[str, Any]:
+                   repeats: int = 1) -> dict[str, Any]:
     """Fidelity (and reward) of each variant against the teacher's ``reference_steps``-step CFG output.
 
     Args:
@@ -282,6 +283,8 @@ def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str
         reward: a ``Reward`` (``models.rewards``); None = ``load_reward()`` (skipped if unavailable);
             False = no reward.
         decode: decode with the VAE (needed for PSNR and rewards).
+        repeats: timing rounds; after the first, every variant (the reference included) is timed again
+            in turn, round after round, and ``seconds`` is each one's median (noisy machines).
 
     Returns:
         ``{"reference": row, "rows": [row, ...], "reward": name or None}``; a row has name, nfe, seconds,
@@ -316,11 +319,15 @@ def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str
         return r
 
     ref_row = row(ref_v, ref)
-    rows = []
-    for v in students:
-        r = row(v, variant_outputs(v, prompts, noise, decode))
+    rows = [row(v, variant_outputs(v, prompts, noise, decode)) for v in students]
+    times = [[r["seconds"]] for r in [ref_row, *rows]]
+    for _ in range(repeats - 1):
+        for t, v in zip(times, [ref_v, *students], strict=True):
+            t.append(variant_outputs(v, prompts, noise, decode)["seconds"])
+    for r, t in zip([ref_row, *rows], times, strict=True):
+        r["seconds"], r["seconds_all"] = round(statistics.median(t), 4), [round(x, 4) for x in t]
+    for r in rows:
         if "reward" in r and ref_row.get("reward"):
             r["reward_retained"] = r["reward"] / ref_row["reward"]
         r["speedup_vs_reference"] = ref_row["seconds"] / max(r["seconds"], 1e-9)
-        rows.append(r)
-    return {"reference": ref_row, "rows": rows, "reward": getattr(reward, "name", None)}
+    return {"reference": ref_row, "rows": rows, "reward": getattr(reward, "name", None), "repeats": repeats}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -78,27 +79,32 @@ def build_tiny(root: Path, guidance: float, fit_steps: int, n_frames: int, size:
 
 
 def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference: torch.Tensor,
-                      device: str) -> list[list[Any]]:
-    """Decode time, PSNR vs the teacher's fully decoded reference, and PSNR vs the full decoder on the
-    same latents (the thin decoder's own fidelity), of the full and thin decoders."""
+                      device: str, repeats: int = 3) -> list[list[Any]]:
+    """Decode time (median of ``repeats`` interleaved rounds), PSNR vs the teacher's fully decoded
+    reference, and PSNR vs the full decoder on the same latents (the thin decoder's own fidelity), of
+    the full and thin decoders."""
     from training.distill_eval import psnr
     from training.thin_decoder import as_thin_decoder
 
     thin = as_thin_decoder(path, pipeline.vae.cfg, device)
-    rows, videos = [], []
-    for name, decode in (("full decoder", pipeline.vae.decode), ("thin decoder", thin)):
-        z = pipeline.latent_stats.denormalize(latents.to(device))
-        with torch.no_grad():
+    decoders = {"full decoder": pipeline.vae.decode, "thin decoder": thin}
+    z = pipeline.latent_stats.denormalize(latents.to(device))
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    videos: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for decode in decoders.values():
             decode(z[:1])  # warm-up
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            video = decode(z).clamp(-1, 1).float().cpu()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-        videos.append(video)
-        rows.append([name, (time.perf_counter() - start) / z.shape[0], psnr(video, reference),
-                     psnr(video, videos[0])])
+        for _ in range(max(1, repeats)):
+            for name, decode in decoders.items():
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                videos[name] = decode(z).clamp(-1, 1).float().cpu()
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times[name].append((time.perf_counter() - start) / z.shape[0])
+    rows = [[name, statistics.median(times[name]), psnr(videos[name], reference),
+             psnr(videos[name], videos["full decoder"])] for name in decoders]
     rows[1].append(rows[0][1] / max(rows[1][1], 1e-9))
     rows[0].append(1.0)
     return rows
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thin-decoder", help="thin decoder checkpoint (training/thin_decoder.py)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="timing rounds, interleaved; the median counts")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
 
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         distill_report(teacher, variants[-1:], prompts[:1], reference_steps=2, cfg_scale=args.guidance,
                        seed=args.seed, n_frames=args.frames, size=size, reward=False)
         report = distill_report(teacher, variants, prompts, args.steps, args.guidance, args.seed, args.frames,
-                                size)
+                                size, repeats=args.repeats)
     ref = report["reference"]
     cols = ["variant", "passes", "s/video", "speedup", "latent_rel_err", "psnr_db", "reward", "retained"]
     rows = [[ref["name"], ref["nfe"], ref["seconds"] / len(prompts), 1.0, 0.0, float("inf"),
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         z = variant_outputs(variants[-2], prompts, noise, decode=False)["latents"]
         ref_v = Variant("ref", teacher, args.steps, args.guidance)
         ref_video = variant_outputs(ref_v, prompts, noise)["videos"]
-        thin = thin_decoder_rows(args.thin_decoder, tscd, z, ref_video, args.device)
+        thin = thin_decoder_rows(args.thin_decoder, tscd, z, ref_video, args.device, args.repeats)
         print_rows(["decoder (tscd latents)", "s/video", "psnr_vs_teacher_db", "psnr_vs_full_db",
                     "decode_speedup"], thin)
         result["thin_decoder"] = thin

@@ -120,7 +120,25 @@ class CausalConv3d(nn.Module):
         if self.time_pad:
             first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
             x = torch.cat([first, x], dim=2)
+        if x.device.type == "cpu":
+            return self._conv_as_2d(x)
         return self.conv(x)
+
+    def _conv_as_2d(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.conv(x)`` computed as one 2D conv over frames, the k_t temporal taps stacked as input
+        channels. PyTorch's CPU conv3d takes a slow im2col path; this is ~5x faster at the tiny VAE's
+        widths (4 channels, 11x64x128: 15.4 -> 2.8 ms) and equal up to float rounding."""
+        conv = self.conv
+        kt, st = conv.kernel_size[0], conv.stride[0]
+        B, C, T = x.shape[:3]
+        t_out = (T - kt) // st + 1
+        # "b c t h w" taps -> "(b t) (k c) h w"
+        taps = torch.cat([x[:, :, k : k + st * (t_out - 1) + 1 : st] for k in range(kt)], dim=1)
+        taps = taps.transpose(1, 2).reshape(B * t_out, kt * C, *x.shape[3:])
+        weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, kt * C, *conv.kernel_size[1:])
+        y = F.conv2d(taps, weight, conv.bias, stride=conv.stride[1:], padding=conv.padding[1:])
+        # "(b t) o h w -> b o t h w" (a view: FrameGroupNorm's permute back to frames is then free)
+        return y.view(B, t_out, conv.out_channels, *y.shape[2:]).transpose(1, 2)
 
 
 class FrameGroupNorm(nn.GroupNorm):
