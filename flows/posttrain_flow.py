@@ -2,7 +2,7 @@
 
 Like ``vidloom-train`` these resume from the newest checkpoints of ``out``, so a rerun, a Prefect
 retry or the next scheduled run goes on where the last one stopped. Parameters mirror the CLI
-(``vidloom rlhf``, ``vidloom distill cfg|tscd``, ``vidloom refine``).
+(``vidloom rlhf``, ``vidloom distill cfg|tscd|dmd|adv``, ``vidloom refine``).
 """
 
 from __future__ import annotations
@@ -31,29 +31,36 @@ def rlhf_flow(base: str, out: str, prompts: list[str] | None = None, data: str |
                      device)
 
 
+DISTILL_MODES = ("cfg", "tscd", "dmd", "adv")
+
+
 @task(name="distill", retries=1, retry_delay_seconds=10)
 def distill_task(mode: str, teacher: str, data: str, out: str, init: str | None, steps: int | None,
                  overrides: list[str], device: str | None) -> dict[str, Any]:
     from training.checkpoint import load_checkpoint, resolve_checkpoint
     from training.distill import CFGDistillTrainer, TSCDTrainer, distill_config
+    from training.distill_adv import AdversarialDistillTrainer
+    from training.distill_dmd import ScoreDistillTrainer
 
+    if mode not in DISTILL_MODES:
+        raise ValueError(f"distill mode {mode!r}: expected one of {', '.join(DISTILL_MODES)}")
     items = list(overrides) + ([f"steps={steps}"] if steps is not None else [])
     if mode == "cfg":
         cfg = distill_config(teacher, items)
         return CFGDistillTrainer(cfg, data, out, teacher, device=device).train(progress=False)
-    if mode != "tscd":
-        raise ValueError(f"distill mode {mode!r}: expected 'cfg' or 'tscd'")
     source = init or teacher
     embed = bool(load_checkpoint(resolve_checkpoint(source))["config"]["dit"].get("guidance_embed"))
     cfg = distill_config(source, items, guidance_embed=embed if source != teacher else True)
-    return TSCDTrainer(cfg, data, out, teacher, init=source, device=device).train(progress=False)
+    trainer = {"tscd": TSCDTrainer, "dmd": ScoreDistillTrainer, "adv": AdversarialDistillTrainer}[mode]
+    return trainer(cfg, data, out, teacher, init=source, device=device).train(progress=False)
 
 
 @flow(name="vidloom-distill", log_prints=True)
 def distill_flow(mode: str, teacher: str, data: str, out: str, init: str | None = None,
                  steps: int | None = None, overrides: list[str] | None = None,
                  device: str | None = None) -> dict[str, Any]:
-    """CFG distillation (``mode="cfg"``) or TSCD (``mode="tscd"``, optionally from a CFG-distilled init)."""
+    """One distillation stage: ``cfg`` (guidance embedding), ``tscd`` (segments 8 -> 4 -> 2 -> 1), or,
+    from a few-step ``init``, ``dmd`` (score distillation) or ``adv`` (adversarial)."""
     return distill_task(mode, teacher, data, out, init, steps, list(overrides or []), device)
 
 

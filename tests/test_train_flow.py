@@ -127,6 +127,11 @@ def test_post_training_flows_distill_refine_rlhf_from_a_trained_base(shards: Pat
     assert state.is_completed(), state
     student = load_pipeline(tmp_path / "cfgd")
     assert student.step == 2 and student.dit.cfg.guidance_embed
+    state = distill_flow("dmd", str(base), str(shards), str(tmp_path / "dmd"), init=str(tmp_path / "cfgd"),
+                         steps=1, overrides=quick, return_state=True)  # score distillation from the student
+    assert state.is_completed(), state
+    dmd = load_checkpoint(latest_checkpoint(tmp_path / "dmd"))
+    assert dmd["distill"]["mode"] == "dmd" and dmd["config"]["dit"]["guidance_embed"]
     state = refine_flow(str(base), str(shards), str(tmp_path / "refine"), steps=2, overrides=quick,
                         return_state=True)
     assert state.is_completed(), state

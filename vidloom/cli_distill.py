@@ -93,7 +93,7 @@ def cmd_distill_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | adv | report")
+    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | dmd | adv | report")
     dsub = d.add_subparsers(dest="distill_cmd", required=True)
 
     c = dsub.add_parser("cfg", help="CFG distillation into a guidance-embedding student (1 pass, not 2)")
@@ -126,3 +126,6 @@ def add_commands(sub: Any) -> None:
     from vidloom.cli_adv import add_adv_parser
 
     add_adv_parser(dsub)  # distill adv: adversarial stage with a DiT-initialised discriminator
+    from vidloom.cli_dmd import add_dmd_parser
+
+    add_dmd_parser(dsub)  # distill dmd: score distillation (distribution matching, fake-score critic)
