@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from models.dit.model import DiT, velocity_fn
 from models.dit.rope import text_positions, text_start, visual_positions
-from training.distill import TSCDTrainer, _bview, segment_boundaries
-from training.flow_matching import logit_normal_t, shift_t
-from training.trainer import Batch, sample_generator
+from training.distill import TSCDTrainer, _bview
+from training.distill_stage import FewStepStage
+from training.trainer import Batch
 
 ADV_SEED_OFFSET = 7919  # adversarial draws use their own per-sample generators (TSCD draws unchanged)
 Features = list[tuple[Tensor, Tensor]]  # per block pair: (visual [B, T, S, d], text [B, L, d])
@@ -105,7 +105,7 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
     return F.relu(1.0 - real.float()).mean() + F.relu(1.0 + fake.float()).mean()
 
 
-class AdversarialDistillTrainer(TSCDTrainer):
+class AdversarialDistillTrainer(FewStepStage, TSCDTrainer):
     """TSCD student + DiT-initialised discriminator (see the module doc).
 
     Args (keywords, beyond ``TSCDTrainer``'s): ``disc_blocks`` teacher block pairs in the
@@ -123,7 +123,6 @@ class AdversarialDistillTrainer(TSCDTrainer):
         self.disc = DiTDiscriminator(self.teacher.dit, disc_blocks, disc_hidden)
         self.d_opt = torch.optim.AdamW(self.disc.heads.parameters(), lr=disc_lr, betas=tuple(disc_betas),
                                        weight_decay=0.0)
-        self._z_memo: dict[int, Tensor] | None = None  # only inside forward_backward_step
 
     def distill_info(self) -> dict[str, Any]:
         return {**super().distill_info(), "disc_blocks": self.disc_blocks, "reg_weight": self.reg_weight}
@@ -141,35 +140,16 @@ class AdversarialDistillTrainer(TSCDTrainer):
             self.disc.heads.load_state_dict(ckpt["disc"]["heads"])
             self.d_opt.load_state_dict(ckpt["disc"]["optimizer"])
 
-    def latents(self, mb: Batch) -> Tensor:  # the TSCD and adversarial losses share one VAE encode
-        if self._z_memo is None:
-            return super().latents(mb)
-        if id(mb) not in self._z_memo:
-            self._z_memo[id(mb)] = super().latents(mb)
-        return self._z_memo[id(mb)]
-
-    def _disc_text(self, cond: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
-        if "texts" in cond:
-            with torch.no_grad():
-                emb, mask = self.teacher.encode_text(cond["texts"])
-            return emb.float().to(self.device), mask.to(self.device)
-        return cond["text"], cond.get("text_mask")
-
     def generator_loss(self, mb: Batch) -> tuple[Tensor, dict[str, Any]]:
         """``-D(renoise(x0_hat))`` with the current heads, and what the D step needs (detached)."""
         z = self.latents(mb)
         b = z.shape[0]
-        gens = [sample_generator(self.cfg.seed + ADV_SEED_OFFSET, self.step, k) for k in mb["key"]]
+        gens, t, noise, shift = self.segment_draws(z, mb, ADV_SEED_OFFSET)
         cond = self.text_inputs(mb, None, 0.0)
-        shift = self._shift(z)
-        bounds = segment_boundaries(self.segments, shift)
-        k = torch.cat([torch.randint(self.segments, (1,), generator=g) for g in gens])
-        t = bounds[k].to(self.device, torch.float32)
-        noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
-        t_d = shift_t(torch.cat([logit_normal_t(1, generator=g) for g in gens]), shift).to(self.device)
+        t_d = self.renoise_t(gens, shift, z)
         n_real = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
         n_fake = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
-        text, mask = self._disc_text(cond)
+        text, mask = self.teacher_text(cond)
         tb = _bview(t, z)
         x_t = (1 - tb) * z + tb * noise
         td = _bview(t_d, z)
@@ -197,37 +177,11 @@ class AdversarialDistillTrainer(TSCDTrainer):
             total += float(loss.detach()) * b
             real_m += float(d_real.detach().float().sum())
             fake_m += float(d_fake.detach().float().sum())
-        params = [q for q in self.disc.heads.parameters() if q.grad is not None]
-        if self.dist.world_size > 1 and torch.distributed.is_initialized():
-            for q in params:
-                torch.distributed.all_reduce(q.grad)
-                q.grad /= self.dist.world_size
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.d_opt.step()
+        self.aux_step(list(self.disc.heads.parameters()), self.d_opt)
         return {"d_loss": total / n, "d_real": real_m / n, "d_fake": fake_m / n}
 
     def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
-        n = sum(len(mb["key"]) for mb in micro_batches)
-        total = adv_total = reg_total = 0.0
-        pairs, sizes = [], []
-        self._z_memo = {}
-        self.disc.heads.requires_grad_(False)  # G step: the heads are fixed, the backbone passes gradients
-        try:
-            for i, mb in enumerate(micro_batches):
-                b = len(mb["key"])
-                with self.no_sync(last=i == len(micro_batches) - 1):
-                    g_adv, pair = self.generator_loss(mb)
-                    reg = self.loss(mb, self.sample_generators(mb)) if self.reg_weight > 0 else g_adv * 0
-                    loss = g_adv + self.reg_weight * reg
-                    (loss * b / n).backward()
-                pairs.append(pair)
-                sizes.append(b)
-                total += float(loss.detach()) * b
-                adv_total += float(g_adv.detach()) * b
-                reg_total += float(reg.detach()) * b
-        finally:
-            self.disc.heads.requires_grad_(True)
-            self._z_memo = None
+        # G step: the heads are fixed, the frozen backbone passes gradients through to the student
+        pairs, sizes, m = self.generator_pass(micro_batches, 1.0, self.disc.heads)
         d_metrics = self.discriminator_step(pairs, sizes)
-        return {"loss": total / n, "g_adv": adv_total / n, "reg": reg_total / n, **d_metrics,
-                **self.step_metrics()}
+        return {"loss": m["loss"], "g_adv": m["term"], "reg": m["reg"], **d_metrics, **self.step_metrics()}

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.dit.model import velocity_fn
-from training.distill import TSCDTrainer, _bview, guided_velocity, segment_boundaries
+from training.distill import TSCDTrainer, _bview, guided_velocity
+from training.distill_stage import FewStepStage
 from training.flow_matching import logit_normal_t, shift_t
-from training.trainer import Batch, sample_generator
+from training.trainer import Batch
 
 DMD_SEED_OFFSET = 104729  # the score-distillation draws use their own per-sample generators
 
@@ -48,7 +49,7 @@ def dmd_loss(x0_hat: Tensor, x0_real: Tensor, x0_fake: Tensor) -> Tensor:
     return 0.5 * F.mse_loss(x0_hat.float(), target.float())
 
 
-class ScoreDistillTrainer(TSCDTrainer):
+class ScoreDistillTrainer(FewStepStage, TSCDTrainer):
     """TSCD student + distribution-matching score distillation against an online fake-score critic.
 
     Args (keywords, beyond ``TSCDTrainer``'s): ``critic_lr`` / ``critic_betas`` the critic's AdamW;
@@ -67,14 +68,6 @@ class ScoreDistillTrainer(TSCDTrainer):
         self.critic = copy.deepcopy(self.teacher.dit).train().requires_grad_(True)
         self.c_opt = torch.optim.AdamW(self.critic.parameters(), lr=critic_lr, betas=tuple(critic_betas),
                                        weight_decay=0.0)
-        self._z_memo: dict[int, Tensor] | None = None  # only inside forward_backward_step
-
-    def latents(self, mb: Batch) -> Tensor:  # the DMD term and the TSCD regulariser share one VAE encode
-        if self._z_memo is None:
-            return super().latents(mb)
-        if id(mb) not in self._z_memo:
-            self._z_memo[id(mb)] = super().latents(mb)
-        return self._z_memo[id(mb)]
 
     def distill_info(self) -> dict[str, Any]:
         return {**super().distill_info(), "fake_updates": self.fake_updates, "dmd_weight": self.dmd_weight,
@@ -92,14 +85,6 @@ class ScoreDistillTrainer(TSCDTrainer):
             self.critic.load_state_dict(ckpt["dmd"]["critic"])
             self.c_opt.load_state_dict(ckpt["dmd"]["optimizer"])
 
-    def _text(self, cond: dict[str, Any]) -> dict[str, Any]:
-        """Teacher-encoded text for the bare critic DiT."""
-        if "texts" not in cond:
-            return {"text": cond["text"], "text_mask": cond.get("text_mask")}
-        with torch.no_grad():
-            emb, mask = self.teacher.encode_text(cond["texts"])
-        return {"text": emb.float().to(self.device), "text_mask": mask.to(self.device)}
-
     def _real_velocity(self, x: Tensor, t: Tensor, cond: dict[str, Any], b: int) -> Tensor:
         w = torch.full((b,), self.guidance, device=self.device)
         teacher_fn = velocity_fn(self.teacher)
@@ -111,17 +96,13 @@ class ScoreDistillTrainer(TSCDTrainer):
         """The DMD term for one micro-batch, and the detached samples the critic is fitted to."""
         z = self.latents(mb)
         b = z.shape[0]
-        gens = [sample_generator(self.cfg.seed + DMD_SEED_OFFSET, self.step, k) for k in mb["key"]]
+        gens, t, noise, shift = self.segment_draws(z, mb, DMD_SEED_OFFSET)
         cond = self.text_inputs(mb, None, 0.0)
-        shift = self._shift(z)
-        bounds = segment_boundaries(self.segments, shift)
-        k = torch.cat([torch.randint(self.segments, (1,), generator=g) for g in gens])
-        t = bounds[k].to(self.device, torch.float32)
-        noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
-        t_s = shift_t(torch.cat([logit_normal_t(1, generator=g) for g in gens]), shift).to(z)
+        t_s = self.renoise_t(gens, shift, z)
         eps = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in gens]).to(z)
         tb, ts = _bview(t, z), _bview(t_s, z)
-        text = self._text(cond)
+        emb, mask = self.teacher_text(cond)
+        text = {"text": emb, "text_mask": mask}
         with self.autocast():
             v = velocity_fn(self.model)(tb * noise + (1 - tb) * z, t, self._student_kwargs(cond, b))
             x0_hat = ((1 - tb) * z + tb * noise - tb * v.float()).float()
@@ -147,37 +128,11 @@ class ScoreDistillTrainer(TSCDTrainer):
                     loss = F.mse_loss(v.float(), eps - x0)
                 (loss * b / n).backward()
                 total += float(loss.detach()) * b
-            params = [q for q in self.critic.parameters() if q.grad is not None]
-            if self.dist.world_size > 1 and torch.distributed.is_initialized():
-                for q in params:
-                    torch.distributed.all_reduce(q.grad)
-                    q.grad /= self.dist.world_size
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-            self.c_opt.step()
+            self.aux_step(list(self.critic.parameters()), self.c_opt)
         return total / n
 
     def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
-        n = sum(len(mb["key"]) for mb in micro_batches)
-        total = dmd_total = reg_total = 0.0
-        samples, sizes = [], []
-        self._z_memo = {}
-        self.critic.requires_grad_(False)  # generator step: the critic is a fixed score
-        try:
-            for i, mb in enumerate(micro_batches):
-                b = len(mb["key"])
-                with self.no_sync(last=i == len(micro_batches) - 1):
-                    g_dmd, sample_ = self.generator_loss(mb)
-                    reg = self.loss(mb, self.sample_generators(mb)) if self.reg_weight > 0 else g_dmd * 0
-                    loss = self.dmd_weight * g_dmd + self.reg_weight * reg
-                    (loss * b / n).backward()
-                samples.append(sample_)
-                sizes.append(b)
-                total += float(loss.detach()) * b
-                dmd_total += float(g_dmd.detach()) * b
-                reg_total += float(reg.detach()) * b
-        finally:
-            self.critic.requires_grad_(True)
-            self._z_memo = None
+        samples, sizes, m = self.generator_pass(micro_batches, self.dmd_weight, self.critic)
         critic_loss = self.critic_step(samples, sizes, gen)
-        return {"loss": total / n, "dmd": dmd_total / n, "reg": reg_total / n, "critic_loss": critic_loss,
+        return {"loss": m["loss"], "dmd": m["term"], "reg": m["reg"], "critic_loss": critic_loss,
                 **self.step_metrics()}
