@@ -66,10 +66,13 @@ def test_causal_conv_replicates_first_frame() -> None:
 
 @pytest.mark.parametrize("stride", [(1, 1, 1), (2, 2, 2), (1, 2, 2)])
 def test_causal_conv_cpu_path_equals_conv3d(stride: tuple[int, int, int]) -> None:
-    """On the CPU the conv runs as a 2D conv with the temporal taps stacked as channels: forward and
-    gradients must equal ``nn.Conv3d`` on the same padded input."""
+    """On the CPU a batch of one runs as a 2D conv with the temporal taps stacked as channels: forward
+    and gradients must equal ``nn.Conv3d`` on the same padded input (the folded form directly, too,
+    for a batch of two, which ``forward`` leaves to conv3d)."""
     conv = CausalConv3d(3, 5, stride=stride)
-    x = torch.randn(2, 3, 9, 8, 12, requires_grad=True)
+    two = torch.randn(2, 3, 11, 8, 12)
+    torch.testing.assert_close(conv._conv_as_2d(two), conv.conv(two), rtol=1e-5, atol=1e-5)
+    x = torch.randn(1, 3, 9, 8, 12, requires_grad=True)
     y = conv(x)
     padded = torch.cat([x[:, :, :1].expand(-1, -1, 2, -1, -1), x], dim=2)
     ref = conv.conv(padded)  # nn.Conv3d itself

@@ -120,14 +120,16 @@ class CausalConv3d(nn.Module):
         if self.time_pad:
             first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
             x = torch.cat([first, x], dim=2)
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and x.shape[0] == 1:
             return self._conv_as_2d(x)
         return self.conv(x)
 
     def _conv_as_2d(self, x: torch.Tensor) -> torch.Tensor:
         """``self.conv(x)`` computed as one 2D conv over frames, the k_t temporal taps stacked as input
-        channels. PyTorch's CPU conv3d takes a slow im2col path; this is ~5x faster at the tiny VAE's
-        widths (4 channels, 11x64x128: 15.4 -> 2.8 ms) and equal up to float rounding."""
+        channels; equal up to float rounding. Used on the CPU for a batch of one, where PyTorch's conv3d
+        falls back to its slow im2col kernel (it takes oneDNN from batch 2 on): 4 channels at 11x64x128,
+        12.1 ms -> 2.8 ms; a one-video decode of the tiny VAE 60 -> 22 ms. From batch 2 conv3d is faster
+        (7.2 ms for 4 such inputs against ~11 ms folded), so it is kept there."""
         conv = self.conv
         kt, st = conv.kernel_size[0], conv.stride[0]
         B, C, T = x.shape[:3]
