@@ -14,7 +14,12 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, av; print('torch', torch.__version__, torch.cuda.get_device_name(), 'av', av.__version__)"
-run() { local limit=$1 name=$2; shift 2; echo "=== $name"; timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$?"; grep -v Warning "$OUT/$name.log" | grep -v "return torch" | tail -n 14; }
+FAILED=0
+run() {
+  local limit=$1 name=$2 rc; shift 2; echo "=== $name"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; rc=$?; echo "rc=$rc"; [ $rc -eq 0 ] || FAILED=1
+  grep -v Warning "$OUT/$name.log" | grep -v "return torch" | tail -n 14
+}
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 has tests && run 170 gpu_tests python3 -m pytest -q -p no:cacheprovider -m "gpu and not slow" tests/test_train_gpu.py
 has post && run 170 post_gpu python3 -m pytest -q -p no:cacheprovider tests/test_posttrain_gpu.py
@@ -25,3 +30,4 @@ has generate && run 120 generate python3 -m vidloom.bench_generate --device cuda
 # trained demo teacher and students copied into .gpu_data/ (teacher, cfg, tscd4, thin; see bench/README.md)
 has trained && run 240 generate_trained python3 -m vidloom.bench_generate --device cuda --teacher .gpu_data/teacher \
   --cfg-student .gpu_data/cfg --tscd-student .gpu_data/tscd4 --thin-decoder .gpu_data/thin --json "$OUT/generate_trained.json"
+exit $FAILED
