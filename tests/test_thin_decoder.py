@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
 from tests.train_shards import write_test_shards
-from training.checkpoint import load_pipeline, save_checkpoint
-from training.config import StageConfig, tiny, to_dict
+from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
+from training.config import StageConfig, TrainConfig, tiny, to_dict
 from training.generate import generate
 from training.thin_decoder import (
     ThinDecoderTrainer,
@@ -27,6 +28,17 @@ from training.thin_decoder import (
 SETTINGS = ["vae_lr=0.005", "num_workers=1", "eval_samples=2", "warmup_steps=2", "ckpt_every=1000",
             "log_every=1000"]
 STEPS = 40
+
+
+def _save_dit(run: Path, cfg: TrainConfig, vae: VAE) -> None:
+    """A "dit" run with random DiT and text weights over ``vae`` (identity latent statistics)."""
+    dit, text = DiT(cfg.dit), ByteEncoder(cfg.text.byte)
+    net = {"dit." + k: v for k, v in dit.state_dict().items()}
+    net |= {"text." + k: v for k, v in text.state_dict().items()}
+    c = cfg.vae.latent_channels
+    stats = {"mean": torch.zeros(c), "std": torch.ones(c)}
+    save_checkpoint(run, 1, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
+                             "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +56,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     stats = {"mean": torch.zeros(c), "std": torch.ones(c)}
     save_checkpoint(root / "vae", 1, {"kind": "vae", "config": to_dict(cfg), "net": net, "ema": net,
                                       "latent_stats": stats})
-    dit, text = DiT(cfg.dit), ByteEncoder(cfg.text.byte)
-    dnet = {"dit." + k: v for k, v in dit.state_dict().items()}
-    dnet |= {"text." + k: v for k, v in text.state_dict().items()}
-    save_checkpoint(root / "dit", 1, {"kind": "dit", "config": to_dict(cfg), "net": dnet, "ema": dnet,
-                                      "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
+    _save_dit(root / "dit", cfg, vae)
     cfg_thin = thin_decoder_config(root / "vae", STEPS, SETTINGS)
     trainer = ThinDecoderTrainer(cfg_thin, shards, root / "thin", root / "vae", device="cpu")
     summary = trainer.train(progress=False)
@@ -128,3 +136,27 @@ def test_slice_init_copies_leading_channels() -> None:
     torch.testing.assert_close(half_w[name], full_w[name][:k_out, :k_in] * (full_w[name].shape[1] / k_in))
     with torch.no_grad():
         assert half(z).shape == vae.decoder(z).shape
+
+
+def test_distils_on_the_generators_latents(runs: dict[str, Path]) -> None:
+    """With ``generator=`` a "dit" run sharing the VAE samples latents for the batch captions each step;
+    the thin decoder's error to the full decoder on such latents falls, and the checkpoint records it."""
+    cfg = thin_decoder_config(runs["vae"], 12, SETTINGS)
+    out = runs["root"] / "thin_gen"
+    trainer = ThinDecoderTrainer(cfg, runs["root"] / "shards", out, runs["vae"], generator=runs["dit"],
+                                 generator_steps=2, guidance=2.0, device="cpu")
+    summary = trainer.train(progress=False)
+    start, end = summary["eval"][0], summary["eval"][-1]
+    assert end["eval_l1_generated"] < start["eval_l1_generated"], (start, end)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["l1_generated"] > 0 for r in rows)
+    thin = load_checkpoint(latest_checkpoint(out))["thin"]
+    assert thin["generator"] == str(runs["dit"]) and thin["generator_steps"] == 2
+    # a generator over another VAE is refused
+    other = tiny()
+    other.vae.latent_channels = 8
+    other.dit = dataclasses.replace(other.dit, in_channels=8)
+    _save_dit(runs["root"] / "dit8", other, VAE(other.vae))
+    with pytest.raises(ValueError, match="uses VAE"):
+        ThinDecoderTrainer(cfg, runs["root"] / "shards", runs["root"] / "thin_bad", runs["vae"],
+                           generator=runs["root"] / "dit8", device="cpu")

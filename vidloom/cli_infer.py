@@ -41,7 +41,9 @@ def cmd_thin_decoder(args: argparse.Namespace) -> int:
 
     summary = train_thin_decoder(args.vae, args.data, args.out, steps=args.steps,
                                  overrides=list(args.overrides), width=args.width, perturb=args.perturb,
-                                 init=args.init, device=args.device, progress=not args.quiet)
+                                 init=args.init, generator=args.generator,
+                                 generator_steps=args.generator_steps, guidance=args.guidance,
+                                 device=args.device, progress=not args.quiet)
     _print_summary("thin-decoder", summary)
     return 0
 
@@ -90,6 +92,9 @@ def add_commands(sub: Any) -> None:
                    help="also distil on latents moved by up to this many latent stds (0: means only)")
     t.add_argument("--init", choices=["slice", "random"], default="random",
                    help="random weights, or the full decoder's leading channels")
+    t.add_argument("--generator", help="'dit' run (same VAE) whose sampled latents it is also distilled on")
+    t.add_argument("--generator-steps", type=int, default=4, help="the generator's sampler steps")
+    t.add_argument("--guidance", type=float, default=4.0, help="the generator's guidance scale")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
