@@ -198,3 +198,6 @@ def test_trainers_write_loadable_students(teacher_run: tuple[Path, Path], tmp_pa
     assert report["reference"]["latent_rel_err"] == 0.0 and report["reward"] == "composite"
     assert [r["nfe"] for r in report["rows"]] == [3, 2]
     assert all(r["latent_rel_err"] >= 0 and "psnr_db" in r and "reward" in r for r in report["rows"])
+    floor, top = report["reference"]["noise_reward"], report["reference"]["reward"]
+    for r in report["rows"]:  # the share of the teacher's gain over its decoded starting noise
+        assert r["reward_retained_above_noise"] == pytest.approx((r["reward"] - floor) / (top - floor))

@@ -60,7 +60,7 @@ class ScoreDistillTrainer(FewStepStage, TSCDTrainer):
     mode = "dmd"
 
     def __init__(self, *args: Any, critic_lr: float = 1e-4, critic_betas: tuple[float, float] = (0.9, 0.99),
-                 fake_updates: int = 1, dmd_weight: float = 1.0, reg_weight: float = 1.0, **kw: Any) -> None:
+                 fake_updates: int = 1, dmd_weight: float = 0.02, reg_weight: float = 1.0, **kw: Any) -> None:
         kw.setdefault("segments", (4,))
         self.fake_updates, self.dmd_weight = int(fake_updates), float(dmd_weight)
         self.reg_weight = float(reg_weight)

@@ -208,6 +208,10 @@ def _shift(pipeline: Pipeline, shape: tuple[int, ...]) -> float:
     return resolution_shift((shape[-3] // pt) * (shape[-2] // ph) * (shape[-1] // pw))
 
 
+def _device(pipeline: Pipeline) -> torch.device:
+    return next(pipeline.dit.parameters()).device
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -283,6 +287,10 @@ def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str
         reward: a ``Reward`` (``models.rewards``); None = ``load_reward()`` (skipped if unavailable);
             False = no reward.
         decode: decode with the VAE (needed for PSNR and rewards).
+        reward floor: with a reward, ``reference["noise_reward"]`` is the reward of the decoded starting
+            noise and each row's ``reward_retained_above_noise`` is ``(R - R_noise) / (R_teacher -
+            R_noise)``: the share of what the teacher gains over noise that the variant keeps (proxy
+            rewards give noise most of the teacher's score, so the plain ratio says little).
         repeats: timing rounds; after the first, every variant (the reference included) is timed again
             in turn, round after round, and ``seconds`` is each one's median (noisy machines).
 
@@ -326,8 +334,18 @@ def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str
             t.append(variant_outputs(v, prompts, noise, decode)["seconds"])
     for r, t in zip([ref_row, *rows], times, strict=True):
         r["seconds"], r["seconds_all"] = round(statistics.median(t), 4), [round(x, 4) for x in t]
+    floor = None
+    if reward is not None and ref_row.get("reward") is not None:
+        # the reward of the sampler's own starting noise, decoded: how much of the score any output gets
+        with torch.no_grad():
+            z0 = teacher.latent_stats.denormalize(noise.to(_device(teacher)))
+            start = teacher.vae.decode(z0).clamp(-1, 1).float().cpu()
+            floor = float(reward(start, list(prompts)).float().mean())
+        ref_row["noise_reward"] = floor
     for r in rows:
         if "reward" in r and ref_row.get("reward"):
             r["reward_retained"] = r["reward"] / ref_row["reward"]
+            if floor is not None and ref_row["reward"] != floor:
+                r["reward_retained_above_noise"] = (r["reward"] - floor) / (ref_row["reward"] - floor)
         r["speedup_vs_reference"] = ref_row["seconds"] / max(r["seconds"], 1e-9)
     return {"reference": ref_row, "rows": rows, "reward": getattr(reward, "name", None), "repeats": repeats}

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", help="teacher 'dit' checkpoint or run (default: a tiny random one)")
     p.add_argument("--cfg-student", help="CFG-distilled student checkpoint or run")
     p.add_argument("--tscd-student", help="TSCD student checkpoint or run (e.g. <run>/segments_4)")
+    p.add_argument("--student", action="append", default=[], metavar="LABEL=RUN",
+                   help="another few-step student at --tscd-steps (dmd=runs/dmd/segments_4); repeatable")
     p.add_argument("--prompt", action="append", dest="prompts", help="repeatable (default: 3 built-in)")
     p.add_argument("--steps", type=int, default=50, help="teacher / cfg-student Euler steps")
     p.add_argument("--tscd-steps", type=int, default=4)
@@ -150,24 +152,35 @@ def main(argv: list[str] | None = None) -> int:
         if tscd is not None:
             g = args.guidance if tscd.dit.cfg.guidance_embed else None
             variants.insert(-1, Variant(f"tscd-{args.tscd_steps}", tscd, args.tscd_steps, guidance=g))
+        for item in args.student:
+            label, _, path = item.partition("=")
+            extra = load_pipeline(path, device=args.device)
+            g = args.guidance if extra.dit.cfg.guidance_embed else None
+            variants.insert(-1, Variant(f"{label}-{args.tscd_steps}", extra, args.tscd_steps, guidance=g))
         # warm-up (CUDA kernels, allocator) so the first timed variant is not penalised
         distill_report(teacher, variants[-1:], prompts[:1], reference_steps=2, cfg_scale=args.guidance,
                        seed=args.seed, n_frames=args.frames, size=size, reward=False)
         report = distill_report(teacher, variants, prompts, args.steps, args.guidance, args.seed, args.frames,
                                 size, repeats=args.repeats)
     ref = report["reference"]
-    cols = ["variant", "passes", "s/video", "speedup", "latent_rel_err", "psnr_db", "reward", "retained"]
+    cols = ["variant", "passes", "s/video", "speedup", "latent_rel_err", "psnr_db", "reward", "retained",
+            "above_noise"]
     rows = [[ref["name"], ref["nfe"], ref["seconds"] / len(prompts), 1.0, 0.0, float("inf"),
-             ref.get("reward", "-"), 1.0 if "reward" in ref else "-"]]
+             ref.get("reward", "-"), 1.0 if "reward" in ref else "-", 1.0 if "noise_reward" in ref else "-"]]
     for r in report["rows"]:
         rows.append([r["name"], r["nfe"], r["seconds"] / len(prompts), r["speedup_vs_reference"],
-                     r["latent_rel_err"], r["psnr_db"], r.get("reward", "-"), r.get("reward_retained", "-")])
+                     r["latent_rel_err"], r["psnr_db"], r.get("reward", "-"), r.get("reward_retained", "-"),
+                     r.get("reward_retained_above_noise", "-")])
+    if "noise_reward" in ref:
+        rows.append(["decoded start noise", 0, "-", "-", "-", "-", ref["noise_reward"],
+                     ref["noise_reward"] / ref["reward"], 0.0])
     print(json.dumps({"device": args.device, **machine_info(), "prompts": len(prompts)}))
     print_rows(cols, rows)
     result: dict[str, Any] = {"report": report, "device": args.device}
     if args.thin_decoder and tscd is not None:
         noise = _noise(teacher, prompts, args, size)
-        z = variant_outputs(variants[-2], prompts, noise, decode=False)["latents"]
+        tscd_variant = next(v for v in variants if v.pipeline is tscd)
+        z = variant_outputs(tscd_variant, prompts, noise, decode=False)["latents"]
         ref_v = Variant("ref", teacher, args.steps, args.guidance)
         ref_video = variant_outputs(ref_v, prompts, noise)["videos"]
         thin = thin_decoder_rows(args.thin_decoder, tscd, z, ref_video, args.device, args.repeats)

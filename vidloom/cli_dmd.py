@@ -38,6 +38,6 @@ def add_dmd_parser(distill_sub: Any) -> None:
     p.add_argument("--teacher-steps", type=int, default=50, help="TSCD regulariser's teacher grid")
     p.add_argument("--critic-lr", type=float, default=1e-4, help="learning rate of the fake-score critic")
     p.add_argument("--fake-updates", type=int, default=1, help="critic updates per generator step")
-    p.add_argument("--dmd-weight", type=float, default=1.0, help="weight of the distribution-matching term")
+    p.add_argument("--dmd-weight", type=float, default=0.02, help="weight of the distribution-matching term")
     p.add_argument("--reg-weight", type=float, default=1.0, help="weight of the TSCD regulariser (0: off)")
     p.set_defaults(fn=cmd_distill_dmd)
