@@ -335,6 +335,7 @@ class StreamingLoader:
 
 
 BATCHES_AHEAD = 2
+POLL_S = 0.002  # the background producer's polling period while the buffer is full
 
 
 def _background(items: Generator[Any, None, None], ahead: int) -> Generator[Any, None, None]:
@@ -343,12 +344,14 @@ def _background(items: Generator[Any, None, None], ahead: int) -> Generator[Any,
     stop = threading.Event()
 
     def put(item: tuple[str, Any]) -> bool:
+        # Poll rather than block on a full buffer: a producer blocked in ``put`` is woken by the very
+        # ``get`` that hands the consumer its batch, and then holds the GIL while the consumer returns
+        # from ``get`` (measured as data wait). Polling wakes it on its own clock instead.
         while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.05)
+            if not buffer.full():
+                buffer.put_nowait(item)  # only this thread puts, so there is room
                 return True
-            except queue.Full:
-                continue
+            stop.wait(POLL_S)
         return False
 
     def produce() -> None:
