@@ -19,8 +19,13 @@ import torch
 from models.dit.model import DiT, DiTConfig, velocity_fn
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
-from training.config import StageConfig, tiny, to_dict
+from training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_pipeline,
+    save_dit_run,
+)
+from training.config import StageConfig, tiny
 from training.distill import (
     CFGDistillTrainer,
     TSCDTrainer,
@@ -158,12 +163,7 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     torch.manual_seed(0)
     dit = wake(DiT(cfg.dit), 0.05)
     text, vae = ByteEncoder(cfg.text.byte), VAE(cfg.vae)
-    c = cfg.vae.latent_channels
-    net = {"dit." + k: v for k, v in dit.state_dict().items()}
-    net |= {"text." + k: v for k, v in text.state_dict().items()}
-    stats = {"mean": torch.zeros(c), "std": torch.ones(c)}
-    save_checkpoint(root / "teacher", 5, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
-                                          "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
+    save_dit_run(root / "teacher", 5, cfg, dit, text, vae)
     return root / "teacher", write_test_shards(root, [("64x32", 1)] * 4)
 
 

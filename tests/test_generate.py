@@ -13,7 +13,7 @@ from PIL import Image
 from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import load_pipeline, save_checkpoint
+from training.checkpoint import load_pipeline, save_checkpoint, save_dit_run
 from training.config import StageConfig, tiny, to_dict
 from training.generate import generate, generate_to_file, load_image, resolve_settings, write_mp4
 
@@ -43,11 +43,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vae = VAE(cfg.vae)
     c = cfg.vae.latent_channels
     stats = {"mean": 0.1 * torch.randn(c), "std": 0.5 + torch.rand(c)}
-    net = {"dit." + k: v for k, v in dit.state_dict().items()}
-    net |= {"text." + k: v for k, v in text.state_dict().items()}
-    payload = {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
-               "frozen": {"vae": vae.state_dict(), "latent_stats": stats}}
-    save_checkpoint(root, 7, payload)
+    save_dit_run(root, 7, cfg, dit, text, vae, stats)
     return root
 
 

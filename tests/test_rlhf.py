@@ -15,8 +15,13 @@ from models.rewards.builtin import build_reward
 from models.rewards.learned import MotionHead, MotionHeadConfig, save_head
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
-from training.config import StageConfig, tiny, to_dict
+from training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_pipeline,
+    save_dit_run,
+)
+from training.config import StageConfig, tiny
 from training.flow_dpo import (
     FlowDPOTrainer,
     compare_refl_dpo,
@@ -62,12 +67,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if not param.any():
                 param.normal_(0.0, 0.05)
     text, vae = ByteEncoder(cfg.text.byte), VAE(cfg.vae)
-    c = cfg.vae.latent_channels
-    net = {"dit." + k: v for k, v in dit.state_dict().items()}
-    net |= {"text." + k: v for k, v in text.state_dict().items()}
-    save_checkpoint(root, 1, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
-                              "frozen": {"vae": vae.state_dict(),
-                                         "latent_stats": {"mean": torch.zeros(c), "std": torch.ones(c)}}})
+    save_dit_run(root, 1, cfg, dit, text, vae)
     return root
 
 

@@ -13,7 +13,13 @@ from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
 from tests.train_shards import write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
+from training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_pipeline,
+    save_checkpoint,
+    save_dit_run,
+)
 from training.config import StageConfig, TrainConfig, tiny, to_dict
 from training.generate import generate
 from training.thin_decoder import (
@@ -32,13 +38,7 @@ STEPS = 40
 
 def _save_dit(run: Path, cfg: TrainConfig, vae: VAE) -> None:
     """A "dit" run with random DiT and text weights over ``vae`` (identity latent statistics)."""
-    dit, text = DiT(cfg.dit), ByteEncoder(cfg.text.byte)
-    net = {"dit." + k: v for k, v in dit.state_dict().items()}
-    net |= {"text." + k: v for k, v in text.state_dict().items()}
-    c = cfg.vae.latent_channels
-    stats = {"mean": torch.zeros(c), "std": torch.ones(c)}
-    save_checkpoint(run, 1, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
-                             "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
+    save_dit_run(run, 1, cfg, DiT(cfg.dit), ByteEncoder(cfg.text.byte), vae)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from torch import nn
 from models.dit.model import DiT
 from models.text_encoder import TextEncoder, build_text_encoder
 from models.vae.causal_vae import VAE
-from training.config import TrainConfig, from_dict
+from training.config import TrainConfig, from_dict, to_dict
 
 VERSION = 1
 _STEP_FILE = re.compile(r"step_(\d{7})\.pt$")
@@ -184,6 +184,20 @@ class Pipeline:
     text_encoder: TextEncoder
     latent_stats: LatentStats
     step: int
+
+
+def save_dit_run(run_dir: str | Path, step: int, cfg: TrainConfig, dit: DiT, text: nn.Module | None, vae: VAE,
+                 stats: dict[str, torch.Tensor] | None = None) -> Path:
+    """A "dit" checkpoint (``net`` = ``ema``) of modules: the DiT, the trainable text encoder (None for a
+    frozen one), the frozen VAE and its latent ``stats`` (identity when None) - what ``load_pipeline``
+    reads. For tools and tests that build models in memory."""
+    net = {"dit." + k: v for k, v in dit.state_dict().items()}
+    if text is not None:
+        net |= {"text." + k: v for k, v in text.state_dict().items()}
+    c = cfg.vae.latent_channels
+    stats = stats or {"mean": torch.zeros(c), "std": torch.ones(c)}
+    return save_checkpoint(run_dir, step, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
+                                           "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
 
 
 def load_pipeline(path: str | Path, use_ema: bool = True, device: str = "cpu") -> Pipeline:

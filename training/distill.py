@@ -258,16 +258,8 @@ class _DistillTrainer(DiTTrainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The distillation loss on the stage's first ``eval_samples`` samples, fixed draws."""
-        assert self.loader is not None
-        ds = self.loader.dataset
         losses = []
-        self.model.eval()
-        for index in range(min(self.cfg.eval_samples, len(ds))):
-            sample_ = ds.get(index, self.cfg.seed, 0)
-            mb = {k: [v] for k, v in sample_.items() if k not in ("video", "latent")}
-            for k in ("video", "latent"):
-                if k in sample_:
-                    mb[k] = sample_[k][None]
+        for index, mb in self.eval_batches():
             gens = [torch.Generator().manual_seed(10_000 + index)]
             losses.append(float(self.loss(mb, gens)))
         return {"eval_distill_loss": sum(losses) / max(len(losses), 1)}

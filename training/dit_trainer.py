@@ -184,16 +184,8 @@ class DiTTrainer(Trainer):
     def evaluate(self) -> dict[str, float]:
         """T2V flow-matching loss of the current weights on the first ``eval_samples`` samples of the
         stage, at fixed timesteps ``EVAL_T`` with fixed noise (English captions, no dropout)."""
-        assert self.loader is not None
-        ds = self.loader.dataset
         losses = []
-        self.model.eval()
-        for index in range(min(self.cfg.eval_samples, len(ds))):
-            sample = ds.get(index, self.cfg.seed, 0)
-            mb = {k: [v] for k, v in sample.items() if k not in ("video", "latent")}
-            for k in ("video", "latent"):
-                if k in sample:
-                    mb[k] = sample[k][None]
+        for index, mb in self.eval_batches():
             z = self.latents(mb)
             kwargs = self.text_inputs(mb, None, 0.0)
             g = torch.Generator().manual_seed(10_000 + index)

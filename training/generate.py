@@ -335,6 +335,21 @@ def write_mp4(video: torch.Tensor, path: str | os.PathLike[str], fps: float, crf
     return path
 
 
+def load_for_generation(ckpt: str | os.PathLike[str], refine: Any = None, thin_decoder: Any = None,
+                        use_ema: bool = True, device: str = "cpu") -> tuple[Pipeline, Any, Any]:
+    """The pipeline of ``ckpt``, plus the refiner and thin decoder (paths or loaded), loaded once."""
+    pipeline = load_pipeline(ckpt, use_ema=use_ema, device=device)
+    if refine is not None:
+        from training.refine import as_refiner
+
+        refine = as_refiner(refine, device)
+    if thin_decoder is not None:
+        from training.thin_decoder import as_thin_decoder
+
+        thin_decoder = as_thin_decoder(thin_decoder, (refine or pipeline).vae.cfg, device)
+    return pipeline, refine, thin_decoder
+
+
 def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.PathLike[str],
                      image: ImageInput | None = None, device: str = "cpu", use_ema: bool = True,
                      **kw: Any) -> dict[str, Any]:
@@ -358,16 +373,8 @@ def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.Pa
     """
     start = time.perf_counter()
     timings: dict[str, Any] = {}
-    pipeline = load_pipeline(ckpt, use_ema=use_ema, device=device)
-    refine, thin = kw.pop("refine", None), kw.pop("thin_decoder", None)
-    if refine is not None:
-        from training.refine import as_refiner
-
-        refine = as_refiner(refine, device)
-    if thin is not None:
-        from training.thin_decoder import as_thin_decoder
-
-        thin = as_thin_decoder(thin, (refine or pipeline).vae.cfg, device)
+    pipeline, refine, thin = load_for_generation(ckpt, kw.pop("refine", None), kw.pop("thin_decoder", None),
+                                                 use_ema, device)
     timings["load_s"] = round(time.perf_counter() - start, 6)
     n_frames, size, fps = resolve_settings((refine or pipeline).config, kw.pop("n_frames", None),
                                            kw.pop("size", None), kw.pop("fps", None))

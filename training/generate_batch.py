@@ -18,8 +18,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import load_pipeline
-from training.generate import _source, generate, resolve_settings, write_mp4
+from training.generate import _source, generate, load_for_generation, resolve_settings, write_mp4
 
 SLUG_CHARS = 48
 
@@ -65,16 +64,8 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
         raise ValueError(f"{prompts_file} has no prompts (blank lines and # comments are skipped)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline(ckpt, use_ema=use_ema, device=device)
-    refine, thin = kw.pop("refine", None), kw.pop("thin_decoder", None)
-    if refine is not None:
-        from training.refine import as_refiner
-
-        refine = as_refiner(refine, device)
-    if thin is not None:
-        from training.thin_decoder import as_thin_decoder
-
-        thin = as_thin_decoder(thin, (refine or pipeline).vae.cfg, device)
+    pipeline, refine, thin = load_for_generation(ckpt, kw.pop("refine", None), kw.pop("thin_decoder", None),
+                                                 use_ema, device)
     n_frames, size, fps = resolve_settings((refine or pipeline).config, kw.pop("n_frames", None),
                                            kw.pop("size", None), kw.pop("fps", None))
     digits = max(3, len(str(len(prompts))))

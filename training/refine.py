@@ -243,14 +243,8 @@ class RefinerTrainer(DiTTrainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Refiner flow-matching loss on the first ``eval_samples`` samples at ``EVAL_T``, fixed noise."""
-        assert self.loader is not None
-        ds = self.loader.dataset
         losses = []
-        self.model.eval()
-        for index in range(min(self.cfg.eval_samples, len(ds))):
-            sample_ = ds.get(index, self.cfg.seed, 0)
-            mb = {k: [v] for k, v in sample_.items() if k != "video"}
-            mb["video"] = sample_["video"][None]
+        for index, mb in self.eval_batches():
             z_hi, z_lo = self.latent_pair(mb)
             kwargs = self.text_inputs(mb, None, 0.0)
             g = torch.Generator().manual_seed(10_000 + index)

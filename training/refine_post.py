@@ -36,6 +36,7 @@ from training.checkpoint import latest_checkpoint, load_checkpoint, resolve_chec
 from training.config import StageConfig, TrainConfig, from_dict
 from training.distributed import DistInfo
 from training.refine import SCALE, RefinerNet, RefinerTrainer
+from training.reward_tally import RewardTally, reward_stats
 from training.rlhf import (
     ListLoader,
     build_rewards,
@@ -45,7 +46,6 @@ from training.rlhf import (
     prompt_items,
     prompts_from_shards,
     refl_rollout,
-    reward_stats,
     rlhf_config,
     sampling_shift,
 )
@@ -197,7 +197,7 @@ class RefinerRLHFTrainer(_FromRefiner):
     def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
         n = sum(len(mb["key"]) for mb in micro_batches)
         hi, lo = self.shapes()
-        loss_sum, reg_sum, values = 0.0, 0.0, {}
+        tally = RewardTally(self.rewards, self.beta)
         for i, mb in enumerate(micro_batches):
             b = len(mb["key"])
             gens = self.sample_generators(mb)
@@ -206,16 +206,10 @@ class RefinerRLHFTrainer(_FromRefiner):
             texts = self.text_inputs(mb, None, 0.0)["texts"]
             with self.no_sync(last=i == len(micro_batches) - 1):
                 video, reg = self.rollout(texts, noise_hi, noise_lo)
-                terms = self.rewards.terms(video, texts)
-                total = self.rewards.combine(terms)
-                loss = (-total + self.beta * reg).mean()
+                loss = tally.loss(video, texts, reg)
                 (loss * b / n).backward()
-            loss_sum += float(loss.detach()) * b
-            reg_sum += float(reg.detach().sum())
-            for k, v in {**terms, "composite": total}.items():
-                values.setdefault(k, []).append(v.detach().cpu())
-        return {"loss": loss_sum / n, "reg": reg_sum / n,
-                **reward_stats({k: torch.cat(v) for k, v in values.items()})}
+            tally.add(loss, b)
+        return tally.result(n)
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], seed: int = 10_000) -> dict[str, Tensor]:

@@ -40,6 +40,7 @@ from training.config import StageConfig, TrainConfig, from_dict, update_config
 from training.distributed import DistInfo
 from training.dit_trainer import DiTNet, DiTTrainer
 from training.flow_matching import ModelFn, cfg_velocity, resolution_shift, sampling_schedule
+from training.reward_tally import RewardTally, reward_stats
 from training.trainer import Batch
 
 Item = dict[str, Any]
@@ -129,16 +130,6 @@ def build_rewards(weights: Mapping[str, float], models: Mapping[str, Reward] | N
         raise ValueError(f"ReFL back-propagates through the rewards; not all of {sorted(weights)} "
                          "are differentiable")
     return composite
-
-
-def reward_stats(values: Mapping[str, Tensor], prefix: str = "reward") -> dict[str, float]:
-    """``{prefix/name: mean, prefix_var/name: variance}`` over the batch of each term."""
-    out = {}
-    for name, v in values.items():
-        v = v.detach().float()
-        out[f"{prefix}/{name}"] = float(v.mean())
-        out[f"{prefix}_var/{name}"] = float(v.var(unbiased=False)) if v.numel() > 1 else 0.0
-    return out
 
 
 # --------------------------------------------------------------------------- truncated sampling
@@ -333,7 +324,7 @@ class RLHFTrainer(DiTTrainer):
         stop = int(torch.randint(lo, hi + 1, (1,), generator=gen))
         shape = self.shape()
         shift = sampling_shift(self.cfg, shape)
-        loss_sum, reg_sum, values = 0.0, 0.0, {}
+        tally = RewardTally(self.rewards, self.beta)
         for i, mb in enumerate(micro_batches):
             b = len(mb["key"])
             noise = torch.cat([torch.randn((1, *shape), generator=g) for g in self.sample_generators(mb)])
@@ -345,16 +336,10 @@ class RLHFTrainer(DiTTrainer):
                         self.grad_steps, stop, shift, velocity_fn(self.reference), self.cfg_scale,
                         self.uncond_inputs(b))
                     video = decode_video(self.vae, self.stats, x0)
-                terms = self.rewards.terms(video, batch_prompts(mb))
-                total = self.rewards.combine(terms)
-                loss = (-total + self.beta * reg).mean()
+                loss = tally.loss(video, batch_prompts(mb), reg)
                 (loss * b / n).backward()
-            loss_sum += float(loss.detach()) * b
-            reg_sum += float(reg.detach().sum())
-            for k, v in {**terms, "composite": total}.items():
-                values.setdefault(k, []).append(v.detach().cpu())
-        stats = reward_stats({k: torch.cat(v) for k, v in values.items()})
-        return {"loss": loss_sum / n, "reg": reg_sum / n, "stop": float(stop), **stats}
+            tally.add(loss, b)
+        return {**tally.result(n), "stop": float(stop)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

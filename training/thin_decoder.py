@@ -196,21 +196,17 @@ class ThinDecoderTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean L1 of the thin decoder to the pixels and to the full decoder on the first samples."""
-        assert self.loader is not None
-        ds = self.loader.dataset
         l1, l1_full, l1_p, l1_g = [], [], [], []
         gen = torch.Generator().manual_seed(self.cfg.seed)  # the same draws at every evaluation
-        self.model.eval()
-        for index in range(min(self.cfg.eval_samples, len(ds))):
-            sample_ = ds.get(index, self.cfg.seed, 0)
-            x, z, full = self.targets({"video": sample_["video"][None]})
+        for _, mb in self.eval_batches():
+            x, z, full = self.targets(mb)
             out = self.model(z).float()
             l1.append(float((out - x).abs().mean()))
             l1_full.append(float((out - full).abs().mean()))
             z_p, full_p = self.perturbed(z, gen)
             l1_p.append(float((self.model(z_p).float() - full_p).abs().mean()))
             if self.gen_pipe is not None:
-                z_g, full_g = self.generated({"caption_en": [sample_.get("caption_en")]}, z, gen)
+                z_g, full_g = self.generated(mb, z, gen)
                 l1_g.append(float((self.model(z_g).float() - full_g).abs().mean()))
         k = max(len(l1), 1)
         metrics = {"eval_l1": sum(l1) / k, "eval_l1_full": sum(l1_full) / k,

@@ -176,6 +176,17 @@ class Trainer:
             self._resume_loader = None
         self._batches = None
 
+    def eval_batches(self) -> Iterator[tuple[int, Batch]]:
+        """The stage's first ``eval_samples`` samples (fixed, whatever the step), each as a one-sample
+        micro-batch (``video``/``latent`` batched, other fields one-element lists); the model is put
+        in eval mode first."""
+        assert self.loader is not None
+        ds = self.loader.dataset
+        self.model.eval()
+        for index in range(min(self.cfg.eval_samples, len(ds))):
+            sample = ds.get(index, self.cfg.seed, 0)
+            yield index, {k: v[None] if k in ("video", "latent") else [v] for k, v in sample.items()}
+
     def _next_global_batch(self) -> list[Batch]:
         assert self.loader is not None
         if self._batches is None:

@@ -39,14 +39,9 @@ PROMPTS = ["a red ball rolls across a wooden table", "waves break on a rocky bea
 
 
 def _save_dit(run_dir: Path, cfg: Any, dit: Any, text: Any, vae: Any, stats: dict[str, Any]) -> Path:
-    from training.checkpoint import save_checkpoint
-    from training.config import to_dict
+    from training.checkpoint import save_dit_run
 
-    cfg = dataclasses.replace(cfg, dit=dit.cfg)
-    net = {"dit." + k: v for k, v in dit.state_dict().items()}
-    net |= {"text." + k: v for k, v in text.state_dict().items()}
-    save_checkpoint(run_dir, 0, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
-                                 "frozen": {"vae": vae.state_dict(), "latent_stats": stats}})
+    save_dit_run(run_dir, 0, dataclasses.replace(cfg, dit=dit.cfg), dit, text, vae, stats)
     return run_dir
 
 

@@ -19,11 +19,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="'dit' checkpoint or run directory giving the targets")
     p.add_argument("--data", required=True, help="shards directory (pixels or `vidloom encode` latents)")
     p.add_argument("--out", required=True, help="student run directory")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: the teacher config's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config overrides over the teacher's config (lr=..., stages=..., ...)")
-    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from vidloom.cli_train import add_run_options
+
+    add_run_options(p, "optimizer steps (default: the teacher config's)",
+                    "config overrides over the teacher's config (lr=..., stages=..., ...)")
 
 
 def _config(args: argparse.Namespace, source: str) -> Any:

@@ -64,13 +64,14 @@ def cmd_generate_batch(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from vidloom.cli_train import add_run_options
+
     r = sub.add_parser("refine", help="train the cascade super-resolution refiner from a base DiT checkpoint")
     r.add_argument("--base", required=True, help="base DiT checkpoint or run directory")
     r.add_argument("--data", required=True, help="pixel shards directory")
     r.add_argument("--out", required=True, help="refiner run directory (resumes)")
-    r.add_argument("--steps", type=int, help="optimizer steps (default: the refine preset's)")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override over the refine preset (e.g. lr=1e-4); DiT/VAE/text stay the base's")
+    add_run_options(r, "optimizer steps (default: the refine preset's)",
+                    "config override over the refine preset (e.g. lr=1e-4); DiT/VAE/text stay the base's")
     r.add_argument("--size", type=_size,
                    help="output HxW of the refiner (default 64x128); the base runs at half")
     r.add_argument("--frames", type=int, help="pixel frames per training sample (default 9)")
@@ -78,15 +79,13 @@ def add_commands(sub: Any) -> None:
                    help="latent-space upsampling of the low-res condition")
     r.add_argument("--lowres-noise", type=float, default=0.1,
                    help="max std of the Gaussian noise added to the low-res latent in training")
-    r.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_refine)
 
     t = sub.add_parser("thin-decoder", help="train a narrower VAE decoder against a frozen VAE")
     t.add_argument("--vae", required=True, help="VAE (or DiT) checkpoint or run directory")
     t.add_argument("--data", required=True, help="pixel shards directory")
     t.add_argument("--out", required=True, help="thin decoder run directory (resumes)")
-    t.add_argument("--steps", type=int, help="optimizer steps (default: the VAE config's vae_steps)")
+    add_run_options(t, "optimizer steps (default: the VAE config's vae_steps)")
     t.add_argument("--width", type=float, default=0.5, help="channel multiplier of the thin decoder")
     t.add_argument("--perturb", type=float, default=2.0,
                    help="also distil on latents moved by up to this many latent stds (0: means only)")
@@ -95,7 +94,4 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--generator", help="'dit' run (same VAE) whose sampled latents it is also distilled on")
     t.add_argument("--generator-steps", type=int, default=4, help="the generator's sampler steps")
     t.add_argument("--guidance", type=float, default=4.0, help="the generator's guidance scale")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_thin_decoder)

@@ -70,19 +70,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from vidloom.cli_train import add_run_options
+
     s = sub.add_parser("sft", help="fine-tune a trained DiT on shards or a catalog selection; resumes")
     s.add_argument("--base", required=True, help="base DiT checkpoint or run directory")
     s.add_argument("--data", help="shards directory (pixels or `vidloom encode` latents)")
     s.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
     s.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
     s.add_argument("--out", required=True, help="SFT run directory (checkpoints, log.jsonl, config.yaml)")
-    s.add_argument("--steps", type=int, help="SFT optimizer steps (default: 10%% of the base's, >= 10)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override over the SFT preset (lr = base lr / 5, one video stage)")
+    add_run_options(s, "SFT optimizer steps (default: 10%% of the base's, >= 10)",
+                    "config override over the SFT preset (lr = base lr / 5, one video stage)")
     s.add_argument("--init", choices=["ema", "net"], default="ema",
                    help="start from the base's EMA weights (default) or its raw weights")
-    s.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--prefect", action="store_true", help="run as the vidloom-sft Prefect flow")
     s.set_defaults(fn=cmd_sft)
 

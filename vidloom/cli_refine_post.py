@@ -44,17 +44,16 @@ def cmd_refine_rlhf(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from vidloom.cli_train import add_run_options
+
     s = sub.add_parser("refine-sft", help="fine-tune a refiner on pixel shards or a catalog selection")
     s.add_argument("--refiner", required=True, help="refiner checkpoint or run directory")
     s.add_argument("--data", help="pixel shards directory")
     s.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
     s.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
     s.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, config.yaml)")
-    s.add_argument("--steps", type=int, help="optimizer steps (default: 10%% of the refiner's, >= 10)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override over the SFT preset (lr = refiner lr / 5)")
-    s.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(s, "optimizer steps (default: 10%% of the refiner's, >= 10)",
+                    "config override over the SFT preset (lr = refiner lr / 5)")
     s.set_defaults(fn=cmd_refine_sft)
 
     r = sub.add_parser("refine-rlhf", help="ReFL on a refiner (low-res latents from the frozen base)")

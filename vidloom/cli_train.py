@@ -92,18 +92,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run_options(p: argparse.ArgumentParser, steps_help: str, set_help: str | None = None) -> None:
+    """``--steps``, ``--set KEY=VALUE``, ``--device`` and ``--quiet``: what every training command takes."""
+    p.add_argument("--steps", type=int, help=steps_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="train the VAE (unless --vae) and the DiT on shards; resumes")
     t.add_argument("--preset", default="tiny", help="tiny (CPU) | small (1 GPU) | b1 (multi-GPU)")
     t.add_argument("--data", required=True, help="shards directory (pixels or `vidloom encode` latents)")
     t.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, config.yaml)")
-    t.add_argument("--steps", type=int, help="DiT optimizer steps (stages scale with it)")
     t.add_argument("--vae-steps", type=int, help="VAE optimizer steps when the VAE is trained first")
     t.add_argument("--vae", help="a trained VAE checkpoint or run directory (skips VAE training)")
     t.add_argument("--config", help="YAML file with config overrides")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(t, "DiT optimizer steps (stages scale with it)")
     t.add_argument("--cron", help="instead of training now, serve a Prefect deployment that resumes the "
                    "run on this schedule (needs PREFECT_API_URL or a local server)")
     t.add_argument("--name", default="train", help="deployment name (with --cron)")
