@@ -86,3 +86,15 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
     directory = tmp_path_factory.mktemp("bad")
     return directory, generate_bad_inputs(directory)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny models: they run many small ops, which extra threads
+    only slow down on a loaded 2-core machine (use with ``pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -53,14 +53,7 @@ SHAPE = (4, 1, 8, 8)  # [C, T, H, W] latents: one frame, a 4x4 patch grid
 GUIDANCE = 3.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny models run many small ops, which extra threads only slow down
-    on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ from training.distill import distill_config
 from training.distill_adv import AdversarialDistillTrainer, DiTDiscriminator, hinge_d_loss
 from training.distill_eval import wake
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_distill_adv import _one_thread, teacher_run  # noqa: F401  (shared fixtures)
+from tests.test_distill_adv import teacher_run  # noqa: F401  (shared fixture)
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, sub_state
 from training.distill import distill_config
 from training.distill_dmd import ScoreDistillTrainer, dmd_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def test_dmd_gradient_is_the_normalised_score_difference() -> None:

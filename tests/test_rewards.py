@@ -7,7 +7,6 @@ flicker, checkerboards; the learned heads are trained for real on CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,13 +30,7 @@ T, S = 8, 32
 BYTE = TextAlignmentConfig(text_encoder="byte", channels=(8, 16), embed_dim=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and is not slowed by other busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def pattern(shift: float, period: float = 16.0, size: int = S) -> torch.Tensor:
