@@ -69,14 +69,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_selection_options(p: argparse.ArgumentParser, data_help: str) -> None:
+    """The fine-tuning data: ``--data`` shards, or a ``--catalog`` and its ``--where`` selection."""
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
+    p.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
+
+
 def add_commands(sub: Any) -> None:
     from vidloom.cli_train import add_run_options
 
     s = sub.add_parser("sft", help="fine-tune a trained DiT on shards or a catalog selection; resumes")
     s.add_argument("--base", required=True, help="base DiT checkpoint or run directory")
-    s.add_argument("--data", help="shards directory (pixels or `vidloom encode` latents)")
-    s.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
-    s.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
+    add_selection_options(s, "shards directory (pixels or `vidloom encode` latents)")
     s.add_argument("--out", required=True, help="SFT run directory (checkpoints, log.jsonl, config.yaml)")
     add_run_options(s, "SFT optimizer steps (default: 10%% of the base's, >= 10)",
                     "config override over the SFT preset (lr = base lr / 5, one video stage)")

@@ -44,13 +44,12 @@ def cmd_refine_rlhf(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from vidloom.cli_post import add_selection_options
     from vidloom.cli_train import add_run_options
 
     s = sub.add_parser("refine-sft", help="fine-tune a refiner on pixel shards or a catalog selection")
     s.add_argument("--refiner", required=True, help="refiner checkpoint or run directory")
-    s.add_argument("--data", help="pixel shards directory")
-    s.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
-    s.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
+    add_selection_options(s, "pixel shards directory")
     s.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl, config.yaml)")
     add_run_options(s, "optimizer steps (default: 10%% of the refiner's, >= 10)",
                     "config override over the SFT preset (lr = refiner lr / 5)")
