@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE=1
 export RAY_USAGE_STATS_ENABLED=0
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: demo test install system-deps prefect-server deploy bench lint clean
+.PHONY: demo test install system-deps prefect-server deploy bench lint clean devset
 
 system-deps:
 	@if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null \
@@ -49,6 +49,12 @@ prefect-server: install
 deploy: install
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} \
 	  $(VENV)/bin/vidloom deploy $${WATCH:-samples/demo} --out $${OUT:-out/watch} --cron "$${CRON:-*/15 * * * *}" --preset tiny
+
+# Real-footage development videos (about 60 MB), fetched once into a cache outside the repo and
+# checked against bench/devset/MANIFEST.tsv; see bench/devset/README.md.
+DEVSET ?= $(HOME)/.cache/vidloom/devset
+devset:
+	bash bench/devset/ensure.sh $(DEVSET)
 
 bench: install
 	$(VENV)/bin/vidloom bench split

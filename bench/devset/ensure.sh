@@ -1,0 +1,29 @@
+#!/bin/bash
+# make devset: fetch the real-footage development videos once into a cache outside the repo.
+# usage: bash bench/devset/ensure.sh [DEST]   (default: $VIDLOOM_DEVSET or ~/.cache/vidloom/devset)
+# Idempotent: when every file of MANIFEST.tsv is present with its sha256, nothing is fetched.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEST=$(realpath -m "${1:-${VIDLOOM_DEVSET:-$HOME/.cache/vidloom/devset}}")
+
+check() {  # prints the manifest paths that are missing or differ
+  tail -n +2 "$HERE/MANIFEST.tsv" | while IFS=$'\t' read -r path _ _ _ _ _ sha; do
+    f="$DEST/$path"
+    if [ ! -f "$f" ] || [ "$(sha256sum "$f" | cut -c1-16)" != "$sha" ]; then echo "$path"; fi
+  done
+}
+
+bad=$(check)
+if [ -z "$bad" ]; then
+  echo "devset: $(($(wc -l < "$HERE/MANIFEST.tsv") - 1)) videos verified in $DEST"
+  exit 0
+fi
+echo "devset: fetching into $DEST (missing or changed: $(echo "$bad" | wc -l) files)"
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+$SUDO bash "$HERE/fetch_all.sh" "$DEST" >"$DEST.fetch.log" 2>&1 || { tail -20 "$DEST.fetch.log" >&2; exit 1; }
+[ -z "$SUDO" ] || $SUDO chown -R "$(id -u):$(id -g)" "$DEST"
+bad=$(check)
+if [ -n "$bad" ]; then
+  echo "devset: sha256 mismatch or missing after fetch:" >&2; echo "$bad" >&2; exit 1
+fi
+echo "devset: $(($(wc -l < "$HERE/MANIFEST.tsv") - 1)) videos verified in $DEST"
