@@ -108,6 +108,13 @@ class ClipScores:
         black_border: fraction of the frame area taken by letterbox/pillarbox bars.
         crop_x, crop_y, crop_w, crop_h: the picture inside the bars, in source pixels.
         frozen: fraction of consecutive frame pairs that are identical (tiny frames).
+    Compression (pipelines/artifacts.py; the decode pass's packet sizes and full-resolution
+    luma edge profiles of the sparse frames):
+        artifacts: compression damage, 0 = clean ... 1 = severe (blockiness amplified when
+            the clip is starved of bits).
+        bits_per_pixel: compressed bits of the clip's packets per frame pixel.
+        blockiness: excess luma step on the codec's block grid (2/4/8/16 px) over the
+            picture's own gradient (0 = none; x264 crf 45-51 about 0.2-0.45).
     Motion (pipelines/motion.py):
         motion: median optical-flow magnitude, in frame widths per second.
         camera_motion: 'static', 'pan_left', 'pan_right', 'tilt_up', 'tilt_down', 'zoom_in',
@@ -134,6 +141,9 @@ class ClipScores:
     crop_w: int | None = None
     crop_h: int | None = None
     frozen: float | None = None
+    artifacts: float | None = None
+    bits_per_pixel: float | None = None
+    blockiness: float | None = None
     motion: float | None = None
     camera_motion: str | None = None
     text_area: float | None = None

@@ -3,7 +3,8 @@
 The decode pass (pipelines/decode.py) left, per video, every frame at 48x27 (``tiny.npy``) and
 about 2 fps at up to 256x144 (``sparse.npy`` + ``sparse_idx.npy``). A clip is the frame span
 [start_frame, end_frame) of its video; these functions slice that span out of the memory-mapped
-arrays, so a scorer touches only its clip's frames.
+arrays, so a scorer touches only its clip's frames. The compression measures read the
+per-frame packet bytes and the sparse frames' full-resolution edge profiles the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def clip_sparse(task: ClipTask, every_s: float | None = None) -> tuple[np.ndarra
         sel = np.asarray(picked, dtype=np.int64)
     sparse = np.load(os.path.join(d, "sparse.npy"), mmap_mode="r")
     return np.asarray(sparse[sel]), idx[sel]
+
+
+def clip_packet_bytes(task: ClipTask) -> np.ndarray:
+    """int64 [n]: the compressed packet bytes of every frame of the clip (decode format >= 2)."""
+    packets = np.load(os.path.join(_require(task), "packet_bytes.npy"), mmap_mode="r")
+    return np.asarray(packets[task.clip.start_frame : task.clip.end_frame])
+
+
+def clip_edges(task: ClipTask) -> tuple[np.ndarray, np.ndarray]:
+    """The full-resolution edge profiles of the clip's sparse frames (``artifacts.edge_profiles``):
+    (float32 [k, W-1] column gaps, float32 [k, H-1] row gaps), in coded orientation."""
+    d = _require(task)
+    idx = np.load(os.path.join(d, "sparse_idx.npy"))
+    sel = np.flatnonzero((idx >= task.clip.start_frame) & (idx < task.clip.end_frame))
+    cols, rows = (np.load(os.path.join(d, f"edge_{n}.npy"), mmap_mode="r") for n in ("cols", "rows"))
+    return np.asarray(cols[sel]), np.asarray(rows[sel])
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

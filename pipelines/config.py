@@ -127,6 +127,19 @@ class AestheticScoreConfig:
 
 
 @dataclass
+class ArtifactScoreConfig:
+    """pipelines/stages/artifact_scorer.py: compression damage from the decode pass's packet sizes
+    and full-resolution edge profiles (constants measured in pipelines/artifacts.py)."""
+
+    periods: tuple[int, ...] = (2, 4, 8, 16)  # block grids measured, px
+    visibility: float = 2.0  # luma levels added to the interior gradient
+    clean_blockiness: float = 0.08  # artifacts reads 0 at or below (clean footage 0.00-0.11)
+    severe_blockiness: float = 0.8  # ... and 1 at or above (Indeo 4: 0.83)
+    clean_bpp: float = 0.02  # bits per pixel at or above which bits do not amplify blocking
+    starved_bpp: float = 0.002  # ... at or below which they double it
+
+
+@dataclass
 class ScoreConfig:
     """How clips are measured. Changing a field re-runs that scorer alone (no decode);
     thresholds live in FilterConfig."""
@@ -135,6 +148,7 @@ class ScoreConfig:
     motion: MotionScoreConfig = field(default_factory=MotionScoreConfig)
     text: TextScoreConfig = field(default_factory=TextScoreConfig)
     aesthetic: AestheticScoreConfig = field(default_factory=AestheticScoreConfig)
+    artifacts: ArtifactScoreConfig = field(default_factory=ArtifactScoreConfig)
 
 
 @dataclass
@@ -154,6 +168,7 @@ class FilterConfig:
     min_luma: float = 40.0
     max_luma: float = 220.0
     max_clipped: float = 0.35
+    max_artifacts: float = 0.3  # compression damage, 0-1 (pipelines/artifacts.py)
     min_blur: float = 40.0  # at the sparse size (256x144): catches gblur sigma >= ~4 px at 720p
     max_black_border: float = 0.05  # clean clips measure exactly 0; letterbox 0.24-0.28
     max_frozen: float = 0.5  # a held frame measures 0.96-1.0, grain that survives x264 <= 0.12

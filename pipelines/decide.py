@@ -6,7 +6,8 @@ video. The rules run in a fixed order and the first failing one is the clip's
 ``reject_reason`` (datatrove-style: a filter returns keep/drop with a reason):
 
     too_short, too_long, low_resolution, bad_aspect      shape
-    black, dark, overexposed, blurry, letterbox, frozen  quality
+    black, dark, overexposed, compressed, blurry,        quality (compressed before blurry:
+    letterbox, frozen                                    a crushed clip reads blurry too)
     text                                                 overlay text
     static, too_fast                                     motion
     low_aesthetic                                        aesthetic (only when measured)
@@ -61,6 +62,7 @@ def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Ca
         ("black", _above("black_frac", f.max_black_frac)),
         ("dark", _below("luma", f.min_luma)),
         ("overexposed", lambda r: _above("luma", f.max_luma)(r) or _above("clipped", f.max_clipped)(r)),
+        ("compressed", _above("artifacts", f.max_artifacts)),
         ("blurry", _below("blur", f.min_blur)),
         ("letterbox", _above("black_border", f.max_black_border)),
         ("frozen", _above("frozen", f.max_frozen)),
@@ -82,6 +84,7 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
     "black_frac": ("max", "max_black_frac"),
     "luma": ("min", "min_luma"),
     "clipped": ("max", "max_clipped"),
+    "artifacts": ("max", "max_artifacts"),
     "blur": ("min", "min_blur"),
     "black_border": ("max", "max_black_border"),
     "frozen": ("max", "max_frozen"),

@@ -1,6 +1,6 @@
 """The score and filter steps: measure every clip once, then decide from the stored scores.
 
-score   runs the scorers (quality, motion, overlay text, aesthetic, duplicate hashes) on
+score   runs the scorers (quality, compression, motion, overlay text, aesthetic, duplicate hashes) on
         every clip of the current split, kept or not, from the decode pass's frames. Each
         scorer's results are keyed by (clip, scorer, version, params hash), so changing one
         scorer's parameters re-runs that scorer alone, and only on the clips it has not done.
@@ -29,6 +29,7 @@ log = logging.getLogger("vidloom.score")
 def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
     """The configured scorers, and the reasons any were skipped (logged, recorded in the run)."""
     from pipelines.aesthetic import aesthetic_unavailable_reason
+    from pipelines.stages.artifact_scorer import ArtifactScorer
     from pipelines.stages.hash_scorer import HashScorer
     from pipelines.stages.motion_scorer import MotionScorer
     from pipelines.stages.quality_scorer import QualityScorer
@@ -36,6 +37,7 @@ def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
     sc = cfg.scores
     scorers: list[Stage[Any, Any]] = [
         QualityScorer.from_config(sc.quality),
+        ArtifactScorer.from_config(sc.artifacts),
         MotionScorer.from_config(sc.motion),
     ]
     skipped = []

@@ -17,6 +17,9 @@ class FrameSet:
         keyframe.npy:   bool [N], whether the frame is a keyframe in the source.
         sparse.npy:     uint8 [M, h, w, 3], frames sampled at ``sparse_fps``.
         sparse_idx.npy: int64 [M], source frame index of each sparse frame.
+        packet_bytes.npy: int64 [N], compressed bytes of every frame's packet.
+        edge_cols.npy:  float32 [M, W-1], edge_rows.npy: float32 [M, H-1], the sparse
+                        frames' full-resolution luma edge profiles (pipelines/artifacts.py).
     """
 
     dir: str

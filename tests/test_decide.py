@@ -27,6 +27,7 @@ def clip(**over: Any) -> dict[str, Any]:
         "black_frac": 0.0,
         "black_border": 0.0,
         "frozen": 0.0,
+        "artifacts": 0.0,
         "text_area": 0.0,
         "motion": 0.05,
         "aesthetic": None,
@@ -48,6 +49,7 @@ def clip(**over: Any) -> dict[str, Any]:
         ({"luma": 20.0}, "dark"),
         ({"luma": 240.0}, "overexposed"),
         ({"clipped": 0.6}, "overexposed"),
+        ({"artifacts": 0.9, "blur": 5.0}, "compressed"),  # a crushed clip is blurry too: compression first
         ({"blur": 5.0, "frozen": 1.0}, "blurry"),  # first failing rule, in order
         ({"black_border": 0.25}, "letterbox"),
         ({"frozen": 1.0, "motion": 0.0}, "frozen"),
@@ -73,6 +75,7 @@ def test_unmeasured_scores_never_reject() -> None:
             "black_frac",
             "black_border",
             "frozen",
+            "artifacts",
             "text_area",
             "motion",
             "aesthetic",

@@ -1,0 +1,170 @@
+"""Compression damage of a clip (``ClipScores`` ``artifacts``, ``blockiness``, ``bits_per_pixel``).
+
+A no-reference score, 0 = clean ... 1 = severe, from what the single decode pass already
+has (pipelines/decode.py): the compressed size of every frame's packet and, for each sparse
+frame (about 2 fps), two edge profiles of the **full-resolution** luma plane in coded
+orientation. Blocking lives on the codec's block grid (8x8 DCT blocks, 16x16 macroblocks,
+4x4 and 2x2 vector-quantiser cells, anchored at the coded frame's top-left corner); it is
+invisible once the frame is area-downscaled to 256x144, so it cannot be read from the
+sparse frames.
+
+Choices (measured values: table below, ``bench/artifacts_calibration.py``):
+
+- *Edge profile* (``edge_profiles``): for each column gap x the mean over rows of
+  min(|Y[:, x+1] - Y[:, x]|, ``STEP_CAP``) (and the same for row gaps). Capping at 16
+  levels keeps a few strong natural edges (and the edge of a letterbox bar) from dominating.
+- *Grid excess* (``grid_excess``): the profile is cut into blocks of ``period`` gaps; in
+  each, b = the gap on the block boundary and i = the mean of the interior gaps. Blocking is
+  a step at the boundary that the picture inside the block does not have:
+  (b - i) / (i + ``VISIBILITY``), median over the blocks (a bar edge or a strong edge that
+  happens to lie on the grid is one block of many). ``VISIBILITY`` (2 levels) makes a step
+  in a flat area count in levels (a 1-level step is not visible) and one in texture count
+  relative to the texture (texture masks it).
+- *Blockiness* (``blockiness``): per grid period (2, 4, 8, 16) and direction the median over
+  the clip's sparse frames, then the max over periods and directions. Period 16 is
+  x264/x265's macroblock grid: at crf 45-51 their deblocking filter smooths the 4x4/8x8
+  transform edges but 16x16 blocks still step (sintel 720p crf 45: 0.27 at period 16, 0.14
+  at 8). Periods 2 and 4 catch the vector quantisers (Cinepak 2x2/4x4: 0.30 at period 2).
+  An upscale of a blocky source by a non-integer factor moves its grid off ours and reads
+  clean.
+- *Bits per pixel* (``bits_per_pixel``): 8 x the clip's packet bytes / (frames x width x
+  height). It depends on codec, resolution and content (a static or flat clip needs few
+  bits: a 1080p still measured 0.002 with no damage at all), so on its own it is never a
+  reason: it only *amplifies* blocking above the clean floor (``artifact_score``), by up to
+  2x when the clip is starved (at or below ``STARVED_BPP``). Its thresholds are set for
+  deblocking codecs (H.264/HEVC/VP9); older codecs need more bits, but they do not hide
+  their blocks, so the blockiness term catches them on its own.
+- *Ringing* near edges is not measured: on the calibration set every clip with visible
+  ringing (x264 crf >= 45, MPEG-2/4 at q 31) is already separated by blockiness and bits.
+
+Calibration (whole files, median over clips; blockiness / bits per pixel / artifacts):
+
+    {table}
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+STEP_CAP = 16  # luma levels: neighbour differences are capped here before averaging
+VISIBILITY = 2.0  # luma levels added to the interior gradient (a 1-level step is invisible)
+PERIODS = (2, 4, 8, 16)  # block grids measured, in pixels
+CLEAN_BLOCKINESS = 0.08  # at or below: reads 0 (clean real footage measured 0.00-0.11)
+SEVERE_BLOCKINESS = 0.8  # at or above (after amplification): reads 1 (Indeo 4: 0.83)
+CLEAN_BPP = 0.02  # bits per pixel at or above which bits do not amplify blocking
+STARVED_BPP = 0.002  # ... at or below which they double it (log scale in between)
+
+
+def edge_profiles(y: np.ndarray, cap: int = STEP_CAP) -> tuple[np.ndarray, np.ndarray]:
+    """Capped neighbour differences of one luma plane, averaged along each line.
+
+    Args:
+        y: uint8 luma [H, W] at the coded resolution.
+        cap: differences are capped at this many levels.
+
+    Returns:
+        (float32 [W-1]: mean over rows of min(|y[:, x+1] - y[:, x]|, cap) for each column
+        gap x, float32 [H-1]: the same over columns for each row gap).
+    """
+    y = np.ascontiguousarray(y)
+    dx = cv2.min(cv2.absdiff(y[:, 1:], y[:, :-1]), cap)
+    dy = cv2.min(cv2.absdiff(y[1:, :], y[:-1, :]), cap)
+    cols = cv2.reduce(dx, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / max(1, dx.shape[0])
+    rows = cv2.reduce(dy, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() / max(1, dy.shape[1])
+    return cols.astype(np.float32), rows.astype(np.float32)
+
+
+def grid_excess(profile: np.ndarray, period: int, visibility: float = VISIBILITY) -> float:
+    """Median over blocks of (boundary gap - interior mean) / (interior mean + visibility).
+
+    Args:
+        profile: float [L], one direction's edge profile (``edge_profiles``); gap g lies
+            between pixels g and g+1, so gap ``period - 1`` of each block is the boundary.
+        period: the block size in pixels.
+
+    Returns:
+        0 for a clean picture, about 0.2-0.4 for x264 crf 45-51 at period 16, above 1 for
+        MPEG-4 part 2 at q 31 at period 8; 0.0 when the profile holds no whole block.
+    """
+    n = len(profile) // period
+    if n == 0:
+        return 0.0
+    blocks = np.asarray(profile[: n * period], np.float64).reshape(n, period)
+    boundary, interior = blocks[:, -1], blocks[:, :-1].mean(axis=1)
+    return float(np.median((boundary - interior) / (interior + visibility)))
+
+
+def blockiness(
+    cols: np.ndarray,
+    rows: np.ndarray,
+    periods: tuple[int, ...] = PERIODS,
+    visibility: float = VISIBILITY,
+) -> float | None:
+    """A clip's blocking: max over periods and directions of the median over frames of
+    ``grid_excess``.
+
+    Args:
+        cols: float [k, W-1] column-gap profiles of the clip's sparse frames (NaN rows:
+            frames that were not measured, e.g. after a mid-stream size change).
+        rows: float [k, H-1] row-gap profiles of the same frames.
+
+    Returns:
+        The blockiness (0 = none; can be slightly negative for very smooth pictures), or
+        None when no frame was measured.
+    """
+    measured = ~(np.isnan(cols).any(axis=1) | np.isnan(rows).any(axis=1)) if len(cols) else []
+    if not np.any(measured):
+        return None
+    cols, rows = cols[measured], rows[measured]
+    return max(
+        float(np.median([grid_excess(p, period, visibility) for p in profiles]))
+        for period in periods
+        for profiles in (cols, rows)
+    )
+
+
+def bits_per_pixel(packet_bytes: np.ndarray, width: int, height: int) -> float | None:
+    """8 x the summed packet bytes / (frames x width x height); None without frames."""
+    if len(packet_bytes) == 0 or width <= 0 or height <= 0:
+        return None
+    return 8.0 * float(np.sum(packet_bytes)) / (len(packet_bytes) * width * height)
+
+
+def starvation(bpp: float | None, clean_bpp: float = CLEAN_BPP, starved_bpp: float = STARVED_BPP) -> float:
+    """0 at or above ``clean_bpp`` ... 1 at or below ``starved_bpp``, linear in log(bpp)."""
+    if bpp is None:
+        return 0.0
+    if bpp <= starved_bpp:
+        return 1.0
+    return float(np.clip(math.log(clean_bpp / bpp) / math.log(clean_bpp / starved_bpp), 0.0, 1.0))
+
+
+def artifact_score(
+    block: float | None,
+    bpp: float | None,
+    clean: float = CLEAN_BLOCKINESS,
+    severe: float = SEVERE_BLOCKINESS,
+    clean_bpp: float = CLEAN_BPP,
+    starved_bpp: float = STARVED_BPP,
+) -> float | None:
+    """Compression damage, 0 (clean) ... 1 (severe).
+
+    The blocking above the clean floor, amplified by up to 2x when the clip is starved of
+    bits, on a linear scale from ``clean`` to ``severe``::
+
+        excess    = max(0, block - clean) * (1 + starvation(bpp))
+        artifacts = clip(excess / (severe - clean), 0, 1)
+
+    A clip without blocking reads 0 however few bits it has (a static or flat clip).
+
+    Args:
+        block: ``blockiness``; None (not measured) gives None.
+        bpp: ``bits_per_pixel``; None counts as not starved.
+    """
+    if block is None:
+        return None
+    excess = max(0.0, block - clean) * (1.0 + starvation(bpp, clean_bpp, starved_bpp))
+    return float(np.clip(excess / (severe - clean), 0.0, 1.0))

@@ -1,0 +1,64 @@
+"""Compression damage of a clip: blockiness on the codec's block grid, bits per pixel, artifacts.
+
+Reads the decode pass's packet bytes and full-resolution edge profiles
+(pipelines/clip_frames.py); the measurements and the reasons for their constants are in
+pipelines/artifacts.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipelines import artifacts
+from pipelines.clip_frames import clip_edges, clip_packet_bytes
+from pipelines.stage import Resources, Stage
+from pipelines.tasks import ClipTask
+
+log = logging.getLogger("vidloom.score")
+
+
+@dataclass
+class ArtifactScorer(Stage[ClipTask, ClipTask]):
+    """Sets ``blockiness``, ``bits_per_pixel`` and ``artifacts`` on every clip (kept or rejected);
+    the decide step rejects ``artifacts`` above ``filters.max_artifacts`` as 'compressed'.
+    Fields are measuring parameters.
+
+    A clip span that holds no sparse frame gets ``bits_per_pixel`` only (blockiness and
+    artifacts stay None: not measured, never rejects). So does a clip whose frames were
+    decoded by a vidloom before decode format 2, which kept no packet sizes or profiles.
+    """
+
+    name: ClassVar[str] = "artifacts"
+    version: ClassVar[int] = 1
+    resources: ClassVar[Resources] = Resources(cpus=0.25)  # medians over stored profiles
+    columns: ClassVar[tuple[str, ...]] = ("artifacts", "bits_per_pixel", "blockiness")
+
+    periods: tuple[int, ...] = artifacts.PERIODS  # block grids measured, px
+    visibility: float = artifacts.VISIBILITY  # luma levels added to the interior gradient
+    clean_blockiness: float = artifacts.CLEAN_BLOCKINESS  # reads 0 at or below
+    severe_blockiness: float = artifacts.SEVERE_BLOCKINESS  # reads 1 at or above
+    clean_bpp: float = artifacts.CLEAN_BPP  # bits do not amplify blocking at or above
+    starved_bpp: float = artifacts.STARVED_BPP  # ... and double it at or below
+
+    def process(self, task: ClipTask) -> ClipTask:
+        if task.error:
+            return task
+        if not os.path.exists(os.path.join(task.frames_dir or "", "packet_bytes.npy")):
+            log.warning("clip %s: decoded before format 2, compression unmeasured", task.clip.clip_id)
+            return task
+        clip, scores = task.clip, task.clip.scores
+        scores.bits_per_pixel = artifacts.bits_per_pixel(clip_packet_bytes(task), clip.width, clip.height)
+        cols, rows = clip_edges(task)
+        scores.blockiness = artifacts.blockiness(cols, rows, tuple(self.periods), self.visibility)
+        scores.artifacts = artifacts.artifact_score(
+            scores.blockiness,
+            scores.bits_per_pixel,
+            self.clean_blockiness,
+            self.severe_blockiness,
+            self.clean_bpp,
+            self.starved_bpp,
+        )
+        return task
