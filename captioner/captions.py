@@ -33,7 +33,7 @@ def clip_signals(clip: Clip) -> dict[str, Any]:
         "motion": s.motion,
         "camera_motion": s.camera_motion,
         "luma": s.luma,
-        "ocr_text": s.ocr_text,
+        "ocr_text": None if clip.crop_reason else s.ocr_text,  # a crop leaves every text box out
         "black_border": s.black_border,
         "shot_index": clip.shot_index,
         "width": clip.width,

@@ -123,6 +123,8 @@ class ClipScores:
         text_area: mean fraction of the frame covered by text boxes.
         ocr_text: the recognised text, distinct lines joined by ' | '.
         text_stable: the same text box recurs in most sampled frames (subtitle, watermark).
+        text_boxes: JSON [[x0, y0, x1, y1], ...], the text boxes of all sampled frames pooled
+            (fractions of the frame); the filter step crops them away (pipelines/text_crop.py).
     Aesthetic (pipelines/aesthetic.py): aesthetic: LAION-style score, about 1-10; embedding:
         the clip's unit CLIP image embedding, base64 float16 (semantic dedup).
     Duplicates (pipelines/dedup.py):
@@ -149,6 +151,7 @@ class ClipScores:
     text_area: float | None = None
     ocr_text: str | None = None
     text_stable: bool | None = None
+    text_boxes: str | None = None
     aesthetic: float | None = None
     embedding: str | None = None
     content_hash: str | None = None
@@ -182,6 +185,14 @@ class Clip:
     extract_error: str | None = None  # the clip could not be cut from its source
     caption_error: str | None = None  # captioning failed (after retries); the run went on
     caption_failed: str | None = None  # failed caption checks, comma-separated ('' = all passed)
+    # The crop extraction applies (source pixels; None = the whole frame), set by the filter step
+    # when overlay text can be cut off (pipelines/text_crop.py), and why: e.g. 'text_bottom_band',
+    # 'text_corner_top_right', '+letterbox' when the bars outside crop_x/y/w/h go too.
+    extract_crop_x: int | None = None
+    extract_crop_y: int | None = None
+    extract_crop_w: int | None = None
+    extract_crop_h: int | None = None
+    crop_reason: str | None = None
     scores: ClipScores = field(default_factory=ClipScores)
 
     @property

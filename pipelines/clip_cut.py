@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
@@ -24,6 +24,22 @@ STDERR_TAIL = 1500
 PREROLL_S = 10.0  # for demuxers whose seek overshoots (MPEG-TS)
 
 
+CropBox = tuple[int, int, int, int]  # (x, y, w, h) in source pixels, even (4:2:0)
+
+
+def crop_box(clip: Any) -> CropBox | None:
+    """A clip's ``extract_crop_*`` box, or None when it is cut whole."""
+    box = (clip.extract_crop_x, clip.extract_crop_y, clip.extract_crop_w, clip.extract_crop_h)
+    return None if None in box else box  # type: ignore[return-value]
+
+
+def clip_file_name(clip: Any) -> str:
+    """``<clip_id>.mp4``, or ``<clip_id>_crop_<x>_<y>_<w>_<h>.mp4`` for a cropped cut: a crop
+    changed by a later ``--rescore`` names a new file instead of reusing the old one."""
+    box = crop_box(clip)
+    return f"{clip.clip_id}.mp4" if box is None else f"{clip.clip_id}_crop_{'_'.join(map(str, box))}.mp4"
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """How one span is cut."""
@@ -34,6 +50,7 @@ class Plan:
     seek_s: float  # time of start_frame in seconds from the file's start, as ffmpeg's -ss counts
     tol_s: float  # half the shortest frame interval around the span: the cut check's tolerance (s)
     reason: str  # why this mode was chosen
+    crop: CropBox | None = None  # re-encode only: the part of the (upright) frame that is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,7 @@ def plan_extraction(
     copy_order_pts: np.ndarray | None = None,
     rotation: int = 0,
     source_codec: str | None = None,
+    crop: CropBox | None = None,
 ) -> Plan:
     """Choose stream copy or re-encode for the frames [start_frame, end_frame).
 
@@ -71,6 +89,7 @@ def plan_extraction(
             takes, in decode order (>= n of them). None assumes decode order = presentation order.
         rotation: display rotation in degrees; rotated sources are re-encoded upright.
         source_codec: codecs outside ``_MP4_COPY_CODECS`` are re-encoded.
+        crop: (x, y, w, h) to keep of the upright frame; a cropped clip is always re-encoded.
 
     Raises:
         ValueError: if the span is empty or outside the source.
@@ -82,8 +101,13 @@ def plan_extraction(
     tol = 0.5 * float(gaps[gaps > 0].min()) if (gaps > 0).any() else 0.02
 
     def plan(mode: ExtractMode, reason: str) -> Plan:
-        return Plan(mode, start_frame, n, float(pts[start_frame]), tol, reason)
+        return Plan(mode, start_frame, n, float(pts[start_frame]), tol, reason, crop)
 
+    if crop is not None:
+        x, y, w, h = crop
+        if min(x, y) < 0 or w <= 0 or h <= 0 or (x | y | w | h) % 2:
+            raise ValueError(f"crop {crop} is not an even box inside the frame")
+        return plan("reencode", f"cropped to {w}x{h}+{x}+{y}")
     if not stream_copy:
         return plan("reencode", "stream copy disabled")
     if rotation % 360:
@@ -173,7 +197,7 @@ def ffmpeg_args(
             "-fps_mode",
             "passthrough",
             "-vf",
-            _EVEN_CROP,
+            _EVEN_CROP if plan.crop is None else "crop={2}:{3}:{0}:{1}:exact=1".format(*plan.crop),
             "-c:v",
             codec,
             "-pix_fmt",

@@ -173,6 +173,10 @@ class FilterConfig:
     max_black_border: float = 0.05  # clean clips measure exactly 0; letterbox 0.24-0.28
     max_frozen: float = 0.5  # a held frame measures 0.96-1.0, grain that survives x264 <= 0.12
     max_text_area: float = 0.02  # title text measures 0.06-0.11; testsrc2 timecode 0.002-0.018
+    # Above max_text_area, crop the text off when it sits in bands or corners (pipelines/text_crop.py):
+    min_crop_area: float = 0.8  # the crop keeps at least this fraction of the picture, else 'text'
+    max_crop_aspect_change: float = 1.25  # crop w/h within this factor of the picture's (1/0.8: any band)
+    text_crop_margin: float = 0.02  # padding around each text box, fraction of the frame height
     min_motion: float = 0.005  # frame widths per second; still shots 0-0.002, slow real motion >= 0.01
     max_motion: float = 1.0  # whip pans
     min_aesthetic: float = 4.5

@@ -218,7 +218,7 @@ def score(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
     from pipelines.score_step import clip_tasks_from_catalog
     from pipelines.score_step import score as run_scorers
 
-    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg))
+    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), source_size=True)
     return run_scorers(tasks, paths.work, cfg, runner, cat)
 
 

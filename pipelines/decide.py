@@ -8,7 +8,7 @@ video. The rules run in a fixed order and the first failing one is the clip's
     too_short, too_long, low_resolution, bad_aspect      shape
     black, dark, overexposed, compressed, blurry,        quality (compressed before blurry:
     letterbox, frozen                                    a crushed clip reads blurry too)
-    text                                                 overlay text
+    text                                                 overlay text that no crop cuts off
     static, too_fast                                     motion
     low_aesthetic                                        aesthetic (only when measured)
     duplicate                                            dedup (``dup_of`` is set)
@@ -17,6 +17,10 @@ video. The rules run in a fixed order and the first failing one is the clip's
                                                          rejects on failed (both off by default)
 
 A score that was not measured (None) never rejects: a disabled scorer is not a failed clip.
+
+Overlay text is cropped off when it sits in bands or corners (``crop_columns``,
+pipelines/text_crop.py): the clip keeps ``extract_crop_*`` and ``crop_reason``, and extraction
+cuts that box. ``text`` rejects (``text_area`` above ``max_text_area``) only when no crop would do.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipelines.config import CaptionConfig, FilterConfig
+from pipelines.text_crop import decode_boxes, text_crop, union_area
 
 Row = Mapping[str, Any]
 
@@ -66,7 +71,7 @@ def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Ca
         ("blurry", _below("blur", f.min_blur)),
         ("letterbox", _above("black_border", f.max_black_border)),
         ("frozen", _above("frozen", f.max_frozen)),
-        ("text", _above("text_area", f.max_text_area)),
+        ("text", lambda r: _above("text_area", f.max_text_area)(r) and r.get("extract_crop_w") is None),
         ("static", _below("motion", f.min_motion)),
         ("too_fast", _above("motion", f.max_motion)),
         ("low_aesthetic", _below("aesthetic", f.min_aesthetic)),
@@ -78,6 +83,39 @@ def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Ca
 
 
 REASONS: tuple[str, ...] = tuple(name for name, _ in rules(FilterConfig()))
+
+CROP_COLUMNS = ("extract_crop_x", "extract_crop_y", "extract_crop_w", "extract_crop_h", "crop_reason")
+
+
+def crop_columns(r: Row, f: FilterConfig) -> dict[str, Any]:
+    """The crop that cuts a clip's overlay text off, as ``CROP_COLUMNS`` (all None: no crop).
+
+    A clip is cropped when the union of its ``text_boxes`` (pooled over the sampled frames)
+    covers more than ``max_text_area`` of the frame: more than ``text_area``, the per-frame mean
+    the ``text`` rule reads, when text shows in some frames only. The geometry is the source's
+    displayed size (``source_width``, ``source_height`` when the row carries them: after a
+    cropped extraction ``width`` and ``height`` are the clip file's) and the letterbox box
+    ``crop_x/y/w/h`` when measured.
+    """
+    crop = None
+    boxes = decode_boxes(r.get("text_boxes"))
+    if boxes and union_area(boxes) > f.max_text_area:
+        w, h = int(r.get("source_width") or r["width"] or 0), int(r.get("source_height") or r["height"] or 0)
+        bars = [r.get(k) for k in ("crop_x", "crop_y", "crop_w", "crop_h")]
+        crop = text_crop(
+            boxes,
+            w,
+            h,
+            tuple(int(v) for v in bars) if None not in bars else None,  # type: ignore[arg-type]
+            margin=f.text_crop_margin,
+            min_area=f.min_crop_area,
+            max_aspect_change=f.max_crop_aspect_change,
+            max_aspect=f.max_aspect,
+            min_size=(f.min_width, f.min_height),
+        )
+    values = (crop.x, crop.y, crop.w, crop.h, crop.reason) if crop else (None,) * 5
+    return dict(zip(CROP_COLUMNS, values, strict=True))
+
 
 # score column -> ('min' | 'max', FilterConfig field): the thresholds drawn on the report's histograms
 THRESHOLDS: dict[str, tuple[str, str]] = {

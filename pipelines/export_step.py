@@ -14,6 +14,7 @@ from typing import Any
 
 from curation import schema
 from curation.db import Catalog
+from pipelines.clip_cut import clip_file_name
 from pipelines.config import CurateConfig
 from pipelines.journal import StepJournal, run_step
 from pipelines.runner import Runner
@@ -62,7 +63,7 @@ def extract(
         runner,
         [stage],
         tasks,
-        lambda t: t.clip.clip_id,
+        lambda t: clip_file_name(t.clip).removesuffix(".mp4"),  # a changed crop is a new cut
         to_tables,
         ("extract", stage.version, stage.params_hash()),
         batch_parts=8,
@@ -71,7 +72,10 @@ def extract(
 
 
 def missing_file(root: Path, clip: schema.Clip) -> bool:
-    return clip.path is None or not (root / clip.path).is_file()
+    """No file, or one cut with another crop than the clip's current one (a ``--rescore``)."""
+    if clip.path is None or Path(clip.path).name != clip_file_name(clip):
+        return True
+    return not (root / clip.path).is_file()
 
 
 def export(

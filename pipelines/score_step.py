@@ -16,7 +16,7 @@ from typing import Any
 from curation import schema
 from curation.db import Catalog
 from pipelines.config import CurateConfig
-from pipelines.decide import dedup_candidates, reject_reason, rules
+from pipelines.decide import CROP_COLUMNS, crop_columns, dedup_candidates, reject_reason, rules
 from pipelines.dedup import decode_embedding, find_duplicates
 from pipelines.journal import StepJournal, done_rows, run_step
 from pipelines.runner import Runner
@@ -67,18 +67,30 @@ def _key(stage: Stage[Any, Any]) -> tuple[str, int, str]:
 
 
 def clip_tasks_from_catalog(
-    cat: Catalog, frames_root: Any, split_hash: str, where: str = "TRUE", params: list[Any] | None = None
+    cat: Catalog,
+    frames_root: Any,
+    split_hash: str,
+    where: str = "TRUE",
+    params: list[Any] | None = None,
+    source_size: bool = False,
 ) -> list[ClipTask]:
-    """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached)."""
+    """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached).
+
+    source_size: give each clip its source's displayed width and height (the scorers measure
+        the source's frames; a clip cut with a crop has the crop's size in its row).
+    """
     rows = cat.dicts(
-        f"SELECT c.clip_id, v.path AS src FROM clips c JOIN videos v USING (video_id) "
+        f"SELECT c.clip_id, v.path AS src, v.width, v.height FROM clips c JOIN videos v USING (video_id) "
         f"WHERE c.split_hash = ? AND ({where}) ORDER BY c.clip_id",
         [split_hash, *(params or [])],
     )
-    src = {r["clip_id"]: r["src"] for r in rows}
+    src = {r["clip_id"]: r for r in rows}
     clips = cat.clips("split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
+    for c in clips if source_size else ():
+        c.width, c.height = src[c.clip_id]["width"] or c.width, src[c.clip_id]["height"] or c.height
     return [
-        ClipTask(clip=c, src_path=src[c.clip_id], frames_dir=str(frames_root / c.video_id)) for c in clips
+        ClipTask(clip=c, src_path=src[c.clip_id]["src"], frames_dir=str(frames_root / c.video_id))
+        for c in clips
     ]
 
 
@@ -128,9 +140,12 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
     """Dedup and keep/reject every clip of ``split_hash`` from stored columns (no decode)."""
     f = cfg.filters
     rows = cat.dicts(
-        "SELECT c.*, v.path AS video_path FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
+        "SELECT c.*, v.path AS video_path, v.width AS source_width, v.height AS source_height "
+        "FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
         [split_hash],
     )
+    for r in rows:  # the text crop first: a cropped clip passes the text rule
+        r.update(crop_columns(r, f))
     candidates = dedup_candidates(rows, f)
     embeddings = {r["clip_id"]: decode_embedding(r["embedding"]) for r in candidates if r.get("embedding")}
     dups = (
@@ -153,11 +168,13 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
                 "dup_of": r["dup_of"],
                 "status": "rejected" if reason else "kept",
                 "reject_reason": reason,
+                **{c: r[c] for c in CROP_COLUMNS},
             }
         )
     with cat.transaction():
         cat.update_columns("clips", updates)
     changed = sum(before[u["clip_id"]] != (u["status"], u["reject_reason"]) for u in updates)
+    cropped = sum(u["status"] == "kept" and u["crop_reason"] is not None for u in updates)
     kept = sum(u["status"] == "kept" for u in updates)
     return {
         "clips": len(updates),
@@ -165,4 +182,5 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
         "rejected": len(updates) - kept,
         "changed": changed,
         "duplicates": len(dups),
+        "cropped": cropped,
     }

@@ -12,6 +12,10 @@ and is cut again from a 10 s pre-roll with an exact output ``-ss``. Bitexact fla
 and fixed encoder threads make reruns byte-identical; an existing final file is reused
 (resume). Rotation is baked in by autorotate (rotated sources are never copied), and odd sizes
 lose at most one pixel row/column so that 4:2:0 encoders accept them.
+
+A clip whose overlay text the filter step crops off (``extract_crop_*``, pipelines/text_crop.py)
+is re-encoded through ffmpeg's ``crop`` filter (after autorotate: the box is in upright source
+pixels) to ``<clip_id>_crop_<x>_<y>_<w>_<h>.mp4``; its size is checked against the box.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from pipelines.clip_cut import (
     PREROLL_S,
     STDERR_TAIL,
     Plan,
+    clip_file_name,
     copy_order,
+    crop_box,
     cut_mismatch,
     demux_frame_index,
     ffmpeg_args,
@@ -80,7 +86,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             if not HEX_ID.fullmatch(ident):
                 raise ValueError(f"id {ident!r} is not lowercase hex")
         out_dir = Path(self.out_dir)
-        final = out_dir / clip.video_id / f"{clip.clip_id}.mp4"
+        final = out_dir / clip.video_id / clip_file_name(clip)
         src = os.path.abspath(task.src_path)
         info = probe_source(src)
         pts, keyframes = self._frame_index(src, task.frames_dir)
@@ -92,7 +98,8 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             self.stream_copy,
             rotation=info.rotation,
             source_codec=info.codec,
-        )  # validates the span
+            crop=crop_box(clip),
+        )  # validates the span (and the crop)
         order = copy_order(src, plan.seek_s, plan.n_frames if plan.mode == "copy" else 1)  # checks the index
         if plan.mode == "copy":
             plan = plan_extraction(
@@ -103,9 +110,11 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             self._cut(plan, src, final, pts)
         codec, times, width, height, mode = probe_clip(str(final))
         problem = cut_mismatch(times, pts, plan)
+        if plan.crop is not None and (width, height) != plan.crop[2:]:
+            problem = f"{width}x{height}, expected the crop's {plan.crop[2]}x{plan.crop[3]}"
         if problem:
             raise ValueError(f"{final}: {problem}")
-        clip.path = f"{out_dir.name}/{clip.video_id}/{clip.clip_id}.mp4"
+        clip.path = f"{out_dir.name}/{clip.video_id}/{final.name}"
         clip.codec = codec
         clip.extract_mode = mode or plan.mode
         clip.n_frames = len(times)

@@ -1,5 +1,7 @@
 """Overlay-text scorer: RapidOCR (PP-OCR det + rec, zh and en, weights shipped in the wheel) on a
-few of a clip's sparse frames -> ``text_area``, ``ocr_text``, ``text_stable``.
+few of a clip's sparse frames -> ``text_area``, ``ocr_text``, ``text_stable``, and the boxes
+themselves (``text_boxes``, pooled over the frames) from which the filter step crops text away
+(pipelines/text_crop.py).
 
 Cost, measured on 2 cores with one intra-op thread: about 70-90 ms per 256x144 frame with
 ``det_side=288``. RapidOCR's default detector side (736, the shorter side is *scaled up* to it)
@@ -19,6 +21,7 @@ from pipelines.clip_frames import clip_sparse
 from pipelines.overlay_text import TextBox, boxes_from_ocr, overlay_text
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
+from pipelines.text_crop import encode_boxes, union_boxes
 
 
 def load_rapidocr(det_side: int = 288, threads: int = 1) -> Any:
@@ -62,14 +65,15 @@ def ocr_frames(
 
 @dataclass
 class OverlayTextScorer(Stage[ClipTask, ClipTask]):
-    """Sets ``text_area``, ``ocr_text`` and ``text_stable``; the filter step's ``text`` rule reads
-    ``text_area``. A clip whose span holds no sparse frame is left unmeasured (None)."""
+    """Sets ``text_area``, ``ocr_text``, ``text_stable`` and ``text_boxes``; the filter step's
+    ``text`` rule reads ``text_area`` and crops by ``text_boxes``. A clip whose span holds no
+    sparse frame is left unmeasured (None)."""
 
     name: ClassVar[str] = "overlay_text"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: text_boxes
     # One OCR engine per actor, one ONNX Runtime thread each.
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
-    columns: ClassVar[tuple[str, ...]] = ("text_area", "ocr_text", "text_stable")
+    columns: ClassVar[tuple[str, ...]] = ("text_area", "ocr_text", "text_stable", "text_boxes")
 
     every_s: float = 2.0  # one OCR frame per this many seconds of clip
     max_frames: int = 16  # at most this many frames per clip, spread evenly
@@ -99,4 +103,5 @@ class OverlayTextScorer(Stage[ClipTask, ClipTask]):
         found = overlay_text(boxes, w, h, self.max_chars, self.stable_iou, self.stable_fraction)
         s = task.clip.scores
         s.text_area, s.ocr_text, s.text_stable = found.text_area, found.ocr_text, found.text_stable
+        s.text_boxes = encode_boxes(union_boxes(boxes, w, h))
         return task
