@@ -153,20 +153,23 @@ def clipped_fraction(lumas: np.ndarray) -> float:
     return float(((lumas <= CLIP_LOW) | (lumas >= CLIP_HIGH)).mean())
 
 
-def frozen_fraction(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05) -> float:
-    """Fraction of consecutive frame pairs that are identical up to encoder noise.
+def identical_pairs(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05) -> np.ndarray:
+    """bool [n-1]: whether each consecutive frame pair is identical up to encoder noise.
 
     Args:
         tiny: uint8 [n, h, w, 3] consecutive frames.
         max_diff: a pair is identical when no value differs by more than this ...
         mean_diff: ... and the mean absolute difference is at most this (0-255 levels).
-
-    Returns:
-        The fraction in [0, 1]; 0.0 for fewer than two frames.
     """
     if len(tiny) < 2:
-        return 0.0
+        return np.zeros(0, bool)
     x = np.asarray(tiny, dtype=np.int16).reshape(len(tiny), -1)
     d = np.abs(np.diff(x, axis=0))
-    same = (d.max(axis=1) <= max_diff) & (d.mean(axis=1) <= mean_diff)
-    return float(same.mean())
+    return np.asarray((d.max(axis=1) <= max_diff) & (d.mean(axis=1) <= mean_diff))
+
+
+def frozen_fraction(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05) -> float:
+    """Fraction of consecutive frame pairs that are identical up to encoder noise
+    (``identical_pairs``); 0.0 for fewer than two frames."""
+    same = identical_pairs(tiny, max_diff, mean_diff)
+    return float(same.mean()) if len(same) else 0.0

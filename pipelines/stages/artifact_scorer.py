@@ -12,8 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from pipelines import artifacts
-from pipelines.clip_frames import clip_edges, clip_packet_bytes
+from pipelines.clip_frames import clip_edges, clip_packet_bytes, clip_tiny
+from pipelines.quality import identical_pairs
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -50,12 +53,15 @@ class ArtifactScorer(Stage[ClipTask, ClipTask]):
             log.warning("clip %s: decoded before format 2, compression unmeasured", task.clip.clip_id)
             return task
         clip, scores = task.clip, task.clip.scores
-        scores.bits_per_pixel = artifacts.bits_per_pixel(clip_packet_bytes(task), clip.width, clip.height)
+        packets = clip_packet_bytes(task)
+        scores.bits_per_pixel = artifacts.bits_per_pixel(packets, clip.width, clip.height)
+        # a frame identical to the one before needs no bits: starvation counts the changing ones
+        changing = np.concatenate([[True], ~identical_pairs(clip_tiny(task))])[: len(packets)]
         cols, rows = clip_edges(task)
         scores.blockiness = artifacts.blockiness(cols, rows, tuple(self.periods), self.visibility)
         scores.artifacts = artifacts.artifact_score(
             scores.blockiness,
-            scores.bits_per_pixel,
+            artifacts.bits_per_pixel(packets[changing], clip.width, clip.height),
             self.clean_blockiness,
             self.severe_blockiness,
             self.clean_bpp,
