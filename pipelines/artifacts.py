@@ -41,9 +41,53 @@ Choices (measured values: table below, ``bench/artifacts_calibration.py``):
 - *Ringing* near edges is not measured: on the calibration set every clip with visible
   ringing (x264 crf >= 45, MPEG-2/4 at q 31) is already separated by blockiness and bits.
 
-Calibration (whole files, median over clips; blockiness / bits per pixel / artifacts):
+Calibration (``bench/artifacts_calibration.py``; bench/results/artifacts_calibration.json has
+all 76 files and every clip): the dev-set videos and re-encodes of clean dev-set sources, 4 s
+clips, medians over a file's clips and the max clip. Labels were given by eye (frames at
+2-3x zoom): clean / fair (visibly compressed but usable) / damaged::
 
-    {table}
+    file                                 label   codec      size      block    bpp artifacts   max
+    sintel_trailer-720p.mp4              clean   h264       1280x720   0.02  0.044      0.00  0.00
+    test_video.mp4                       clean   h264       960x540    0.06  0.078      0.00  0.01
+    run.mp4                              clean   h264       720x400    0.02  0.094      0.00  0.00
+    WolfgangLanger_Pexels.mp4            clean   h264       640x360    0.05  0.098      0.00  0.00
+    minions.mp4                          clean   h264       800x450    0.04  0.040      0.00  0.00
+    gradio/a.mp4 (a 1080p still scene)   clean   h264       1920x1080  0.00  0.002      0.00  0.00
+    cityCC0.mpg                          clean   mpeg2video 720x405    0.09  0.652      0.02  0.04
+    no_face.mp4                          clean   h264       960x540    0.11  0.018      0.05  0.05
+    display-dual-monitors.webm (screen)  clean   vp8        1024x768   0.11  0.009      0.07  0.35
+    sintel frame held 4 s, crf 23        clean   h264       1280x720   0.07  0.004      0.00  0.00
+    sintel crf 20                        clean   h264       1280x720   0.03  0.091      0.00  0.00
+    sintel 176x144 crf 23                clean   h264       176x144    0.02  0.167      0.00  0.00
+    Megamind.avi                         fair    mpeg4      720x528    0.09  0.072      0.02  0.03
+    Megamind_bugy.avi                    fair    mpeg4      720x528    0.12  0.054      0.05  0.08
+    cap13_edit2.mp4 (webcam)             fair    h264       400x300    0.18  0.052      0.13  0.18
+    mpeg_alien.mpg                       fair    mpeg1video 320x240    0.22  0.260      0.19  0.47
+    gstreamer_sample_sorenson.mov        fair    svq1       190x240    0.00  0.116      0.00  0.00
+    sintel crf 35                        fair    h264       1280x720   0.09  0.018      0.01  0.02
+    minions crf 35                       fair    h264       800x450    0.13  0.008      0.10  0.12
+    WolfgangLanger MPEG-4 q 5            fair    mpeg4      640x360    0.52  0.138      0.61  0.62
+    mov-basic.mov                        damaged svq1       192x144    0.19  0.517      0.15  0.18
+    tree.avi                             damaged cinepak    320x240    0.30  1.893      0.31  0.34
+    riff_flame.avi                       damaged indeo4     256x240    0.83  0.337      1.00  1.00
+    minions crf 45                       damaged h264       800x450    0.19  0.004      0.24  0.25
+    sintel crf 45                        damaged h264       1280x720   0.27  0.008      0.36  0.41
+    WolfgangLanger crf 45                damaged h264       640x360    0.25  0.003      0.43  0.47
+    test_video crf 51                    damaged h264       960x540    0.33  0.002      0.69  0.71
+    sintel 176x144 crf 45                damaged h264       176x144    0.38  0.018      0.44  0.49
+    run MPEG-2 q 31                      damaged mpeg2video 720x400    0.78  0.045      0.93  1.00
+    WolfgangLanger MPEG-4 q 31           damaged mpeg4      640x360    1.66  0.026      1.00  1.00
+
+Per clip: clean camera and CG footage reads at most 0.07 (the VP8 screen recording, a
+starved gradient wallpaper, 0.13 and 0.35 on two of its ten clips); x264 crf >= 45 at any
+size and MPEG-2/4 at q 31 at least 0.24 but for one clip (0.17, a 176x144 crf 45 copy); the
+old vector-quantiser codecs lower (Cinepak 0.29-0.34, SVQ1 at 192x144 0.11 and 0.18).
+``filters.max_artifacts`` = 0.15 sits between: it rejects every crushed re-encode, Cinepak
+and Indeo, one of mov-basic's two clips, most MPEG-4 q 5 clips and the later clips of the
+1999 MPEG-1 trailer, and 1 of the 150 clean clips (the screen recording's 0.35).
+Megamind_bugy's defect is its timing (the same 270 frames at 30 fps instead of 23.976), not
+its picture: it reads like Megamind.avi. The Sorenson sample is a mostly white graphic with
+no blocks to see (and is 'overexposed' anyway).
 """
 
 from __future__ import annotations
