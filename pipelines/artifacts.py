@@ -29,13 +29,13 @@ Choices (measured values: table below, ``bench/artifacts_calibration.py``):
   clean.
 - *Bits per pixel* (``bits_per_pixel``): 8 x the clip's packet bytes / (frames x width x
   height). It depends on codec, resolution and content (a static or flat clip needs few
-  bits: a 1080p still measured 0.002 with no damage at all), so on its own it is never a
+  bits: a flat 1080p motion-graphics card measured 0.002 with no damage at all), so on its own it is never a
   reason: it only *amplifies* blocking above the clean floor (``artifact_score``), by up to
   2x when the clip is starved (at or below ``STARVED_BPP``). Starvation is judged on the
   frames that show something new: a frame identical to the one before
   (``quality.identical_pairs``) rightly costs ~0 bytes, so a held frame is fed by its first
-  frame's bits (the Sintel desert held 3 s at crf 18: 0.010 bpp over all frames, 0.6 over
-  the changing one). The thresholds are set for deblocking codecs (H.264/HEVC/VP9); older
+  frame's bits (the Sintel desert held 3 s at crf 18: 0.010 bpp over all frames, 0.31 over
+  its 2 changing ones). The thresholds are set for deblocking codecs (H.264/HEVC/VP9); older
   codecs need more bits, but they do not hide their blocks, so the blockiness term catches
   them on its own.
 - *Ringing* near edges is not measured: on the calibration set every clip with visible
@@ -52,7 +52,7 @@ clips, medians over a file's clips and the max clip. Labels were given by eye (f
     run.mp4                              clean   h264       720x400    0.02  0.094      0.00  0.00
     WolfgangLanger_Pexels.mp4            clean   h264       640x360    0.05  0.098      0.00  0.00
     minions.mp4                          clean   h264       800x450    0.04  0.040      0.00  0.00
-    gradio/a.mp4 (a 1080p still scene)   clean   h264       1920x1080  0.00  0.002      0.00  0.00
+    gradio/a.mp4 (flat motion graphics)  clean   h264       1920x1080  0.00  0.002      0.00  0.00
     cityCC0.mpg                          clean   mpeg2video 720x405    0.09  0.652      0.02  0.04
     no_face.mp4                          clean   h264       960x540    0.11  0.018      0.05  0.05
     display-dual-monitors.webm (screen)  clean   vp8        1024x768   0.11  0.009      0.07  0.35

@@ -171,7 +171,6 @@ class FilterConfig:
     # compression damage, 0-1 (pipelines/artifacts.py): clean real footage <= 0.07 per clip, x264
     # crf >= 45 and MPEG-2/4 at q 31 >= 0.24 (one clip 0.17), Cinepak 0.29-0.34, SVQ1 0.11-0.18
     max_artifacts: float = 0.15
-    max_artifacts: float = 0.3  # compression damage, 0-1 (pipelines/artifacts.py)
     min_blur: float = 40.0  # at the sparse size (256x144): catches gblur sigma >= ~4 px at 720p
     max_black_border: float = 0.05  # clean clips measure exactly 0; letterbox 0.24-0.28
     max_frozen: float = 0.5  # a held frame measures 0.96-1.0, grain that survives x264 <= 0.12

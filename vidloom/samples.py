@@ -175,7 +175,8 @@ def demo_plans() -> dict[str, tuple[int, int, float, list[Segment], bool, str]]:
             Segment("mandelbrot_valley", 75, seed=9),
             Segment("testsrc2", 75, effect="blur"),
             Segment("mandelbrot", 75, effect="dark"),
-            Segment("life_pan", 75, effect="letterbox", seed=10),
+            # not life_pan: its 4-px cells are blocks on the codec grid and read 'compressed'
+            Segment("testsrc2_pan", 75, effect="letterbox", seed=10),
             Segment("mandelbrot_outz", 75, effect="frozen"),
             Segment("life", 15, seed=11),  # 0.6 s: one clip, too short
             Segment("testsrc2_pan", 75, seed=12),
@@ -214,9 +215,10 @@ def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
     shot's clean frames ``start``/``end``, ``source``, ``effect``, ``text`` and ``expect``,
     the reason every clip cut from that shot must be rejected with under the 'tiny'
     preset, or 'kept' (``segment_expect``). In the copies, clips the original keeps expect
-    'duplicate' (dedup keeps the original: most pixels, then the lowest path); the
-    byte-identical copy is a duplicate file and yields no clips at all. Existing files
-    are kept.
+    'duplicate' (dedup keeps the best technical copy, pipelines/dedup.py: the re-encode has
+    fewer pixels; the remux is the original's twin, same packets and frames, and content
+    decides which of the two is kept); the byte-identical copy is a duplicate file and
+    yields no clips at all. Existing files are kept.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
