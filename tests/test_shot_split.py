@@ -100,3 +100,17 @@ def test_flash_is_not_a_cut_on_a_synthetic_sequence() -> None:
 def test_shots_from_transitions_excludes_gradual_frames() -> None:
     trs = [sd.Transition(10, 10, "cut", 1.0), sd.Transition(30, 40, "dissolve", 0.9)]
     assert [(a, b) for a, b, _ in sd.shots_from_transitions(trs, 60)] == [(0, 10), (10, 30), (40, 60)]
+
+
+def test_fade_in_at_the_start_and_fade_out_at_the_end_are_not_transitions() -> None:
+    rng = np.random.default_rng(1)
+    scene = rng.integers(60, 200, (27, 48, 3), dtype=np.uint8)
+    ramp = [np.zeros_like(scene)] * 8 + [(scene * (k / 10)).astype(np.uint8) for k in range(1, 11)]
+    frames = np.stack(ramp + [scene] * 30 + ramp[::-1])
+    black, luma = sd.black_frames(frames)
+    n = len(frames)
+    trs = [sd.Transition(9, 18, "fade", 0.9), sd.Transition(30, 30, "cut", 0.9), sd.Transition(n - 17, n - 8, "fade", 0.9)]
+    assert sd.drop_edge_fades(trs, black, luma) == [trs[1]]
+    # without black at the ends nothing is dropped
+    inner = np.stack([scene] * 10 + ramp[::-1] + ramp + [scene] * 10)
+    assert sd.drop_edge_fades(trs[:2], *sd.black_frames(inner)) == trs[:2]

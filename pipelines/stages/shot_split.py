@@ -58,12 +58,15 @@ def detect_transitions(
             preds = on_cuts.merged(on_gradual)
             covered = prop.coverage(len(frames))
         trs = sd.transitions_from_predictions(preds.single, preds.many, diff, black, threshold)
+        extra = sd.pixel_cuts(diff, sd.color_histograms(frames), preds.single, threshold)
+        trs = sorted(trs + [c for c in extra if not any(t.start - 2 <= c.start <= t.end + 2 for t in trs)],
+                     key=lambda t: t.start)
     elif detector in ("adaptive", "content"):
         trs = [sd.Transition(c, c, "cut", 1.0) for c in pyscenedetect_cuts(frames, detector, fps)]
         covered = 0.0
     else:
         raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
-    trs = sd.add_fades(trs, black, luma)
+    trs = sd.drop_edge_fades(sd.add_fades(trs, black, luma), black, luma)
     return sd.suppress_false_transitions(trs, frames, diff, flash_max_frames), covered
 
 
