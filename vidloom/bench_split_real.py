@@ -111,8 +111,10 @@ def frame_times(path: str) -> np.ndarray:
 
 
 def place_by_time(times: list[float], pts: np.ndarray) -> list[Transition]:
-    """Cuts at the frames whose presentation time is nearest to ``times``."""
-    idx = [int(np.argmin(np.abs(pts - t))) for t in times]
+    """Cuts at the frames whose time from the first frame is nearest to ``times`` (PySceneDetect
+    counts time from its first frame; an MPEG stream's first timestamp is often not 0)."""
+    rel = pts - pts[0]
+    idx = [int(np.argmin(np.abs(rel - t))) for t in times]
     return [Transition(i, i, "cut", 1.0) for i in idx]
 
 

@@ -58,7 +58,7 @@ def detect_transitions(
             preds = on_cuts.merged(on_gradual)
             covered = prop.coverage(len(frames))
         trs = sd.transitions_from_predictions(preds.single, preds.many, diff, black, threshold)
-        extra = sd.pixel_cuts(diff, sd.color_histograms(frames), preds.single, threshold)
+        extra = sd.pixel_cuts(frames, diff, sd.color_histograms(frames), preds.single, threshold)
         trs = sorted(trs + [c for c in extra if not any(t.start - 2 <= c.start <= t.end + 2 for t in trs)],
                      key=lambda t: t.start)
     elif detector in ("adaptive", "content"):
