@@ -133,3 +133,5 @@ def test_blocks_read_on_their_grid_and_bars_do_not() -> None:
     assert score(blocks) > 1.0
     assert abs(score(smooth)) < 0.05 and abs(score(barred)) < 0.05
     assert artifacts.artifact_score(score(smooth), 0.0001) == 0.0  # no blocks: no damage, whatever the bits
+    tiny_cols, tiny_rows = artifacts.edge_profiles(blocks[:12, :12])  # too few blocks for any grid
+    assert artifacts.blockiness(tiny_cols[None], tiny_rows[None]) is None
