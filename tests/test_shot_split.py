@@ -114,3 +114,57 @@ def test_fade_in_at_the_start_and_fade_out_at_the_end_are_not_transitions() -> N
     # without black at the ends nothing is dropped
     inner = np.stack([scene] * 10 + ramp[::-1] + ramp + [scene] * 10)
     assert sd.drop_edge_fades(trs[:2], *sd.black_frames(inner)) == trs[:2]
+
+
+def _two_pictures(n: int = 40, at: int = 20, seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 120, (27, 48, 3), dtype=np.uint8)  # two pictures of different colours
+    b = rng.integers(100, 255, (27, 48, 3), dtype=np.uint8)
+    return np.stack([a] * at + [b] * (n - at))
+
+
+def test_pixel_cut_where_the_model_saw_nothing_but_not_on_an_exposure_jump() -> None:
+    frames = _two_pictures()
+    diff, hist = sd.frame_diff(frames), sd.color_histograms(frames)
+    silent = np.zeros(len(frames), np.float32)
+    assert [t.start for t in sd.pixel_cuts(frames, diff, hist, silent)] == [20]
+    # the model already found it: nothing extra
+    found = silent.copy()
+    found[19] = 0.9
+    assert sd.pixel_cuts(frames, diff, hist, found) == []
+    # the same picture, twice as bright from frame 20 on: a jump in pixels and histogram, same structure
+    pic = frames[0].astype(np.float32)
+    bright = np.stack([pic] * 20 + [np.clip(pic * 2.0, 0, 255)] * 20).astype(np.uint8)
+    d, h = sd.frame_diff(bright), sd.color_histograms(bright)
+    assert sd.pixel_cuts(bright, d, h, silent) == []
+    assert [t.start for t in sd.pixel_cuts(bright, d, h, silent, min_structure=0.0)] == [20]  # the guard did it
+
+
+def test_pixel_cut_needs_an_isolated_jump_not_fast_motion() -> None:
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 255, (40, 27, 48, 3), dtype=np.uint8)  # every frame a new picture
+    diff, hist = sd.frame_diff(noise), sd.color_histograms(noise)
+    assert sd.pixel_cuts(noise, diff, hist, np.zeros(40, np.float32)) == []
+
+
+def test_slow_dissolve_from_a_long_many_hot_run() -> None:
+    n = 60
+    frames = _two_pictures(n, 30)
+    diff, black = sd.frame_diff(frames), np.zeros(n, bool)
+    single, many = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    many[22:36] = 0.7  # 14 frames of "inside a transition", the single-frame peak only 0.25
+    single[29] = 0.25
+    trs = sd.transitions_from_predictions(single, many, diff, black)
+    assert [(t.start, t.end, t.kind) for t in trs] == [(22, 36, "dissolve")]
+    single[29] = 0.1  # too little evidence
+    assert sd.transitions_from_predictions(single, many, diff, black) == []
+    many[22:36], many[22:27] = 0.0, 0.7  # too short a run
+    single[24] = 0.3
+    assert sd.transitions_from_predictions(single, many, diff, black) == []
+
+
+def test_a_card_of_small_text_on_black_is_not_black() -> None:
+    card = np.zeros((2, 27, 48, 3), np.uint8)
+    card[1, 12:14, 20:25] = 200  # 10 bright pixels of 1,296: a line of small text
+    black, _ = sd.black_frames(card)
+    assert black.tolist() == [True, False]
