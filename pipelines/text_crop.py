@@ -228,16 +228,14 @@ def text_crop(
     Returns:
         The crop; ties (equal area) go to the one whose centre is nearest the frame's centre.
     """
-    if width <= 0 or height <= 0:
-        return None
     px, py, pw, ph = picture or (0, 0, width, height)
+    if min(width, height, pw, ph) <= 0:
+        return None
     pic: _PX = (px, py, px + pw, py + ph)
     padded = [
         b for b in _padded_px(boxes, width, height, margin)
         if b[2] > pic[0] and b[0] < pic[2] and b[3] > pic[1] and b[1] < pic[3]
     ]  # fmt: skip
-    if pw <= 0 or ph <= 0:
-        return None
     need = min_area * pw * ph
     src = pw / ph
     lo = max(src / max_aspect_change, 1 / max_aspect)

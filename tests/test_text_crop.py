@@ -142,6 +142,21 @@ def test_the_text_rule_rejects_only_when_no_crop_saves_the_clip() -> None:
     }
 
 
+def test_a_cropped_clip_is_always_re_encoded_through_an_even_crop() -> None:
+    from pipelines.clip_cut import ffmpeg_args, plan_extraction
+
+    pts, keys = np.arange(48) / 24.0, np.zeros(48, bool)
+    keys[0] = True
+    copy = plan_extraction(0, 24, pts, keys, True)
+    assert copy.mode == "copy" and copy.crop is None
+    plan = plan_extraction(0, 24, pts, keys, True, crop=(0, 44, 640, 230))
+    assert plan.mode == "reencode" and plan.crop == (0, 44, 640, 230)
+    args = ffmpeg_args(plan, "in.mp4", "out.mp4", codec="libx264", crf=18, preset="veryfast", threads=1)
+    assert args[args.index("-vf") + 1] == "crop=640:230:0:44:exact=1"
+    with pytest.raises(ValueError, match="even"):
+        plan_extraction(0, 24, pts, keys, True, crop=(1, 44, 640, 230))
+
+
 # ----------------------------------------------------------------- real footage through curate
 
 
