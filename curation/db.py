@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS clips (
     score_error VARCHAR, extract_error VARCHAR, caption_error VARCHAR, caption_failed VARCHAR,
     extract_crop_x INTEGER, extract_crop_y INTEGER, extract_crop_w INTEGER, extract_crop_h INTEGER,
     crop_reason VARCHAR,
-    blur DOUBLE, luma DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
+    blur DOUBLE, luma DOUBLE, luma_high DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
     crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
     artifacts DOUBLE, bits_per_pixel DOUBLE, blockiness DOUBLE,
     camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN, text_boxes VARCHAR,

@@ -103,11 +103,12 @@ class ClipScores:
     Quality (pipelines/quality.py):
         blur: variance of the Laplacian of the luma, median over sampled frames (sharp > ~100).
         luma: mean luma, 0-255.
+        luma_high: 99th-percentile luma, 0-255: how bright the brightest parts are.
         clipped: fraction of pixels at the ends of the luma range (<= 4 or >= 251).
         black_frac: fraction of sampled frames that are black.
         black_border: fraction of the frame area taken by letterbox/pillarbox bars.
         crop_x, crop_y, crop_w, crop_h: the picture inside the bars, in source pixels.
-        frozen: fraction of consecutive frame pairs that are identical (tiny frames).
+        frozen: fraction of consecutive frame pairs that are identical, in runs of >= 0.25 s (tiny frames).
     Compression (pipelines/artifacts.py; the decode pass's packet sizes and full-resolution
     luma edge profiles of the sparse frames):
         artifacts: compression damage, 0 = clean ... 1 = severe (blockiness amplified when
@@ -135,6 +136,7 @@ class ClipScores:
 
     blur: float | None = None
     luma: float | None = None
+    luma_high: float | None = None
     clipped: float | None = None
     black_frac: float | None = None
     black_border: float | None = None

@@ -81,6 +81,7 @@ class QualityScoreConfig:
     min_picture: float = 0.2  # bars leaving less of a side than this are dark content
     frozen_max_diff: int = 4  # identical tiny frames differ by at most this ...
     frozen_mean_diff: float = 0.05  # ... and by at most this on average (0-255)
+    frozen_min_s: float = 0.25  # identical pairs count only in runs this long (pipelines/quality.py)
 
 
 @dataclass
@@ -166,6 +167,10 @@ class FilterConfig:
     max_aspect: float = 4.0
     max_black_frac: float = 0.34
     min_luma: float = 40.0
+    # ... unless the 99th-percentile luma exceeds this: dev set (issue 13) Megamind.avi's dark
+    # restaurant mean 36 / p99 191, world.mp4's globe on black 8 / 109, the demo's planted dark
+    # shot (mandelbrot at 20 %) 28 / 38
+    dark_max_highlight: float = 70.0
     max_luma: float = 220.0
     max_clipped: float = 0.35
     # compression damage, 0-1 (pipelines/artifacts.py): clean real footage <= 0.07 per clip, x264
@@ -179,7 +184,11 @@ class FilterConfig:
     min_crop_area: float = 0.8  # the crop keeps at least this fraction of the picture, else 'text'
     max_crop_aspect_change: float = 1.25  # crop w/h within this factor of the picture's (1/0.8: any band)
     text_crop_margin: float = 0.02  # padding around each text box, fraction of the frame height
-    min_motion: float = 0.005  # frame widths per second; still shots 0-0.002, slow real motion >= 0.01
+    # frame widths per second, the mean flow (pipelines/motion.py). Dev set (issue 13), 10 s clips:
+    # talking heads on a fixed webcam (cap12, cap13, franck) >= 0.00135, a screencast and an
+    # animated end card 0.00047-0.00086; held stills with x264 grain 0.00001-0.0001. 0.005
+    # rejected 14 talking-head clips as 'static' (a fixed camera, but the person moves)
+    min_motion: float = 0.001
     max_motion: float = 1.0  # whip pans
     min_aesthetic: float = 4.5
     dedup: bool = True

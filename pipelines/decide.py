@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipelines.config import CaptionConfig, FilterConfig
+from pipelines.quality import CLIP_HIGH
 from pipelines.text_crop import decode_boxes, text_crop, union_area
 
 Row = Mapping[str, Any]
@@ -65,8 +66,19 @@ def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Ca
             lambda r: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"])),
         ),
         ("black", _above("black_frac", f.max_black_frac)),
-        ("dark", _below("luma", f.min_luma)),
-        ("overexposed", lambda r: _above("luma", f.max_luma)(r) or _above("clipped", f.max_clipped)(r)),
+        # dark: dim throughout; a night or CG scene with lit parts (luma_high) is not (None: luma alone)
+        (
+            "dark",
+            lambda r: _below("luma", f.min_luma)(r) and not _above("luma_high", f.dark_max_highlight)(r),
+        ),
+        # clipped counts both ends: it means blown highlights only when the top 1 % is clipped
+        (
+            "overexposed",
+            lambda r: (
+                _above("luma", f.max_luma)(r)
+                or (_above("clipped", f.max_clipped)(r) and not _below("luma_high", CLIP_HIGH)(r))
+            ),
+        ),
         ("compressed", _above("artifacts", f.max_artifacts)),
         ("blurry", _below("blur", f.min_blur)),
         ("letterbox", _above("black_border", f.max_black_border)),

@@ -26,6 +26,13 @@ Choices, each measured on x264-encoded test clips (tests/test_quality.py):
   about 0.02), while faint grain that survives the encode changes many pixels a little
   (noise=alls=3 at crf 18: mean about 0.07). Grain the encoder removed cannot be seen in
   the decoded frames and counts as frozen.
+- ``frozen`` counts identical pairs only in runs lasting at least ``frozen_min_s`` (0.25 s,
+  ``QualityScorer``). On the dev set (issue 13, bench/filters_devset.py) every identical pair
+  of good footage sits in short runs: test_video.mp4 (a 30 fps highway camera stored at
+  59.94 fps) 0.38-0.49 of its pairs identical in runs of 1-2, minions.mp4 (CG animation,
+  30 fps) 0.30-0.44 in runs of mostly 1-2 (longest 11 in 30 s), the cap12/cap13 webcams
+  0.10-0.27 in runs of 1-4; counted pair by pair they sat just under ``max_frozen`` (0.5)
+  and some clips crossed it. A held frame is one run: 1.0 either way.
 """
 
 from __future__ import annotations
@@ -168,8 +175,21 @@ def identical_pairs(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05
     return np.asarray((d.max(axis=1) <= max_diff) & (d.mean(axis=1) <= mean_diff))
 
 
-def frozen_fraction(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05) -> float:
+def frozen_fraction(tiny: np.ndarray, max_diff: int = 4, mean_diff: float = 0.05, min_run: int = 1) -> float:
     """Fraction of consecutive frame pairs that are identical up to encoder noise
-    (``identical_pairs``); 0.0 for fewer than two frames."""
+    (``identical_pairs``) and part of a run of at least ``min_run`` identical pairs; 0.0 for
+    fewer than two frames.
+
+    ``min_run`` > 1 tells a held picture from frames repeated by design: animation drawn on
+    twos or threes and 30 fps video doubled to 60 fps repeat each picture once or twice
+    (runs of 1-2 pairs, up to half of all pairs), a frozen picture holds for a run.
+    """
     same = identical_pairs(tiny, max_diff, mean_diff)
-    return float(same.mean()) if len(same) else 0.0
+    if len(same) == 0:
+        return 0.0
+    if min_run > 1:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], same.astype(np.int8), [0]])))
+        same = np.zeros_like(same)
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            same[a:b] = b - a >= min_run
+    return float(same.mean())

@@ -47,8 +47,12 @@ def clip(**over: Any) -> dict[str, Any]:
         ({"width": 2000, "height": 100}, "bad_aspect"),
         ({"black_frac": 1.0, "luma": 16.0, "blur": 0.0}, "black"),  # black wins over dark and blurry
         ({"luma": 20.0}, "dark"),
+        ({"luma": 28.0, "luma_high": 38.0}, "dark"),  # dim throughout (the demo's planted dark shot)
+        ({"luma": 36.0, "luma_high": 191.0}, None),  # a dark scene with lit parts (Megamind.avi)
         ({"luma": 240.0}, "overexposed"),
         ({"clipped": 0.6}, "overexposed"),
+        ({"clipped": 0.6, "luma_high": 253.0}, "overexposed"),  # blown highlights
+        ({"clipped": 0.57, "luma": 12.0, "luma_high": 126.0}, None),  # crushed blacks (world.mp4's globe)
         ({"artifacts": 0.9, "blur": 5.0}, "compressed"),  # a crushed clip is blurry too: compression first
         ({"blur": 5.0, "frozen": 1.0}, "blurry"),  # first failing rule, in order
         ({"black_border": 0.25}, "letterbox"),

@@ -162,3 +162,19 @@ def test_errored_task_is_returned_untouched(tmp_path: Path) -> None:
     clip = Clip("c", "v", 0, 0, 10, 0.0, 0.4, 320, 180, 25.0)
     task = ClipTask(clip, "missing.mp4", frames_dir=str(tmp_path / "none"), error="decode: boom")
     assert MotionScorer().process(task) is task and clip.scores == ClipScores()
+
+
+REAL = Path(__file__).parent / "data" / "real"
+
+
+def test_slow_real_pan_is_not_static(tmp_path: Path) -> None:
+    """The Sintel trailer's slow pan over dunes (tests/data/real/sintel_title.mp4, frames 0-59,
+    CC-BY) is calm footage, not a still: it clears ``min_motion`` with room to spare."""
+    from pipelines.config import FilterConfig
+
+    frames = decode_video(str(REAL / "sintel_title.mp4"), str(tmp_path / "f")).frames.dir
+    clip = Clip("c", "v", 0, 0, 60, 0.0, 2.5, 640, 360, 24.0)
+    stage = MotionScorer()
+    stage.setup()
+    stage.process(ClipTask(clip, "unused.mp4", frames_dir=frames))
+    assert clip.scores.motion is not None and clip.scores.motion > 5 * FilterConfig().min_motion

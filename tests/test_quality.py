@@ -87,6 +87,11 @@ def test_blur_clipped_and_frozen_on_synthetic_frames() -> None:
     moving = np.stack([texture(27, 48, seed=i) for i in range(10)])
     assert frozen_fraction(moving) == 0.0
     assert frozen_fraction(moving[:1]) == 0.0
+    on_twos = np.repeat(moving, 2, axis=0)  # animation on twos, 30 fps stored at 60: every other pair repeats
+    assert frozen_fraction(on_twos) == pytest.approx(10 / 19)
+    assert frozen_fraction(on_twos, min_run=6) == 0.0  # no run lasts 0.25 s at 25 fps
+    held = np.concatenate([moving[:4], still.astype(np.uint8), moving[4:]])  # 10 held frames mid-clip
+    assert frozen_fraction(held, min_run=6) == pytest.approx(9 / 19)
 
 
 @pytest.fixture(scope="module")

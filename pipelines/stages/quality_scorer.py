@@ -20,7 +20,7 @@ from pipelines.tasks import ClipTask
 
 @dataclass
 class QualityScorer(Stage[ClipTask, ClipTask]):
-    """Sets blur, luma, clipped, black_frac, black_border, crop_* and frozen on every clip
+    """Sets blur, luma, luma_high, clipped, black_frac, black_border, crop_* and frozen on every clip
     (kept or rejected); the decide step filters on them. Fields are measuring parameters.
 
     A clip span that holds no sparse frame (shorter than the sparse step) is measured on its
@@ -29,10 +29,10 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
     """
 
     name: ClassVar[str] = "quality"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     resources: ClassVar[Resources] = Resources(cpus=0.5)  # numpy on ~2 fps 256x144 frames
     columns: ClassVar[tuple[str, ...]] = (
-        "blur", "luma", "clipped", "black_frac", "black_border",
+        "blur", "luma", "luma_high", "clipped", "black_frac", "black_border",
         "crop_x", "crop_y", "crop_w", "crop_h", "frozen",
     )
 
@@ -43,6 +43,7 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
     min_picture: float = 0.2  # bars leaving less of a side than this are dark content
     frozen_max_diff: int = 4  # identical tiny frames differ by at most this ...
     frozen_mean_diff: float = 0.05  # ... and by at most this on average (0-255)
+    frozen_min_s: float = 0.25  # identical pairs count only in runs this long: not frames doubled by design
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.error:
@@ -63,9 +64,11 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
 
         scores.blur = quality.blur_score(lumas, box) if len(sparse) else None
         scores.luma = float(picture.mean())
+        scores.luma_high = float(np.percentile(picture, 99))
         scores.clipped = quality.clipped_fraction(picture)
         scores.black_frac = float(black.mean())
         scores.black_border = 1.0 - crop.w * crop.h / (clip.width * clip.height)
         scores.crop_x, scores.crop_y, scores.crop_w, scores.crop_h = crop
-        scores.frozen = quality.frozen_fraction(tiny, self.frozen_max_diff, self.frozen_mean_diff)
+        min_run = max(1, round(self.frozen_min_s * clip.fps))
+        scores.frozen = quality.frozen_fraction(tiny, self.frozen_max_diff, self.frozen_mean_diff, min_run)
         return task
