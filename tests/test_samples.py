@@ -84,9 +84,10 @@ def test_demo_segments_follow_the_plans(demo: tuple[Path, dict]) -> None:
             original = manifest[entry["duplicate_of"]]["segments"]
             assert [s["expect"] for s in entry["segments"]] == [
                 "duplicate" if s["expect"] == "kept" else s["expect"] for s in original], name
-    # Every reason but too_long (clips are cut at most max_s long), too_fast and low_aesthetic.
+    # Every reason but too_long (clips are cut at most max_s long), too_fast, low_aesthetic and
+    # compressed (the demo is rendered at crf 23; tests/test_artifacts.py crushes real footage).
     planted = {s["expect"] for entry in manifest.values() for s in entry.get("segments", [])}
-    assert planted == {*REASON_ORDER, "kept"} - {"too_long", "too_fast", "low_aesthetic"}
+    assert planted == {*REASON_ORDER, "kept"} - {"too_long", "too_fast", "low_aesthetic", "compressed"}
 
 
 def test_segment_expect_takes_the_first_reason_in_decision_order() -> None:

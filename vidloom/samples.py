@@ -73,7 +73,8 @@ def _corrupt_copy(src: Path) -> bytes:
 
 # The reasons of pipelines.decide, in decision order: a clip gets the first rule it fails.
 REASON_ORDER = ("too_short", "too_long", "low_resolution", "bad_aspect", "black", "dark", "overexposed",
-                "blurry", "letterbox", "frozen", "text", "static", "too_fast", "low_aesthetic", "duplicate")
+                "compressed", "blurry", "letterbox", "frozen", "text", "static", "too_fast", "low_aesthetic",
+                "duplicate")
 # The 'tiny' preset's clip and shape limits (pipelines.config.tiny(), checked by the tests):
 # a shot of fewer clean frames than fps * MIN_CLIP_S + 2 trimmed ones yields a too-short clip.
 MIN_CLIP_S, MAX_CLIP_S, CLIP_TRIM_FRAMES = 1.0, 4.0, 2
