@@ -347,28 +347,35 @@ def _pair_diff(frames: np.ndarray, a: int, b: int) -> float:
     return float(np.abs(frames[b].astype(np.int16) - frames[a].astype(np.int16)).mean())
 
 
-def drop_edge_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> list[Transition]:
+def drop_edge_fades(
+    trs: list[Transition], black: np.ndarray, luma: np.ndarray, min_black_shot: int = 25
+) -> list[Transition]:
     """Drop transitions out of black at the very start and into black at the very end.
 
     A video that opens on black and fades (or cuts) into its first picture has no shot before
     that picture; one that ends by going to black has none after. The black frames at each end
     are widened over the fade next to them (luma rising after the opening black, falling
-    before the closing black), as ``add_fades`` widens inner fades.
+    before the closing black), as ``add_fades`` widens inner fades. One exception: a hard cut
+    to (or from) a black stretch of at least ``min_black_shot`` frames is kept, so that the
+    black becomes a shot of its own that curation records and rejects as ``black`` instead of
+    padding the neighbouring clip with it.
     """
     n = len(black)
     if n == 0 or black.all():
         return trs
     keep = list(trs)
     if black[0]:
-        b = int(np.argmin(black))  # first non-black frame
+        b = lead = int(np.argmin(black))  # first non-black frame
         while b < n - 1 and luma[b + 1] > luma[b] + 0.5:
             b += 1
-        keep = [t for t in keep if t.start > b + 1]
+        keep = [t for t in keep if t.start > b + 1 or (t.kind == "cut" and t.start == lead and lead >= min_black_shot)]
     if black[-1]:
-        a = n - 1 - int(np.argmin(black[::-1]))  # last non-black frame
+        a = last = n - 1 - int(np.argmin(black[::-1]))  # last non-black frame
         while a > 0 and luma[a - 1] > luma[a] + 0.5:
             a -= 1
-        keep = [t for t in keep if max(t.end, t.start + 1) < a]
+        tail = n - 1 - last
+        keep = [t for t in keep
+                if max(t.end, t.start + 1) < a or (t.kind == "cut" and t.start == last + 1 and tail >= min_black_shot)]
     return keep
 
 

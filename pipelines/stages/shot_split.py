@@ -66,7 +66,7 @@ def detect_transitions(
         covered = 0.0
     else:
         raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
-    trs = sd.drop_edge_fades(sd.add_fades(trs, black, luma), black, luma)
+    trs = sd.drop_edge_fades(sd.add_fades(trs, black, luma), black, luma, max(2, round(fps)))
     return sd.suppress_false_transitions(trs, frames, diff, flash_max_frames), covered
 
 
