@@ -368,19 +368,24 @@ def drop_edge_fades(
         b = lead = int(np.argmin(black))  # first non-black frame
         while b < n - 1 and luma[b + 1] > luma[b] + 0.5:
             b += 1
-        keep = [t for t in keep if t.start > b + 1 or (t.kind == "cut" and t.start == lead and lead >= min_black_shot)]
+        long_head = lead >= min_black_shot
+        keep = [t for t in keep if t.start > b + 1 or (t.kind == "cut" and t.start == lead and long_head)]
     if black[-1]:
         a = last = n - 1 - int(np.argmin(black[::-1]))  # last non-black frame
         while a > 0 and luma[a - 1] > luma[a] + 0.5:
             a -= 1
-        tail = n - 1 - last
+        long_tail = n - 1 - last >= min_black_shot
         keep = [t for t in keep
-                if max(t.end, t.start + 1) < a or (t.kind == "cut" and t.start == last + 1 and tail >= min_black_shot)]
+                if max(t.end, t.start + 1) < a or (t.kind == "cut" and t.start == last + 1 and long_tail)]
     return keep
 
 
 def suppress_false_transitions(
-    trs: list[Transition], frames: np.ndarray, diff: np.ndarray, max_frames: int = 8, resume_ratio: float = 0.4
+    trs: list[Transition],
+    frames: np.ndarray,
+    diff: np.ndarray,
+    max_frames: int = 8,
+    resume_ratio: float = 0.4,
 ) -> list[Transition]:
     """Drop events after which the same picture resumes (flashes, occlusions).
 
@@ -423,7 +428,8 @@ def suppress_false_transitions(
             None,
         )
         came_back = t.kind == "cut" and 0 < t.start < n and any(
-            resumes(b, t.start, float(diff[t.start])) for b in range(t.start - 2, t.start - max_frames - 2, -1)
+            resumes(b, t.start, float(diff[t.start]))
+            for b in range(t.start - 2, t.start - max_frames - 2, -1)
         )
         if came_back:
             i += 1

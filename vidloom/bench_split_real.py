@@ -223,7 +223,7 @@ def best_baseline_check(r: dict[str, Any], ours: str, baselines: list[str]) -> l
 
 
 def report(r: dict[str, Any], methods: list[str]) -> None:
-    print(f"\nper video (F1; labels = labelled transitions):")
+    print("\nper video (F1; labels = labelled transitions):")
     print_rows(["video", "labels", *methods],
                [[v, row["labels"], *(f"{row[m]['f1']:.3f}" for m in methods)]
                 for v, row in r["per_video"].items()])
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         truth = {k: v for k, v in truth.items() if k in keep}
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     r = run(Path(args.real), truth, methods)
     r.update({"command": "vidloom bench split " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": started, "machine": {**machine_info(), "host": socket.gethostname(),
