@@ -21,6 +21,7 @@ _EVEN_CROP = "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"
 # Codecs that ffmpeg's mp4 muxer takes as a stream copy.
 _MP4_COPY_CODECS = frozenset({"h264", "hevc", "av1", "vp9", "mpeg4"})
 STDERR_TAIL = 1500
+SEEK_FAILED = "could not seek to position"  # ffmpeg's warning when an input -ss seek fails
 PREROLL_S = 10.0  # for demuxers whose seek overshoots (MPEG-TS)
 
 
@@ -149,12 +150,16 @@ def ffmpeg_args(
     """The ffmpeg argument list (never a shell string) that writes ``plan`` to ``dst`` (mp4).
 
     Input ``-ss`` is floored to whole µs: ffmpeg keeps a frame only when its shifted time is
-    >= 0, so rounding up by even 1 µs would drop it.
+    >= 0, so rounding up by even 1 µs would drop it. A cut from the file's start (an input
+    seek of 0) passes no input ``-ss`` at all: a seek is not needed there, and some demuxers'
+    seeks near the start lose the first packet (AVI with packed B-frames: ffmpeg 5.1 warns
+    "could not seek" and starts at the second frame).
 
     Args:
         start_from_s: where the input seek goes instead of ``plan.seek_s``: an earlier frame's
             time, as a pre-roll (a frame time keeps ffmpeg's input shift a whole number of
-            ticks). The exact cut is then an output ``-ss``, 1 µs early. Re-encode only:
+            ticks), or 0.0 to decode from the file's start without a seek. The exact cut is
+            then an output ``-ss``, 1 µs early. Re-encode only:
             ffmpeg drops stream-copied packets before an output ``-ss`` by dts, not pts.
     """
     if start_from_s is not None and plan.mode == "copy":
@@ -162,17 +167,17 @@ def ffmpeg_args(
     in_us = max(0, _floor_us(plan.seek_s if start_from_s is None else start_from_s))
     out_us = _floor_us(plan.seek_s) - in_us - 1
     out_ss = ["-ss", _fmt_us(out_us)] if out_us > 0 else []
+    in_ss = ["-ss", _fmt_us(in_us)] if in_us > 0 else []
     args = [
         "ffmpeg",
         "-nostdin",
         "-hide_banner",
         "-v",
-        "error",
+        "warning",  # not error: a failed input seek is only a warning (SEEK_FAILED)
         "-y",
         "-threads",
         str(threads),
-        "-ss",
-        _fmt_us(in_us),
+        *in_ss,
         "-i",
         f"file:{src}",
         *out_ss,
@@ -299,6 +304,8 @@ def copy_order(src: str, seek_s: float, n: int) -> np.ndarray:
 def probe_clip(path: str) -> tuple[str, np.ndarray, int, int, str | None]:
     """(codec, sorted frame times in s by demuxing, width, height, extract mode) of a clip."""
     with av.open(path) as container:
+        if not container.streams.video:  # e.g. a stream copy that ffmpeg could not mux
+            raise ValueError(f"{path}: no video stream")
         stream = container.streams.video[0]
         tb = float(stream.time_base or 0)
         times = sorted(float(p.pts or 0) * tb for p in container.demux(stream) if p.size)

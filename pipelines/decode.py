@@ -334,7 +334,7 @@ class _Outputs:
         self.edge_cols.close()
         self.edge_rows.close()
         np.save(os.path.join(self.out, "packet_bytes.npy"), np.asarray(self.packet_bytes, dtype=np.int64))
-        np.save(os.path.join(self.out, "pts.npy"), np.asarray(self.pts, dtype=np.float64))
+        np.save(os.path.join(self.out, "pts.npy"), presentation_times(self.pts))
         np.save(os.path.join(self.out, "keyframe.npy"), np.asarray(self.keyframe, dtype=bool))
         np.save(os.path.join(self.out, "sparse_idx.npy"), np.asarray(self.sparse_idx, dtype=np.int64))
 
@@ -421,9 +421,25 @@ def load_sparse(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def presentation_times(times: Any) -> np.ndarray:
+    """float64 [N]: the times of frames in the order a decoder emitted them, made non-decreasing.
+
+    A decoder emits frames in presentation order, but some streams label them with permuted
+    timestamps: MPEG-4 Part 2 in AVI with packed B-frames (XviD/DivX) has no pts, and the
+    ones FFmpeg derives swap each B-frame with the P-frame around it (frame times
+    1, 2, 3, 5, 4, 6, 8, 7, ... ticks). The set of times is right, their order is not: the
+    i-th frame emitted is shown at the i-th smallest time. Well-labelled streams are
+    already sorted and come back unchanged. (pts.npy files written before this was applied
+    are sorted by ``load_timeline`` and the extract stage as they are read.)
+    """
+    t = np.asarray(times, dtype=np.float64)
+    return np.sort(t, kind="stable") if len(t) > 1 and bool((np.diff(t) < 0).any()) else t
+
+
 def load_timeline(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
     """(float64 [N] frame times in seconds from the file's start, bool [N] keyframe flags)."""
-    return (np.load(os.path.join(frames.dir, "pts.npy")), np.load(os.path.join(frames.dir, "keyframe.npy")))
+    pts = presentation_times(np.load(os.path.join(frames.dir, "pts.npy")))
+    return pts, np.load(os.path.join(frames.dir, "keyframe.npy"))
 
 
 def decode_only_fps(path: str, threads: int = 0) -> float:

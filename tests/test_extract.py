@@ -133,7 +133,8 @@ def test_seek_never_rounds_past_the_frame() -> None:
         return [args[i + 1] for i, a in enumerate(args) if a == "-ss"]
 
     assert seeks(31) == ["1.034366"]  # 1.03436666... floored, not rounded up
-    assert seeks(0) == ["0.000000"]
+    assert seeks(0) == []  # from the file start: no input seek at all
+    assert seeks(31, start_from_s=0.0) == ["1.034365"]  # a pre-roll from the start: output -ss only
     # A pre-roll seeks to an earlier frame; the exact cut moves to an output -ss, 1 µs early.
     assert seeks(31, start_from_s=float(pts[5])) == ["0.166833", "0.867532"]
 
@@ -275,3 +276,34 @@ def test_failures_set_error_instead_of_raising(tmp_path: Path, src: Path) -> Non
     not_video.write_text("not a video")
     task = extract(tmp_path / "clips", task_for(not_video, 0, 10))
     assert task.error is not None
+
+
+def test_avi_b_frames_with_a_late_first_frame_and_permuted_frame_times(tmp_path: Path) -> None:
+    """MPEG-4 Part 2 in AVI with B-frames (as XviD writes it): the first frame is at 1 tick
+    (0.042 s), not 0, and ffmpeg's seek near the start loses the first packet; with packed
+    B-frames (Megamind.avi of the dev set) PyAV also labels frames with permuted times
+    (1, 2, 3, 5, 4, ... ticks), which the decode pass used to store as they came."""
+    from pipelines.decode import presentation_times
+
+    src = tmp_path / "bf.avi"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=24:duration=1.5",
+         "-c:v", "mpeg4", "-bf", "2", "-g", "12", "-q:v", "3", str(src)],
+        check=True,
+    )  # fmt: skip
+    src_frames = decode(src)
+    frames_dir = tmp_path / "frames"
+    write_decode_index(src, frames_dir)
+    pts = np.load(frames_dir / "pts.npy")
+    assert pts[0] > 0.04  # the quirk this test is about: the stream does not start at 0
+    permuted = pts.copy()
+    permuted[3:-1:3], permuted[4::3] = pts[4::3][: len(pts[3:-1:3])], pts[3:-1:3][: len(pts[4::3])]
+    assert (np.diff(permuted) < 0).any() and np.array_equal(presentation_times(permuted), pts)
+    np.save(frames_dir / "pts.npy", permuted)  # an index written before the times were sorted
+    for start, end in ((0, 12), (12, 30), (5, 20)):
+        task = extract(tmp_path / "clips", task_for(src, start, end, fps=24.0, frames_dir=str(frames_dir)))
+        assert task.error is None and task.clip.n_frames == end - start
+        frames = decode(tmp_path / str(task.clip.path))
+        assert len(frames) == end - start
+        assert max(diff(f, src_frames[start + i]) for i, f in enumerate(frames)) < 3.0
+        assert diff(frames[0], src_frames[start]) * 2 < diff(frames[0], src_frames[start + 1])

@@ -8,8 +8,11 @@ exactly its frames (with B-frames: it also ends on a keyframe or at the stream's
 
 Each cut is verified before it is renamed into place: its demuxed frame times must be the
 span's source frame times shifted to 0. A demuxer whose seek overshoots (MPEG-TS) fails that
-and is cut again from a 10 s pre-roll with an exact output ``-ss``. Bitexact flags, no metadata
-and fixed encoder threads make reruns byte-identical; an existing final file is reused
+and is cut again from a 10 s pre-roll with an exact output ``-ss``; one whose input seek fails
+(ffmpeg warns "could not seek": AVI with B-frames near its start) is cut again from the file's
+start with no input seek. Frame times come from the decode pass's ``pts.npy``, made
+non-decreasing (``decode.presentation_times``: packed B-frames get permuted labels). Bitexact
+flags, no metadata and fixed encoder threads make reruns byte-identical; an existing final file is reused
 (resume). Rotation is baked in by autorotate (rotated sources are never copied), and odd sizes
 lose at most one pixel row/column so that 4:2:0 encoders accept them.
 
@@ -33,6 +36,7 @@ import numpy as np
 from pipelines.clip_cut import (
     HEX_ID,
     PREROLL_S,
+    SEEK_FAILED,
     STDERR_TAIL,
     Plan,
     clip_file_name,
@@ -45,6 +49,7 @@ from pipelines.clip_cut import (
     probe_clip,
     probe_source,
 )
+from pipelines.decode import presentation_times
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -125,7 +130,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         if frames_dir:
             pts_file, key_file = Path(frames_dir) / "pts.npy", Path(frames_dir) / "keyframe.npy"
             if pts_file.is_file() and key_file.is_file():
-                pts, keys = np.load(pts_file).astype(np.float64), np.load(key_file).astype(bool)
+                pts, keys = presentation_times(np.load(pts_file)), np.load(key_file).astype(bool)
                 if len(pts) != len(keys):
                     raise ValueError(f"{frames_dir}: pts.npy and keyframe.npy differ in length")
                 return pts, keys
@@ -134,16 +139,36 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
             self._index[src] = demux_frame_index(src)
         return self._index[src]
 
+    @staticmethod
+    def _check(tmp: Path, pts: np.ndarray, plan: Plan) -> str | None:
+        """Why the cut in ``tmp`` is not the span, or None. A file ffmpeg wrote without a
+        readable video stream (a stream copy of packed B-frames into mp4 can be one) is a
+        failed attempt like any other, not the end of the clip."""
+        try:
+            return cut_mismatch(probe_clip(str(tmp))[1], pts, plan)
+        except (ValueError, av.FFmpegError) as exc:
+            return str(exc).replace(str(tmp), "the cut")
+
     def _cut(self, plan: Plan, src: str, final: Path, pts: np.ndarray) -> None:
         """Cut to a temp file until a cut verifies (copy, else re-encode, else re-encode from a
-        pre-roll), then fsync it and rename it into place."""
+        pre-roll, else, after ffmpeg reported a failed seek, re-encode from the file's start
+        with no input seek), then fsync it and rename it into place.
+
+        A failed seek fails the attempt even when the frame times check out: ffmpeg goes on
+        reading from wherever the demuxer was left (AVI with B-frames whose first frame is at
+        1 tick: it loses the first packet and decodes garbage up to the next keyframe)."""
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.part")
         reencode = dataclasses.replace(plan, mode="reencode", reason=f"{plan.reason}; the copy failed")
         first = max(0, int(np.searchsorted(pts, plan.seek_s - PREROLL_S, "right")) - 1)
-        attempts = [(plan, None), (reencode, None)] if plan.mode == "copy" else [(plan, None)]
+        attempts: list[tuple[Plan, float | None]] = [(plan, None)]
+        if plan.mode == "copy":
+            attempts.append((reencode, None))
+        attempts.append((reencode, float(pts[first])))
         failures: list[str] = []
+        seek_failed = False
         try:
-            for attempt, start_from in [*attempts, (reencode, float(pts[first]))]:
+            while attempts:
+                attempt, start_from = attempts.pop(0)
                 args = ffmpeg_args(
                     attempt,
                     src,
@@ -155,17 +180,26 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
                     start_from_s=start_from,
                 )
                 proc = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
+                bad_seek = SEEK_FAILED in proc.stderr
                 problem = (
                     f"ffmpeg exited with {proc.returncode}: {proc.stderr.strip()[-STDERR_TAIL:]}"
                     if proc.returncode
-                    else cut_mismatch(probe_clip(str(tmp))[1], pts, plan)
+                    else f"ffmpeg {SEEK_FAILED} {plan.seek_s if start_from is None else start_from:.6f}s"
+                    if bad_seek
+                    else self._check(tmp, pts, plan)
                 )
                 if not problem:
                     with open(tmp, "rb") as f:
                         os.fsync(f.fileno())
                     os.replace(tmp, final)
                     return
-                failures.append(f"{attempt.mode}{'' if start_from is None else ' (pre-roll)'}: {problem}")
+                if bad_seek and not seek_failed:
+                    seek_failed = True
+                    attempts.append((reencode, 0.0))  # 0.0: no input -ss (ffmpeg_args)
+                label = (
+                    "" if start_from is None else " (from the start)" if start_from == 0.0 else " (pre-roll)"
+                )
+                failures.append(f"{attempt.mode}{label}: {problem}")
             raise ValueError("; ".join(failures))
         finally:
             tmp.unlink(missing_ok=True)
