@@ -14,6 +14,8 @@ The detector is a cascade:
 4. ``suppress_false_transitions`` removes flashes, occlusions and camera whips: if
    the picture just before and just after a short event is the same, no shot changed.
 5. ``shots_from_transitions`` turns transitions into contiguous Shot spans.
+
+Cuts that the pixels show but TransNetV2 missed come from pipelines/pixel_cuts.py.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Proposals:
 def propose(
     frames: np.ndarray,
     diff: np.ndarray | None = None,
+    hist: np.ndarray | None = None,
     hist_threshold: float = 0.08,
     diff_ratio: float = 2.5,
     diff_min: float = 4.0,
@@ -126,7 +129,7 @@ def propose(
         return Proposals([], [])
     d = frame_diff(frames) if diff is None else diff
     abrupt = (d > diff_min) & (d > diff_ratio * (_local_median(d, 25) + 0.5))
-    hist = color_histograms(frames)
+    hist = color_histograms(frames) if hist is None else hist
     peaks = np.zeros(n, bool)
     for k in (2, 8):
         w = _window_hist_distance(hist, k)
@@ -216,62 +219,6 @@ def transitions_from_predictions(
         if e - s >= slow_frames and not taken[s:e].any() and single[s:e].max() >= slow_single:
             out.append(Transition(s, e, _gradual_kind(black, s, e - 1), float(single[s:e].max())))
     return sorted(out, key=lambda t: t.start)
-
-
-def structure_diff(frames: np.ndarray, t: int) -> float:
-    """Mean absolute difference of frames t-1 and t after normalising each one's luma to zero
-    mean and unit deviation: large for a new picture, small for an exposure or lighting jump
-    on the same picture. Sintel trailer cuts read 0.59-0.77, a light snapping on 0.34."""
-    y = frames[t - 1 : t + 1].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    z = (y - y.mean(axis=(1, 2), keepdims=True)) / (y.std(axis=(1, 2), keepdims=True) + 1e-3)
-    return float(np.abs(z[1] - z[0]).mean())
-
-
-def pixel_cuts(
-    frames: np.ndarray,
-    diff: np.ndarray,
-    hist: np.ndarray,
-    single: np.ndarray,
-    threshold: float = 0.5,
-    weak: float = 0.2,
-    min_structure: float = 0.45,
-) -> list[Transition]:
-    """Hard cuts the pixels show plainly but TransNetV2 scored below ``threshold``.
-
-    TransNetV2 misses some cuts in fast action: on the Sintel trailer a cut right after a
-    blade sweeps across the frame scores 0.00 while the pixel difference there is 38 against
-    18 and 10 for the frames around it. And with the cascade's short context it scores some
-    plain cuts just under the threshold (0.21 and 0.43 on two dev-set cuts whose pixel jump
-    is 6x and infinitely above their neighbours'). So a frame is a cut when the model gave no
-    frame within 2 of it ``threshold``, its picture is new (``structure_diff`` at least
-    ``min_structure``, so an exposure jump is not a cut), and either
-
-    - the pixels alone are decisive: its difference to the previous frame is at least 20,
-      at least twice both neighbours' differences and the local median (an isolated jump,
-      not fast motion), and the colour histograms of the 2 frames before and after differ
-      by at least 0.2; or
-    - the model half agrees (``weak`` or more within 2 frames) and the jump is at least 8 and
-      at least 3 times its neighbours' and the local median.
-
-    Flashes and one-frame glitches pass this test and are removed afterwards by
-    ``suppress_false_transitions``, like the model's own.
-    """
-    n = len(diff)
-    if n < 3:
-        return []
-    prev = np.concatenate([[np.inf], diff[:-1]])
-    nxt = np.concatenate([diff[1:], [np.inf]])
-    around = np.maximum(np.maximum(prev, nxt), _local_median(diff, 6))
-    model = _running_max(single, 2)
-    strong = (diff >= 20.0) & (diff >= 2.0 * around) & (_window_hist_distance(hist, 2) >= 0.2)
-    half = (model >= weak) & (diff >= 8.0) & (diff >= 3.0 * around)
-    hit = (strong | half) & (model <= threshold)
-    hit[0] = False
-    return [
-        Transition(int(t), int(t), "cut", float(single[t]))
-        for t in np.flatnonzero(hit)
-        if structure_diff(frames, int(t)) >= min_structure
-    ]
 
 
 def _gradual_kind(black: np.ndarray, s: int, e: int) -> str:

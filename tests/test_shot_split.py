@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import shot_detect as sd
 from pipelines.decode import decode_video, load_tiny
+from pipelines.pixel_cuts import pixel_cuts
 from pipelines.shot_eval import score_transitions
 from pipelines.stages.shot_split import detect_transitions, make_shots
 from vidloom.detection_suite import detection_suite
@@ -128,17 +129,17 @@ def test_pixel_cut_where_the_model_saw_nothing_but_not_on_an_exposure_jump() -> 
     frames = _two_pictures()
     diff, hist = sd.frame_diff(frames), sd.color_histograms(frames)
     silent = np.zeros(len(frames), np.float32)
-    assert [t.start for t in sd.pixel_cuts(frames, diff, hist, silent)] == [20]
+    assert [t.start for t in pixel_cuts(frames, diff, hist, silent)] == [20]
     # the model already found it: nothing extra
     found = silent.copy()
     found[19] = 0.9
-    assert sd.pixel_cuts(frames, diff, hist, found) == []
+    assert pixel_cuts(frames, diff, hist, found) == []
     # the same picture, twice as bright from frame 20 on: a jump in pixels and histogram, same structure
     pic = frames[0].astype(np.float32)
     bright = np.stack([pic] * 20 + [np.clip(pic * 2.0, 0, 255)] * 20).astype(np.uint8)
     d, h = sd.frame_diff(bright), sd.color_histograms(bright)
-    assert sd.pixel_cuts(bright, d, h, silent) == []
-    unguarded = sd.pixel_cuts(bright, d, h, silent, min_structure=0.0)
+    assert pixel_cuts(bright, d, h, silent) == []
+    unguarded = pixel_cuts(bright, d, h, silent, min_structure=0.0)
     assert [t.start for t in unguarded] == [20]  # the structure guard is what keeps it out
 
 
@@ -146,7 +147,7 @@ def test_pixel_cut_needs_an_isolated_jump_not_fast_motion() -> None:
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 255, (40, 27, 48, 3), dtype=np.uint8)  # every frame a new picture
     diff, hist = sd.frame_diff(noise), sd.color_histograms(noise)
-    assert sd.pixel_cuts(noise, diff, hist, np.zeros(40, np.float32)) == []
+    assert pixel_cuts(noise, diff, hist, np.zeros(40, np.float32)) == []
 
 
 def test_slow_dissolve_from_a_long_many_hot_run() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from curation.schema import Shot
 from pipelines import shot_detect as sd
+from pipelines.pixel_cuts import pixel_cuts
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import VideoTask
 
@@ -44,7 +45,7 @@ def detect_transitions(
             span of a dissolve needs the wider view). On the planted-transition suite 8
             gives the same transitions as the full model at a fraction of the cost.
     """
-    diff = sd.frame_diff(frames)
+    diff, hist = sd.frame_diff(frames), sd.color_histograms(frames)
     black, luma = sd.black_frames(frames, black_luma)
     if detector in ("transnetv2", "transnetv2-full"):
         assert model is not None, "TransNetV2 detectors need a loaded model"
@@ -52,13 +53,13 @@ def detect_transitions(
             preds = model.predict(frames, None, 25)  # type: ignore[attr-defined]
             covered = 1.0
         else:
-            prop = sd.propose(frames, diff)
+            prop = sd.propose(frames, diff, hist)
             on_cuts = model.predict(frames, prop.cuts, cascade_context)  # type: ignore[attr-defined]
             on_gradual = model.predict(frames, prop.gradual, 25)  # type: ignore[attr-defined]
             preds = on_cuts.merged(on_gradual)
             covered = prop.coverage(len(frames))
         trs = sd.transitions_from_predictions(preds.single, preds.many, diff, black, threshold)
-        extra = sd.pixel_cuts(frames, diff, sd.color_histograms(frames), preds.single, threshold)
+        extra = pixel_cuts(frames, diff, hist, preds.single, threshold)
         trs = sorted(trs + [c for c in extra if not any(t.start - 2 <= c.start <= t.end + 2 for t in trs)],
                      key=lambda t: t.start)
     elif detector in ("adaptive", "content"):
