@@ -20,10 +20,8 @@ Each file carries the label it was judged to deserve by eye (frames viewed at 2-
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from vidloom import bench_record  # noqa: E402  (after the path insert)
 
 # dev-set videos judged by eye; unlisted ones are 'clean'
 DAMAGED = {"libextractor/matroska_flame.mkv", "libextractor/riff_flame.avi", "opencv/tree.avi",
@@ -160,16 +159,11 @@ def main() -> None:
     groups = {g: [r["artifacts"] for r in rows if r["label"] == g and r["artifacts"] is not None]
               for g in ("clean", "fair", "damaged")}
     version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True).stdout
+    record = bench_record.provenance("python bench/artifacts_calibration.py", None,
+                                     "n/a (numpy scorer, no model)", "n/a (one process)")
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "pyav": av.__version__,
-            "ffmpeg": version.splitlines()[0],
-        },
+        **record,
+        "machine": {**record["machine"], "pyav": av.__version__, "ffmpeg": version.splitlines()[0]},
         "clip_s": args.clip_s,
         "max_artifacts": threshold,
         "summary": {g: {"n": len(v), "min": min(v, default=None), "max": max(v, default=None)}

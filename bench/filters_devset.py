@@ -16,9 +16,7 @@ script; its counts are kept in the new file as ``before`` (the calibration's sta
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from vidloom import bench_record  # noqa: E402  (after the path insert)
 
 # reason -> the score column it reads (drawn on the contact sheet)
 SCORE_OF = {
@@ -126,14 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = clip_rows(args.out)
     result: dict[str, Any] = {
-        "command": " ".join(["python", "bench/filters_devset.py", *(argv or sys.argv[1:])]),
+        **bench_record.provenance("python bench/filters_devset.py", argv,
+                                  "n/a (counts from the catalog of the curate run)", "n/a"),
         "curate_command": args.curate_command,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": __import__("os").cpu_count(),
-            "python": platform.python_version(),
-        },
         "clips": len(rows),
         **counts(rows),
     }

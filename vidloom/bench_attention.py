@@ -27,11 +27,12 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from vidloom import bench_record
 
 DEFAULT_SIZES: tuple[tuple[int, int, int], ...] = (
     (4, 8, 8),
@@ -337,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = bench_record.provenance(
+        "vidloom bench attention", argv, "bf16 autocast" if args.device.startswith("cuda") else "fp32",
+        torch.get_num_threads())
     r = run(
         sizes=args.sizes, dim=args.dim, heads=args.heads, depth=args.depth, repeats=args.repeats,
         device=args.device, text_len=args.text_len, batch=args.batch, window=tuple(args.window),
@@ -345,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(r)
     print(json.dumps(r, default=str))
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, r)
     return 0
 
 

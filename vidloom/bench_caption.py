@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -36,7 +35,8 @@ from typing import Any
 
 from captioner.client import ChatClient, ChatRequest
 from captioner.fake_server import FakeOpenAI
-from vidloom.bench_split import loadavg, machine_info, print_rows
+from vidloom import bench_record
+from vidloom.bench_split import print_rows
 
 CONCURRENCIES = (1, 8, 64)
 SLOW_SERVER_S = 0.1  # the last row: a server that takes 100 ms, where the slots must all be kept busy
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.requests < 2 or args.memory_requests < 2000:
         p.error("--requests must be >= 2 and --memory-requests >= 2000")
-    info = machine_info()
+    record = bench_record.provenance("vidloom bench caption", argv, "n/a (HTTP client, no model)",
+                                     f"asyncio client, fake server in a {args.server}")
+    info = record["machine"]
     print(f"cores {info['cores']}  load {info['loadavg_1_5_15']}  {info['cpu_model']}  fake: {args.server}")
     levels = [throughput(args.server, c, args.requests) for c in CONCURRENCIES]
     levels.append(throughput(args.server, CONCURRENCIES[-1], min(args.requests, 1000), SLOW_SERVER_S))
@@ -210,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     print_rows(["RSS", "start MB", "peak MB", "end MB", "MB / 1k req", "2nd half MB / 1k"],
                [["", mem["rss_start_mb"], mem["rss_peak_mb"], mem["rss_end_mb"], mem["slope_mb_per_1k"],
                  mem["slope_2nd_half_mb_per_1k"]]])
-    result = {"machine": {**info, "loadavg_end": loadavg()}, "server": args.server, "throughput": levels,
-              "memory": mem}
-    print(f"load at end {result['machine']['loadavg_end']}")
+    result = {"server": args.server, "throughput": levels, "memory": mem}
+    print(f"load at end {bench_record.loadavg()}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        bench_record.write_result(args.json, record, result)
     return 0
 
 

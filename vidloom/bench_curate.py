@@ -15,7 +15,6 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidloom.bench_split import cpu_s, ensure_video, loadavg, machine_info, n_cores, print_rows, timed
+from vidloom import bench_record
+from vidloom.bench_split import cpu_s, ensure_video, loadavg, n_cores, print_rows, timed
 
 NOTES = [
     "video h/core-h = video s / (wall s x cores): every core of the machine is charged.",
@@ -123,6 +123,16 @@ def bench_config(runner: str, cores: int) -> Any:
     return cfg
 
 
+def bench_precision(cores: int) -> tuple[str, str]:
+    """(precision, threads) of the bench config: what the split step's TransNetV2 runs at."""
+    from pipelines.transnet import resolved_precision
+
+    cfg = bench_config("sequential", cores)
+    prec = resolved_precision(cfg.split.device, cfg.split.precision)
+    return (f"TransNetV2 {prec} (split.precision={cfg.split.precision} on {cfg.split.device}); scorers fp32",
+            f"runtime.num_cpus={cores}")
+
+
 def run_once(runner_name: str, sources: list[str], cores: int, keep: bool) -> dict[str, Any]:
     """One full run_curate, step by step, into a fresh output directory."""
     from pipelines.curate import STEPS, finish_run, now_iso, run_step_by_name
@@ -210,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cores, info = n_cores(), machine_info()
+    cores = n_cores()
+    record = bench_record.provenance("vidloom bench curate", argv, *bench_precision(cores))
     paths, video_s, frames = make_inputs(args.seconds)
     dec = decode_only(paths, args.repeats)
     runs = [run_once(name.strip(), [str(x) for x in paths], cores, args.keep)
@@ -221,15 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     base = results["decode-only (PyAV)"]["video_h_per_core_h"]
     for x in results.values():
         x["vs_decode_only"] = round(x["video_h_per_core_h"] / base, 4)
-    r = {"machine": {**info, "loadavg_end": loadavg()},
+    r = {"machine": {**record["machine"], "loadavg_end": loadavg()},
          "video": {"files": len(paths), "paths": [str(x) for x in paths], "seconds": round(video_s, 2),
                    "frames": frames},
          "config": "preset tiny + clips 2-10 s (ClipConfig defaults), runtime.num_cpus = cores",
          "results": results, "runs": runs}
     report(r)
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, r)
     return 0
 
 

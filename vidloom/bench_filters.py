@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from vidloom.bench_curate import decode_only, make_inputs, rates, run_once
-from vidloom.bench_split import cpu_s, loadavg, machine_info, n_cores, print_rows
+from vidloom import bench_record
+from vidloom.bench_curate import bench_precision, decode_only, make_inputs, rates, run_once
+from vidloom.bench_split import cpu_s, loadavg, n_cores, print_rows
 
 
 def time_scorers(out: str, cores: int) -> tuple[int, dict[str, dict[str, float]]]:
@@ -64,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cores, info = n_cores(), machine_info()
+    cores = n_cores()
+    record = bench_record.provenance("vidloom bench filters", argv, *bench_precision(cores))
+    info = record["machine"]
     paths, video_s, frames = make_inputs(args.seconds)
     dec = decode_only(paths, args.repeats)
     run = run_once("sequential", [str(x) for x in paths], cores, keep=True)
@@ -126,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['vs_decode_only']:.3f}x decode-only throughput (target >= 0.3x); catalog {run['catalog']}"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1, default=str))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, r)
     return 0
 
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from vidloom.bench_split import machine_info, print_rows
+from vidloom import bench_record
+from vidloom.bench_split import print_rows
 
 PROMPTS = ["a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
            "a city street at night with neon signs"]
@@ -125,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timing rounds, interleaved; the median counts")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    record = bench_record.provenance(
+        "vidloom bench generate", argv,
+        "bf16 autocast for the DiT when the run trained in bf16 (CUDA)" if args.device.startswith("cuda")
+        else "fp32", torch.get_num_threads())
 
     from training.checkpoint import load_pipeline
     from training.distill_eval import Variant, distill_report, variant_outputs
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if "noise_reward" in ref:
         rows.append(["decoded start noise", 0, "-", "-", "-", "-", ref["noise_reward"],
                      ref["noise_reward"] / ref["reward"], 0.0])
-    print(json.dumps({"device": args.device, **machine_info(), "prompts": len(prompts)}))
+    print(json.dumps({"device": args.device, **record["machine"], "prompts": len(prompts)}))
     print_rows(cols, rows)
     result: dict[str, Any] = {"report": report, "device": args.device}
     if args.thin_decoder and tscd is not None:
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     "decode_speedup"], thin)
         result["thin_decoder"] = thin
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+        bench_record.write_result(args.json, record, result)
     return 0
 
 

