@@ -16,9 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from curation import schema
+from curation import schema, snapshot
 
 DDL = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -63,7 +61,7 @@ CREATE TABLE IF NOT EXISTS shards (
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, config_yaml VARCHAR,
-    git_sha VARCHAR, counts JSON
+    git_sha VARCHAR, counts JSON, flow_run_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS stage_done (
     item_id VARCHAR, stage VARCHAR, version INTEGER, params_hash VARCHAR,
@@ -83,21 +81,37 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),
     "shards": tuple(f.name for f in dataclasses.fields(schema.ShardInfo)),
     "stage_done": ("item_id", "stage", "version", "params_hash"),
+    "runs": ("run_id", "started_at", "finished_at", "config_yaml", "git_sha", "counts", "flow_run_id"),
 }
 
 
 class Catalog:
-    """A DuckDB catalog file. Use as a context manager; ``read_only`` for queries."""
+    """A DuckDB catalog. Use as a context manager; ``read_only`` for queries.
+
+    ``path`` is the published catalog (``<out>/catalog.duckdb``). A writer works on the private
+    live file beside it and publishes after every commit and when it closes; a reader opens the
+    published file (curation/snapshot.py). Either waits, bounded, for another process's lock.
+    """
 
     def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
-        if read_only and not self.path.exists():
-            raise FileNotFoundError(f"no catalog at {self.path}")
+        self.read_only = read_only
+        if read_only:
+            if not self.path.exists():
+                hint = " (a run is starting: it publishes after its first commit)" if (
+                    snapshot.live_path(self.path).exists()) else ""
+                raise FileNotFoundError(f"no catalog at {self.path}{hint}")
+            self.con = snapshot.connect_retrying(self.path, read_only=True)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
-        if not read_only:
-            self.con.execute(DDL)
-            self._add_missing_columns()
+        live = snapshot.live_path(self.path)
+        if self.path.exists() and not live.exists():
+            snapshot.adopt(self.path)
+        self.con = snapshot.connect_retrying(live, read_only=False)
+        self.con.execute(DDL)
+        self._add_missing_columns()
+        if snapshot.is_stale(self.path):
+            self.publish()
 
     def _add_missing_columns(self) -> None:
         """A catalog made by an older vidloom gets the columns added since (as NULLs)."""
@@ -116,11 +130,20 @@ class Catalog:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        """Close; a writer publishes first (also after a failed step: what it committed stays)."""
+        try:
+            if not self.read_only:
+                self.publish()
+        finally:
+            self.con.close()
+
+    def publish(self) -> None:
+        """Make everything committed so far visible to readers of ``path``."""
+        snapshot.publish(self.con, self.path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside commit together or not at all."""
+        """All writes inside commit together or not at all; readers see them once committed."""
         self.con.begin()
         try:
             yield
@@ -128,6 +151,7 @@ class Catalog:
             self.con.rollback()
             raise
         self.con.commit()
+        self.publish()
 
     # --- writes -----------------------------------------------------------------
     def upsert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
@@ -194,7 +218,8 @@ class Catalog:
             WHERE files.video_id = f.video_id AND files.path <> f.first AND files.status = 'ok'""")
 
     def replace_shards(self, infos: Sequence[schema.ShardInfo], export_root: str) -> None:
-        """The shards of ``export_root`` become exactly ``infos`` (the manifest just written)."""
+        """The shards of ``export_root`` become exactly ``infos``: the version its ``latest`` now points at
+        (rows of earlier versions go; their files stay until ``vidloom gc``)."""
         with self.transaction():
             self.con.execute("DELETE FROM shards WHERE export_root = ? OR export_root IS NULL", [export_root])
             self.upsert_objects("shards", infos)
@@ -225,10 +250,13 @@ class Catalog:
         config_yaml: str,
         git_sha: str,
         counts: dict[str, Any],
+        flow_run_id: str | None = None,
     ) -> None:
+        """One row per curation run; ``flow_run_id`` is the Prefect flow run's id (None without Prefect)."""
         self.con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, started_at, finished_at, config_yaml, git_sha, json.dumps(counts, sort_keys=True)],
+            f"INSERT OR REPLACE INTO runs ({', '.join(TABLE_COLUMNS['runs'])}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [run_id, started_at, finished_at, config_yaml, git_sha, json.dumps(counts, sort_keys=True),
+             flow_run_id],
         )
 
     # --- reads ------------------------------------------------------------------
@@ -301,6 +329,7 @@ def _build(cls: type, r: dict[str, Any], **extra: Any) -> Any:
 
 
 def query_readonly(db_path: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one SQL statement on a catalog opened read-only (``vidloom query``)."""
-    with Catalog(db_path, read_only=True) as cat:
-        return cat.query(sql)
+    """Run one user SQL statement on a catalog, sandboxed (``vidloom query``; curation/sandbox.py)."""
+    from curation.sandbox import run_query
+
+    return run_query(db_path, sql)

@@ -3,8 +3,9 @@
 Only clips that are wanted are cut: ``extract`` cuts the kept clips after the filter step
 (rejected clips keep their rows and scores but cost no encode), and ``export`` of any SQL
 selection first cuts the selected clips that have no file yet (e.g. clips a ``--rescore``
-has just kept). A selection is evaluated on a read-only connection, so a predicate cannot
-change the catalog.
+has just kept). A selection is checked to be one boolean expression over ``clips`` and evaluated
+in the SQL sandbox (curation/sandbox.py), so a predicate can neither change the catalog nor touch
+a file.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ EXTRACT_COLUMNS = (
 
 
 def select_clip_ids(db_path: Path, where: str) -> list[str]:
-    """The clip ids matching the SQL predicate ``where`` over ``clips``, sorted (read-only)."""
-    with Catalog(db_path, read_only=True) as ro:
-        _, rows = ro.query(f"SELECT clip_id FROM clips WHERE ({where}) ORDER BY clip_id")
-    return [r[0] for r in rows]
+    """The clip ids matching the SQL predicate ``where`` over ``clips``, sorted (sandboxed:
+    one boolean expression, read-only, no file access; curation/sandbox.py)."""
+    from curation.sandbox import select_clip_ids as select
+
+    return select(db_path, where)
 
 
 def extract(
@@ -89,10 +91,15 @@ def export(
 ) -> dict[str, Any]:
     """Write the given clips as bucketed shards under ``shards_dir`` (deterministic, resumable).
 
-    Clips without a file are cut first. The shards and the dataset version hash are recorded
-    in the ``shards`` table (replacing those of an earlier export to the same directory).
+    Clips without a file are cut first. Each export is a new immutable version
+    ``shards_dir/<dataset_hash>/`` (its own manifest) and ``shards_dir/latest`` is switched to
+    it atomically; an identical selection only points ``latest`` at the existing version
+    (pipelines/dataset_versions.py). The ``shards`` table then describes the version ``latest``
+    points at: its shards, paths inside the version directory and ``dataset`` = the version's hash
+    (replacing the rows of an earlier export to the same directory).
     """
-    from pipelines.shard_writer import bucket_for, sample_for_clip, write_shards
+    from pipelines.dataset_versions import write_version
+    from pipelines.shard_writer import bucket_for, sample_for_clip
 
     ids = sorted(set(clip_ids))
     clips = cat.clips("clip_id IN (SELECT unnest(?))", [ids]) if ids else []
@@ -116,7 +123,8 @@ def export(
             )
 
     shards_dir = shards_dir.resolve()
-    infos, dataset = write_shards(samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection})
+    infos, dataset, version_dir, created = write_version(
+        samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection})
     for info in infos:
         p = Path(info.path)
         info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
@@ -128,5 +136,7 @@ def export(
         "selected": len(ids),
         "unavailable": len(ids) - len(usable),
         "dataset": dataset,
+        "version": str(version_dir),
+        "new_version": created,
         "extracted": extracted,
     }

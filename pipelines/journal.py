@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from curation.db import DDL, TABLE_COLUMNS, Catalog
 from curation.schema import short_hash
+from curation.snapshot import fsync_path
 from pipelines.runner import Runner
 from pipelines.stage import Stage
 
@@ -46,6 +48,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "BOOLEAN": pa.bool_(),
     "TIMESTAMP": pa.timestamp("us"),
 }
+
+# a long step publishes its finished items this often, so the catalog's readers see progress
+COMMIT_EVERY_S = 30.0
 
 StageKey = tuple[str, int, str]  # (stage name, version, params hash)
 
@@ -89,14 +94,6 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StepJournal:
     """Parquet parts of one step under ``<work_dir>/parts/<step>/``."""
 
@@ -121,7 +118,7 @@ class StepJournal:
                 raise ValueError(f"unknown catalog table {table!r}")
             if rows:
                 pq.write_table(_to_arrow(table, rows), tmp / f"{table}.parquet")
-                _fsync(tmp / f"{table}.parquet")
+                fsync_path(tmp / f"{table}.parquet")
         final = self.dir / part_id
         if final.exists():  # os.replace cannot replace a non-empty directory: move the old one aside
             old = self.dir / f"{TMP_PREFIX}old-{part_id}-{uuid.uuid4().hex[:8]}"
@@ -130,7 +127,7 @@ class StepJournal:
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync(self.dir)
+        fsync_path(self.dir)
         return final
 
     def pending_parts(self) -> list[Path]:
@@ -187,6 +184,7 @@ def run_step(
     batch_parts: int = 1,
     retry_errors: bool = False,
     progress: bool = False,
+    commit_every_s: float = COMMIT_EVERY_S,
 ) -> dict[str, int]:
     """Run one resumable step: skip done items, journal results as they stream, commit.
 
@@ -204,6 +202,8 @@ def run_step(
         batch_parts: items per part (fewer, larger Parquet files).
         retry_errors: leave items whose task has ``error`` set unmarked, so a rerun retries
             them; by default the error is their recorded outcome.
+        commit_every_s: commit the parts written so far (and so publish them to readers of the
+            catalog) at most this often during the step, not only at its end.
 
     Returns:
         Counts: recovered (parts of a killed run committed first), skipped (already done),
@@ -243,6 +243,7 @@ def run_step(
             batch.clear()
 
     # closing(): if anything below raises, the runner stops its pipeline instead of running on.
+    last_commit = time.monotonic()
     with contextlib.closing(runner.run(stages, todo(), progress=progress, desc=stage_key[0])) as outs:
         for out in outs:
             i = item_id(out)
@@ -261,6 +262,9 @@ def run_step(
             batch.append((i, tables))
             if len(batch) >= batch_parts:
                 flush()
+                if time.monotonic() - last_commit >= commit_every_s:
+                    journal.commit(catalog)  # a data engineer's query sees the step's progress
+                    last_commit = time.monotonic()
     flush()
     counts["submitted"] = len(submitted)
     dropped = sorted(submitted - finished)

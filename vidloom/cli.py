@@ -120,9 +120,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg.runtime.runner = args.runner or "sequential"
     import duckdb
 
+    from curation.sandbox import UnsafeSQL
+
     try:
         ids = select_clip_ids(Path(args.db), args.where)
-    except duckdb.Error as e:  # bad SQL, or anything but a read
+    except (duckdb.Error, UnsafeSQL) as e:  # bad SQL, or anything but one predicate over clips
         print(f"vidloom export: bad --where {args.where!r}: {e}", file=sys.stderr)
         return 2
     with Catalog(args.db) as cat:
@@ -152,13 +154,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    """One read-only statement in the SQL sandbox (curation/sandbox.py), printed or written to --out."""
     import duckdb
 
-    from curation.db import query_readonly
+    from curation.sandbox import UnsafeSQL, run_query, write_query
 
     try:
-        cols, rows = query_readonly(args.db, args.sql)
-    except duckdb.Error as e:  # bad SQL, or a write attempted on the read-only catalog
+        if args.out:
+            n = write_query(args.db, args.sql, args.out)
+            print(f"vidloom query: {n} row{'s' if n != 1 else ''} written to {args.out}")
+            return 0
+        cols, rows = run_query(args.db, args.sql)
+    except (duckdb.Error, UnsafeSQL) as e:  # bad SQL, a write, or a file access refused
         print(f"vidloom query: {e}", file=sys.stderr)
         return 2
     if args.json:
@@ -244,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="run read-only SQL on a catalog")
     q.add_argument("db")
     q.add_argument("sql")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    q.add_argument("--out", metavar="FILE", help="write the result to FILE (.parquet, .csv or .jsonl)")
     q.set_defaults(fn=cmd_query)
 
     d = sub.add_parser("deploy", help="serve a scheduled deployment that curates a watched directory")
