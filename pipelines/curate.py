@@ -10,7 +10,8 @@ by this process, the driver, which is the only DuckDB writer.
 Output layout under ``out``:
     catalog.duckdb, config.yaml
     clips/<video_id>/<clip_id>.mp4
-    shards/<bucket>/NNNNNN.tar, shards/manifest.json
+    shards/<dataset_hash>/<bucket>/NNNNNN.tar, shards/<dataset_hash>/manifest.json, shards/latest
+                                (one immutable version per export; pipelines/dataset_versions.py)
     .work/frames/<video_id>/   the single decode pass (shared by every frame-level stage)
     .work/parts/<step>/         the crash journal
 """
@@ -302,13 +303,15 @@ def run_step_by_name(
     raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
 
 
-def finish_run(out: str | Path, cfg: CurateConfig, started_at: str, steps: dict[str, Any]) -> dict[str, Any]:
-    """Record the run (config, git sha, counts) and return the catalog summary."""
+def finish_run(out: str | Path, cfg: CurateConfig, started_at: str, steps: dict[str, Any],
+               flow_run_id: str | None = None) -> dict[str, Any]:
+    """Record the run (config, git sha, counts, Prefect flow-run id) and return the catalog summary."""
     paths = Paths(out)
     with Catalog(paths.catalog) as cat:
         counts = cat.counts()
         run_id = schema.short_hash(started_at, to_yaml(cfg))
-        cat.record_run(run_id, started_at, now_iso(), to_yaml(cfg), git_sha(), {**counts, "steps": steps})
+        cat.record_run(run_id, started_at, now_iso(), to_yaml(cfg), git_sha(), {**counts, "steps": steps},
+                       flow_run_id)
     return counts
 
 

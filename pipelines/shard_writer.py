@@ -9,6 +9,11 @@ and renamed when complete; the manifest is removed when a run starts and written
 (atomically) only when every shard is in place, so a manifest always describes the files
 beside it. Resume: while a shard's bytes equal the existing final file nothing is written;
 a shard that matches all the way is kept as it is.
+
+Exports (``vidloom export``, the curate flow's export step) never write into a published
+directory: they write this layout into a fresh staging directory, with the previous version as
+``reference`` (equal shards are hard-linked, not rewritten), and publish it as an immutable
+``DIR/<dataset_hash>/`` with an atomic ``DIR/latest`` (pipelines/dataset_versions.py).
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from PIL import Image
 from webdataset import TarWriter
 
 from curation.schema import Caption, Clip, ShardInfo, ShardSample, clip_row
+from pipelines.dataset_versions import MANIFEST, link_or_copy
 
-MANIFEST = "manifest.json"
 JPEG_QUALITY = 90
 _TAR_OWNER = "vidloom"  # uname/gname; uid/gid stay 0 and mtime is _TAR_MTIME
 _TAR_MTIME = 0
@@ -125,7 +130,10 @@ def sample_for_clip(
     Args:
         clip: a clip with ``path`` set (relative to ``out_root``).
         out_root: the curation output root.
-        captions: this clip's captions; dense ones become ``en.txt`` / ``zh.txt``.
+        captions: this clip's captions. Only a valid en + zh pair of a kind goes in
+            (``captioner.validate.exportable``: a caption that failed a check, or whose other
+            half failed, is left out of ``en.txt``, ``zh.txt`` and the json); the dense pair
+            becomes ``en.txt`` / ``zh.txt``.
         first_frame_jpg: add the first frame as ``jpg`` (image-to-video conditioning).
 
     Returns:
@@ -143,7 +151,9 @@ def sample_for_clip(
         raise ValueError(f"clip path {clip.path!r} leaves {root}")
     if any(c.clip_id != clip.clip_id for c in captions):
         raise ValueError(f"captions of another clip passed for {clip.clip_id}")
-    ordered = sorted(captions, key=lambda c: (c.lang, c.kind, c.model))
+    from captioner.validate import exportable
+
+    ordered = sorted(exportable(captions), key=lambda c: (c.lang, c.kind, c.model))
     dense = {c.lang: c.text for c in ordered if c.kind == "dense"}
     return ShardSample(
         key=clip.clip_id,
@@ -171,12 +181,13 @@ class _ShardSink:
     first difference the equal prefix is copied to the temp file and writing goes on there.
     """
 
-    def __init__(self, final: Path, tmp: Path) -> None:
+    def __init__(self, final: Path, tmp: Path, ref: Path | None = None) -> None:
         self.final, self.tmp = final, tmp
+        self.ref_path = final if ref is None else ref  # another version's shard: linked when equal
         self.sha = hashlib.sha256()
         self.size = 0
         self._aborted = False
-        self._ref: BinaryIO | None = open(final, "rb") if final.is_file() else None
+        self._ref: BinaryIO | None = open(self.ref_path, "rb") if self.ref_path.is_file() else None
         self._out: BinaryIO | None = None if self._ref else open(tmp, "wb")
 
     def write(self, data: bytes) -> int:
@@ -208,6 +219,8 @@ class _ShardSink:
         if self._ref is not None:
             if self._ref.read(1) == b"":
                 self._ref.close()
+                if self.ref_path != self.final:
+                    link_or_copy(self.ref_path, self.final)
                 return
             self._diverge()
         assert self._out is not None
@@ -240,10 +253,11 @@ class _Shard:
         return f"{self.bucket}/{self.index:06d}.tar"
 
 
-def _open_shard(root: Path, bucket: str, index: int) -> _Shard:
+def _open_shard(root: Path, bucket: str, index: int, reference: Path | None = None) -> _Shard:
     final = root / bucket / f"{index:06d}.tar"
     final.parent.mkdir(parents=True, exist_ok=True)
-    sink = _ShardSink(final, final.with_name(f".{final.name}{_PART}"))
+    ref = None if reference is None else reference / bucket / final.name
+    sink = _ShardSink(final, final.with_name(f".{final.name}{_PART}"), ref)
     writer = TarWriter(
         sink, user=_TAR_OWNER, group=_TAR_OWNER, mode=0o444, mtime=_TAR_MTIME, encoder=False, compress=False
     )
@@ -280,6 +294,7 @@ def write_shards(
     shards_root: str | Path,
     target_bytes: int,
     meta: dict[str, Any] | None = None,
+    reference: str | Path | None = None,
 ) -> tuple[list[ShardInfo], str]:
     """Write bucketed WebDataset shards and ``manifest.json`` under ``shards_root``.
 
@@ -291,6 +306,9 @@ def write_shards(
             sample larger than this gets a shard of its own).
 
         meta: extra manifest fields (e.g. the SQL selection); they do not enter the hash.
+        reference: another shards directory (the previous dataset version): a shard whose bytes
+            equal its shard at the same path is hard-linked from it instead of written
+            (pipelines/dataset_versions.py). None: compare with the files in ``shards_root``.
 
     Returns:
         One ShardInfo per shard, ordered by shard path as in the manifest, and the dataset
@@ -322,7 +340,8 @@ def write_shards(
                 shard = None
             if shard is None:
                 index = 0 if bucket not in open_shards else open_shards[bucket].index + 1
-                shard = open_shards[bucket] = _open_shard(root, bucket, index)
+                shard = open_shards[bucket] = _open_shard(
+                    root, bucket, index, None if reference is None else Path(reference))
             shard.writer.write(wds)
             shard.content += size
             shard.keys.append(sample.key)

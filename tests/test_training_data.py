@@ -89,7 +89,8 @@ def test_resume_mid_epoch_gives_identical_remaining_keys(shards: Path) -> None:
         if len(seen) == 4 and killed.state.samples_seen == 4:
             break
     state = killed.state_dict()
-    assert state == {"epoch": 1, "samples_seen": 4, "seed": 5, "n_canonical": 3}
+    dataset = json.loads((shards / "manifest.json").read_text())["dataset_hash"]  # the pinned version
+    assert state == {"epoch": 1, "samples_seen": 4, "seed": 5, "n_canonical": 3, "dataset": dataset}
     resumed = loader(shards, global_batch=2, seed=0)
     resumed.load_state_dict(state)
     assert seen + keys_of(resumed) == expected

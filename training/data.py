@@ -9,8 +9,14 @@ DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
   depend on the world size, so any world size that divides ``global_batch`` sees one order.
 - Rank ``r`` of ``w`` takes positions ``[r*b/w, (r+1)*b/w)`` of every global batch of size ``b``
   (``rank_slice``); the ranks' slices, concatenated batch by batch, are the global order.
-- ``LoaderState(epoch, samples_seen, seed, n_canonical)`` is the whole resume state: the order
-  is recomputed and reading goes on at global position ``samples_seen``.
+- ``LoaderState(epoch, samples_seen, seed, n_canonical, dataset)`` is the whole resume state: the
+  order is recomputed and reading goes on at global position ``samples_seen``.
+- Pinned data: an export directory ``DIR`` holds immutable versions ``DIR/<dataset_hash>/`` and a
+  ``DIR/latest`` link that each export moves (pipelines/dataset_versions.py). The loader resolves
+  ``DIR`` (or ``DIR/latest``) once, when it is made, to a concrete version directory and reads only
+  that one; the state's ``dataset`` is that version's hash, and ``load_state_dict`` of a state with
+  another hash re-opens that version (``DIR/<hash>``), so a resume reads the data the run started
+  on even if ``latest`` moved. A version that ``vidloom gc`` removed is an error, not other data.
 - Bucketing without padding: inside a rank's slice of one global batch, samples are grouped by
   their decoded shape ``(T, H, W)`` (groups in order of first appearance) and each group is
   emitted as its own micro-batch. A micro-batch therefore holds only same-shape samples and the
@@ -41,7 +47,7 @@ import av
 import numpy as np
 import torch
 
-from pipelines.shard_writer import MANIFEST
+from pipelines.dataset_versions import MANIFEST, pinned, resolve
 
 SampleMode = Literal["uniform", "first"]
 Assembled = tuple[list[dict[str, Any]], int, int, int]  # micro-batches, samples, state epoch, samples_seen
@@ -90,6 +96,7 @@ class LoaderState:
     samples_seen: int  # global samples (all ranks) of this epoch already handed out
     seed: int
     n_canonical: int
+    dataset: str = ""  # the pinned version's dataset hash ("" in a state saved before versions)
 
 
 @dataclass
@@ -157,12 +164,17 @@ def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] |
 
 
 class ShardDataset:
-    """Random access to the samples of a shards directory by global index (manifest order)."""
+    """Random access to the samples of a shards directory by global index (manifest order).
+
+    ``shards_dir`` is resolved once to a concrete version (``DIR`` -> ``DIR/<hash>``, see
+    pipelines/dataset_versions.py): ``root`` is that version and ``dataset`` its hash.
+    """
 
     def __init__(self, shards_dir: str | Path, n_frames: int = 16, fps: float = 8.0,
                  size: tuple[int, int] | None = None, sample_mode: SampleMode = "first") -> None:
-        self.root = Path(shards_dir)
+        self.root = resolve(shards_dir)
         manifest = json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        self.dataset: str = manifest.get("dataset_hash", "")
         self.shards = [e["shard"] for e in manifest["shards"]]
         self.offsets = np.cumsum([0] + [e["n_samples"] for e in manifest["shards"]])
         self.n_frames, self.fps, self.size, self.sample_mode = n_frames, fps, size, sample_mode
@@ -232,18 +244,30 @@ class StreamingLoader:
             raise ValueError("world_size must divide global_batch")
         from training.latents import open_dataset  # it imports this module: not at the top
 
-        self.dataset = open_dataset(shards_dir, n_frames, fps, size, sample_mode)  # pixels or latents
-        self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical)
+        self.source = shards_dir  # as given (DIR, DIR/latest or a version); the data are pinned now
+        self._open = lambda path: open_dataset(path, n_frames, fps, size, sample_mode)  # pixels or latents
+        self.dataset = self._open(resolve(shards_dir))
+        self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical,
+                                 dataset=self.dataset.dataset)
         self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
         self.num_workers = num_workers
         self.drop_last = drop_last  # skip a short last global batch (data-parallel runs: equal shares)
         self.stats = LoaderStats()
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self.state)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.state = LoaderState(**state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state``; a state of another dataset version re-opens that version.
+
+        Raises:
+            FileNotFoundError: if the state's version is no longer in the export directory.
+        """
+        loaded = LoaderState(**state)
+        if loaded.dataset and loaded.dataset != self.dataset.dataset:
+            self.dataset = self._open(pinned(self.dataset.root, loaded.dataset))
+        loaded.dataset = self.dataset.dataset
+        self.state = loaded
 
     def _batches(self, epoch: int, start: int) -> list[tuple[int, np.ndarray]]:
         """``(global end position, this rank's indices)`` of each global batch of ``epoch`` from ``start``."""

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from curation.schema import ShardSample
+from pipelines.dataset_versions import resolve
 from pipelines.shard_writer import MANIFEST, write_shards
 from training.data import SampleMode, ShardDataset
 
@@ -86,7 +87,8 @@ def _sha256(path: Path) -> str:
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
-    return json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    """The manifest of the version ``root`` names (an export directory resolves to its ``latest``)."""
+    return json.loads((resolve(root) / MANIFEST).read_text(encoding="utf-8"))
 
 
 def _frozen_text(cfg: TextEncoderConfig | None) -> TextEncoder | None:
@@ -210,10 +212,10 @@ def encode_shards(shards_dir: str | Path, vae_ckpt: str | Path, out_dir: str | P
     """
     from training.checkpoint import load_vae, resolve_checkpoint
 
-    src, out = Path(shards_dir), Path(out_dir)
+    src, out = resolve(shards_dir), Path(out_dir)  # an export directory: the version latest names now
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
-    if out.resolve() == src.resolve():
+    if out.resolve() in (src, Path(shards_dir).resolve()):
         raise ValueError("out_dir must differ from shards_dir (the writer replaces its manifest)")
     source = _read_manifest(src)
     if source.get("kind") == KIND:

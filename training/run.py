@@ -9,7 +9,6 @@ manifest, so training on them needs no ``--vae``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,10 @@ from training.distributed import DistInfo
 
 
 def _manifest(data: Path) -> dict[str, Any]:
-    path = data / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{data} has no manifest.json: pass a shards directory from "
-                                "`vidloom curate`/`vidloom export` or `vidloom encode`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The manifest of the shards ``data`` names (an export directory: the version ``latest`` names)."""
+    from pipelines.dataset_versions import read_manifest
+
+    return read_manifest(data)
 
 
 def _write_config(out: Path, cfg: TrainConfig) -> None:

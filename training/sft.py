@@ -150,10 +150,11 @@ def prepare_selection(catalog: str | Path, where: str, out: str | Path) -> dict[
     already holds a complete export (its manifest, written last) of the same ``where``: a rerun
     resumes on the data it started with even if the catalog changed since. Returns the export
     counts, or ``{"reused": True, ...}``."""
+    from pipelines.dataset_versions import LATEST, MANIFEST, read_manifest
+
     data = Path(out) / "data"
-    manifest = data / "manifest.json"
-    if manifest.is_file():
-        found = json.loads(manifest.read_text(encoding="utf-8"))
+    if (data / LATEST / MANIFEST).is_file() or (data / MANIFEST).is_file():
+        found = read_manifest(data)
         if found.get("selection") == where:
             return {"reused": True, "shards": len(found["shards"]), "samples": found["n_samples"],
                     "dataset": found["dataset_hash"]}

@@ -39,7 +39,7 @@ DEMO_SHARDS = Path("out/demo/shards")
 
 def bench_data(root: Path) -> Path:
     """The demo shards when present, else 16 generated 3 s clips at 640x360."""
-    if (DEMO_SHARDS / "manifest.json").is_file():
+    if (DEMO_SHARDS / "latest" / "manifest.json").is_file() or (DEMO_SHARDS / "manifest.json").is_file():
         return DEMO_SHARDS
     from vidloom.synthetic_shards import write_test_shards
 

@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_distill import add_commands as add_distill_commands
 
     add_distill_commands(sub)  # distill cfg | tscd | report
+    from vidloom.cli_data import add_commands as add_data_commands
+
+    add_data_commands(sub)  # gc (dataset versions)
     return p
 
 
