@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from pipelines import config_check
+
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 
 
@@ -293,31 +295,32 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def apply(cfg: Any, values: dict[str, Any]) -> None:
-    """Recursively set dataclass fields from a nested dict, rejecting unknown keys."""
-    names = {f.name: f for f in dataclasses.fields(cfg)}
+def apply(cfg: Any, values: dict[str, Any], prefix: str = "", relations: bool = True) -> None:
+    """Recursively set dataclass fields from a nested dict, checking every key and value.
+
+    Keys must be fields; values are typed from the field annotations and checked against the
+    ranges and choices of ``pipelines/config_check.py`` (a ``ConfigError``, a ValueError, names
+    the key and what it allows). With ``relations`` the cross-field relations (min <= max) are
+    checked afterwards at the top level, so a dict from a Prefect parameter is checked as fully
+    as a CLI config; ``load_config`` checks them once, after its last layer.
+    """
+    hints = config_check.field_types(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if not isinstance(values, dict):
+        raise config_check.ConfigError(f"config {prefix or 'file'} needs a mapping; got {values!r}")
     for key, value in values.items():
+        path = f"{prefix}{key}"
         if key not in names:
-            raise ValueError(f"unknown config key {key!r} in {type(cfg).__name__}; known: {sorted(names)}")
+            raise config_check.unknown_key(path, names)
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ValueError(f"config section {key!r} needs a mapping")
-            apply(current, value)
+                raise config_check.ConfigError(f"config section {path!r} needs a mapping; got {value!r}")
+            apply(current, value, prefix=f"{path}.")
         else:
-            setattr(cfg, key, _coerce(current, value))
-
-
-def _coerce(current: Any, value: Any) -> Any:
-    if isinstance(value, str) and not isinstance(current, str) and current is not None:
-        value = yaml.safe_load(value)
-        if isinstance(current, float) and isinstance(value, str):
-            value = float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+            setattr(cfg, key, config_check.coerce(path, hints[key], value))
+    if relations and not prefix:
+        config_check.check_relations(cfg)
 
 
 def load_config(
@@ -327,7 +330,7 @@ def load_config(
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset]()
     if path is not None:
-        apply(cfg, yaml.safe_load(Path(path).read_text()) or {})
+        apply(cfg, yaml.safe_load(Path(path).read_text()) or {}, relations=False)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -338,5 +341,6 @@ def load_config(
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = raw
-        apply(cfg, nested)
+        apply(cfg, nested, relations=False)
+    config_check.check_relations(cfg)
     return cfg

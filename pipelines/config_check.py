@@ -1,0 +1,227 @@
+"""Validation of curation config values, before any work starts (``pipelines/config.py`` calls it).
+
+Types come from the dataclass annotations, so a field added to a config section is type-checked
+with no change here: ``bool``, ``int``, ``float``, ``str``, ``X | None``, ``tuple[X, ...]``,
+``dict[str, X]`` and ``Literal[...]``. A string (a ``--set`` value, or a quoted YAML scalar)
+for a non-string field is read as a YAML scalar first, so ``--set runtime.num_cpus=1`` is the
+int 1 and ``--set caption.reject_failed_checks=lang,numbers`` a tuple of two names. ``null``,
+``~`` and an empty value are None for an optional field.
+
+Every number must be >= 0 unless :data:`RANGES` says otherwise (no curation setting is
+negative); :data:`RANGES` and :data:`CHOICES` tighten known fields, :func:`check_relations`
+checks pairs such as ``clips.min_s <= clips.max_s`` once all layers are applied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from typing import Any
+
+import yaml
+
+# Allowed values, by dotted key. Keep in step with the code that reads them (a test checks
+# the stage constants: pipelines.stages.caption.BACKENDS, pipelines.stages.shot_split.DETECTORS).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "split.detector": ("transnetv2", "transnetv2-full", "adaptive", "content"),
+    "split.precision": ("auto", "fp32", "bf16"),
+    "caption.backend": ("signals", "openai", "vllm"),
+    "caption.zh_mode": ("translate", "direct"),
+    "caption.send_as": ("images", "video"),
+    "runtime.runner": ("ray", "sequential"),
+}
+# Keys holding a torch device: 'cpu', 'cuda', 'cuda:N' or 'mps'.
+DEVICE_KEYS = ("split.device", "scores.aesthetic.device")
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+# (low, high, low is exclusive): None means unbounded. Unlisted numbers: >= 0.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "ingest.max_duration_s": (0, None, True),
+    "ingest.max_pixels": (0, None, True),
+    "decode.sparse_fps": (0, None, True),
+    "decode.sparse_width": (16, None, False),
+    "decode.sparse_height": (16, None, False),
+    "split.threshold": (0, 1, False),
+    "split.min_shot_frames": (1, None, False),
+    "split.black_luma": (0, 255, False),
+    "clips.min_s": (0, None, True),
+    "clips.max_s": (0, None, True),
+    "clips.stride_s": (0, None, True),
+    "extract.crf": (0, 63, False),
+    "scores.quality.black_luma": (0, 255, False),
+    "scores.quality.border_luma": (0, 255, False),
+    "scores.quality.bar_frames": (0, 1, False),
+    "scores.quality.min_picture": (0, 1, False),
+    "scores.quality.frozen_max_diff": (0, 255, False),
+    "scores.quality.frozen_mean_diff": (0, 255, False),
+    "scores.motion.flow_size": (16, None, False),
+    "scores.motion.min_explained": (0, 1, False),
+    "scores.motion.min_share": (0, 1, False),
+    "scores.motion.tiny_every_s": (0, None, True),
+    "scores.text.every_s": (0, None, True),
+    "scores.text.max_frames": (1, None, False),
+    "scores.text.min_confidence": (0, 1, False),
+    "scores.text.max_line_height": (0, 1, False),
+    "scores.text.det_side": (32, None, False),
+    "scores.text.stable_iou": (0, 1, False),
+    "scores.text.stable_fraction": (0, 1, False),
+    "scores.artifacts.severe_blockiness": (0, None, True),
+    "filters.max_aspect": (1, None, False),
+    "filters.max_black_frac": (0, 1, False),
+    "filters.min_luma": (0, 255, False),
+    "filters.dark_max_highlight": (0, 255, False),
+    "filters.max_luma": (0, 255, False),
+    "filters.max_clipped": (0, 1, False),
+    "filters.max_artifacts": (0, 1, False),
+    "filters.max_black_border": (0, 1, False),
+    "filters.max_frozen": (0, 1, False),
+    "filters.max_text_area": (0, 1, False),
+    "filters.min_crop_area": (0, 1, False),
+    "filters.max_crop_aspect_change": (1, None, False),
+    "filters.text_crop_margin": (0, 1, False),
+    "filters.min_aesthetic": (0, 10, False),
+    "filters.phash_max_distance": (0, 64, False),
+    "filters.semantic_dedup_min_cosine": (-1, 1, False),
+    "caption.n_frames": (1, None, False),
+    "caption.max_pixels": (1, None, False),
+    "caption.max_tokens": (1, None, False),
+    "caption.temperature": (0, 2, False),
+    "caption.concurrency": (1, None, False),
+    "caption.batch_size": (1, None, False),
+    "caption.timeout_s": (0, None, True),
+    "shards.target_bytes": (1, None, False),
+    "runtime.num_cpus": (1, None, False),
+}
+
+# (smaller, larger): the first may not exceed the second.
+RELATIONS: tuple[tuple[str, str], ...] = (
+    ("clips.min_s", "clips.max_s"),
+    ("filters.min_duration_s", "filters.max_duration_s"),
+    ("filters.min_luma", "filters.max_luma"),
+    ("filters.min_motion", "filters.max_motion"),
+)
+
+_NULLS = ("", "~", "null", "Null", "NULL", "none", "None")
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not valid; the message names the key and what is allowed."""
+
+
+def unknown_key(path: str, known: list[str]) -> ConfigError:
+    """The error for a key that is not a field, with the close matches and the known keys."""
+    name = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    section = path.rsplit(".", 1)[0] if "." in path else "the top level"
+    return ConfigError(f"unknown config key {path!r}{hint}; the keys of {section} are: {', '.join(known)}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass (the module uses postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+def coerce(path: str, hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` of the field at dotted ``path``, checked against the
+    tables above; raises :class:`ConfigError` naming the key, the value and what is allowed."""
+    value = _typed(path, hint, value)
+    _check_value(path, value)
+    return value
+
+
+def _typed(path: str, hint: Any, value: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip() in _NULLS)):
+            return None
+        if len(inner) == 1:
+            return _typed(path, inner[0], value)
+        return value  # a union of several types: not checked here
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path} must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string; got {value!r} ({type(value).__name__})")
+        return value
+    if isinstance(value, str):
+        value = _scalar(path, hint, value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false; got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer; got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number; got {value!r}")
+        return float(value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} must be a list; got {value!r}")
+        item = args[0] if args else Any
+        if item is Any:
+            return tuple(value)
+        return tuple(_typed(f"{path}[{i}]", item, v) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping; got {value!r}")
+        item = args[1] if len(args) == 2 else Any
+        return value if item is Any else {k: _typed(f"{path}.{k}", item, v) for k, v in value.items()}
+    return value  # a type this module does not know: taken as given
+
+
+def _scalar(path: str, hint: Any, text: str) -> Any:
+    """A string for a non-string field, read as YAML (``1`` -> 1, ``true`` -> True, ``[a, b]``)."""
+    if typing.get_origin(hint) is tuple and not text.strip().startswith("["):
+        return [t.strip() for t in text.split(",") if t.strip()]  # each item is typed by the caller
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: cannot read {text!r}: {e}") from None
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
+        except ValueError:
+            pass
+    return value
+
+
+def _check_value(path: str, value: Any) -> None:
+    if value is None:
+        return
+    if path in CHOICES and value not in CHOICES[path]:
+        raise ConfigError(f"{path} must be one of {', '.join(CHOICES[path])}; got {value!r}")
+    if path in DEVICE_KEYS and not _DEVICE.match(str(value)):
+        raise ConfigError(f"{path} must be a device: cpu, cuda, cuda:N or mps; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    low, high, exclusive = RANGES.get(path, (0, None, False))
+    too_low = low is not None and (value <= low if exclusive else value < low)
+    if too_low or (high is not None and value > high):
+        lo = "" if low is None else f"{'>' if exclusive else '>='} {low:g}"
+        hi = "" if high is None else f"<= {high:g}"
+        raise ConfigError(f"{path} must be {' and '.join(s for s in (lo, hi) if s)}; got {value!r}")
+
+
+def check_relations(cfg: Any) -> None:
+    """Pairs of settings that must be ordered (applied after every layer of the config)."""
+    for small, large in RELATIONS:
+        a, b = _get(cfg, small), _get(cfg, large)
+        if a is not None and b is not None and a > b:
+            raise ConfigError(f"{small} ({a!r}) must not exceed {large} ({b!r})")
+
+
+def _get(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
