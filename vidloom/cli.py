@@ -76,26 +76,40 @@ def print_summary(out_dir: str, counts: dict[str, Any]) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
+    """Exit 0 when at least one input video was processed (failures are listed), 1 when none
+    could be (or no input was found: then nothing starts), 2 for a bad config (vidloom/cli_curate.py)."""
     from pipelines.config import to_dict
+    from vidloom.cli_curate import input_files, print_outcome, read_outcome
 
-    cfg = _load(args)
+    cfg = _load(args)  # a bad key or value fails here, before Prefect or Ray start
+    sources = [os.path.abspath(s) for s in args.sources]
+    files = [] if args.rescore else input_files(sources, cfg)
+    if not args.rescore and not files:
+        print(f"vidloom curate: error: no input video found in {' '.join(args.sources)} "
+              f"(files, directories or globs; extensions {' '.join(cfg.ingest.extensions)})", file=sys.stderr)
+        return 1
     if args.no_prefect:
         from pipelines.curate import run_curate
 
-        counts = run_curate(args.sources, args.out, cfg, rescore=args.rescore)
+        counts = run_curate(sources, args.out, cfg, rescore=args.rescore)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.curate_flow import curate_flow
 
-        counts = curate_flow(
-            sources=[os.path.abspath(s) for s in args.sources],
-            out=os.path.abspath(args.out),
-            config=to_dict(cfg),
-            rescore=args.rescore,
-        )
+        counts = curate_flow(sources=sources, out=os.path.abspath(args.out), config=to_dict(cfg),
+                             rescore=args.rescore)
     print_summary(args.out, counts)
+    db = os.path.join(args.out, "catalog.duckdb")
     if args.report:
-        write_report(os.path.join(args.out, "catalog.duckdb"), args.report, cfg)
+        write_report(db, args.report, cfg)
+    if args.rescore:
+        return 0
+    outcome = read_outcome(db, files)
+    print_outcome(outcome, db, sys.stdout)
+    if outcome.nothing_processed:
+        print(f"vidloom curate: error: none of the {len(files)} input files could be processed",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -176,15 +190,20 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from flows.curate_flow import serve_watch
+    """Serve the watch deployment from this process, or (``--pool``) register it with a work pool."""
+    from flows.curate_flow import deploy_to_pool, serve_watch
     from pipelines.config import to_dict
 
-    print(
-        f"serving deployment 'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}'"
-    )
-    serve_watch(
-        os.path.abspath(args.watch), os.path.abspath(args.out), args.cron, to_dict(_load(args)), args.name
-    )
+    watch, out, cfg = os.path.abspath(args.watch), os.path.abspath(args.out), to_dict(_load(args))
+    what = (f"'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}', one run at a "
+            f"time (a run due while one is going: {args.overlap})")
+    if args.pool:
+        dep_id = deploy_to_pool(watch, out, args.cron, args.pool, cfg, args.name, args.overlap)
+        print(f"registered deployment {what} with work pool {args.pool!r} (id {dep_id}); "
+              f"runs start once a worker is up: prefect worker start --pool {args.pool}")
+        return 0
+    print(f"serving deployment {what}")
+    serve_watch(watch, out, args.cron, cfg, args.name, args.overlap)
     return 0
 
 
@@ -209,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_caption_server(args: argparse.Namespace) -> int:
     from captioner.server import main as server_main
 
-    return server_main(args.rest)
+    return server_main(args.rest)  # every flag after the command, vLLM's included (see main)
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
@@ -218,8 +237,55 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return samples_main([args.kind, args.dir])
 
 
+DEFAULT_LOG_LEVEL = "warning"  # vidloom/logs.py: Prefect's run lines still print
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the package version and git commit, computed only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from vidloom.version import version_string
+
+        print(version_string())
+        parser.exit()
+
+
+def _log_level_arg(p: argparse.ArgumentParser, default: Any) -> None:
+    from vidloom.logs import LEVELS
+
+    p.add_argument("--log-level", type=str.lower, choices=LEVELS, default=default,
+                   help=f"debug | info | warning | error | critical (default {DEFAULT_LOG_LEVEL}; "
+                   "debug also shows Ray's start-up lines)")
+
+
+def add_global_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action=_VersionAction, help="print the version (and git commit) and exit")
+    _log_level_arg(p, None)
+
+
+def add_log_level(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``--log-level`` on every command and subcommand too (``vidloom curate ... --log-level info``);
+    not on the pass-through commands, whose flags belong to the program they run."""
+    for parser in set(sub.choices.values()):
+        if parser.get_default("passthrough") or "--log-level" in parser._option_string_actions:
+            continue
+        _log_level_arg(parser, argparse.SUPPRESS)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                add_log_level(action)
+
+
+def passthrough_args(argv: list[str], cmd: str) -> list[str]:
+    """Every argument after the command's name (the global flags before it stay vidloom's)."""
+    return argv[argv.index(cmd) + 1:]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidloom", description="Curate raw video into training shards.")
+    add_global_flags(p)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("curate", help="ingest, split, extract and shard videos (a Prefect flow over Ray)")
@@ -255,11 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", metavar="FILE", help="write the result to FILE (.parquet, .csv or .jsonl)")
     q.set_defaults(fn=cmd_query)
 
-    d = sub.add_parser("deploy", help="serve a scheduled deployment that curates a watched directory")
+    d = sub.add_parser("deploy", help="serve (or --pool: register) a scheduled deployment that curates a "
+                       "watched directory")
     d.add_argument("watch")
     d.add_argument("--out", required=True)
     d.add_argument("--cron", default="*/15 * * * *")
     d.add_argument("--name", default="watch")
+    d.add_argument("--pool", metavar="NAME", help="register with this Prefect work pool (a worker runs it) "
+                   "instead of serving from this process")
+    d.add_argument("--overlap", choices=["skip", "wait"], default="skip",
+                   help="a run due while the last still runs: skip it (cancelled) or wait for the last one")
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
@@ -272,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cs = sub.add_parser("caption-server", help="launch vLLM's OpenAI server with a video LLM (GPU), or "
                         "`caption-server convert SRC DST` a Tarsier2 checkpoint to Qwen2-VL", add_help=False)
-    cs.add_argument("rest", nargs=argparse.REMAINDER)
-    cs.set_defaults(fn=cmd_caption_server)
+    cs.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by captioner/server.py, --help included
+    cs.set_defaults(fn=cmd_caption_server, passthrough=True)
 
     s = sub.add_parser("samples", help="generate sample videos: demo | bad | suite")
     s.add_argument("kind", choices=["demo", "bad", "suite"])
@@ -301,14 +372,30 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_data import add_commands as add_data_commands
 
     add_data_commands(sub)  # gc (dataset versions)
+    add_log_level(sub)  # after every command is registered
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse, set up logging (before Prefect or Ray are imported), run one command.
+
+    A command that hands its flags to another program (``caption-server``, whose unknown flags
+    are vLLM's) receives every argument after its name; for the others an unknown flag is an
+    error, as with ``parse_args``.
+    """
+    from vidloom.logs import setup as setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not getattr(args, "passthrough", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = passthrough_args(argv, args.cmd)
+    setup_logging(getattr(args, "log_level", None) or DEFAULT_LOG_LEVEL)
     try:
         return int(args.fn(args))
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ConfigError is a ValueError
         print(f"vidloom: error: {e}", file=sys.stderr)
         return 2
 
