@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -40,13 +41,29 @@ def live_path(published: Path) -> Path:
     return published.with_name(f".{published.name}.live")
 
 
-def connect_retrying(path: Path, read_only: bool, wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect`` that waits (bounded) while another process holds the file's lock."""
-    deadline = time.monotonic() + wait_s
+def connect_retrying(path: Path, read_only: bool, wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to ``path``, waiting (bounded) while another process holds its lock.
+
+    Read-only, it is a fresh in-memory DuckDB with the file attached (``READ_ONLY``) as the
+    default database, not ``duckdb.connect(path, read_only=True)``: DuckDB hands a process that
+    already has the path open its cached instance, which shows the file as it was when first
+    opened and shares its settings, so a sandbox's locked settings would leak into it.
+    """
+    wait = LOCK_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + wait
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            if not read_only:
+                return duckdb.connect(str(path))
+            con = duckdb.connect(":memory:")
+            try:
+                con.execute(f"ATTACH '{_sql_string(path)}' AS catalog (READ_ONLY)")
+                con.execute("USE catalog")
+            except BaseException:
+                con.close()
+                raise
+            return con
         except duckdb.IOException as e:
             if "lock" not in str(e).lower():
                 raise
@@ -54,10 +71,15 @@ def connect_retrying(path: Path, read_only: bool, wait_s: float = LOCK_WAIT_S) -
                 who = "another vidloom run or export is writing it" if not read_only else (
                     "a process holds it open read-write (open the catalog with `duckdb -readonly`)")
                 raise CatalogBusy(
-                    f"catalog {path} is locked after {wait_s:.0f} s: {who}. DuckDB said: {e}"
+                    f"catalog {path} is locked after {wait:.0f} s: {who}. DuckDB said: {e}"
                 ) from e
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def _sql_string(path: Path) -> str:
+    """``path`` inside a single-quoted SQL literal (ATTACH takes no parameters)."""
+    return str(path).replace("'", "''")
 
 
 class CatalogBusy(RuntimeError):
@@ -86,7 +108,7 @@ def publish(con: duckdb.DuckDBPyConnection, published: Path) -> None:
     live = live_path(published)
     tmp = published.with_name(f".{published.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        shutil.copyfile(live, tmp)
+        copy_without_opening(live, tmp)
         fsync_path(tmp)
         # a WAL beside the published file belongs to someone who wrote to a snapshot; DuckDB would
         # replay it onto the new file
@@ -95,6 +117,18 @@ def publish(con: duckdb.DuckDBPyConnection, published: Path) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_path(published.parent)
+
+
+def copy_without_opening(src: Path, dst: Path) -> None:
+    """Copy ``src`` in a child process: this process must never open the live file itself.
+
+    DuckDB locks its file with POSIX record locks, and POSIX drops every lock a process holds on
+    a file as soon as that process closes *any* descriptor of it: a ``shutil.copyfile`` here would
+    silently unlock the live file and let a second writer in.
+    """
+    res = subprocess.run(["cp", "--", str(src), str(dst)], capture_output=True, text=True, timeout=3600)
+    if res.returncode != 0:
+        raise OSError(f"could not copy {src} to {dst}: {res.stderr.strip()}")
 
 
 def is_stale(published: Path) -> bool:
