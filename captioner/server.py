@@ -193,10 +193,15 @@ def start_server(cfg: ServerConfig, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """vidloom's flags. Any other flag is vLLM's and is passed to its server verbatim, so no
+    abbreviation of a vidloom flag is accepted (``--max-model`` would shadow a vLLM flag)."""
     p = argparse.ArgumentParser(
         prog="vidloom caption-server",
-        description="Launch vLLM's OpenAI-compatible server with a video LLM.",
-        epilog="'vidloom caption-server convert SRC DST' converts a Tarsier2 checkpoint to Qwen2-VL.",
+        description="Launch vLLM's OpenAI-compatible server with a video LLM. Flags not listed here "
+        "are vLLM's and are passed to it unchanged (e.g. --tensor-parallel-size 2).",
+        epilog=f"vLLM's own flags: 'vidloom caption-server --vllm-help' (needs vllm: {GPU_INSTALL_HINT}). "
+        "'vidloom caption-server convert SRC DST' converts a Tarsier2 checkpoint to Qwen2-VL.",
+        allow_abbrev=False,
     )
     d = ServerConfig()
     p.add_argument("--model", default=d.model, help=f"HF id or local path (default: {DEFAULT_MODEL})")
@@ -211,22 +216,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default=d.python, help="an interpreter with vllm (default: this one)")
     p.add_argument("--startup-timeout", type=float, default=1200.0, help="seconds to wait for /health")
     p.add_argument("--log-file", type=Path, help="server log (default: a file in the temp directory)")
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further vLLM flags, verbatim")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="further vLLM flags, verbatim (unknown flags are passed on as well)")
+    p.add_argument("--vllm-help", action="store_true", help="print vLLM's server help (--python's vllm)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``vidloom caption-server [flags]`` or ``vidloom caption-server convert SRC DST``."""
+    """``vidloom caption-server [flags] [vLLM flags]`` or ``vidloom caption-server convert SRC DST``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["convert"]:
         from captioner.convert import main as convert_main
 
         return convert_main(argv[1:])
-    args = _parser().parse_args(argv)
+    args, vllm_flags = _parser().parse_known_args(argv)
+    if args.vllm_help:
+        if not vllm_available(args.python):
+            print(f"vidloom caption-server: error: vllm is not importable by {args.python}: "
+                  f"{GPU_INSTALL_HINT}", file=sys.stderr)
+            return 2
+        return subprocess.run([args.python, "-m", ENTRYPOINT, "--help"]).returncode
     cfg = ServerConfig(model=args.model, port=args.port, host=args.host,
                        gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len,
                        served_model_name=args.served_model_name, limit_mm_per_prompt=args.limit_mm_per_prompt,
-                       dtype=args.dtype, extra_args=tuple(args.extra), python=args.python)
+                       dtype=args.dtype, extra_args=(*vllm_flags, *args.extra), python=args.python)
     log_path = args.log_file or Path(tempfile.gettempdir()) / f"vidloom-caption-server-{cfg.port}.log"
     try:
         proc = start_server(cfg, log_path)

@@ -10,6 +10,11 @@ runner says what the Ray runner does:
   sets ``task.error = "<stage.name>: <ExceptionType>: <message>"`` and forwards
   the task; the run goes on. A task without an ``error`` attribute cannot carry
   the failure, so the exception propagates and the run fails.
+* Either way the traceback is logged by the driver (logger ``pipelines.runner``,
+  at WARNING): a Ray worker sends it back beside the task, since worker logs
+  are not forwarded (``log_to_driver=False``). Inside a Prefect task the record
+  reaches the task run's logs (``vidloom/logs.py`` adds ``pipelines`` to
+  Prefect's extra loggers).
 
 Ray mapping (DESIGN.md "Prefect x Ray"): tasks travel as pickled bytes in a
 single binary column, one ``map_batches`` per stage. A stage that declares
@@ -25,6 +30,7 @@ import itertools
 import logging
 import os
 import pickle
+import traceback
 from collections.abc import Generator, Iterable, Iterator
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -51,8 +57,15 @@ class Runner(Protocol):
     def shutdown(self) -> None: ...
 
 
-def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
-    """Run one stage on one task with the shared fan-out, drop and error semantics."""
+Failures = list[tuple[Any, str]]  # (the task that recorded an error, the traceback's text)
+
+
+def apply_stage(stage: Stage[Any, Any], task: Any, failures: Failures | None = None) -> list[Any]:
+    """Run one stage on one task with the shared fan-out, drop and error semantics.
+
+    failures: where a Ray worker collects (task, traceback) of the errors it records, to send
+        them to the driver; None logs them here (the sequential runner runs in the driver).
+    """
     if getattr(task, "error", None):
         return [task]
     try:
@@ -60,7 +73,7 @@ def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
     except Exception as e:
         if not hasattr(task, "error"):
             raise
-        log.warning("%s failed on %r", stage.name, task, exc_info=True)
+        _record_failure(f"{stage.name} failed on {task!r}", task, failures)
         task.error = f"{stage.name}: {type(e).__name__}: {e}"
         return [task]
     if out is None:
@@ -68,12 +81,12 @@ def apply_stage(stage: Stage[Any, Any], task: Any) -> list[Any]:
     return out if isinstance(out, list) else [out]
 
 
-def apply_batch(stage: Stage[Any, Any], tasks: list[Any]) -> list[Any]:
+def apply_batch(stage: Stage[Any, Any], tasks: list[Any], failures: Failures | None = None) -> list[Any]:
     """Run one stage on a batch: ``process_batch`` when the stage defines one (I/O stages that
     overlap requests), else ``apply_stage`` per task. Errored tasks pass through untouched; if
     ``process_batch`` raises, every task of the batch records the error."""
     if type(stage).process_batch is Stage.process_batch:
-        return [out for task in tasks for out in apply_stage(stage, task)]
+        return [out for task in tasks for out in apply_stage(stage, task, failures)]
     todo = [t for t in tasks if not getattr(t, "error", None)]
     done = [t for t in tasks if getattr(t, "error", None)]
     if not todo:
@@ -81,10 +94,17 @@ def apply_batch(stage: Stage[Any, Any], tasks: list[Any]) -> list[Any]:
     try:
         return done + list(stage.process_batch(todo))
     except Exception as e:
-        log.warning("%s failed on a batch of %d", stage.name, len(todo), exc_info=True)
+        _record_failure(f"{stage.name} failed on a batch of {len(todo)}", todo[0], failures)
         for t in todo:
             t.error = f"{stage.name}: {type(e).__name__}: {e}"
         return done + todo
+
+
+def _record_failure(what: str, task: Any, failures: Failures | None) -> None:
+    """Log the exception being handled with its traceback, or queue it for the driver."""
+    log.warning("%s", what, exc_info=True)  # in a Ray worker: that worker's log file
+    if failures is not None:
+        failures.append((task, f"{what}\n{traceback.format_exc()}"))
 
 
 def _batched(stage: Stage[Any, Any], tasks: Iterator[Any], bar: tqdm) -> Iterator[Any]:
@@ -127,9 +147,16 @@ class SequentialRunner:
 
 
 def _process_table(stage: Stage[Any, Any], batch: pa.Table) -> pa.Table:
+    """One Ray Data batch through a stage. Output rows: ``task`` (pickled) and ``traceback`` (the
+    text of the error a stage recorded on that task, else null), carried to the driver to log.
+    An errored task is forwarded as the same object, so an earlier stage's traceback follows it."""
     tasks = [pickle.loads(blob) for blob in batch.column("task").to_pylist()]
-    outs = apply_batch(stage, tasks)
-    return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary())})
+    before = batch.column("traceback").to_pylist() if "traceback" in batch.column_names else []
+    failures: Failures = [(t, tb) for t, tb in zip(tasks, before, strict=False) if tb]
+    outs = apply_batch(stage, tasks, failures)
+    tbs = {id(t): tb for t, tb in failures}
+    return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary()),
+                     "traceback": pa.array([tbs.get(id(o)) for o in outs], type=pa.string())})
 
 
 @functools.lru_cache(maxsize=16)
@@ -257,6 +284,8 @@ class RayRunner:
         rows = iter(ds.iter_rows())
         try:
             for row in rows:
+                if row.get("traceback"):  # an error a worker recorded: its traceback, here
+                    log.warning("(in a Ray worker) %s", row["traceback"])
                 yield pickle.loads(row["task"])
         finally:
             # Closed early (the caller failed or stopped): closing the iterator shuts the

@@ -60,7 +60,8 @@ def print_table(cols: list[str], rows: list[tuple[Any, ...]], out: Any = None) -
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
 
 
-def print_summary(out_dir: str, counts: dict[str, Any]) -> None:
+def print_summary(out_dir: str, counts: dict[str, Any], outcome: Any = None) -> None:
+    """The run's catalog counts; with ``outcome`` (vidloom/cli_curate.py) this run's inputs too."""
     db = os.path.join(out_dir, "catalog.duckdb")
     print("\nvidloom curate: done")
     print(f"  videos      ok {counts['videos_ok']}, error {counts['videos_error']}")
@@ -70,6 +71,10 @@ def print_summary(out_dir: str, counts: dict[str, Any]) -> None:
     print(f"  clips       kept {counts['clips_kept']}, rejected {sum(rej.values())} ({rej_s})")
     print(f"  shards      {counts['shards']} ({counts['shard_samples']} samples) in {out_dir}/shards")
     print(f"  catalog     {db}")
+    if outcome is not None:
+        from vidloom.cli_curate import print_outcome
+
+        print_outcome(outcome, db, sys.stdout)
     print("\nTry:")
     for q in EXAMPLE_QUERIES[:3]:
         print(f'  vidloom query {db} "{q}"')
@@ -79,7 +84,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     """Exit 0 when at least one input video was processed (failures are listed), 1 when none
     could be (or no input was found: then nothing starts), 2 for a bad config (vidloom/cli_curate.py)."""
     from pipelines.config import to_dict
-    from vidloom.cli_curate import input_files, print_outcome, read_outcome
+    from vidloom.cli_curate import input_files, read_outcome
 
     cfg = _load(args)  # a bad key or value fails here, before Prefect or Ray start
     sources = [os.path.abspath(s) for s in args.sources]
@@ -98,15 +103,12 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         counts = curate_flow(sources=sources, out=os.path.abspath(args.out), config=to_dict(cfg),
                              rescore=args.rescore)
-    print_summary(args.out, counts)
     db = os.path.join(args.out, "catalog.duckdb")
+    outcome = None if args.rescore else read_outcome(db, files)
+    print_summary(args.out, counts, outcome)
     if args.report:
         write_report(db, args.report, cfg)
-    if args.rescore:
-        return 0
-    outcome = read_outcome(db, files)
-    print_outcome(outcome, db, sys.stdout)
-    if outcome.nothing_processed:
+    if outcome is not None and outcome.nothing_processed:
         print(f"vidloom curate: error: none of the {len(files)} input files could be processed",
               file=sys.stderr)
         return 1
