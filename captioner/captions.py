@@ -4,7 +4,8 @@ A clip gets a dense caption and (``short``) a short motion-only one, each in Eng
 Chinese. With a VLM the English captions come from the video request; the Chinese ones from a
 second request, either the same video asked in Chinese (``zh_mode='direct'``) or the English
 caption refined by a text LLM (``'translate'``). Every caption carries its checks
-(captioner/validate.py) as JSON; failures are recorded, never dropped.
+(captioner/validate.py) as JSON; failures are recorded, never dropped, and never exported
+(``captioner.validate.exportable`` lets only a valid en + zh pair into a shard).
 """
 
 from __future__ import annotations
@@ -108,14 +109,23 @@ class VlmCaptioner:
             return [video_part(path)]
         return image_parts(await asyncio.to_thread(sample_jpegs, path, self.s.n_frames, self.s.max_pixels))
 
-    def _video_request(self, clip: Clip, kind: str, prompt_name: str, parts: list[dict[str, Any]]) -> Any:
+    def _validator(self, lang: str, kind: str, english: str | None = None) -> Any:
+        """The checks the client applies to each reply (a failure is retried): captioner/validate.py
+        ``check_reply`` with the kind's bounds; a translation also agrees with its English."""
+        from captioner.validate import DENSE_BOUNDS, SHORT_BOUNDS, check_reply
+
+        bounds = SHORT_BOUNDS if kind == "short" else DENSE_BOUNDS
+        return lambda text, finish: check_reply(text, finish, lang, bounds, english)
+
+    def _video_request(self, clip: Clip, kind: str, lang: str, parts: list[dict[str, Any]]) -> Any:
         from captioner.client import ChatRequest
 
-        text = self.prompts[prompt_name].text
+        text = self.prompts[f"{kind}_{lang}"].text
         return ChatRequest(
-            key=f"{clip.clip_id}:{kind}",
+            key=f"{clip.clip_id}:{kind}_{lang}",
             params=self.params,
             messages=[{"role": "user", "content": [*parts, {"type": "text", "text": text}]}],
+            validate=self._validator(lang, kind),
         )
 
     def _translate_request(self, clip: Clip, kind: str, english: str) -> Any:
@@ -124,33 +134,49 @@ class VlmCaptioner:
 
         params = {**self.params, "model": self.s.zh_model or self.s.model}
         return ChatRequest(
-            key=f"{clip.clip_id}:{kind}",
+            key=f"{clip.clip_id}:{kind}_zh",
             params=params,
             messages=[{"role": "user", "content": render(self.prompts["translate_zh"], caption=english)}],
+            validate=self._validator("zh", kind, english),
         )
 
-    def _caption(
-        self, clip: Clip, lang: str, kind: str, prompt_name: str, r: ChatResult, params: dict[str, Any]
-    ) -> Caption:
-        from captioner.validate import clean_caption
+    def _caption(self, clip: Clip, lang: str, kind: str, r: ChatResult, params: dict[str, Any]) -> Caption:
+        """The stored row of a reply that came back: its cleaned text (cut at STORED_MAX_CHARS)
+        and its checks; a reply that failed them after the retries also gets a failed 'reply'
+        check with the client's error and attempt count."""
+        from captioner.validate import STORED_MAX_CHARS, clean_caption
 
+        prompt = "translate_zh" if lang == "zh" and self.s.zh_mode == "translate" else f"{kind}_{lang}"
+        checks = dict(r.checks or {})
+        if not r.ok:
+            checks["reply"] = {"ok": False, "error": r.error, "attempts": r.attempts}
         return Caption(
             clip_id=clip.clip_id,
-            lang=lang,
-            kind=kind,
-            text=clean_caption(r.text or ""),  # type: ignore[arg-type]
+            lang=lang,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            text=clean_caption(r.text or "")[:STORED_MAX_CHARS],
             model=r.model or params["model"],
             revision=self.s.model_revision,
-            prompt_sha=self.prompts[prompt_name].sha256,
+            prompt_sha=self.prompts[prompt].sha256,
             backend=self.s.backend,
             tokens=r.completion_tokens,
             prompt_tokens=r.prompt_tokens,
             finish_reason=r.finish_reason or "",
+            checks=json.dumps(checks, ensure_ascii=False, sort_keys=True),
             params=json.dumps(params, sort_keys=True),
         )
 
     async def caption(self, task: ClipTask) -> None:
-        """Fill ``task.captions``; set ``task.error`` when a request failed after retries."""
+        """Fill ``task.captions``; set ``task.error`` when a request failed after retries.
+
+        Every reply that came back is stored with its checks (a failed one too, so what failed is
+        on record); a request that got no usable reply (transport faults, malformed bodies,
+        4xx) has no row and is named in ``task.error``. The zh/en agreement checks go on both
+        captions of a pair whose two replies passed; in 'translate' mode they are part of the
+        Chinese reply's checks, so a translation that drops a number is retried.
+        """
+        from captioner.validate import check_agreement, clean_caption
+
         clip = task.clip
         try:
             parts = await self._parts(clip)
@@ -159,35 +185,28 @@ class VlmCaptioner:
             return
         kinds = ["dense", "short"] if self.s.short else ["dense"]
         en = await asyncio.gather(
-            *(self.client.complete(self._video_request(clip, f"{k}_en", f"{k}_en", parts)) for k in kinds)
+            *(self.client.complete(self._video_request(clip, k, "en", parts)) for k in kinds)
         )
         if self.s.zh_mode == "direct":
-            zh_reqs = [self._video_request(clip, f"{k}_zh", f"{k}_zh", parts) for k in kinds]
+            zh_reqs = [self._video_request(clip, k, "zh", parts) for k in kinds]
         else:
             zh_reqs = [
-                self._translate_request(clip, f"{k}_zh", r.text or "")
+                self._translate_request(clip, k, clean_caption(r.text or ""))
                 for k, r in zip(kinds, en, strict=True)
                 if r.ok
             ]
         zh = await asyncio.gather(*(self.zh_client.complete(q) for q in zh_reqs))
         errors = [f"{r.key.split(':')[1]}: {r.error}" for r in (*en, *zh) if not r.ok]
-        zh_by_kind = {r.key.split(":")[1].split("_")[0]: (r, q) for r, q in zip(zh, zh_reqs, strict=True)}
-        zh_prompt = "translate_zh" if self.s.zh_mode == "translate" else None
+        zh_of = {q.key.split(":")[1][: -len("_zh")]: (r, q.params) for r, q in zip(zh, zh_reqs, strict=True)}
         for kind, r_en in zip(kinds, en, strict=True):
-            if not r_en.ok:
-                continue
-            c_en = self._caption(clip, "en", kind, f"{kind}_en", r_en, self.params)
-            pair = zh_by_kind.get(kind)
-            if pair is None or not pair[0].ok:
-                c_en.checks = json.dumps(pair_checks(c_en.text, "", kind)[0] | {"zh_missing": {"ok": False}})
-                task.captions.append(c_en)
-                continue
-            r_zh, q_zh = pair
-            c_zh = self._caption(clip, "zh", kind, zh_prompt or f"{kind}_zh", r_zh, q_zh.params)
-            en_checks, zh_checks = pair_checks(c_en.text, c_zh.text, kind)
-            for c, checks in ((c_en, en_checks), (c_zh, zh_checks)):
-                checks["finish"] = {"ok": c.finish_reason == "stop", "finish_reason": c.finish_reason}
-                c.checks = json.dumps(checks, ensure_ascii=False, sort_keys=True)
-            task.captions += [c_en, c_zh]
+            replies = {"en": (r_en, self.params), **({"zh": zh_of[kind]} if kind in zh_of else {})}
+            rows = {lang: self._caption(clip, lang, kind, r, params)
+                    for lang, (r, params) in replies.items() if r.ok or r.checks is not None}
+            if all(r.ok for r, _ in replies.values()) and len(rows) == 2:
+                agreement = check_agreement(rows["en"].text, rows["zh"].text)
+                for c in rows.values():
+                    checks = json.loads(c.checks) | agreement
+                    c.checks = json.dumps(checks, ensure_ascii=False, sort_keys=True)
+            task.captions += rows.values()
         if errors:
             task.error = "caption " + "; ".join(errors)[:480]

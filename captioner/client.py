@@ -14,9 +14,17 @@ Choices:
   2**(n - 1)))`` before retry n; a ``Retry-After`` header on a retried status (429, 503...) is
   honoured instead (capped at ``RETRY_AFTER_CAP_S``). ``max_retries`` counts retries, so at
   most ``1 + max_retries`` attempts.
-- Transport only. A 200 whose content is empty, or cut by ``finish_reason='length'``, or in the
-  wrong language, is ``ok=True`` with that text and finish reason: judging a caption is the
-  validation layer's job (it records failed checks rather than hiding them).
+- Judging the content is the caller's: ``ChatRequest.validate`` (the captioner passes the
+  caption checks of captioner/validate.py) maps a parsed 200 to its checks. A reply with a
+  failed check is retried like a transport fault, within the same budget; when the budget is
+  spent the result is ``ok=False`` with ``error`` 'invalid reply: <failed checks>' and the last
+  reply's ``text``, ``finish_reason`` and ``checks``, so the caller can record what failed.
+  Without ``validate`` a 200 is ``ok=True`` whatever it says (empty, truncated, any language).
+- A reply is read as a stream and given up at ``max_reply_bytes`` (a ``Content-Length`` over
+  the cap is refused before the body is read): a runaway 5,000,000-character reply costs at
+  most the cap in memory, and is retried like any other fault.
+- The API key goes only to the hosts allowed to receive it (``key_hosts``; see ``key_for``):
+  a key set in the environment for OpenAI is never sent to a local vLLM server.
 - ``stream`` pulls the next request only when a slot is free, so at most ``concurrency``
   requests (and their frame payloads) exist at once, whatever the input's length.
 
@@ -25,6 +33,8 @@ Retry policy (``complete``):
     outcome                                   retried   error text
     200 + choices[0].message.content str      no        - (ok=True; content null -> "")
     200 + invalid JSON / no choices / message yes       "malformed response: ..."
+    200 + a failed ``validate`` check         yes       "invalid reply: <check (detail)>, ..."
+    a body over ``max_reply_bytes``           yes       "reply over <cap> bytes: ..."
     429, 408, 5xx                             yes       "http <status>: <server message>"
     other 4xx (400, 401, 404, 422, ...)       no        "http <status>: <server message>"
     timeout (connect, read, whole attempt)    yes       "timeout: <exception>"
@@ -35,19 +45,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
+import json
 import os
 import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+import urllib.parse
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 API_KEY_ENVS = ("VIDLOOM_CAPTION_API_KEY", "OPENAI_API_KEY")  # the first one set wins
+DEFAULT_KEY_HOSTS = ("api.openai.com",)  # where a key taken from the environment may go
+MAX_REPLY_BYTES = 1 << 20  # a chat reply of a few hundred tokens is a few KB
 RETRY_AFTER_CAP_S = 60.0
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 _END = object()
@@ -62,6 +86,8 @@ class ChatRequest:
     key: str
     messages: list[dict[str, Any]]
     params: dict[str, Any]
+    # (text, finish_reason) of a parsed 200 -> checks {name: {"ok": bool, ...}}; a failed one retries
+    validate: Callable[[str, str | None], dict[str, dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -80,6 +106,30 @@ class ChatResult:
     attempts: int
     latency_s: float
     status: int | None
+    checks: dict[str, dict[str, Any]] | None = None  # the last reply's ``validate`` checks
+
+
+def key_for(base_url: str, api_key: str | None, key_hosts: Collection[str] | None,
+            key_envs: Iterable[str] = API_KEY_ENVS) -> str | None:
+    """The API key to send to ``base_url``: ``api_key`` (else the first of ``key_envs`` set in
+    the environment) when the URL's host is one of ``key_hosts``, else None.
+
+    ``key_hosts`` entries are host names or ``host:port``, compared case-insensitively; ``'*'``
+    allows every host. ``key_hosts=None`` keeps the old call sites safe: an explicit ``api_key``
+    goes to the ``base_url`` it was given with, a key from the environment only to
+    ``DEFAULT_KEY_HOSTS``.
+    """
+    key = api_key or next((os.environ[e] for e in key_envs if os.environ.get(e)), None)
+    if not key:
+        return None
+    if key_hosts is None:
+        if api_key:
+            return key
+        key_hosts = DEFAULT_KEY_HOSTS
+    url = urllib.parse.urlsplit(base_url)
+    host = (url.hostname or "").lower()
+    allowed = {h.strip().lower() for h in key_hosts}
+    return key if "*" in allowed or host in allowed or f"{host}:{url.port}" in allowed else None
 
 
 class _Retry(Exception):
@@ -93,15 +143,22 @@ class _Retry(Exception):
 class ChatClient:
     """Async chat-completions client. Use as ``async with ChatClient(url) as c:``; ``run_sync``
     serves synchronous callers. ``seed`` seeds the back-off jitter (sampling seeds go in
-    ``ChatRequest.params``). The key comes from ``api_key`` or env ``API_KEY_ENVS``."""
+    ``ChatRequest.params``). ``api_key`` is the key actually sent: ``key_for(base_url, api_key,
+    key_hosts, key_envs)``, None when this host may not receive it. ``max_reply_bytes`` caps the bytes
+    read from one reply."""
 
     def __init__(self, base_url: str, api_key: str | None = None, concurrency: int = 8,
                  timeout_s: float = 120.0, connect_timeout_s: float = 10.0, max_retries: int = 4,
-                 backoff_s: float = 0.5, max_backoff_s: float = 16.0, seed: int | None = None) -> None:
+                 backoff_s: float = 0.5, max_backoff_s: float = 16.0, seed: int | None = None,
+                 key_hosts: Collection[str] | None = None, max_reply_bytes: int = MAX_REPLY_BYTES,
+                 key_envs: Iterable[str] = API_KEY_ENVS) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if max_reply_bytes < 1:
+            raise ValueError(f"max_reply_bytes must be >= 1, got {max_reply_bytes}")
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key or next((os.environ[e] for e in API_KEY_ENVS if os.environ.get(e)), None)
+        self.api_key = key_for(self.base_url, api_key, key_hosts, key_envs)
+        self.key_hosts, self.max_reply_bytes = key_hosts, max_reply_bytes
         self.concurrency, self.timeout_s, self.connect_timeout_s = concurrency, timeout_s, connect_timeout_s
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         self.seed = seed
@@ -148,12 +205,22 @@ class ChatClient:
         body = {**req.params, "messages": req.messages, "user": req.key}
         async with self._slots:
             t0, attempt, err = time.perf_counter(), 0, _Retry("no attempt made")
+            invalid: ChatResult | None = None  # the last reply that failed ``validate``
             while True:
                 attempt += 1
                 try:
-                    async with asyncio.timeout(self.timeout_s):
-                        resp = await http.post(f"{self.base_url}/chat/completions", json=body)
-                    return _parse(req.key, resp, attempt, time.perf_counter() - t0)
+                    url = f"{self.base_url}/chat/completions"
+                    async with asyncio.timeout(self.timeout_s), http.stream("POST", url, json=body) as resp:
+                        raw = await _read_capped(resp, self.max_reply_bytes)
+                    result = _parse(req.key, resp, raw, attempt, time.perf_counter() - t0)
+                    if not result.ok or req.validate is None:
+                        return result
+                    result.checks = req.validate(result.text or "", result.finish_reason)
+                    bad = [f"{n}{_detail(c)}" for n, c in result.checks.items() if c.get("ok") is False]
+                    if not bad:
+                        return result
+                    err = _Retry(f"invalid reply: {', '.join(bad)}"[:300], result.status)
+                    invalid, result.error = result, err.error
                 except _Retry as e:
                     err = e
                 except (TimeoutError, httpx.TimeoutException) as e:
@@ -163,8 +230,12 @@ class ChatClient:
                 if attempt > self.max_retries:
                     break
                 await asyncio.sleep(self._delay(attempt, err.retry_after))
-            return ChatResult(req.key, False, None, None, 0, 0, None, err.error, attempt,
-                              time.perf_counter() - t0, err.status)
+            latency = time.perf_counter() - t0
+            if invalid is not None:  # the last reply that came back, with its failed checks
+                error = err.error if err.error == invalid.error else f"{err.error}; before: {invalid.error}"
+                return dataclasses.replace(invalid, ok=False, error=error, attempts=attempt,
+                                           latency_s=latency)
+            return ChatResult(req.key, False, None, None, 0, 0, None, err.error, attempt, latency, err.status)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -228,7 +299,8 @@ class ChatClient:
         results: queue.Queue[Any] = queue.Queue(maxsize=buffer or self.concurrency)
         clone = ChatClient(self.base_url, self.api_key, self.concurrency, self.timeout_s,
                            self.connect_timeout_s, self.max_retries, self.backoff_s,
-                           self.max_backoff_s, self.seed)
+                           self.max_backoff_s, self.seed, key_hosts=["*"] if self.api_key else (),
+                           max_reply_bytes=self.max_reply_bytes, key_envs=())  # key vetted for this URL
         state: dict[str, Any] = {}
         started = threading.Event()
 
@@ -288,16 +360,45 @@ def _puller(requests: Iterable[ChatRequest] | AsyncIterable[ChatRequest]) -> Cal
     return lambda: asyncio.to_thread(next, it, _END)
 
 
-def _parse(key: str, resp: httpx.Response, attempt: int, latency_s: float) -> ChatResult:
-    """A response -> ChatResult, or raise ``_Retry``; a non-retryable error is a failed result."""
+async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
+    """The (decoded) body of a streamed response, or ``_Retry`` once it passes ``cap`` bytes: the
+    read stops there, so an oversized reply never sits in memory whole."""
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise _Retry(f"reply over {cap} bytes: Content-Length {declared}, not read", resp.status_code)
+    chunks, size = [], 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise _Retry(f"reply over {cap} bytes: read stopped at {size}", resp.status_code)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _detail(check: Mapping[str, Any]) -> str:
+    """A failed check's evidence for the error text, e.g. ' (detected en)' or ' (12 chars)'."""
+    if "detected" in check:
+        return f" (detected {check['detected']})"
+    if "chars" in check:
+        return f" ({check['chars']} chars, {check.get('min')}-{check.get('max')})"
+    if "finish_reason" in check:
+        return f" ({check['finish_reason']})"
+    if check.get("missing"):
+        return f" (missing {check['missing']})"
+    return ""
+
+
+def _parse(key: str, resp: httpx.Response, raw: bytes, attempt: int, latency_s: float) -> ChatResult:
+    """A response and its body -> ChatResult, or raise ``_Retry``; a non-retryable error is a
+    failed result."""
     status = resp.status_code
     if status != 200:
-        error = f"http {status}: {_server_message(resp)}"
+        error = f"http {status}: {_server_message(resp, raw)}"
         if status in RETRY_STATUSES or status >= 500:
             raise _Retry(error, status, _retry_after(resp.headers.get("retry-after")))
         return ChatResult(key, False, None, None, 0, 0, None, error, attempt, latency_s, status)
     try:
-        data = resp.json()
+        data = json.loads(raw)
         choice = data["choices"][0]
         text = choice["message"].get("content")
         if not isinstance(text, str | None):
@@ -311,17 +412,17 @@ def _parse(key: str, resp: httpx.Response, attempt: int, latency_s: float) -> Ch
         raise _Retry(f"malformed response: {type(e).__name__}: {e}"[:300], status) from None
 
 
-def _server_message(resp: httpx.Response) -> str:
+def _server_message(resp: httpx.Response, raw: bytes) -> str:
     """The OpenAI-style ``{"error": {"message": ...}}`` (vLLM: ``{"message": ...}``), else the body."""
     try:
-        data = resp.json()
+        data = json.loads(raw)
         err = data.get("error", data)
         msg = err.get("message") if isinstance(err, dict) else err
         if msg:
             return str(msg)[:500]
     except (ValueError, AttributeError):
         pass
-    return resp.text[:500] or resp.reason_phrase
+    return raw[:500].decode("utf-8", "replace") or resp.reason_phrase
 
 
 def _retry_after(value: str | None) -> float | None:

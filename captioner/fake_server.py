@@ -9,7 +9,9 @@ a daemon thread, HTTP/1.1 keep-alive, one thread per connection.
 Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``. What each chat
 request gets is scripted: ``script(body, attempt) -> Reply | mode`` where ``attempt`` counts
 (from 1) the requests seen with that body's ``user`` field (the client sends its request key
-there). Modes: see ``MODES``.
+there). Modes: see ``MODES``. ``FakeOpenAI.auth`` records each chat request's ``Authorization``
+header (None when absent), so tests can check where a key goes; ``huge_written`` the bytes a
+'huge' reply got onto the socket before the client hung up.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from typing import Any
 MODES = {
     "good": "200, the caption (English, or Chinese when the last user message asks for it)",
     "empty": "200, content ''",
+    "no_content": "200, a message with no 'content' field",
+    "empty_choices": "200, 'choices': []",
     "wrong_language": "200, a French caption",
+    "english": "200, the English caption whatever was asked (English where Chinese was wanted)",
+    "too_short": "200, a caption below every length bound ('A red car drives by.')",
+    "too_long": "200, the caption repeated past every length bound (~3,000 characters)",
+    "huge": "200, a caption of huge_chars characters (5,000,000), streamed chunked with no Content-Length",
+    "huge_declared": "200, the same huge reply with its Content-Length declared",
+    "html": "200, an HTML error page (text/html) instead of JSON",
+    "html502": "502 with an HTML error page, as a proxy in front of the server sends",
     "truncated": "200, the caption cut mid-sentence, finish_reason 'length'",
     "malformed": "200, a body that is not valid JSON",
     "no_choices": "200, valid JSON without 'choices'",
@@ -51,6 +62,8 @@ CAPTION_FR = (
     "Une femme en manteau rouge marche le long d'une rue ensoleillée pendant que la caméra "
     "se déplace lentement vers la gauche."
 )
+HTML_PAGE = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><center>"
+             b"<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
 
 
 @dataclass
@@ -99,11 +112,14 @@ class FakeOpenAI:
     """
 
     def __init__(self, script: Script | None = None, latency_s: float = 0.0, hang_s: float = 5.0,
-                 record: bool = True, model: str = "fake-captioner") -> None:
+                 record: bool = True, model: str = "fake-captioner", huge_chars: int = 5_000_000) -> None:
         self.script: Script = script or (lambda body, attempt: "good")
         self.latency_s, self.hang_s, self.record, self.model = latency_s, hang_s, record, model
+        self.huge_chars = huge_chars
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._requests: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []  # each chat request's Authorization header
+        self.huge_written: list[int] = []  # bytes of each 'huge' reply written before the client left
         self._attempts: Counter[str] = Counter()
         self.handle_ms: deque[tuple[str, float]] = deque()
         self.in_flight = self.max_concurrent = self.n_requests = 0
@@ -146,7 +162,7 @@ class FakeOpenAI:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _admit(self, body: dict[str, Any]) -> int:
+    def _admit(self, body: dict[str, Any], auth: str | None) -> int:
         """Log a chat request; its attempt number for its key."""
         key = str(body.get("user", ""))
         with self._lock:
@@ -156,6 +172,7 @@ class FakeOpenAI:
             if not self.record:
                 return 1
             self._requests.append(body)
+            self.auth.append(auth)
             self._attempts[key] += 1
             return self._attempts[key]
 
@@ -206,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": "body must be JSON with a 'messages' list",
                                               "type": "invalid_request_error"}})
         fake, t0 = self.server.fake, time.perf_counter()
-        attempt = fake._admit(body)
+        attempt = fake._admit(body, self.headers.get("Authorization"))
         try:
             reply = fake.script(body, attempt)
             self._reply(body, reply if isinstance(reply, Reply) else Reply(reply), t0)
@@ -234,19 +251,31 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b'{"id": "chatcmpl-fake", "choices": [{"mess', "application/json", t0=t0)
         if r.mode == "no_choices":
             return self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion"}, t0=t0)
+        if r.mode == "empty_choices":
+            return self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "choices": []}, t0=t0)
+        if r.mode in ("html", "html502"):
+            return self._send(200 if r.mode == "html" else 502, HTML_PAGE, "text/html", t0=t0)
+        if r.mode in ("huge", "huge_declared"):
+            return self._huge(body, chunked=r.mode == "huge")
         if r.mode not in MODES:
             raise ValueError(f"unknown fake mode {r.mode!r}; one of {sorted(MODES)}")
         text = r.text if r.text is not None else CAPTION_ZH if wants_chinese(body) else CAPTION_EN
         finish = "stop"
-        if r.mode == "empty":
+        if r.mode in ("empty", "no_content"):
             text = ""
         elif r.mode == "wrong_language":
             text = CAPTION_FR
+        elif r.mode == "english":
+            text = CAPTION_EN
+        elif r.mode == "too_short":
+            text = "A red car drives by."
+        elif r.mode == "too_long":
+            text = " ".join([text] * (3000 // len(text) + 1))
         elif r.mode == "truncated":
             text, finish = text[: max(1, len(text) // 3)], "length"
         completion = len(text.split()) if text.isascii() else len(text)
         prompt = len(json.dumps(body.get("messages"), ensure_ascii=False)) // 4
-        message = {"role": "assistant", "content": text}
+        message = {"role": "assistant"} if r.mode == "no_content" else {"role": "assistant", "content": text}
         self._json(200, {
             "id": f"chatcmpl-fake-{fake.n_requests}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model") or fake.model,
@@ -254,6 +283,43 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion},
         }, t0=t0)
+
+    def _huge(self, body: dict[str, Any], chunked: bool) -> None:
+        """A reply whose caption is ``huge_chars`` characters, written 64 KiB at a time with a short
+        pause between writes, so that a client that stops reading early is seen to: the bytes
+        that got onto the socket before it hung up are appended to ``huge_written``."""
+        fake = self.server.fake
+        head = json.dumps({"id": "chatcmpl-fake-huge", "object": "chat.completion",
+                           "model": body.get("model") or fake.model})[:-1].encode()
+        head += b', "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
+        head += b'"content": "'
+        tail = b'"}}]}'
+        unit = b"The camera pans. "
+        n_units, rest = divmod(fake.huge_chars, len(unit))
+        chunk = unit * (65536 // len(unit))
+        parts = [head, *[chunk] * (n_units * len(unit) // len(chunk))]
+        parts += [unit * (n_units - (len(parts) - 1) * len(chunk) // len(unit)) + unit[:rest], tail]
+        written = 0
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(sum(map(len, parts))))
+            self.end_headers()
+            for part in parts:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                self.wfile.flush()
+                written += len(part)
+                fake._stop.wait(0.002)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client hung up: what it read is what it read
+            self.close_connection = True
+        finally:
+            with fake._lock:
+                fake.huge_written.append(written)
 
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None,
               t0: float | None = None) -> None:

@@ -2,6 +2,12 @@
 and check that the zh and en captions of a clip agree on numbers and colours (DESIGN.md
 "Captioner": failures are recorded in ``Caption.checks``, never hidden).
 
+Valid or absent: ``check_reply`` is what the client asks of every model reply (a failed check is
+retried like a transport fault, captioner/client.py), and ``exportable`` is the only door to a
+shard: per kind, the en + zh pair when both captions exist and every check of both passed,
+otherwise nothing of that kind. Stored text is cut at ``STORED_MAX_CHARS`` (a valid caption is
+far shorter; the cut only bounds what a failed one costs in the catalog).
+
 Decisions:
 - Quoted spans ("...", “...”, 「...」, 『...』) are on-screen text copied verbatim, not the
   caption's language nor something translated: language ID and agreement ignore them. A long
@@ -24,10 +30,14 @@ Decisions:
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+C = TypeVar("C", bound="_CaptionLike")
 
 # --- cleaning ---------------------------------------------------------------------------
 
@@ -146,14 +156,20 @@ def caption_chars(text: str, lang: str) -> int:
     return len(" ".join(text.split()))
 
 
+STORED_MAX_CHARS = 8000  # 4x the longest valid caption (DENSE_BOUNDS.en_max)
+FINISH_OK = ("stop", "", None)  # a server that does not say why it stopped has not said 'length'
+
+
 def check_caption(
     text: str, lang: str, min_chars: int | None = None, max_chars: int | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Language and length checks of one (cleaned) caption; bounds default to DENSE_BOUNDS."""
+    """Language and length checks of one (cleaned) caption; bounds default to DENSE_BOUNDS.
+    The language is identified on the first ``STORED_MAX_CHARS`` characters (a runaway reply
+    fails on length anyway, and lingua's time grows with the text)."""
     lo, hi = DENSE_BOUNDS.for_lang(lang)
     lo = lo if min_chars is None else min_chars
     hi = hi if max_chars is None else max_chars
-    detected = detect_language(text) if text.strip() else None
+    detected = detect_language(text[:STORED_MAX_CHARS]) if text.strip() else None
     n = caption_chars(text, lang)
     return {
         "lang": {"ok": detected == lang, "detected": detected},
@@ -309,3 +325,54 @@ def validate_pair(en: str, zh: str, bounds: LengthBounds = DENSE_BOUNDS) -> dict
 def failed(checks: dict[str, dict[str, Any]]) -> list[str]:
     """Names of the failed checks, in order."""
     return [name for name, check in checks.items() if not check.get("ok", True)]
+
+
+def check_reply(
+    text: str, finish_reason: str | None, lang: str, bounds: LengthBounds = DENSE_BOUNDS,
+    english: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The checks of one model reply, on its cleaned text: 'lang', 'length' (empty or missing
+    content fails both), 'finish' (cut by ``finish_reason='length'``, or filtered), and for a
+    translation of ``english`` the pair's 'numbers' and 'colours' agreement."""
+    clean = clean_caption(text)
+    checks = check_caption(clean, lang, *bounds.for_lang(lang))
+    checks["finish"] = {"ok": finish_reason in FINISH_OK, "finish_reason": finish_reason}
+    if english is not None:
+        checks |= check_agreement(english, clean)
+    return checks
+
+
+REQUIRED_CHECKS = ("lang", "length", "numbers", "colours")  # what a caption needs to reach a shard
+
+
+class _CaptionLike(Protocol):
+    lang: str
+    kind: str
+    text: str
+    checks: str
+
+
+def caption_valid(caption: _CaptionLike) -> bool:
+    """Whether a stored caption may go into a shard: its recorded checks include every one of
+    ``REQUIRED_CHECKS`` and all passed, and its text is non-empty and within the stored cap."""
+    try:
+        checks = json.loads(caption.checks or "{}")
+    except ValueError:
+        return False
+    if not isinstance(checks, dict) or any(name not in checks for name in REQUIRED_CHECKS):
+        return False
+    if not caption.text.strip() or len(caption.text) > STORED_MAX_CHARS:
+        return False
+    return all(isinstance(c, dict) and c.get("ok") is True for c in checks.values())
+
+
+def exportable(captions: Iterable[C]) -> list[C]:
+    """The captions a shard may hold, in the given order: of each kind the en + zh pair when
+    both exist and both are ``caption_valid``; nothing of a kind where either is missing or failed
+    (half a pair, or a pair that disagrees, is not a training caption)."""
+    captions = list(captions)
+    pairs: dict[str, dict[str, C]] = {}
+    for c in captions:
+        pairs.setdefault(c.kind, {})[c.lang] = c
+    ok = {k for k, p in pairs.items() if all(lang in p and caption_valid(p[lang]) for lang in ("en", "zh"))}
+    return [c for c in captions if c.kind in ok and c.lang in ("en", "zh") and pairs[c.kind][c.lang] is c]

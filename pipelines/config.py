@@ -208,7 +208,12 @@ class CaptionConfig:
         ``zh_base_url``/``zh_model``, or the same server) or 'direct' (asked in Chinese).
     reject_failed_checks: caption checks whose failure rejects the clip (reason
         'caption_check'), e.g. ['lang', 'numbers']; failed checks are recorded in
-        ``captions.checks`` and ``clips.caption_failed`` either way.
+        ``captions.checks`` and ``clips.caption_failed`` either way, and a failed caption is
+        never written to a shard (the clip is exported without it).
+    require_caption: reject a captioned clip that has no valid caption set (reason 'no_caption':
+        a request failed after its retries, or a caption failed a check).
+    api_key_hosts: the hosts (or host:port) the key may be sent to; '*' for any.
+    max_reply_bytes: a reply is read up to this many bytes, then given up and retried.
     """
 
     backend: str = "signals"
@@ -216,6 +221,7 @@ class CaptionConfig:
     model: str = "tarsier2-7b"  # the served model name
     model_revision: str = ""
     api_key_env: str = "OPENAI_API_KEY"
+    api_key_hosts: tuple[str, ...] = ("api.openai.com",)  # never the local vLLM server by default
     zh_mode: str = "translate"
     zh_base_url: str | None = None
     zh_model: str | None = None
@@ -231,8 +237,9 @@ class CaptionConfig:
     batch_size: int = 32
     timeout_s: float = 120.0
     max_retries: int = 4
+    max_reply_bytes: int = 262_144  # a dense caption reply is a few KB
     reject_failed_checks: tuple[str, ...] = ()
-    require_caption: bool = False  # a clip whose captioning failed is rejected ('caption_error')
+    require_caption: bool = False  # a captioned clip without a valid caption set is rejected ('no_caption')
 
 
 @dataclass

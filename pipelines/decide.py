@@ -13,8 +13,9 @@ video. The rules run in a fixed order and the first failing one is the clip's
     low_aesthetic                                        aesthetic (only when measured)
     duplicate                                            dedup (``dup_of`` is set)
     extract_error                                        the clip could not be cut
-    caption_error, caption_check                         captioning failed / a check the config
-                                                         rejects on failed (both off by default)
+    caption_check, no_caption                            a check the config rejects on failed /
+                                                         no valid caption set (``require_caption``);
+                                                         both off by default
 
 A score that was not measured (None) never rejects: a disabled scorer is not a failed clip.
 
@@ -53,6 +54,15 @@ def _failed(r: Row) -> set[str]:
     return names | {n.split("_")[0] for n in names}
 
 
+def _captioned_without_valid_caption(r: Row) -> bool:
+    """Captioned (``caption_failed`` is set by the caption step, '' when every check passed) but
+    a request failed after its retries or a caption failed a check. A clip not captioned yet
+    (the filter step runs before captioning) is not rejected for it."""
+    if r.get("caption_error") is not None:
+        return True
+    return r.get("caption_failed") not in (None, "")
+
+
 def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Callable[[Row], bool]]]:
     """(reason, fails) in decision order. ``c``: the caption rules' settings (default: off)."""
     c = c or CaptionConfig()
@@ -89,8 +99,8 @@ def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Ca
         ("low_aesthetic", _below("aesthetic", f.min_aesthetic)),
         ("duplicate", lambda r: f.dedup and r.get("dup_of") is not None),
         ("extract_error", lambda r: r.get("extract_error") is not None),
-        ("caption_error", lambda r: c.require_caption and r.get("caption_error") is not None),
         ("caption_check", lambda r: bool(set(c.reject_failed_checks) & _failed(r))),
+        ("no_caption", lambda r: c.require_caption and _captioned_without_valid_caption(r)),
     ]
 
 
@@ -162,6 +172,6 @@ def reject_reason(
 def dedup_candidates(rows: list[dict[str, Any]], f: FilterConfig) -> list[dict[str, Any]]:
     """The clips that take part in dedup: those no rule before 'duplicate' rejects (a duplicate
     of a clip that is rejected anyway must not lose its place to it)."""
-    after = ("duplicate", "extract_error", "caption_error", "caption_check")
+    after = ("duplicate", "extract_error", "caption_check", "no_caption")
     before = [r for r in rules(f) if r[0] not in after]
     return [r for r in rows if reject_reason(r, f, before) is None]

@@ -183,10 +183,16 @@ def test_run_sync_reraises_an_input_error() -> None:
         list(ChatClient(fake.url, **FAST).run_sync(broken()))
 
 
-def test_api_key_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_from_env_goes_only_to_allowed_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-generic")
     monkeypatch.setenv("VIDLOOM_CAPTION_API_KEY", "sk-vidloom")
-    assert ChatClient("http://x/v1").api_key == "sk-vidloom"
-    assert ChatClient("http://x/v1", api_key="sk-arg").api_key == "sk-arg"
+    assert ChatClient("https://api.openai.com/v1").api_key == "sk-vidloom"  # the first variable set
+    assert ChatClient("http://127.0.0.1:8000/v1").api_key is None  # an env key: OpenAI's host only
+    assert ChatClient("http://x/v1", api_key="sk-arg").api_key == "sk-arg"  # given with its URL
+    assert ChatClient("http://x/v1", api_key="sk-arg", key_hosts=["y"]).api_key is None
+    assert ChatClient("http://X:9/v1", key_hosts=["x:9"]).api_key == "sk-vidloom"
+    assert ChatClient("http://x:8/v1", key_hosts=["x:9"]).api_key is None
+    assert ChatClient("http://x/v1", key_hosts=["*"]).api_key == "sk-vidloom"
+    assert ChatClient("http://x/v1", key_hosts=["*"], key_envs=()).api_key is None
     monkeypatch.delenv("VIDLOOM_CAPTION_API_KEY")
-    assert ChatClient("http://x/v1").api_key == "sk-generic"
+    assert ChatClient("https://api.openai.com/v1").api_key == "sk-generic"

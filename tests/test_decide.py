@@ -94,7 +94,7 @@ def test_a_threshold_change_moves_the_decision() -> None:
     assert reject_reason(row, FilterConfig(min_blur=60.0)) == "blurry"
     assert reject_reason(clip(dup_of="x"), FilterConfig(dedup=False)) is None
     assert set(thresholds(FilterConfig())) <= set(clip()) | {"aesthetic"}
-    assert REASONS[0] == "too_short" and REASONS[-1] == "caption_check"
+    assert REASONS[0] == "too_short" and REASONS[-1] == "no_caption"
 
 
 def _textured(seed: int) -> np.ndarray:
@@ -149,6 +149,14 @@ def test_caption_rules_are_off_unless_configured() -> None:
     row = clip(caption_error="timeout after 4 retries", caption_failed="lang_zh,numbers")
     assert reject_reason(row, FilterConfig()) is None  # recorded, not rejected, by default
     f = FilterConfig()
-    assert reject_reason(row, f, rules(f, CaptionConfig(require_caption=True))) == "caption_error"
+    required = rules(f, CaptionConfig(require_caption=True))
+    assert reject_reason(row, f, required) == "no_caption"
     assert reject_reason(row, f, rules(f, CaptionConfig(reject_failed_checks=("lang",)))) == "caption_check"
     assert reject_reason(row, f, rules(f, CaptionConfig(reject_failed_checks=("colours",)))) is None
+    # require_caption: a request that failed, or a failed check, rejects; a clip not captioned yet
+    # (the filter step runs before the caption step) and a clip whose checks all passed do not
+    transport = clip(caption_error="dense_en: http 500", caption_failed="")
+    assert reject_reason(transport, f, required) == "no_caption"
+    assert reject_reason(clip(caption_failed="reply_zh,lang_zh"), f, required) == "no_caption"
+    assert reject_reason(clip(caption_failed=None), f, required) is None
+    assert reject_reason(clip(caption_failed=""), f, required) is None

@@ -112,7 +112,7 @@ def test_expectations_mirror_the_tiny_preset_and_the_decision_order() -> None:
     assert (clips.min_s, filters.min_duration_s, clips.max_s) == (MIN_CLIP_S, MIN_CLIP_S, MAX_CLIP_S)
     assert clips.trim_start_frames + clips.trim_end_frames == CLIP_TRIM_FRAMES
     assert (filters.min_width, filters.min_height, filters.max_aspect) == (MIN_SIDE, MIN_SIDE, MAX_ASPECT)
-    not_planted = ("extract_error", "caption_error", "caption_check")  # pipeline failures, not content
+    not_planted = ("extract_error", "caption_check", "no_caption")  # pipeline failures, not content
     assert REASON_ORDER == tuple(r for r in REASONS if r not in not_planted)
 
 

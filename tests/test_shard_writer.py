@@ -29,10 +29,12 @@ def make_clip(out_root: Path, clip_id: str, size: str, seed: int) -> Clip:
     return Clip(clip_id, VIDEO_ID, seed, 0, 5, 0.0, duration, width, height, 25.0, path=rel, n_frames=5)
 
 
+PASSED = json.dumps({name: {"ok": True} for name in ("lang", "length", "numbers", "colours")})
+
+
 def captions_for(clip: Clip) -> list[Caption]:
-    return [Caption(clip.clip_id, "zh", f"一个测试画面 {clip.clip_id}", backend="signals",
-                    checks='{"lang": true}'),
-            Caption(clip.clip_id, "en", f"A test pattern {clip.clip_id}.", backend="signals")]
+    return [Caption(clip.clip_id, "zh", f"一个测试画面 {clip.clip_id}", backend="signals", checks=PASSED),
+            Caption(clip.clip_id, "en", f"A test pattern {clip.clip_id}.", backend="signals", checks=PASSED)]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_write_then_read_back(tmp_path: Path, clips: tuple[Path, list[Clip]]) ->
             meta = json.loads(s["json"])
             assert meta["clip_id"] == clip.clip_id and meta["width"] == clip.width and "blur" in meta
             assert {c["lang"] for c in meta["captions"]} == {"en", "zh"}
-            assert meta["captions"][1]["checks"] == {"lang": True}
+            assert meta["captions"][1]["checks"] == json.loads(PASSED)
             assert s["en.txt"].decode() == f"A test pattern {clip.clip_id}."
             assert s["zh.txt"].decode().startswith("一个测试画面")
             assert Image.open(io.BytesIO(s["jpg"])).size == (clip.width, clip.height)

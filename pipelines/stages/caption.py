@@ -9,13 +9,19 @@ Backends (``CaptionConfig.backend``):
 For the VLM backends the stage runs as an actor pool over batches: ``process_batch`` prepares
 each clip's frames in worker threads (the CPU part: decode the extracted clip, sample
 ``n_frames``, JPEG) while the async client streams the requests with bounded concurrency (the
-I/O part). A clip whose requests fail after the client's retries gets ``task.error`` (recorded
-as ``clips.caption_error``; the next run retries it) and the batch goes on.
+I/O part). A reply that fails the caption checks is retried like a transport fault; a clip
+whose requests fail after the client's retries gets ``task.error`` (recorded as
+``clips.caption_error``; the next run retries it) and the batch goes on.
+
+The API key (env ``api_key_env``) is sent only to the hosts in ``api_key_hosts`` (default
+``api.openai.com``): a key exported for OpenAI never reaches the local vLLM server or any other
+endpoint unless that host is listed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,12 +31,13 @@ from pipelines.tasks import ClipTask
 
 BACKENDS = ("signals", "openai", "vllm")
 VLLM_DEFAULT_URL = "http://127.0.0.1:8000/v1"
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class CaptionStage(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "caption"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: replies that fail the checks are retried; failed ones are stored
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
 
     root: str = field(default="", compare=False)  # the output root the clip paths are relative to
@@ -39,6 +46,7 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
     model: str = "tarsier2-7b"
     model_revision: str = ""
     api_key_env: str = field(default="OPENAI_API_KEY", compare=False)
+    api_key_hosts: tuple[str, ...] = field(default=("api.openai.com",), compare=False)
     zh_mode: str = "translate"
     zh_base_url: str | None = field(default=None, compare=False)
     zh_model: str | None = None
@@ -54,6 +62,7 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
     batch_size: int = field(default=32, compare=False)  # type: ignore[misc]
     timeout_s: float = field(default=120.0, compare=False)
     max_retries: int = field(default=4, compare=False)
+    max_reply_bytes: int = field(default=262_144, compare=False)
     _prompts: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +94,12 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
             self.prompts()
             if self.backend == "openai" and not self.base_url:
                 raise ValueError("caption.backend 'openai' needs caption.base_url")
+            from captioner.validate import detect_language
+
+            # Load lingua's models now: the first call takes ~1 s, and the replies' checks run on
+            # the event loop, where that second would run out other requests' timeouts.
+            detect_language("The camera pans slowly across a quiet street.")
+            detect_language("镜头缓缓扫过一条安静的街道。")
 
     # --- signals -------------------------------------------------------------
     def process(self, task: ClipTask) -> ClipTask:
@@ -106,23 +121,23 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
         from captioner.client import ChatClient
 
         url = self.base_url or VLLM_DEFAULT_URL
-        key = os.environ.get(self.api_key_env)
-        async with ChatClient(
-            url,
-            api_key=key,
-            concurrency=self.concurrency,
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
-        ) as client:
+        key = os.environ.get(self.api_key_env) or None
+        opts: dict[str, Any] = {
+            "api_key": key,
+            "key_envs": (),  # the key is env api_key_env's or none: no fallback to other variables
+            "key_hosts": self.api_key_hosts,
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "max_retries": self.max_retries,
+            "max_reply_bytes": self.max_reply_bytes,
+        }
+        async with ChatClient(url, **opts) as client:
+            if key and client.api_key is None:
+                log.info("caption: %s is set but not sent to %s (not in caption.api_key_hosts %s)",
+                         self.api_key_env, url, list(self.api_key_hosts))
             zh_client = None
             if self.zh_base_url and self.zh_base_url != url:
-                zh_client = ChatClient(
-                    self.zh_base_url,
-                    api_key=key,
-                    concurrency=self.concurrency,
-                    timeout_s=self.timeout_s,
-                    max_retries=self.max_retries,
-                )
+                zh_client = ChatClient(self.zh_base_url, **opts)
             try:
                 cap = VlmCaptioner(self, client, zh_client or client)
                 await asyncio.gather(*(cap.caption(t) for t in tasks))
