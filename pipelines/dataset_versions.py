@@ -5,7 +5,7 @@ Layout of an export directory ``DIR``::
     DIR/<dataset_hash>/manifest.json            one complete version (its own manifest)
     DIR/<dataset_hash>/<bucket>/NNNNNN.tar
     DIR/latest -> <dataset_hash>                a relative symlink, switched atomically
-    DIR/.staging-<pid>-<rand>/                  an export being written (never read)
+    DIR/.staging-<host>-<pid>-<rand>/           an export being written (never read)
 
 Decisions:
 
@@ -39,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,11 +125,15 @@ def latest_dir(root: str | Path) -> Path | None:
     return link.resolve() if link.exists() else None
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
 def new_staging(root: str | Path) -> Path:
-    """A fresh staging directory under ``root`` (its name holds this process's pid)."""
+    """A fresh staging directory under ``root`` (its name holds this host and process id)."""
     r = Path(root)
     r.mkdir(parents=True, exist_ok=True)
-    staging = r / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    staging = r / f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     return staging
 
@@ -184,15 +189,19 @@ def versions(root: str | Path) -> list[Version]:
     return sorted(out, key=lambda v: (-v.published, v.dataset))
 
 
-def stale_staging(root: str | Path, min_age_s: float = 3600.0) -> list[Path]:
-    """Staging directories of export processes that are gone: pid not running on this host, or
-    older than ``min_age_s`` (another host's export)."""
+def stale_staging(root: str | Path, min_age_s: float | None = 3600.0) -> list[Path]:
+    """Staging directories of exports that are gone: this host's with a pid no longer running,
+    and another host's older than ``min_age_s`` (None: never judge another host's)."""
     r = Path(root)
     out = []
     for p in sorted(r.glob(f"{STAGING_PREFIX}*")) if r.is_dir() else ():
-        pid = p.name.removeprefix(STAGING_PREFIX).split("-")[0]
-        alive = pid.isdigit() and _pid_alive(int(pid))
-        if not alive or time.time() - p.stat().st_mtime > min_age_s:
+        host, _, rest = p.name.removeprefix(STAGING_PREFIX).rpartition("-")[0].rpartition("-")
+        pid = rest if host else ""
+        if host == _host():
+            stale = not (pid.isdigit() and _pid_alive(int(pid)))
+        else:
+            stale = min_age_s is not None and time.time() - p.stat().st_mtime > min_age_s
+        if stale:
             out.append(p)
     return out
 
@@ -269,6 +278,8 @@ def write_version(samples: Any, root: str | Path, target_bytes: int,
     if _HASH.fullmatch(r.resolve().name) and (r / MANIFEST).is_file():
         raise ValueError(f"{root} is a published version (immutable): export to {r.resolve().parent}")
     reference = latest_dir(r) or (r if (r / MANIFEST).is_file() else None)  # a flat layout: link from it
+    for dead in stale_staging(r, min_age_s=None):  # a killed export of this host: never published
+        shutil.rmtree(dead, ignore_errors=True)
     staging = new_staging(r)
     try:
         infos, dataset = write_shards(samples, staging, target_bytes, meta, reference=reference)

@@ -105,8 +105,10 @@ def test_gc_keeps_latest_and_the_newest(catalog: Path, tmp_path: Path) -> None:
     a = do_export(catalog, out, IDS_A)
     b = do_export(catalog, out, IDS_B)
     do_export(catalog, out, IDS_A)  # latest back at A: A is the newest version now
-    dead = out / f"{dv.STAGING_PREFIX}999999999-dead"  # a killed export's staging directory
+    dead = out / f"{dv.STAGING_PREFIX}{dv._host()}-999999999-dead"  # a killed export's staging directory
     dead.mkdir()
+    other = out / f"{dv.STAGING_PREFIX}otherhost-12-beef"  # another host's export, maybe still going
+    other.mkdir()
     res = subprocess.run([str(Path(os.sys.executable).parent / "vidloom"), "gc", str(out), "--dry-run"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -114,7 +116,7 @@ def test_gc_keeps_latest_and_the_newest(catalog: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         dv.gc(out, keep=0)
     removed = dv.gc(out, keep=1)
-    assert sorted(removed) == sorted([out / b["dataset"], dead])
+    assert sorted(removed) == sorted([out / b["dataset"], dead]) and other.is_dir()
     assert [v.dataset for v in dv.versions(out)] == [a["dataset"]] and dv.resolve(out).name == a["dataset"]
     assert dv.gc(out, keep=1) == []  # the version latest points at is never collected
 
@@ -134,7 +136,9 @@ def make_loader(path: Path, workers: int = 0) -> StreamingLoader:
 
 
 def same(x: list[tuple[str, torch.Tensor]], y: list[tuple[str, torch.Tensor]]) -> bool:
-    return [k for k, _ in x] == [k for k, _ in y] and all(torch.equal(a, b) for (_, a), (_, b) in zip(x, y))
+    if [k for k, _ in x] != [k for k, _ in y]:
+        return False
+    return all(torch.equal(a, b) for (_, a), (_, b) in zip(x, y, strict=True))
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from pipelines.dataset_versions import read_manifest, resolve
 from tests.train_shards import make_mp4, write_test_shards
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
 from training.config import from_dict, load_train_config
@@ -176,11 +177,12 @@ def test_sft_on_a_catalog_selection_trains_on_the_selected_clips(runs: dict[str,
     out = tmp_path / "sft"
     assert _cli(["sft", "--base", str(runs["base"]), "--catalog", str(catalog), "--where", where,
                  "--out", str(out), "--steps", "2", "--set", "eval_samples=1", "--quiet"]) == 0
-    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    data = resolve(out / "data")  # the export's version, out/data/latest
+    manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["selection"] == where and manifest["n_samples"] == 2
     import webdataset as wds
 
-    urls = [str(out / "data" / e["shard"]) for e in manifest["shards"]]
+    urls = [str(data / e["shard"]) for e in manifest["shards"]]
     assert sorted(s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)) == chosen
     rows = _log(out)
     assert [r["step"] for r in rows] == [1, 2]
@@ -288,7 +290,7 @@ def test_sft_and_merge_flows(runs: dict[str, Any], catalog: Path, tmp_path: Path
         summary = state.result()
         assert load_checkpoint(summary["checkpoint"])["step"] == 1
         assert summary["data"] == str(tmp_path / "sft" / "data")
-        assert json.loads((tmp_path / "sft" / "data" / "manifest.json").read_text())["selection"] == where
+        assert read_manifest(tmp_path / "sft" / "data")["selection"] == where
         state = merge_flow([summary["checkpoint"], runs["sft1"]["checkpoint"]], str(tmp_path / "m.pt"),
                            weights=[1.0, 3.0], return_state=True)
         assert state.is_completed(), state

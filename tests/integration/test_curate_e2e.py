@@ -17,6 +17,7 @@ import pytest
 
 from curation.db import Catalog
 from pipelines.config import load_config, to_dict
+from pipelines.dataset_versions import resolve
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -67,14 +68,14 @@ def curated(
 
 @pytest.fixture(scope="module")
 def shard_manifest(curated: dict[str, Any]) -> dict[str, Any]:
-    return json.loads((curated["out"] / "shards" / "manifest.json").read_text())
+    return json.loads((resolve(curated["out"] / "shards") / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def samples(curated: dict[str, Any], shard_manifest: dict[str, Any]) -> list[dict[str, Any]]:
     import webdataset as wds
 
-    shards = curated["out"] / "shards"
+    shards = resolve(curated["out"] / "shards")
     urls = [str(shards / e["shard"]) for e in shard_manifest["shards"]]
     return list(wds.WebDataset(urls, shardshuffle=False))
 
@@ -110,12 +111,15 @@ def test_every_sample_is_complete(curated: dict[str, Any], samples: list[dict[st
 def test_manifest_catalog_and_files_agree(
     curated: dict[str, Any], shard_manifest: dict[str, Any], samples: list[dict[str, Any]]
 ) -> None:
-    shards = curated["out"] / "shards"
+    version = shard_manifest["dataset_hash"]
+    shards = curated["out"].resolve() / "shards" / version  # one version, and latest points at it
+    assert sorted(p.name for p in shards.parent.iterdir()) == sorted([version, "latest"])
+    assert resolve(shards.parent) == shards
     fields = ("shard", "bucket", "n_samples", "bytes", "sha256")
     listed = [tuple(e[f] for f in fields) for e in shard_manifest["shards"]]
     # the catalog names a shard by its path under the output root
     in_catalog = [tuple(r[f] for f in fields) for r in curated["shard_rows"]]
-    assert [("shards/" + e[0], *e[1:]) for e in listed] == in_catalog
+    assert [(f"shards/{version}/" + e[0], *e[1:]) for e in listed] == in_catalog
     assert {r["dataset"] for r in curated["shard_rows"]} == {shard_manifest["dataset_hash"]}
     on_disk = sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*") if p.is_file())
     assert on_disk == sorted([e[0] for e in listed] + ["manifest.json"])  # no stale or temp files

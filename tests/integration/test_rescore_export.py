@@ -16,6 +16,7 @@ import pytest
 from curation.db import Catalog
 from pipelines.config import load_config
 from pipelines.curate import run_curate
+from pipelines.dataset_versions import resolve
 
 SUBSET = ("demo_defects_640x360.mp4", "demo_cuts_640x360.mp4", "demo_text_en_640x360.mp4")
 
@@ -110,8 +111,9 @@ def test_export_where_writes_exactly_the_selection(curated: Path, tmp_path: Path
         assert res.returncode == 0, res.stderr
     import webdataset as wds
 
-    manifest = json.loads((a / "manifest.json").read_text())
-    urls = [str(a / e["shard"]) for e in manifest["shards"]]
+    version = resolve(a)  # a/<dataset_hash>, which a/latest points at
+    manifest = json.loads((version / "manifest.json").read_text())
+    urls = [str(version / e["shard"]) for e in manifest["shards"]]
     keys = [s["__key__"] for s in wds.WebDataset(urls, shardshuffle=False)]
     assert sorted(keys) == sorted(want) and len(keys) == len(set(keys))
     assert tree_digest(a) == tree_digest(b)  # same query, same bytes
@@ -126,7 +128,10 @@ def test_export_where_writes_exactly_the_selection(curated: Path, tmp_path: Path
 
 
 def test_export_resumes_after_a_kill(curated: Path, tmp_path: Path) -> None:
-    """A killed export (half the shards written, no manifest) rerun gives the clean run's bytes."""
+    """A killed export (half the shards written in its staging directory, no manifest, nothing
+    published) rerun gives the clean run's bytes, and the dead export's staging directory goes."""
+    from pipelines import dataset_versions as dv
+
     out = tmp_path / "out"
     shutil.copytree(curated, out)
     db = out / "catalog.duckdb"
@@ -134,9 +139,10 @@ def test_export_resumes_after_a_kill(curated: Path, tmp_path: Path) -> None:
     assert (
         vidloom("export", str(db), "--out", str(ref), "--set", "shards.target_bytes=300000").returncode == 0
     )
-    shutil.copytree(ref, target)
-    (target / "manifest.json").unlink()
-    tars = sorted(target.rglob("*.tar"))
+    staging = target / f"{dv.STAGING_PREFIX}{dv._host()}-999999999-dead"  # a pid that is not running
+    shutil.copytree(resolve(ref), staging)
+    (staging / "manifest.json").unlink()
+    tars = sorted(staging.rglob("*.tar"))
     assert len(tars) > 2
     tars[-1].unlink()
     tars[-2].write_bytes(tars[-2].read_bytes()[:1000])  # a torn shard

@@ -132,7 +132,8 @@ def clean(subset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     proc = subprocess.run(curate_cmd(subset, out), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = outputs(out)
-    assert result["shards"] and result["clips"] and "manifest.json" in result["shards"]
+    version = (out / "shards" / "latest").readlink().as_posix()  # the one published version
+    assert result["shards"] and result["clips"] and f"{version}/manifest.json" in result["shards"]
     return result
 
 
@@ -201,7 +202,7 @@ def test_killed_run_resumes_to_the_same_result(
 ) -> None:
     out = tmp_path / "out"
     run_and_kill(curate_cmd(subset, out), out, KILL_POINTS[point])
-    assert not (out / "shards" / "manifest.json").exists()  # killed before the end
+    assert not (out / "shards" / "latest").exists()  # killed before the end: no version published
 
     proc = subprocess.run(curate_cmd(subset, out), capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
