@@ -18,14 +18,20 @@ A checkpoint is a dict:
   file is enough to generate.
 
 Files are written to a temporary name, fsynced and renamed, so a run killed mid-save leaves the
-previous checkpoint intact; ``latest_checkpoint`` returns the newest file that loads.
+previous checkpoint intact. Beside each file a small ``step_0000050.json`` (version, step, kind,
+byte size) is written after it, so choosing a checkpoint to resume from never loads one:
+``latest_checkpoint`` returns the newest file whose metadata matches its size, or, for a file
+without metadata (older runs, or a kill between the two renames), whose zip directory is whole.
+Reading a zip directory touches a few KB at the end of the file, not the tensors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,8 +64,13 @@ def save_checkpoint(run_dir: str | Path, step: int, payload: dict[str, Any], kee
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    meta = {"version": VERSION, "step": step, "kind": payload.get("kind"), "bytes": path.stat().st_size}
+    tmp_meta = path.with_suffix(".json.part")
+    tmp_meta.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp_meta, path.with_suffix(".json"))
     for old in sorted(directory.glob("step_*.pt"))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
     return path
 
 
@@ -71,16 +82,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest ``step_*.pt`` of a run that loads; unreadable (torn) files are skipped."""
+def checkpoint_meta(path: str | Path) -> dict[str, Any] | None:
+    """What a checkpoint file is, without loading it: ``{version, step, kind, bytes}`` from its
+    ``.json`` beside it (kind None when only the zip directory could be checked), or None when the
+    file is torn (size differs from the metadata, or a broken zip) or not a vidloom checkpoint."""
+    path = Path(path)
+    match = _STEP_FILE.search(path.name)
+    if match is None or not path.is_file():
+        return None
+    size = path.stat().st_size
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict):
+        whole = (meta.get("version"), meta.get("bytes"), meta.get("step")) == (VERSION, size, int(match[1]))
+        return meta if whole else None
+    try:  # no metadata: a torch.save file is a zip whose directory sits at its end
+        with zipfile.ZipFile(path) as z:
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist()):
+                return None
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return {"version": VERSION, "step": int(match[1]), "kind": None, "bytes": size}
+
+
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """The ``step_*.pt`` files of a run that look whole, newest first (none is loaded)."""
     files = sorted(p for p in checkpoint_dir(run_dir).glob("step_*.pt") if _STEP_FILE.search(p.name))
-    for path in reversed(files):
-        try:
-            load_checkpoint(path)
-        except Exception:  # noqa: BLE001 - a torn or foreign file: fall back to the one before
-            continue
-        return path
-    return None
+    return [p for p in reversed(files) if checkpoint_meta(p) is not None]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Newest ``step_*.pt`` of a run that looks whole (``checkpoint_meta``); torn files are skipped."""
+    found = checkpoint_candidates(run_dir)
+    return found[0] if found else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

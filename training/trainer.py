@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import sys
 import time
@@ -34,12 +35,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training import checkpoint as ckpt_files
+from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import StageConfig, TrainConfig, to_dict
 from training.data import StreamingLoader
 from training.distributed import DistInfo
 
 Batch = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -284,13 +287,27 @@ class Trainer:
         return path
 
     def resume(self) -> bool:
-        """Load the newest checkpoint of ``out`` if any; cut the log back to its step."""
-        path = latest_checkpoint(self.out)
-        if path is None:
+        """Load the newest checkpoint of ``out`` if any; cut the log back to its step.
+
+        The candidates are chosen from their small metadata files (training/checkpoint.py), so
+        only the checkpoint resumed from is loaded, once; one that still fails to load (damaged
+        after it was written) is reported and the one before it is tried.
+        """
+        ckpt, path = None, None
+        for candidate in ckpt_files.checkpoint_candidates(self.out):
+            try:
+                ckpt, path = load_checkpoint(candidate, map_location=self.device), candidate
+                break
+            except Exception as e:  # noqa: BLE001 - a damaged file: fall back to the one before
+                log.warning("[%s] cannot load %s (%s: %s); trying the checkpoint before it",
+                            self.kind, candidate, type(e).__name__, e)
+        if ckpt is None:
             if self.dist.is_main:
                 self.log_path.unlink(missing_ok=True)
             return False
-        ckpt = load_checkpoint(path, map_location=self.device)
+        if self.dist.is_main:  # printed like the step lines: it shows at every --log-level
+            print(f"[{self.kind}] resuming from step {int(ckpt['step'])} ({path})", file=sys.stderr,
+                  flush=True)
         if ckpt["kind"] != self.kind:
             raise ValueError(f"{path} is a {ckpt['kind']!r} checkpoint, this run trains {self.kind!r}")
         self.dist.load_model_state(self.net, ckpt["net"])
