@@ -249,7 +249,8 @@ class LatentShardDataset(ShardDataset):
 
     def __init__(self, shards_dir: str | Path, n_frames: int | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, sample_mode: SampleMode = "first") -> None:
-        manifest = _read_manifest(Path(shards_dir))
+        shards_dir = resolve(shards_dir)  # one version for the manifest and the tars
+        manifest = _read_manifest(shards_dir)
         if manifest.get("kind") != KIND:
             raise ValueError(f"{shards_dir} holds pixel shards, not latents (kind {manifest.get('kind')})")
         enc_frames, enc_fps = int(manifest["n_frames"]), float(manifest["fps"])

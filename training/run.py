@@ -76,10 +76,11 @@ def adapt_stages_to_latents(cfg: TrainConfig, manifest: dict[str, Any]) -> list[
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path | None = None,
           progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the VAE when needed, then the DiT; returns both runs' summaries."""
+    from pipelines.dataset_versions import resolve
     from training.dit_trainer import DiTTrainer
     from training.vae_trainer import VAETrainer
 
-    data, out = Path(data), Path(out)
+    data, out = resolve(data), Path(out)  # one dataset version for the VAE and the DiT (see data.py)
     manifest = _manifest(data)
     dist = DistInfo.from_env()
     if manifest.get("kind") == "latents":
