@@ -251,8 +251,9 @@ class ShardSample:
 @dataclass(slots=True)
 class ShardInfo:
     """One written shard. ``shard`` is its path relative to the catalog's root when it lies
-    inside it ('shards/480p/16x9/2-5s/000000.tar'), else its absolute path; ``dataset`` is the
-    manifest's dataset version hash and ``export_root`` the directory that holds the manifest."""
+    inside it ('shards/<dataset_hash>/480p/16x9/2-5s/000000.tar'), else its absolute path;
+    ``dataset`` is the dataset version hash (the version directory's name) and ``export_root``
+    the export directory that holds the versions and ``latest`` (pipelines/dataset_versions.py)."""
 
     shard: str
     path: str

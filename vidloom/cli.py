@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write WebDataset shards for the clips a SQL predicate selects")
     e.add_argument("db", help="catalog.duckdb")
     e.add_argument("--where", default="status = 'kept'", help="SQL predicate over the clips table")
-    e.add_argument("--out", required=True, help="shards directory (manifest.json + <bucket>/NNNNNN.tar)")
+    e.add_argument("--out", required=True, help="export directory: a new version OUT/<dataset_hash>/ "
+                   "(manifest.json + <bucket>/NNNNNN.tar), then OUT/latest points at it")
     e.add_argument("--preset", default="default", help="config preset under the catalog's config.yaml")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     e.add_argument("--runner", choices=["ray", "sequential"], help="executor for cutting missing clips")
