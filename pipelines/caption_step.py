@@ -2,9 +2,13 @@
 
 Each clip is keyed by (clip, 'caption', version, params hash of the backend, model, prompt
 shas and sampling params): a rerun skips captioned clips, a new model or prompt re-captions.
-A clip whose captioning failed records ``clips.caption_error`` and is retried by the next run;
-``clips.caption_failed`` lists its failed checks. The decision is then re-run, so the caption
-rules of the config (off by default) take effect.
+A clip whose captioning failed records ``clips.caption_error`` and is retried by the next run:
+a request that got no usable reply, or a reply that still failed its checks after the client's
+retries (that reply is stored too, with its failed checks). ``clips.caption_failed`` lists the
+failed checks of the stored captions ('' when all passed). The decision is then re-run, so the
+caption rules of the config (``reject_failed_checks``, ``require_caption``: off by default) take
+effect. Whatever is recorded here, only valid en + zh pairs are ever exported
+(``captioner.validate.exportable``).
 """
 
 from __future__ import annotations

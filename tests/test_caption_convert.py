@@ -167,3 +167,67 @@ def test_caption_server_convert_subcommand(tmp_path: Path, capsys: pytest.Captur
     assert (tmp_path / "out" / "config.json").is_file()
     assert caption_server_main(["convert", str(tmp_path / "tarsier2"), str(tmp_path / "out")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def _qwen2vl_class() -> type:
+    """transformers' Qwen2VLForConditionalGeneration, or a skip that says why it cannot import."""
+    try:
+        from transformers import Qwen2VLForConditionalGeneration
+    except Exception as e:  # e.g. torchvision beside the CPU torch (see README "Environment")
+        pytest.skip(f"transformers' Qwen2VLForConditionalGeneration does not import here: "
+                    f"{type(e).__name__}: {e}")
+    return Qwen2VLForConditionalGeneration
+
+
+# transformers' own parameter names -> Tarsier2's on-disk names (the inverse of the conversion,
+# through transformers 5's layout: model.visual.*, model.language_model.*, lm_head.*)
+TO_TARSIER2 = {"model.visual.": "vision_tower.", "model.language_model.": "language_model.model.",
+               "lm_head.": "language_model.lm_head.", "visual.": "vision_tower.",
+               "model.": "language_model.model."}  # the last two: transformers 4's layout
+
+
+def _to_tarsier2(name: str) -> str:
+    prefix = next(p for p in TO_TARSIER2 if name.startswith(p))
+    return TO_TARSIER2[prefix] + name[len(prefix):]
+
+
+def test_converted_checkpoint_loads_in_transformers_and_runs_a_forward_pass(tmp_path: Path) -> None:
+    """A tiny random Qwen2-VL saved in Tarsier2's layout converts into a checkpoint that
+    transformers' Qwen2VLForConditionalGeneration loads with no missing or unexpected weight,
+    every tensor equal, and the same logits on an image + text prompt as the original."""
+    qwen2vl = _qwen2vl_class()
+    from transformers import Qwen2VLConfig
+
+    torch.manual_seed(0)
+    tokens = {k: TEXT[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                    "vision_end_token_id")}
+    text = {k: v for k, v in TEXT.items() if k not in tokens and k not in ("model_type", "architectures")}
+    vision = {k: v for k, v in VISION.items() if k != "model_type"}
+    original = qwen2vl(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)).eval()
+    weights = {_to_tarsier2(k): v.detach().clone().contiguous() for k, v in original.state_dict().items()}
+    src = tmp_path / "tarsier2"
+    src.mkdir()
+    save_file(weights, str(src / "model.safetensors"), metadata={"format": "pt"})
+    (src / "config.json").write_text(json.dumps({**TARSIER2_CONFIG, "torch_dtype": "float32"}))
+
+    dst = convert(src, tmp_path / "qwen2vl")
+    loaded, info = qwen2vl.from_pretrained(str(dst), dtype=torch.float32, output_loading_info=True)
+    loaded.eval()
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    original_sd = original.state_dict()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, original_sd[name]), name
+
+    # one 28x28 image: a 2x2 grid of 14-px patches (x2 frames), merged 2x2 into one image token
+    grid = torch.tensor([[1, 2, 2]])
+    patch_dim = VISION["in_chans"] * VISION["temporal_patch_size"] * VISION["patch_size"] ** 2
+    pixels = torch.randn(4, patch_dim)
+    ids = torch.tensor([[5, tokens["vision_start_token_id"], tokens["image_token_id"],
+                         tokens["vision_end_token_id"], 7, 9, 11]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels,
+              "image_grid_thw": grid,  # what the processor adds: 1 marks image tokens (for M-RoPE)
+              "mm_token_type_ids": (ids == tokens["image_token_id"]).long()}
+    with torch.no_grad():
+        got, want = loaded(**inputs).logits, original(**inputs).logits
+    assert got.shape == (1, ids.shape[1], TEXT["vocab_size"]) and torch.isfinite(got).all()
+    assert torch.equal(got, want)
