@@ -44,6 +44,9 @@ class UnsafeSQL(ValueError):
 def sandboxed(db_path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to the published catalog with external access off and config locked."""
     path = Path(db_path)
+    if path.name.startswith(".") and path.name.endswith(".live"):  # holding it would stall the writer
+        published = path.with_name(path.name[1:].removesuffix(".live"))
+        raise ValueError(f"{path} is vidloom's private working copy of a catalog: query {published}")
     if not path.exists():
         raise FileNotFoundError(f"no catalog at {path}")
     con = connect_retrying(path, read_only=True)

@@ -174,3 +174,10 @@ def test_query_out_writes_parquet_csv_and_jsonl(world: dict[str, Path]) -> None:
             assert "rejected" in text and text.count("\n") == (3 if suffix == "csv" else 2)
     with pytest.raises(ValueError, match="parquet, csv, jsonl"):
         write_query(world["db"], sql, world["root"] / "q.xlsx")
+
+
+def test_the_writers_live_file_is_not_queryable(world: dict[str, Path]) -> None:
+    live = world["db"].with_name(".catalog.duckdb.live")
+    assert live.exists()
+    with pytest.raises(ValueError, match="query .*catalog.duckdb"):
+        run_query(live, "SELECT 1")
