@@ -8,7 +8,8 @@ or sequential); results are journaled as Parquet parts and committed to the cata
 by this process, the driver, which is the only DuckDB writer.
 
 Output layout under ``out``:
-    catalog.duckdb, config.yaml
+    catalog.duckdb, config.yaml   (catalog.duckdb: the published snapshot readers query;
+                                  .catalog.duckdb.live: the writers' copy, curation/snapshot.py)
     clips/<video_id>/<clip_id>.mp4
     shards/<dataset_hash>/<bucket>/NNNNNN.tar, shards/<dataset_hash>/manifest.json, shards/latest
                                 (one immutable version per export; pipelines/dataset_versions.py)
