@@ -243,11 +243,17 @@ def extract(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> di
 
 
 def caption(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
-    """Caption the kept clips, then re-decide (caption rules, when configured, reject)."""
+    """Caption the kept clips, then re-decide (caption rules, when configured, reject).
+
+    Clips rejected only by a caption rule ('no_caption', 'caption_check') are taken too: the
+    step's journal skips those already done, so a clip whose captioning failed is retried by the
+    next run (and kept again when it succeeds) instead of being locked out by its own failure.
+    """
     from pipelines.caption_step import caption as run_caption
     from pipelines.score_step import clip_tasks_from_catalog, decide
 
-    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), f"c.{KEPT}")
+    wanted = f"c.{KEPT} OR c.reject_reason IN ('no_caption', 'caption_check')"
+    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), wanted)
     counts = run_caption(paths.root, tasks, cfg, runner, cat)
     counts["decide"] = decide(cat, cfg, split_hash(cfg))
     return counts

@@ -231,7 +231,8 @@ def test_faults_of_every_kind_never_reach_a_shard(
 ) -> None:
     """A server that cycles through every fault: each kept clip ends with a valid en + zh pair or
     a recorded failure, no shard holds a caption that fails a check, the run completes, and the
-    OpenAI key in the environment is never sent to this (local) server."""
+    OpenAI key in the environment is never sent to this (local) server unless its host is listed
+    in ``caption.api_key_hosts``."""
     from captioner.validate import caption_valid
     from curation.schema import Caption
 
@@ -287,5 +288,19 @@ def test_faults_of_every_kind_never_reach_a_shard(
     assert {cid for cid, reason in reasons.items() if reason == "no_caption"} == failed
     samples = shard_samples(out / "shards")
     assert {s["__key__"] for s in samples} == set(ids) - failed
+    assert_no_shard_holds_a_failed_caption(samples)
+    assert all("en.txt" in s and "zh.txt" in s for s in samples)
+
+    # the server is healthy again and this host is allowed the key: the next run retries exactly
+    # the failed clips, sends the key, and the clips it fixes are kept again
+    cfg.caption.api_key_hosts = ("127.0.0.1",)
+    with FakeOpenAI() as fake:
+        cfg.caption.base_url = fake.url
+        run_step_by_name("caption", [], out, cfg)
+        asked, auth = {b["user"].split(":")[0] for b in fake.requests}, fake.auth
+    assert asked == failed and set(auth) == {"Bearer sk-must-not-leak"}, (asked, failed, set(auth))
+    run_step_by_name("export", [], out, cfg)
+    samples = shard_samples(out / "shards")
+    assert {s["__key__"] for s in samples} == set(ids)
     assert_no_shard_holds_a_failed_caption(samples)
     assert all("en.txt" in s and "zh.txt" in s for s in samples)
