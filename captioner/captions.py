@@ -53,9 +53,17 @@ def pair_checks(en: str, zh: str, kind: str = "dense") -> tuple[dict[str, Any], 
             {**check_caption(zh, "zh", *bounds.for_lang("zh")), **agreement})
 
 
-def failed_names(captions: list[Caption]) -> str:
-    """Failed checks over a clip's captions, e.g. 'lang_zh,numbers' ('' when all passed)."""
+def failed_names(captions: list[Caption], expected: tuple[str, ...] = ()) -> str:
+    """Failed checks over a clip's captions, e.g. 'lang_zh,numbers' ('' when all passed).
+
+    ``expected``: the kinds the clip asked for; a (kind, lang) of them with no caption (its
+    request got no usable reply, or was never sent because its English failed) counts as a
+    failed ``reply_<lang>``, as a reply that failed its checks does, so '' means every caption
+    the clip asked for is stored and passed every check.
+    """
     names: set[str] = set()
+    have = {(c.kind, c.lang) for c in captions}
+    names |= {f"reply_{lang}" for kind in expected for lang in ("en", "zh") if (kind, lang) not in have}
     for c in captions:
         for name, result in json.loads(c.checks or "{}").items():
             if isinstance(result, dict) and result.get("ok") is False:

@@ -5,7 +5,8 @@ shas and sampling params): a rerun skips captioned clips, a new model or prompt 
 A clip whose captioning failed records ``clips.caption_error`` and is retried by the next run:
 a request that got no usable reply, or a reply that still failed its checks after the client's
 retries (that reply is stored too, with its failed checks). ``clips.caption_failed`` lists the
-failed checks of the stored captions ('' when all passed). The decision is then re-run, so the
+failed checks of the stored captions, and ``reply_<lang>`` for a caption asked for but not
+stored ('' when every caption is there and passed). The decision is then re-run, so the
 caption rules of the config (``reject_failed_checks``, ``require_caption``: off by default) take
 effect. Whatever is recorded here, only valid en + zh pairs are ever exported
 (``captioner.validate.exportable``).
@@ -31,12 +32,13 @@ def caption(
     from pipelines.stages.caption import CaptionStage
 
     stage = CaptionStage.from_config(cfg.caption, root=str(root))
+    kinds = ("dense", "short") if stage.short and stage.backend != "signals" else ("dense",)
 
     def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
         row = {
             "clip_id": t.clip.clip_id,
             "caption_error": t.error,
-            "caption_failed": failed_names(t.captions),
+            "caption_failed": failed_names(t.captions, kinds),
         }
         return {"clips": [row], "captions": [schema.row(c) for c in t.captions]}
 

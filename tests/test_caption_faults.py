@@ -161,3 +161,15 @@ def test_only_a_valid_pair_is_exportable() -> None:
     assert not caption_valid(Caption("c", "en", "x" * 8001, checks=json.dumps(PASS)))
     assert not caption_valid(Caption("c", "en", "text", checks="not json"))
     assert exportable([cap("en"), cap("zh", finish={"ok": False, "finish_reason": "length"})]) == []
+
+
+def test_caption_failed_names_every_failed_or_missing_caption() -> None:
+    from captioner.captions import failed_names
+
+    both = [cap("en"), cap("zh"), cap("en", "short"), cap("zh", "short")]
+    assert failed_names(both, ("dense", "short")) == ""
+    lost = [cap("en"), cap("zh"), cap("en", "short")]  # short_zh got no usable reply
+    assert failed_names(lost, ("dense", "short")) == "reply_zh"
+    bad = [cap("en", lang={"ok": False, "detected": "fr"}, reply={"ok": False}), cap("zh")]
+    assert failed_names(bad, ("dense",)) == "lang_en,reply_en"
+    assert failed_names([], ("dense",)) == "reply_en,reply_zh"  # e.g. the clip's file was unreadable
