@@ -23,7 +23,7 @@ Choices:
 - A reply is read as a stream and given up at ``max_reply_bytes`` (a ``Content-Length`` over
   the cap is refused before the body is read): a runaway 5,000,000-character reply costs at
   most the cap in memory, and is retried like any other fault.
-- The API key goes only to the hosts allowed to receive it (``key_hosts``; see ``key_for``):
+- The API key goes only to the hosts allowed to receive it (``key_hosts``; captioner/api_keys.py):
   a key set in the environment for OpenAI is never sent to a local vLLM server.
 - ``stream`` pulls the next request only when a slot is free, so at most ``concurrency``
   requests (and their frame payloads) exist at once, whatever the input's length.
@@ -48,12 +48,10 @@ import contextlib
 import dataclasses
 import email.utils
 import json
-import os
 import queue
 import random
 import threading
 import time
-import urllib.parse
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -69,8 +67,8 @@ from typing import Any
 
 import httpx
 
-API_KEY_ENVS = ("VIDLOOM_CAPTION_API_KEY", "OPENAI_API_KEY")  # the first one set wins
-DEFAULT_KEY_HOSTS = ("api.openai.com",)  # where a key taken from the environment may go
+from captioner.api_keys import API_KEY_ENVS, key_for
+
 MAX_REPLY_BYTES = 1 << 20  # a chat reply of a few hundred tokens is a few KB
 RETRY_AFTER_CAP_S = 60.0
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
@@ -107,29 +105,6 @@ class ChatResult:
     latency_s: float
     status: int | None
     checks: dict[str, dict[str, Any]] | None = None  # the last reply's ``validate`` checks
-
-
-def key_for(base_url: str, api_key: str | None, key_hosts: Collection[str] | None,
-            key_envs: Iterable[str] = API_KEY_ENVS) -> str | None:
-    """The API key to send to ``base_url``: ``api_key`` (else the first of ``key_envs`` set in
-    the environment) when the URL's host is one of ``key_hosts``, else None.
-
-    ``key_hosts`` entries are host names or ``host:port``, compared case-insensitively; ``'*'``
-    allows every host. ``key_hosts=None`` keeps the old call sites safe: an explicit ``api_key``
-    goes to the ``base_url`` it was given with, a key from the environment only to
-    ``DEFAULT_KEY_HOSTS``.
-    """
-    key = api_key or next((os.environ[e] for e in key_envs if os.environ.get(e)), None)
-    if not key:
-        return None
-    if key_hosts is None:
-        if api_key:
-            return key
-        key_hosts = DEFAULT_KEY_HOSTS
-    url = urllib.parse.urlsplit(base_url)
-    host = (url.hostname or "").lower()
-    allowed = {h.strip().lower() for h in key_hosts}
-    return key if "*" in allowed or host in allowed or f"{host}:{url.port}" in allowed else None
 
 
 class _Retry(Exception):
