@@ -9,6 +9,7 @@ fails with a message naming the version: pick ``--keep`` to cover the runs still
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -16,7 +17,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from pipelines import dataset_versions as dv
 
     found = dv.versions(args.dir)
-    if not found and not (dv.Path(args.dir) / dv.LATEST).exists():
+    if not found and not (Path(args.dir) / dv.LATEST).exists():
         raise FileNotFoundError(f"{args.dir} holds no dataset versions (an export directory has DIR/latest)")
     for v in found:
         mark = "latest" if v.latest else ""
