@@ -236,6 +236,7 @@ def test_curate_on_prefect_and_ray_hushes_ray_start_up_errors(tmp_path: Path) ->
     proc = _curate(tmp_path / "in", tmp_path / "out", "--runner", "ray")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 processed, 1 failed" in proc.stdout
+    assert "| INFO    | Task run '" in proc.stderr  # Prefect's run lines, in Prefect's format, still print
     assert not re.search(r"^\[[^]]* E \d+ \d+\] \w+\.cc:\d+", proc.stderr, re.M), proc.stderr
 
 

@@ -29,6 +29,12 @@ VIDLOOM_LOGGERS = ("pipelines", "curation", "captioner", "flows", "training", "v
 FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler until Prefect is imported. Prefect keeps a root handler it takes for the
+    user's, and then its run lines lose their flow/task run names; it replaces a handler whose
+    class name starts with '_' (prefect/logging/configuration.py), so this one gives way."""
+
+
 def setup(level: str = DEFAULT_LEVEL) -> int:
     """Configure logging for this process (and the Prefect and Ray processes it starts).
 
@@ -43,15 +49,15 @@ def setup(level: str = DEFAULT_LEVEL) -> int:
         raise ValueError(f"unknown log level {level!r}; choose from {', '.join(LEVELS)}")
     numeric = getattr(logging, name.upper())
     os.environ.setdefault("PREFECT_LOGGING_ROOT_LEVEL", name.upper())
-    if name == "debug" or numeric > logging.INFO:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if name == "debug" else name.upper())
+    if name == "debug" or numeric >= logging.ERROR:  # else Prefect's run lines stay at INFO
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", name.upper())
     extra = [x for x in os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").split(",") if x.strip()]
     os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(dict.fromkeys([*extra, *VIDLOOM_LOGGERS]))
     if name != "debug":
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     root = logging.getLogger()
-    if not root.handlers:  # Prefect, once imported, replaces this with its console handler
-        handler = logging.StreamHandler(sys.stderr)
+    if not root.handlers:
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(numeric)
