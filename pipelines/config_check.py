@@ -168,6 +168,11 @@ def _typed(path: str, hint: Any, value: Any) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path} must be a list; got {value!r}")
+        if args and args[-1] is not Ellipsis:  # tuple[float, float]: that many items, each its type
+            if len(value) != len(args):
+                raise ConfigError(f"{path} must be a list of {len(args)} items; got {value!r}")
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_typed(f"{path}[{i}]", t, v) for i, (t, v) in pairs)
         item = args[0] if args else Any
         if item is Any:
             return tuple(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,3 +164,16 @@ def test_curate_with_a_typo_fails_in_seconds_before_prefect_or_ray(tmp_path: Pat
     assert "prefect" not in proc.stderr.lower() and "ray" not in proc.stderr.lower()  # neither started
     assert not out.exists()
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_training_config_goes_through_the_same_checks() -> None:
+    """training/config.py applies its layers with pipelines.config.apply: typed and checked too."""
+    from training.config import load_train_config
+
+    assert load_train_config("tiny", None, ["steps=12", "betas=0.8,0.9"]).betas == (0.8, 0.9)
+    for override, message in [("steps=abc", "steps must be an integer; got 'abc'"),
+                              ("lr=-1", "lr must be >= 0"),
+                              ("betas=[0.9]", "betas must be a list of 2 items"),
+                              ("text.hf.dtype=fp8", "text.hf.dtype must be one of 'float32', 'bfloat16'")]:
+        with pytest.raises(config_check.ConfigError, match=re.escape(message)):
+            load_train_config("tiny", None, [override])
