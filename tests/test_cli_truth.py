@@ -298,12 +298,15 @@ PREFECT_SCRIPT = textwrap.dedent('''
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
     from prefect.context import get_run_context
-    from pipelines.runner import SequentialRunner
+    from pipelines.runner import RayRunner, SequentialRunner
     from test_cli_truth import Explode, Item
 
     @task(name="explode-step")
     def step():
         list(SequentialRunner().run([Explode()], [Item(1)], progress=False))
+        ray_runner = RayRunner(num_cpus=1)
+        list(ray_runner.run([Explode()], [Item(3)], progress=False))
+        ray_runner.shutdown()
         return str(get_run_context().task_run.id)
 
     @flow
@@ -316,7 +319,7 @@ PREFECT_SCRIPT = textwrap.dedent('''
         async with get_client() as c:
             for _ in range(40):
                 found = await c.read_logs(LogFilter(task_run_id=LogFilterTaskRunId(any_=[run_id])))
-                if any("Traceback" in l.message for l in found):
+                if sum("Traceback" in l.message for l in found) >= 2:
                     return [l.message for l in found]
                 time.sleep(0.5)
             return [l.message for l in found]
@@ -326,12 +329,16 @@ PREFECT_SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_stage_traceback_reaches_the_prefect_task_run(tmp_path: Path) -> None:
+    """In the driver (sequential runner) and in a Ray worker: both end up in the task run's logs."""
     script = tmp_path / "flow.py"
     script.write_text(PREFECT_SCRIPT.format(tests=str(ROOT / "tests")))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # Ray's workers import this module
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": path}
     env.pop("PREFECT_LOGGING_EXTRA_LOGGERS", None)
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = json.loads(proc.stdout.split("LOGS", 1)[1])
     assert any("explode failed on Item(value=1" in m and "in deep_failure" in m for m in logs), logs
+    assert any("(in a Ray worker) explode failed on Item(value=3" in m and "in deep_failure" in m
+               for m in logs), logs
