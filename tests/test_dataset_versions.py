@@ -87,6 +87,9 @@ def test_versions_are_immutable_latest_switches_and_identical_export_is_a_noop(
     assert again["dataset"] == a["dataset"] and not again["new_version"]
     assert os.readlink(out / "latest") == a["dataset"]
     assert files_of(ver_a) == before
+    with Catalog(catalog / "catalog.duckdb", read_only=True) as cat:
+        rows = cat.dicts("SELECT dataset, path FROM shards WHERE export_root = ?", [str(out.resolve())])
+    assert {r["dataset"] for r in rows} == {a["dataset"]} and all(Path(r["path"]).is_file() for r in rows)
     assert sorted(p.name for p in out.iterdir()) == sorted([a["dataset"], b["dataset"], "latest"])
 
 
