@@ -23,8 +23,11 @@ name: video_id (the sha256 of the file's bytes), then start frame, then clip_id,
 remux (same packets, same frames) loses or wins all its clips together. Every rejected
 member's ``dup_of`` is the kept clip of its group.
 
-The comparison is all-pairs in blocks of numpy popcounts; it takes ~1 s for 20k clips and is
-meant for catalogs up to ~10^5 clips (beyond that, band the hashes: LSH).
+Candidate pairs are not all pairs beyond ``dedup_bands.EXACT_MAX`` clips: LSH bit sampling over
+the keyframe hashes (and a SimHash of the embeddings) finds them, each verified with the exact
+distance above (pipelines/dedup_bands.py: how, its recall, its cost). :func:`duplicate_index`
+is the columnar core (numpy arrays in keep order, what the filter step and ``vidloom bench
+scale`` call); :func:`find_duplicates` is the same on row dicts.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from pipelines import dedup_bands
 
 N_KEYFRAMES = 3
 ARTIFACT_BAND = 0.05  # artifacts closer than this are the same quality for keep_order
@@ -141,11 +146,111 @@ def keep_order(row: dict[str, Any]) -> tuple[Any, ...]:
     return (*quality, row.get("video_id") or "", row["start_frame"], row["clip_id"])
 
 
+def keep_rank(cols: dict[str, Any]) -> np.ndarray:
+    """Row indices in :func:`keep_order`, from column arrays (the filter step's vectorised sort).
+
+    ``cols``: numpy arrays (or lists) clip_id, video_id, start_frame, end_frame, width, height,
+    artifacts, bits_per_pixel, with None/NaN where unmeasured. Same order as sorting the row
+    dicts by :func:`keep_order` (tests/test_dedup_scale.py compares them).
+    """
+    def num(name: str, dtype: Any) -> np.ndarray:
+        v = np.asarray(cols[name], dtype=np.float64) if cols.get(name) is not None else None
+        return np.zeros(len(cols["clip_id"]), dtype) if v is None else np.nan_to_num(v, nan=0.0).astype(dtype)
+
+    band = np.floor(num("artifacts", np.float64) / ARTIFACT_BAND + 1e-9)
+    pixels = -num("width", np.int64) * num("height", np.int64)
+    frames = -(num("end_frame", np.int64) - num("start_frame", np.int64))
+    return np.lexsort((_sort_key(cols["clip_id"]), num("start_frame", np.int64), _sort_key(cols["video_id"]), frames,
+                       -num("bits_per_pixel", np.float64), pixels, band))
+
+
+def _strings(v: Sequence[str | None] | np.ndarray) -> np.ndarray:
+    """A numpy string array ('' for None): bytes arrays (from Arrow) pass through as they are."""
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SU":
+        return v
+    return np.asarray([x or "" for x in v], dtype="U")
+
+
+def _sort_key(v: Sequence[str | None] | np.ndarray) -> np.ndarray:
+    """Integers that sort like the strings (None as ''): hex ids parsed, else their ranks."""
+    strings = _strings(v)
+    key = dedup_bands.hex_key(strings)
+    return key if key is not None else np.unique(strings, return_inverse=True)[1]
+
+
+def _exact_heads(content: np.ndarray) -> np.ndarray:
+    """int64 [n]: for rows in keep order, the first row with the same content hash (-1: none/itself)."""
+    n = len(content)
+    head = np.full(n, -1, np.int64)
+    have = np.flatnonzero(content != content.dtype.type())
+    if not len(have):
+        return head
+    values = content[have]
+    words, ok = dedup_bands.parse_phashes(values, 4)  # sha256 hex: 4 words of 64 bits
+    if ok.all():  # group on the first word (stable: keep order within), then check every word
+        order = np.argsort(words[:, 0], kind="stable")
+        w = words[order]
+        start = np.r_[True, w[1:, 0] != w[:-1, 0]]
+        first = order[np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))]
+        if (words[first] == w).all():
+            first_of = np.empty(len(have), np.int64)
+            first_of[order] = first
+        else:  # two hashes share 64 bits: sort the strings themselves
+            ok[:] = False
+    if not ok.all():
+        _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+        first_of = first[inverse]  # np.unique's first index is the earliest: keep order
+    first_pos = have[first_of]
+    dup = first_pos != have
+    head[have[dup]] = first_pos[dup]
+    return head
+
+
+def duplicate_index(
+    content: Sequence[str | None],
+    phash: Sequence[str | None],
+    phash_max_distance: float,
+    embeddings: np.ndarray | None = None,
+    min_cosine: float = 1.1,
+    method: str = "auto",
+    n_tables: int = dedup_bands.N_TABLES,
+) -> np.ndarray:
+    """int64 [n]: for rows already in keep order, the row each duplicate points at (-1: not one).
+
+    ``embeddings``: float32 [n, dim] unit rows, NaN rows for clips without one (semantic dedup,
+    cosine >= ``min_cosine``). ``method``: 'auto' | 'exact' | 'lsh' (pipelines/dedup_bands.py).
+    """
+    n = len(content)
+    dup = _exact_heads(_strings(content))
+    rest = np.flatnonzero(dup < 0)  # near dedup runs on the clips that are not exact copies
+    h, valid = dedup_bands.parse_phashes(_strings(phash)[rest], N_KEYFRAMES)
+    a, b = dedup_bands.phash_pairs(h, valid, phash_max_distance, method, n_tables)
+    if embeddings is not None and len(rest):
+        sub = embeddings[rest]
+        have = np.flatnonzero(~np.isnan(sub).any(axis=1))
+        if len(have):
+            ea, eb = dedup_bands.cosine_pairs(sub[have], min_cosine, method, n_tables)
+            a, b = np.concatenate([a, have[ea]]), np.concatenate([b, have[eb]])
+            code = np.unique(a * len(rest) + b)
+            a, b = code // len(rest), code % len(rest)
+    near = dedup_bands.greedy_dup_of(len(rest), a, b)
+    has = near >= 0
+    dup[rest[has]] = rest[near[has]]
+    is_rest = np.zeros(n, bool)
+    is_rest[rest] = True
+    exact = np.flatnonzero((dup >= 0) & ~is_rest)
+    heads = dup[exact]
+    # an exact copy of a near duplicate points at the kept clip (near duplicates point at kept ones)
+    dup[exact] = np.where(dup[heads] >= 0, dup[heads], heads)
+    return dup
+
+
 def find_duplicates(
     rows: list[dict[str, Any]],
     phash_max_distance: float,
     embeddings: dict[str, np.ndarray] | None = None,
     min_cosine: float = 1.1,
+    method: str = "auto",
 ) -> dict[str, str]:
     """clip_id -> the clip_id it duplicates, for every duplicate among ``rows``.
 
@@ -154,32 +259,16 @@ def find_duplicates(
             start_frame, end_frame and (optional) artifacts and bits_per_pixel.
         phash_max_distance: near-duplicate when the clip distance is at most this (bits of 64).
         embeddings: optional clip_id -> unit embedding (semantic dedup, cosine >= min_cosine).
+        method: 'auto' (every pair up to dedup_bands.EXACT_MAX clips, LSH beyond), 'exact', 'lsh'.
     """
     order = sorted(rows, key=keep_order)
-    dup_of: dict[str, str] = {}
-    first_by_hash: dict[str, str] = {}
-    for r in order:  # exact: same decoded frames
-        h = r.get("content_hash")
-        if h and h in first_by_hash:
-            dup_of[r["clip_id"]] = first_by_hash[h]
-        elif h:
-            first_by_hash[h] = r["clip_id"]
-    rest = [r for r in order if r["clip_id"] not in dup_of]
-    near = phash_distance_matrix([parse_phash(r.get("phash")) for r in rest]) <= phash_max_distance
+    emb = None
     if embeddings:
-        ids = [r["clip_id"] for r in rest]
-        have = np.array([i in embeddings for i in ids])
-        if have.any():
-            dim = len(next(iter(embeddings.values())))
-            e = np.stack([embeddings.get(i, np.zeros(dim)) for i in ids])
-            near |= ((e @ e.T) >= min_cosine) & have[:, None] & have[None, :]
-    for b in range(len(rest)):  # greedy in keep order: a clip duplicates the first kept match
-        for a in range(b):
-            if near[a, b] and rest[a]["clip_id"] not in dup_of:
-                dup_of[rest[b]["clip_id"]] = rest[a]["clip_id"]
-                break
-    for clip_id, kept in dup_of.items():  # an exact copy of a near duplicate: point at the kept clip
-        while kept in dup_of:
-            kept = dup_of[kept]
-        dup_of[clip_id] = kept
-    return dup_of
+        dim = len(next(iter(embeddings.values())))
+        emb = np.full((len(order), dim), np.nan, np.float32)
+        for i, r in enumerate(order):
+            if r["clip_id"] in embeddings:
+                emb[i] = embeddings[r["clip_id"]]
+    dup = duplicate_index([r.get("content_hash") for r in order], [r.get("phash") for r in order],
+                          phash_max_distance, emb, min_cosine, method)
+    return {order[i]["clip_id"]: order[j]["clip_id"] for i, j in enumerate(dup.tolist()) if j >= 0}

@@ -16,8 +16,6 @@ from typing import Any
 from curation import schema
 from curation.db import Catalog
 from pipelines.config import CurateConfig
-from pipelines.decide import CROP_COLUMNS, crop_columns, dedup_candidates, reject_reason, rules
-from pipelines.dedup import decode_embedding, find_duplicates
 from pipelines.journal import StepJournal, done_rows, run_step
 from pipelines.runner import Runner
 from pipelines.stage import Stage
@@ -137,50 +135,11 @@ def score(
 
 
 def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
-    """Dedup and keep/reject every clip of ``split_hash`` from stored columns (no decode)."""
-    f = cfg.filters
-    rows = cat.dicts(
-        "SELECT c.*, v.path AS video_path, v.width AS source_width, v.height AS source_height "
-        "FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
-        [split_hash],
-    )
-    for r in rows:  # the text crop first: a cropped clip passes the text rule
-        r.update(crop_columns(r, f))
-    candidates = dedup_candidates(rows, f)
-    embeddings = {r["clip_id"]: decode_embedding(r["embedding"]) for r in candidates if r.get("embedding")}
-    dups = (
-        find_duplicates(candidates, f.phash_max_distance, embeddings, f.semantic_dedup_min_cosine)
-        if f.dedup
-        else {}
-    )
-    checks = rules(f, cfg.caption)
-    before = {r["clip_id"]: (r["status"], r["reject_reason"]) for r in rows}
-    updates = []
-    for r in rows:
-        r["dup_of"] = dups.get(r["clip_id"])
-        if r.get("score_error"):
-            reason: str | None = "score_error"
-        else:
-            reason = reject_reason(r, f, checks)
-        updates.append(
-            {
-                "clip_id": r["clip_id"],
-                "dup_of": r["dup_of"],
-                "status": "rejected" if reason else "kept",
-                "reject_reason": reason,
-                **{c: r[c] for c in CROP_COLUMNS},
-            }
-        )
-    with cat.transaction():
-        cat.update_columns("clips", updates)
-    changed = sum(before[u["clip_id"]] != (u["status"], u["reject_reason"]) for u in updates)
-    cropped = sum(u["status"] == "kept" and u["crop_reason"] is not None for u in updates)
-    kept = sum(u["status"] == "kept" for u in updates)
-    return {
-        "clips": len(updates),
-        "kept": kept,
-        "rejected": len(updates) - kept,
-        "changed": changed,
-        "duplicates": len(dups),
-        "cropped": cropped,
-    }
+    """Dedup and keep/reject every clip of ``split_hash`` from stored columns (no decode).
+
+    Columnar (pipelines/decide_columns.py): the rules of pipelines/decide.py as array comparisons
+    and dedup without all-pairs, so a rescore of 10^7 clips takes about a minute, not hours.
+    """
+    from pipelines.decide_columns import decide_catalog
+
+    return decide_catalog(cat, cfg.filters, cfg.caption, split_hash)
