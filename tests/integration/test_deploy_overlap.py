@@ -3,6 +3,8 @@
 A real ``prefect server start``, a real ``vidloom deploy`` serving the watch deployment, two flow
 runs of it created at the same moment: the first curates, the second is cancelled by the server's
 deployment concurrency limit and says so in its state; the catalog records only the first.
+
+``vidloom deploy --pool``: a real process worker runs the registered deployment.
 """
 
 from __future__ import annotations
@@ -112,3 +114,41 @@ async def _two_runs(api_url: str) -> dict[str, list[tuple[str, str, str | None]]
             history = await client.read_flow_run_states(r.id)
             out[str(r.id)] = [(s.type.value, s.name, s.message) for s in history]
         return out
+
+
+def test_a_pool_deployment_runs_on_a_process_worker(server: dict[str, str], tmp_path: Path) -> None:
+    """``vidloom deploy --pool``: the deployment is only registered; a real process worker picks the
+    run up and imports the flow by module path."""
+    watch, out = tmp_path / "in", tmp_path / "out"
+    watch.mkdir()
+    prefect = str(Path(sys.executable).parent / "prefect")
+    subprocess.run([prefect, "work-pool", "create", "t-pool", "--type", "process"], env=server, check=True,
+                   capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "vidloom.cli", "deploy", str(watch), "--out", str(out),
+                          "--cron", "0 0 1 1 *", "--name", "pooled", "--pool", "t-pool", "--preset", "tiny",
+                          "--runner", "sequential", "--quiet"], env=server, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and "t-pool" in res.stdout, res.stderr[-3000:]
+    flow_run_id = asyncio.run(_create_run(server["PREFECT_API_URL"], "vidloom-curate/pooled"))
+    worker = subprocess.run([prefect, "worker", "start", "--pool", "t-pool", "--run-once"], env=server,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    state = asyncio.run(_state(server["PREFECT_API_URL"], flow_run_id))
+    assert state == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+    with Catalog(out / "catalog.duckdb", read_only=True) as cat:
+        assert [r[0] for r in cat.query("SELECT flow_run_id FROM runs")[1]] == [flow_run_id]
+
+
+async def _create_run(api_url: str, name: str) -> str:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api=api_url) as client:
+        dep = await client.read_deployment_by_name(name)
+        return str((await client.create_flow_run_from_deployment(dep.id)).id)
+
+
+async def _state(api_url: str, flow_run_id: str) -> str:
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api=api_url) as client:
+        fr = await client.read_flow_run(flow_run_id)
+        return fr.state.type.value if fr.state else "NONE"
