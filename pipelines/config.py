@@ -254,6 +254,11 @@ class RuntimeConfig:
     ray_address: str | None = None
     num_cpus: int | None = None
     quiet: bool = False
+    # the largest actor pool of a model stage, by stage name (shot_split, text, aesthetic,
+    # caption); unset: as many as the cluster has room for (pipelines/ray_plan.py)
+    actors: dict[str, int] = field(default_factory=dict)
+    min_actors: dict[str, int] = field(default_factory=dict)  # the smallest pool (default 1)
+    window: int = 2000  # tasks per Ray Data execution: bounds the driver's memory
 
 
 @dataclass
@@ -324,6 +329,8 @@ def apply(cfg: Any, values: dict[str, Any], prefix: str = "", relations: bool = 
             if not isinstance(value, dict):
                 raise config_check.ConfigError(f"config section {path!r} needs a mapping; got {value!r}")
             apply(current, value, prefix=f"{path}.")
+        elif isinstance(current, dict) and isinstance(value, dict):  # layers add keys to a mapping
+            setattr(cfg, key, {**current, **config_check.coerce(path, hints[key], value)})
         else:
             setattr(cfg, key, config_check.coerce(path, hints[key], value))
     if relations and not prefix:

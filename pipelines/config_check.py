@@ -93,6 +93,15 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "caption.timeout_s": (0, None, True),
     "shards.target_bytes": (1, None, False),
     "runtime.num_cpus": (1, None, False),
+    "runtime.window": (1, None, False),
+    **{f"runtime.{key}.{name}": (1, None, False) for key in ("actors", "min_actors")
+       for name in ("shot_split", "overlay_text", "aesthetic", "caption")},
+}
+
+# mappings whose keys are names vidloom knows: the model stages that run on actor pools
+DICT_KEYS: dict[str, tuple[str, ...]] = {
+    "runtime.actors": ("shot_split", "overlay_text", "aesthetic", "caption"),
+    "runtime.min_actors": ("shot_split", "overlay_text", "aesthetic", "caption"),
 }
 
 # (smaller, larger): the first may not exceed the second.
@@ -180,8 +189,17 @@ def _typed(path: str, hint: Any, value: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping; got {value!r}")
+        if path in DICT_KEYS and set(value) - set(DICT_KEYS[path]):
+            bad = sorted(set(value) - set(DICT_KEYS[path]))
+            raise ConfigError(
+                f"{path}: unknown key(s) {', '.join(bad)}; choose from {', '.join(DICT_KEYS[path])}")
         item = args[1] if len(args) == 2 else Any
-        return value if item is Any else {k: _typed(f"{path}.{k}", item, v) for k, v in value.items()}
+        if item is Any:
+            return value
+        typed = {k: _typed(f"{path}.{k}", item, v) for k, v in value.items()}
+        for k, v in typed.items():
+            _check_value(f"{path}.{k}", v)
+        return typed
     return value  # a type this module does not know: taken as given
 
 

@@ -46,6 +46,10 @@ def _num(cols: dict[str, Any], name: str) -> np.ndarray:
 
 def _present(cols: dict[str, Any], name: str) -> np.ndarray:
     v = cols[name]
+    if isinstance(v, Sparse):
+        return ~v.nulls
+    if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+        return ~np.isnan(v)
     if hasattr(v, "is_null"):
         return ~np.asarray(v.is_null().to_numpy(zero_copy_only=False), bool)
     return np.asarray([x is not None for x in v], bool)
@@ -72,19 +76,35 @@ class _Lazy(dict):  # type: ignore[type-arg]
 
 
 def crop_arrays(cols: dict[str, Any], f: FilterConfig) -> dict[str, np.ndarray]:
-    """``CROP_COLUMNS`` for every row (object arrays, None = no crop); Python only for rows with boxes."""
+    """``CROP_COLUMNS`` for every row (float with NaN, crop_reason objects with None: no crop);
+    Python only for the rows with text boxes."""
     n = len(cols["clip_id"])
-    out = {c: np.full(n, None, object) for c in CROP_COLUMNS}
+    out = {c: np.full(n, np.nan) for c in CROP_COLUMNS[:4]}  # NaN: no crop
+    out["crop_reason"] = np.full(n, None, object)
     for i in _sparse(cols, "text_boxes")[0].tolist():
         row = {k: _item(cols[k], i) for k in ("width", "height", *CROP_INPUTS) if k in cols}
         for c, v in crop_columns(row, f).items():
-            out[c][i] = v
+            out[c][i] = np.nan if v is None and c != "crop_reason" else v
     return out
 
 
+def _crop_arrow(name: str, v: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    if name == "crop_reason":
+        return pa.array(v, pa.string())
+    return pa.array(np.nan_to_num(v).astype(np.int32), pa.int32(), mask=np.isnan(v))
+
+
 def _item(v: Any, i: int) -> Any:
+    if isinstance(v, Sparse):
+        j = np.searchsorted(v.idx, i)
+        return v.values[j] if j < len(v.idx) and v.idx[j] == i else None
     x = v[i]
-    return x.as_py() if hasattr(x, "as_py") else x
+    x = x.as_py() if hasattr(x, "as_py") else x
+    if isinstance(x, float | np.floating) and np.isnan(x):
+        return None
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def reject_reasons(cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | None = None,
@@ -136,6 +156,8 @@ def reject_reasons(cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | Non
 def _sparse(cols: dict[str, Any], name: str) -> tuple[np.ndarray, list[Any]]:
     """Indices and values of the rows where ``name`` is neither null nor empty (few, for Python)."""
     v = cols[name]
+    if isinstance(v, Sparse):
+        return v.idx, v.values
     if hasattr(v, "is_null"):
         import pyarrow.compute as pc
 
@@ -168,94 +190,160 @@ def reason_names(reason: np.ndarray, score_error: np.ndarray) -> np.ndarray:
     return out
 
 
-def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
-                   method: str = "auto") -> dict[str, Any]:
-    """The filter step over the catalog's columns (pipelines/score_step.py ``decide``).
+class Sparse:
+    """A mostly-null string column: the rows holding a non-empty value, and those values."""
 
-    Loads the columns the rules and dedup read as Arrow (not ``SELECT *``: no captions, OCR text or
-    embeddings unless some clip has one), decides every clip of ``split_hash``, and writes back only
-    the clips whose dup_of, status, reason or crop changed, in one transaction.
+    def __init__(self, n: int, idx: np.ndarray, values: list[Any], nulls: np.ndarray) -> None:
+        self.n, self.idx, self.values, self.nulls = n, idx, values, nulls
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def load_columns(con: Any, sql: str, params: list[Any], kinds: dict[str, str],
+                 batch: int = 1 << 18) -> dict[str, Any]:
+    """Run ``sql`` and keep each column in its compact form, one Arrow batch at a time.
+
+    kinds: 'num' float64 (NaN for null); 'sparse' :class:`Sparse` (strings that are mostly null);
+    'key' an integer sort key of the strings (pipelines/dedup.py ``_sort_key``); 'content' parsed
+    content hashes; 'phash' parsed keyframe hashes; 'arrow' the Arrow array as it is.
+    Strings never become Python objects except the sparse ones.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.dedup import decode_embedding, duplicate_index, keep_rank
-    from pipelines.dedup_bands import fixed_bytes
+    from pipelines.dedup import N_KEYFRAMES, content_words
+    from pipelines.dedup_bands import fixed_bytes, parse_phashes
 
-    keep_cols = ("clip_id", "video_id", "start_frame", "end_frame", "bits_per_pixel", "content_hash", "phash")
-    old_cols = ("status", "reject_reason", "dup_of", *CROP_COLUMNS)
-    names = dict.fromkeys((*keep_cols, *NUMERIC, *TEXT, *CROP_INPUTS[:1], *CROP_INPUTS[3:], *old_cols))
-    select = ", ".join(f"c.{n}" for n in names)
-    t = cat.con.sql(
-        f"SELECT {select}, v.width AS source_width, v.height AS source_height "
-        "FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?", params=[split_hash]
-    ).to_arrow_table()
-    cols: dict[str, Any] = {n: t.column(n).combine_chunks() for n in t.column_names}
-    old = {k: cols[k] for k in old_cols}  # what is stored, to write only the rows that change
-    n = t.num_rows
-    crops = crop_arrays(cols, f)
-    cols["extract_crop_w"] = pa.array(crops["extract_crop_w"], pa.int64())
-    cand = np.flatnonzero(reject_reasons(cols, f, c, upto=BEFORE_DUPLICATE) < 0)
-    dup_of = pa.nulls(n, pa.string())
-    if f.dedup and len(cand):
-        sub = {k: cols[k].take(cand) for k in ("clip_id", "video_id", "start_frame", "end_frame", "width",
-                                                 "height", "artifacts", "bits_per_pixel")}
-        rank = cand[keep_rank({k: _column_values(v) for k, v in sub.items()})]
-        emb = _embeddings(cat, split_hash, cols["clip_id"].take(rank), decode_embedding)
-        dup = duplicate_index(fixed_bytes(cols["content_hash"].take(rank)), fixed_bytes(cols["phash"].take(rank)),
-                              f.phash_max_distance, emb, f.semantic_dedup_min_cosine, method)
-        target = np.full(n, -1, np.int64)
-        target[rank] = np.where(dup >= 0, rank[np.maximum(dup, 0)], -1)
-        dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
-    cols["dup_of"] = dup_of
-    score_error = _present(cols, "score_error")
-    reason = pa.array(reason_names(reject_reasons(cols, f, c), score_error), pa.string())
-    status = pc.if_else(pc.is_null(reason), "kept", "rejected")
-    new = {"dup_of": dup_of, "status": status, "reject_reason": reason,
-           **{k: pa.array(v, cols[k].type) for k, v in crops.items()}}
-    same = {k: _same(old[k], v) for k, v in new.items()}
-    decision_same = same["status"] & same["reject_reason"]
-    write = ~np.logical_and.reduce(list(same.values()))
-    if write.any():
-        idx = np.flatnonzero(write)
-        upd = pa.table({"clip_id": cols["clip_id"].take(idx), **{k: v.take(idx) for k, v in new.items()}})
-        sets = ", ".join(f"{k} = u.{k}" for k in new)
-        with cat.transaction():
-            cat.con.register("_vidloom_decide", upd)
-            try:
-                cat.con.execute(f"UPDATE clips SET {sets} FROM _vidloom_decide u WHERE clips.clip_id = u.clip_id")
-            finally:
-                cat.con.unregister("_vidloom_decide")
-    kept = int(pc.sum(pc.equal(status, "kept")).as_py() or 0)
-    cropped = int(pc.sum(pc.and_(pc.equal(status, "kept"), pc.is_valid(new["crop_reason"]))).as_py() or 0)
-    return {"clips": n, "kept": kept, "rejected": n - kept, "changed": int((~decision_same).sum()),
-            "duplicates": int(n - dup_of.null_count), "cropped": cropped, "written": int(write.sum())}
+    parts: dict[str, list[Any]] = {k: [] for k in kinds}
+    offset = 0
+    for rb in con.sql(sql, params=params).to_arrow_reader(batch):
+        for name, kind in kinds.items():
+            col = rb.column(name)
+            if kind == "num":
+                parts[name].append(np.asarray(col.to_numpy(zero_copy_only=False), np.float64))
+            elif kind == "sparse":
+                idx = np.flatnonzero(np.asarray(pc.fill_null(pc.not_equal(col, ""), False), bool))
+                nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
+                parts[name].append((idx + offset, col.take(pa.array(idx)).to_pylist(), nulls))
+            elif kind == "key":
+                parts[name].append(fixed_bytes(col).copy())
+            elif kind == "content":
+                parts[name].append(content_words(fixed_bytes(col)))
+            elif kind == "phash":
+                parts[name].append(parse_phashes(fixed_bytes(col), N_KEYFRAMES))
+            else:
+                parts[name].append(col)
+        offset += rb.num_rows
+    out: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        got = parts[name]
+        if kind == "num":
+            out[name] = np.concatenate(got) if got else np.zeros(0)
+        elif kind == "sparse":
+            out[name] = Sparse(offset, np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.int64),
+                               [v for g in got for v in g[1]],
+                               np.concatenate([g[2] for g in got]) if got else np.zeros(0, bool))
+        elif kind == "key":
+            from pipelines.dedup import _sort_key
+
+            out[name] = _sort_key(np.concatenate(got) if got else np.zeros(0, "S1"))
+        elif kind in ("content", "phash"):
+            out[name] = (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])) if got else (
+                np.zeros((0, 4 if kind == "content" else N_KEYFRAMES), np.uint64),
+                np.zeros(0 if kind == "content" else (0, N_KEYFRAMES), bool))
+        else:
+            out[name] = pa.concat_arrays([c for g in got for c in (g.chunks if hasattr(g, "chunks") else [g])]) \
+                if got else pa.array([], pa.string())
+    return out
 
 
-def _column_values(v: Any) -> Any:
-    """Arrow -> numpy for keep_rank: strings as fixed-width bytes, numbers with NaN for null."""
+KEEP_KEYS = ("clip_id", "video_id", "start_frame", "end_frame", "width", "height", "artifacts", "bits_per_pixel")
+
+
+def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
+                   method: str = "auto") -> dict[str, Any]:
+    """The filter step over the catalog's columns (pipelines/score_step.py ``decide``).
+
+    Loads the columns the rules and dedup read in compact form (:func:`load_columns`: numbers as
+    float64, ids and hashes parsed to integers, mostly-null text as sparse Python lists), decides
+    every clip of ``split_hash``, and lets DuckDB write back only the clips whose dup_of, status,
+    reason or crop changed (``IS DISTINCT FROM``), in one transaction.
+    """
     import pyarrow as pa
-
-    from pipelines.dedup_bands import fixed_bytes
-
-    if pa.types.is_string(v.type) or pa.types.is_large_string(v.type):
-        return fixed_bytes(v)
-    return v.to_numpy(zero_copy_only=False)
-
-
-def _same(old: Any, new: Any) -> np.ndarray:
-    """bool [n]: old IS NOT DISTINCT FROM new (null equals null)."""
     import pyarrow.compute as pc
 
-    eq = pc.fill_null(pc.equal(old, new.cast(old.type)), False)
-    both_null = pc.and_(pc.is_null(old), pc.is_null(new))
-    return np.asarray(pc.or_(eq, both_null), bool)
+    from pipelines import dedup_cache
+    from pipelines.dedup import decode_embedding, duplicate_index, keep_rank
+
+    kinds = {"clip_id": "arrow", "video_id": "key", "start_frame": "num", "end_frame": "num",
+             "bits_per_pixel": "num", "content_hash": "content", "phash": "phash",
+             **{k: "num" for k in NUMERIC}, **{k: "sparse" for k in TEXT}, "text_boxes": "sparse",
+             **{k: "num" for k in CROP_INPUTS[3:]}, "source_width": "num", "source_height": "num"}
+    names = [k for k in kinds if k not in ("source_width", "source_height")]
+    cols = load_columns(
+        cat.con, f"SELECT {', '.join('c.' + k for k in names)}, v.width AS source_width, "
+        "v.height AS source_height FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
+        [split_hash], kinds)
+    n = len(cols["clip_id"])
+    crops = crop_arrays(cols, f)
+    cols["extract_crop_w"] = crops["extract_crop_w"]
+    cand = np.flatnonzero(reject_reasons(cols, f, c, upto=BEFORE_DUPLICATE) < 0)
+    target = np.full(n, -1, np.int64)
+    cached = None
+    if f.dedup and len(cand):
+        clip_key = _clip_key(cols["clip_id"])
+        sub = {k: (clip_key if k == "clip_id" else cols[k])[cand] for k in KEEP_KEYS}
+        rank = cand[keep_rank(sub)]
+        words, present = cols["content_hash"]
+        h, valid = cols["phash"]
+        pair_a, pair_b, cached = dedup_cache.near_pairs(cat, split_hash, np.argsort(clip_key), h, valid,
+                                                        f.phash_max_distance, method)
+        at = np.full(n, -1, np.int64)
+        at[rank] = np.arange(len(rank))
+        emb = _embeddings(cat, split_hash, cols["clip_id"].take(pa.array(rank)), decode_embedding)
+        dup = duplicate_index((words[rank], present[rank]), (h[rank], valid[rank]), f.phash_max_distance, emb,
+                              f.semantic_dedup_min_cosine, method, pairs=(at[pair_a], at[pair_b]))
+        target[rank] = np.where(dup >= 0, rank[np.maximum(dup, 0)], -1)
+    dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
+    cols["dup_of"] = dup_of
+    reason = pa.array(reason_names(reject_reasons(cols, f, c), _present(cols, "score_error")), pa.string())
+    status = pc.if_else(pc.is_null(reason), "kept", "rejected")
+    new = pa.table({"clip_id": cols["clip_id"], "dup_of": dup_of, "status": status, "reject_reason": reason,
+                    **{k: _crop_arrow(k, v) for k, v in crops.items()}})
+    kept = int(pc.sum(pc.equal(status, "kept")).as_py() or 0)
+    cropped = int(pc.sum(pc.and_(pc.equal(status, "kept"), pc.is_valid(new["crop_reason"]))).as_py() or 0)
+    cols_new = [k for k in new.column_names if k != "clip_id"]
+    differs = " OR ".join(f"clips.{k} IS DISTINCT FROM u.{k}" for k in cols_new)
+    with cat.transaction():
+        cat.con.register("_vidloom_decide", new)
+        try:
+            changed = cat.con.execute(
+                "SELECT count(*) FROM clips JOIN _vidloom_decide u USING (clip_id) WHERE "
+                "clips.status IS DISTINCT FROM u.status OR clips.reject_reason IS DISTINCT FROM u.reject_reason"
+            ).fetchone()[0]
+            written = cat.con.execute(
+                f"UPDATE clips SET {', '.join(f'{k} = u.{k}' for k in cols_new)} FROM _vidloom_decide u "
+                f"WHERE clips.clip_id = u.clip_id AND ({differs})").fetchone()[0]
+        finally:
+            cat.con.unregister("_vidloom_decide")
+    return {"clips": n, "kept": kept, "rejected": n - kept, "changed": int(changed),
+            "duplicates": int(n - dup_of.null_count), "cropped": cropped, "written": int(written),
+            "pairs_from_store": cached}
+
+
+def _clip_key(ids: Any) -> np.ndarray:
+    from pipelines.dedup import _sort_key
+    from pipelines.dedup_bands import fixed_bytes
+
+    return _sort_key(fixed_bytes(ids))
 
 
 def _embeddings(cat: Any, split_hash: str, ids_in_order: Any, decode: Any) -> np.ndarray | None:
     """float32 [n, dim] unit embeddings of ``ids_in_order`` (NaN rows: none), or None when no clip has one."""
-    rows = cat.con.execute("SELECT clip_id, embedding FROM clips WHERE split_hash = ? AND embedding IS NOT NULL",
-                           [split_hash]).fetchall()
+    rows = cat.con.execute(
+        "SELECT clip_id, embedding FROM clips WHERE split_hash = ? AND embedding IS NOT NULL", [split_hash]
+    ).fetchall()
     if not rows:
         return None
     pos = {cid: i for i, cid in enumerate(ids_in_order.to_pylist())}

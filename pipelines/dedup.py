@@ -178,28 +178,39 @@ def _sort_key(v: Sequence[str | None] | np.ndarray) -> np.ndarray:
     return key if key is not None else np.unique(strings, return_inverse=True)[1]
 
 
-def _exact_heads(content: np.ndarray) -> np.ndarray:
+def content_words(content: Sequence[str | None] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint64 [n, 4] and presence [n] of content hashes: sha256 hex parsed; any other non-empty
+    string is replaced by the sha256 of it (equal strings stay equal, different ones differ)."""
+    strings = _strings(content)
+    words, ok = dedup_bands.parse_phashes(strings, 4)
+    present = strings != strings.dtype.type()
+    ok = ok.all(1) & present
+    for i in np.flatnonzero(present & ~ok).tolist():  # not vidloom's hex sha256: rare, in Python
+        s = strings[i]
+        digest = hashlib.sha256(b"\0other:" + (s if isinstance(s, bytes) else str(s).encode())).hexdigest()
+        words[i] = dedup_bands.parse_phashes([digest], 4)[0][0]
+    return words, present
+
+
+def _exact_heads(words: np.ndarray, present: np.ndarray) -> np.ndarray:
     """int64 [n]: for rows in keep order, the first row with the same content hash (-1: none/itself)."""
-    n = len(content)
+    n = len(words)
     head = np.full(n, -1, np.int64)
-    have = np.flatnonzero(content != content.dtype.type())
+    have = np.flatnonzero(present)
     if not len(have):
         return head
-    values = content[have]
-    words, ok = dedup_bands.parse_phashes(values, 4)  # sha256 hex: 4 words of 64 bits
-    if ok.all():  # group on the first word (stable: keep order within), then check every word
-        order = np.argsort(words[:, 0], kind="stable")
-        w = words[order]
-        start = np.r_[True, w[1:, 0] != w[:-1, 0]]
-        first = order[np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))]
-        if (words[first] == w).all():
-            first_of = np.empty(len(have), np.int64)
-            first_of[order] = first
-        else:  # two hashes share 64 bits: sort the strings themselves
-            ok[:] = False
-    if not ok.all():
-        _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
-        first_of = first[inverse]  # np.unique's first index is the earliest: keep order
+    w_have = words[have]
+    order = np.argsort(w_have[:, 0], kind="stable")  # stable: keep order within a group
+    w = w_have[order]
+    start = np.r_[True, (w[1:] != w[:-1]).any(1)]
+    if (start[1:] & (w[1:, 0] == w[:-1, 0])).any():
+        # two different hashes share their first word: group on all four (a full lexsort)
+        order = np.lexsort((np.arange(len(have)), w_have[:, 3], w_have[:, 2], w_have[:, 1], w_have[:, 0]))
+        w = w_have[order]
+        start = np.r_[True, (w[1:] != w[:-1]).any(1)]
+    first = order[np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))]
+    first_of = np.empty(len(have), np.int64)
+    first_of[order] = first
     first_pos = have[first_of]
     dup = first_pos != have
     head[have[dup]] = first_pos[dup]
@@ -207,24 +218,38 @@ def _exact_heads(content: np.ndarray) -> np.ndarray:
 
 
 def duplicate_index(
-    content: Sequence[str | None],
-    phash: Sequence[str | None],
+    content: Sequence[str | None] | np.ndarray | tuple[np.ndarray, np.ndarray],
+    phash: Sequence[str | None] | np.ndarray | tuple[np.ndarray, np.ndarray],
     phash_max_distance: float,
     embeddings: np.ndarray | None = None,
     min_cosine: float = 1.1,
     method: str = "auto",
     n_tables: int = dedup_bands.N_TABLES,
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """int64 [n]: for rows already in keep order, the row each duplicate points at (-1: not one).
 
-    ``embeddings``: float32 [n, dim] unit rows, NaN rows for clips without one (semantic dedup,
+    ``content`` and ``phash``: the stored strings, or already parsed (:func:`content_words`,
+    ``dedup_bands.parse_phashes``). ``embeddings``: float32 [n, dim] unit rows, NaN rows for clips without one (semantic dedup,
     cosine >= ``min_cosine``). ``method``: 'auto' | 'exact' | 'lsh' (pipelines/dedup_bands.py).
+    ``pairs``: the near pairs (row positions) when already known (pipelines/dedup_cache.py): the
+    pHash search is skipped, and pairs with an exact copy among them are dropped.
     """
-    n = len(content)
-    dup = _exact_heads(_strings(content))
+    words, present = content if isinstance(content, tuple) else content_words(content)
+    n = len(words)
+    dup = _exact_heads(words, present)
     rest = np.flatnonzero(dup < 0)  # near dedup runs on the clips that are not exact copies
-    h, valid = dedup_bands.parse_phashes(_strings(phash)[rest], N_KEYFRAMES)
-    a, b = dedup_bands.phash_pairs(h, valid, phash_max_distance, method, n_tables)
+    h, valid = phash if isinstance(phash, tuple) else dedup_bands.parse_phashes(_strings(phash), N_KEYFRAMES)
+    h, valid = h[rest], valid[rest]
+    if pairs is None:
+        a, b = dedup_bands.phash_pairs(h, valid, phash_max_distance, method, n_tables)
+    else:
+        at = np.full(n, -1, np.int64)
+        at[rest] = np.arange(len(rest))
+        given = (pairs[0] >= 0) & (pairs[1] >= 0)  # -1: a row that takes no part
+        pa_, pb_ = at[pairs[0][given]], at[pairs[1][given]]
+        ok = (pa_ >= 0) & (pb_ >= 0)
+        a, b = np.minimum(pa_[ok], pb_[ok]), np.maximum(pa_[ok], pb_[ok])
     if embeddings is not None and len(rest):
         sub = embeddings[rest]
         have = np.flatnonzero(~np.isnan(sub).any(axis=1))

@@ -18,9 +18,10 @@ runner says what the Ray runner does:
 
 Ray mapping (DESIGN.md "Prefect x Ray"): tasks travel as pickled bytes in a
 single binary column, one ``map_batches`` per stage. A stage that declares
-``resources.actors`` runs in a fixed pool of that many actors, each calling
+``resources.actors`` runs on an autoscaling actor pool, each actor calling
 ``setup()`` once; other stages run as Ray tasks with ``num_cpus``/``num_gpus``
-and call ``setup()`` lazily, once per worker process.
+and call ``setup()`` lazily, once per worker process. Sizes and CPUs come from
+``pipelines/ray_plan.py``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_INPUT_BLOCKS = 1000  # one block per input item up to this, so a few long items still spread out
+WINDOW = 2000  # tasks per Ray Data execution: what the driver holds at most
 
 
 class Runner(Protocol):
@@ -200,31 +202,39 @@ def _bind(base: type[T], stage: Stage[Any, Any]) -> type[T]:
     return type(type(stage).__name__, (base,), {"stage_blob": cloudpickle.dumps(stage)})
 
 
-def fit_cpus(stages: list[Stage[Any, Any]], cluster_cpus: float) -> list[float]:
-    """Each stage's Ray ``num_cpus``: task stages are capped to fit beside the actor pools.
-
-    An actor pool holds its CPUs for the whole pipeline, so a task stage asking for more
-    than the rest could never be scheduled and the pipeline would hang (a 2-CPU decode
-    beside a 1-CPU model actor on a 2-core machine).
-    """
-    pinned = sum(s.resources.cpus * s.resources.actors for s in stages if s.resources.actors)
-    free = cluster_cpus - pinned
-    return [s.resources.cpus if s.resources.actors or free <= 0 else min(s.resources.cpus, free)
-            for s in stages]
-
-
 class RayRunner:
     """Runs the stages as one streaming Ray Data pipeline.
+
+    Placement (``pipelines/ray_plan.py``): model stages on autoscaling actor pools sized from
+    the cluster, task stages on every free CPU, nothing larger than the largest node, and
+    requests scaled down when the cluster is too small for every stage to run at once.
+
+    Tasks are fed in windows of ``window`` items, one Ray Data execution each, so the driver
+    never holds more than one window of pickled tasks whatever the number of videos or clips
+    (model actors are set up again per window: a few seconds per ``window`` items).
 
     Args:
         address: Ray cluster to connect to; defaults to ``RAY_ADDRESS``, else a local
             ``ray.init``.
         num_cpus: CPUs for a local cluster (None = all).
+        max_actors: the largest pool of each model stage, by stage name (``runtime.actors``).
+        min_actors: the smallest pool, by stage name (``runtime.min_actors``; default 1).
+        window: tasks per Ray Data execution (``runtime.window``).
     """
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        max_actors: dict[str, int] | None = None,
+        window: int = WINDOW,
+        min_actors: dict[str, int] | None = None,
+    ) -> None:
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
+        self.max_actors = dict(max_actors or {})
+        self.min_actors = dict(min_actors or {})
+        self.window = max(1, window)
         self._owns_ray = False
 
     def _init(self) -> None:
@@ -244,11 +254,20 @@ class RayRunner:
     def run(
         self, stages: list[Stage[Any, Any]], tasks: Iterable[Any], progress: bool = True, desc: str = ""
     ) -> Generator[Any, None, None]:
+        stream = iter(tasks)
+        while True:
+            blobs = [{"task": cloudpickle.dumps(t)} for t in itertools.islice(stream, self.window)]
+            if not blobs:
+                return
+            yield from self._run_window(stages, blobs, progress)
+
+    def _run_window(
+        self, stages: list[Stage[Any, Any]], blobs: list[dict[str, bytes]], progress: bool
+    ) -> Generator[Any, None, None]:
         import ray.data
 
-        blobs = [{"task": cloudpickle.dumps(t)} for t in tasks]  # from_items needs them all up front
-        if not blobs:
-            return
+        from pipelines.ray_plan import cluster_of_current_ray, plan
+
         self._init()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
@@ -260,12 +279,12 @@ class RayRunner:
             blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS)
         )
         del blobs
-        cpus = fit_cpus(stages, ray.cluster_resources().get("CPU", 0.0))
-        for stage, num_cpus in zip(stages, cpus, strict=True):
-            res = stage.resources
+        placements = plan(stages, cluster_of_current_ray(), self.max_actors, self.min_actors)
+        for stage, place in zip(stages, placements, strict=True):
             fn: Any
-            if res.actors:  # a model stage: a fixed pool, setup() once per actor
-                fn, compute = _bind(_StageActor, stage), ray.data.ActorPoolStrategy(size=res.actors)
+            if place.pool:  # a model stage: an autoscaling pool, setup() once per actor
+                lo, hi = place.pool
+                fn, compute = _bind(_StageActor, stage), ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
             else:  # stateless: plain Ray tasks, as many as the resources allow
                 fn, compute = _bind(_StageTaskFn, stage)(), None
             ds = ds.map_batches(
@@ -273,8 +292,8 @@ class RayRunner:
                 compute=compute,
                 batch_size=stage.batch_size,
                 batch_format="pyarrow",
-                num_cpus=num_cpus,
-                num_gpus=res.gpus or None,
+                num_cpus=place.num_cpus,
+                num_gpus=place.num_gpus or None,
             )
         # Without progress, also hush Ray Data's "bars disabled" / "execution finished" lines.
         data_log = logging.getLogger("ray.data")
@@ -308,5 +327,7 @@ def make_runner(runtime_cfg: RuntimeConfig) -> Runner:
     if runtime_cfg.runner == "sequential":
         return SequentialRunner()
     if runtime_cfg.runner == "ray":
-        return RayRunner(address=runtime_cfg.ray_address, num_cpus=runtime_cfg.num_cpus)
+        return RayRunner(address=runtime_cfg.ray_address, num_cpus=runtime_cfg.num_cpus,
+                         max_actors=runtime_cfg.actors, window=runtime_cfg.window,
+                         min_actors=runtime_cfg.min_actors)
     raise ValueError(f"unknown runner {runtime_cfg.runner!r}; choose 'ray' or 'sequential'")

@@ -26,14 +26,16 @@ class Resources:
 
     Attributes:
         cpus: CPU cores per worker (Ray ``num_cpus``).
-        gpus: GPUs per worker.
-        actors: run as a pool of this many long-lived actors (stateful stages that
-            load a model in ``setup()``); None runs stateless Ray tasks.
+        gpus: GPUs per worker, requested on a cluster that has GPUs (elsewhere the stage runs
+            on CPU and must work there).
+        actors: run on an autoscaling pool of long-lived actors (stateful stages that load a
+            model in ``setup()``; pool bounds: ``pipelines/ray_plan.py``); False runs
+            stateless Ray tasks.
     """
 
     cpus: float = 1.0
     gpus: float = 0.0
-    actors: int | None = None
+    actors: bool = False
 
 
 class Stage(ABC, Generic[In, Out]):

@@ -226,9 +226,17 @@ def test_filter_step_on_columns_decides_as_rows_did(tmp_path: Path) -> None:
     with Catalog(db) as cat:
         again = decide(cat, cfg, bench_scale.SPLIT)
     assert again["changed"] == 0 and again["written"] == 0, again
+    assert first["pairs_from_store"] is False and again["pairs_from_store"] is True
     for k, v in bench_scale.RESCORE.items():
         setattr(cfg.filters, k, v)
     with Catalog(db) as cat:
         changed = decide(cat, cfg, bench_scale.SPLIT)
-    assert changed["changed"] > 0, changed
+    assert changed["changed"] > 0 and changed["pairs_from_store"], changed
     assert stored(db) == reference_decide(db, cfg)
+    for stale in (db.parent / ".work" / "dedup").iterdir():  # a lost or stale store: searched again
+        stale.write_bytes(b"not an array")
+    with Catalog(db) as cat:
+        assert decide(cat, cfg, bench_scale.SPLIT)["written"] == 0
+    with Catalog(db) as cat:  # a new clip changes the fingerprint
+        cat.con.execute("UPDATE clips SET phash = NULL WHERE clip_id = (SELECT min(clip_id) FROM clips)")
+        assert decide(cat, cfg, bench_scale.SPLIT)["pairs_from_store"] is False

@@ -189,18 +189,17 @@ def _config(change: bool) -> Any:
 def op_dedup(path: Path) -> dict[str, Any]:
     """The filter step's dedup over every clip: load columns, keep order, exact + near duplicates."""
     from curation.db import Catalog
-    from pipelines.decide_columns import _column_values
+    from pipelines.decide_columns import KEEP_KEYS, load_columns
     from pipelines.dedup import duplicate_index, keep_rank
-    from pipelines.dedup_bands import fixed_bytes
 
-    cfg = _config(False)
+    kinds = {k: "num" for k in KEEP_KEYS} | {"clip_id": "key", "video_id": "key", "content_hash": "content",
+                                             "phash": "phash"}
     with Catalog(path, read_only=True) as cat:
-        t = cat.con.sql("SELECT clip_id, video_id, start_frame, end_frame, width, height, artifacts, "
-                            "bits_per_pixel, content_hash, phash FROM clips").to_arrow_table()
-    cols = {c: t.column(c).combine_chunks() for c in t.column_names}
-    rank = keep_rank({k: _column_values(v) for k, v in cols.items() if k not in ("content_hash", "phash")})
-    dup = duplicate_index(fixed_bytes(cols["content_hash"].take(rank)), fixed_bytes(cols["phash"].take(rank)),
-                          cfg.filters.phash_max_distance, method="lsh")
+        cols = load_columns(cat.con, f"SELECT {', '.join(kinds)} FROM clips", [], kinds)
+    rank = keep_rank({k: cols[k] for k in KEEP_KEYS})
+    (words, present), (h, valid) = cols["content_hash"], cols["phash"]
+    dup = duplicate_index((words[rank], present[rank]), (h[rank], valid[rank]),
+                          _config(False).filters.phash_max_distance, method="lsh")
     return {"duplicates": int((dup >= 0).sum())}
 
 

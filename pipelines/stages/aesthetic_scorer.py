@@ -34,7 +34,7 @@ class AestheticScorer(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "aesthetic"
     version: ClassVar[int] = 1
     # One ViT-L/14 per actor (~1.7 GB of fp32 weights); torch uses the actor's cores.
-    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
     columns: ClassVar[tuple[str, ...]] = ("aesthetic", "embedding")
 
     clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class CaptionStage(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "caption"
     version: ClassVar[int] = 2  # 2: replies that fail the checks are retried; failed ones are stored
-    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
     root: str = field(default="", compare=False)  # the output root the clip paths are relative to
     backend: str = "signals"

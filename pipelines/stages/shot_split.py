@@ -123,7 +123,7 @@ class ShotSplit(Stage[VideoTask, VideoTask]):
     name: ClassVar[str] = "shot_split"
     version: ClassVar[int] = 1
     # One model per actor; torch uses the actor's cores for the convolutions.
-    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
     detector: str = "transnetv2"
     threshold: float = 0.5

@@ -72,7 +72,7 @@ class OverlayTextScorer(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "overlay_text"
     version: ClassVar[int] = 2  # 2: text_boxes
     # One OCR engine per actor, one ONNX Runtime thread each.
-    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=1)
+    resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
     columns: ClassVar[tuple[str, ...]] = ("text_area", "ocr_text", "text_stable", "text_boxes")
 
     every_s: float = 2.0  # one OCR frame per this many seconds of clip
