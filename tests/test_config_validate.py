@@ -133,7 +133,10 @@ def test_choices_match_the_code_that_reads_them() -> None:
 
     assert config_check.CHOICES["caption.backend"] == BACKENDS
     assert config_check.CHOICES["split.detector"] == DETECTORS
-    assert set(config_check.RANGES) | set(config_check.CHOICES) <= set(_all_keys(CurateConfig, ""))
+    # a range names a field, or an item of a mapping field whose keys are known (DICT_KEYS)
+    items = {f"{field}.{key}" for field, keys in config_check.DICT_KEYS.items() for key in keys}
+    assert set(config_check.RANGES) | set(config_check.CHOICES) <= set(_all_keys(CurateConfig, "")) | items
+    assert set(config_check.DICT_KEYS) <= set(_all_keys(CurateConfig, ""))
 
 
 def _all_keys(cls: type, prefix: str) -> list[str]:
