@@ -56,9 +56,18 @@ DEVSET ?= $(HOME)/.cache/vidloom/devset
 devset:
 	bash bench/devset/ensure.sh $(DEVSET)
 
+# The CPU benchmarks the README quotes, each writing its JSON (command, date, machine, versions,
+# precision, threads) under $(BENCH_OUT). Not here: `vidloom bench split --real` (make devset first)
+# and the GPU figures (bench/gpu_check.sh on a GPU machine). About 30 min on 2 quiet cores.
+BENCH_OUT ?= bench/results
 bench: install
-	$(VENV)/bin/vidloom bench split
-	$(VENV)/bin/vidloom bench curate
+	$(VENV)/bin/vidloom bench split --json $(BENCH_OUT)/split_synthetic.json
+	PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/vidloom bench curate --json $(BENCH_OUT)/curate.json
+	PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/vidloom bench filters --json $(BENCH_OUT)/filters.json
+	$(VENV)/bin/vidloom bench caption --json $(BENCH_OUT)/caption.json
+	$(VENV)/bin/vidloom bench train --presets tiny --json $(BENCH_OUT)/train_cpu.json
+	$(VENV)/bin/vidloom bench attention --threads 1 --budget-s 400 --json $(BENCH_OUT)/attention_cpu.json
+	$(PY) bench/transnet_gpu.py --json $(BENCH_OUT)/transnet_cpu.json
 
 lint: install
 	$(VENV)/bin/ruff check .
