@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-machine call: the GPU tests and the GPU benchmarks, each under its own time limit.
 # Usage (on the lent machine, from the repo root; wheels of av/webdataset/braceexpand in .whl/ when the
-# image lacks them):   bash bench/gpu_check.sh [tests,post,mfu,attention,generate,trained]   (results under $OUT)
+# image lacks them):   bash bench/gpu_check.sh [tests,post,mfu,attention,transnet,generate,trained]   (results under $OUT)
 set -u
 OUT=${OUT:-out/gpu}; mkdir -p "$OUT"
 PARTS=${1:-tests,post,mfu,attention,generate}
@@ -26,6 +26,8 @@ has post && run 170 post_gpu python3 -m pytest -q -p no:cacheprovider tests/test
 has mfu && run 200 mfu_high python3 -m vidloom.bench_train --mfu --compile --mfu-stage video-high --steps 6 --warmup 3 --json "$OUT/mfu_high.json"
 has mfu && run 150 mfu_low python3 -m vidloom.bench_train --mfu --compile --mfu-stage video-low --mfu-batch 4 --steps 6 --warmup 3 --json "$OUT/mfu_low.json"
 has attention && run 90 attention python3 -m vidloom.bench_attention --dim 512 --heads 8 --text-len 256 --sizes 8x16x16,16x32x32,31x32x56 --budget-s 80 --json "$OUT/attention.json"
+# TransNetV2 alone on CUDA and on this machine's CPU, each at fp32 and bf16 (CUDA / CPU only at equal precision)
+has transnet && run 120 transnet python3 bench/transnet_gpu.py --frames 20000 --cpu-frames 1000 --json "$OUT/transnet_gpu.json"
 has generate && run 120 generate python3 -m vidloom.bench_generate --device cuda --json "$OUT/generate.json"
 # trained demo teacher and students copied into .gpu_data/ (teacher, cfg, tscd4, thin; see bench/README.md)
 has trained && run 240 generate_trained python3 -m vidloom.bench_generate --device cuda --teacher .gpu_data/teacher \
