@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,33 @@ def test_an_export_into_a_version_is_refused(catalog: Path, tmp_path: Path) -> N
     with pytest.raises(ValueError, match="immutable"):
         do_export(catalog, tmp_path / "shards" / "latest", IDS_B)
     assert dv.resolve(tmp_path / "shards").name == a["dataset"]
+
+
+RANKS_SCRIPT = """
+import sys, torch.distributed as tdist
+from training.data import StreamingLoader
+tdist.init_process_group("gloo")
+rank = tdist.get_rank()
+path = sys.argv[1 + rank]  # as if latest had moved between the ranks' starts
+loader = StreamingLoader(path, seed=3, global_batch=2, n_canonical=3, n_frames=4, fps=12.5, rank=rank,
+                         world_size=2)
+print("PINNED", rank, loader.dataset.dataset, flush=True)
+tdist.destroy_process_group()
+"""
+
+
+def test_every_rank_pins_rank_zeros_version(catalog: Path, tmp_path: Path) -> None:
+    """Two real gloo ranks started on different versions (an export landed between them) read one."""
+    out = tmp_path / "shards"
+    a, b = do_export(catalog, out, IDS_A), do_export(catalog, out, IDS_B)
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    res = subprocess.run([*run, str(script), str(out / a["dataset"]), str(out / b["dataset"])],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pinned = sorted(line.split()[1:] for line in res.stdout.splitlines() if line.startswith("PINNED"))
+    assert pinned == [["0", a["dataset"]], ["1", a["dataset"]]]

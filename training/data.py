@@ -17,6 +17,7 @@ DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
   that one; the state's ``dataset`` is that version's hash, and ``load_state_dict`` of a state with
   another hash re-opens that version (``DIR/<hash>``), so a resume reads the data the run started
   on even if ``latest`` moved. A version that ``vidloom gc`` removed is an error, not other data.
+  With a process group up, every rank takes rank 0's version (one broadcast per loader).
 - Bucketing without padding: inside a rank's slice of one global batch, samples are grouped by
   their decoded shape ``(T, H, W)`` (groups in order of first appearance) and each group is
   emitted as its own micro-batch. A micro-batch therefore holds only same-shape samples and the
@@ -246,7 +247,7 @@ class StreamingLoader:
 
         self.source = shards_dir  # as given (DIR, DIR/latest or a version); the data are pinned now
         self._open = lambda path: open_dataset(path, n_frames, fps, size, sample_mode)  # pixels or latents
-        self.dataset = self._open(resolve(shards_dir))
+        self.dataset = self._open(_same_on_every_rank(resolve(shards_dir), world_size))
         self.state = LoaderState(epoch=0, samples_seen=0, seed=seed, n_canonical=n_canonical,
                                  dataset=self.dataset.dataset)
         self.global_batch, self.rank, self.world_size = global_batch, rank, world_size
@@ -356,6 +357,19 @@ class StreamingLoader:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _same_on_every_rank(version: Path, world_size: int) -> Path:
+    """Rank 0's resolved version on every rank: an export that lands while the ranks start must
+    not give them different data. A broadcast when a process group is up (every rank makes its
+    loader at the same point of the run), else this rank's own."""
+    import torch.distributed as tdist
+
+    if world_size <= 1 or not (tdist.is_available() and tdist.is_initialized()):
+        return version
+    chosen = [str(version)]
+    tdist.broadcast_object_list(chosen, src=0)
+    return Path(chosen[0])
 
 
 BATCHES_AHEAD = 2
