@@ -222,6 +222,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from vidloom.bench_attention import main as bench_main
     elif args.what == "generate":
         from vidloom.bench_generate import main as bench_main
+    elif args.what == "scale":
+        from vidloom.bench_scale import main as bench_main
     else:
         from vidloom.bench_curate import main as bench_main
     return bench_main(args.rest)
@@ -338,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_deploy)
 
     b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention | "
-                       "generate")
+                       "generate | scale")
     b.add_argument("what", choices=["split", "curate", "filters", "caption", "train", "attention",
-                                           "generate"])
+                                           "generate", "scale"])
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
 
