@@ -102,6 +102,8 @@ def test_equal_shards_are_hard_linked_from_the_previous_version(catalog: Path, t
     shared = [k for k in fa if k.endswith(".tar")]
     assert shared and all(fb[k][2] == fa[k][2] for k in shared)  # same inode, not rewritten
     assert len(fb) == len(fa) + 1  # and the new bucket's shard
+    assert dv.gc(out, keep=1) == [out / a["dataset"]]  # A goes; B's links to the same bytes stay
+    assert files_of(out / b["dataset"]) == fb
 
 
 def test_gc_keeps_latest_and_the_newest(catalog: Path, tmp_path: Path) -> None:
