@@ -102,12 +102,15 @@ def cmd_curate(args: argparse.Namespace) -> int:
         from flows.curate_flow import curate_flow
 
         counts = curate_flow(sources=sources, out=os.path.abspath(args.out), config=to_dict(cfg),
-                             rescore=args.rescore)
+                             rescore=args.rescore,
+                             report=os.path.abspath(args.report) if args.report else None)
     db = os.path.join(args.out, "catalog.duckdb")
     outcome = None if args.rescore else read_outcome(db, files)
     print_summary(args.out, counts, outcome)
-    if args.report:
+    if args.report and args.no_prefect:  # the flow writes its report itself (its 'report' task)
         write_report(db, args.report, cfg)
+    elif args.report:
+        print(f"  report      {os.path.abspath(args.report)}")
     if outcome is not None and outcome.nothing_processed:
         print(f"vidloom curate: error: none of the {len(files)} input files could be processed",
               file=sys.stderr)
@@ -298,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-prefect", action="store_true", help="run the steps directly, without a flow run")
     c.add_argument("--rescore", action="store_true",
                    help="only re-decide kept/rejected from stored scores (no decode; then `vidloom export`)")
-    c.add_argument("--report", metavar="HTML", help="also write the HTML curation report here")
+    c.add_argument("--report", metavar="HTML", help="write the HTML curation report here (a flow run writes "
+                   "<out>/report.html by default)")
     _config_args(c)
     c.set_defaults(fn=cmd_curate)
 
