@@ -14,8 +14,9 @@ Rules, in order:
    cluster has room for (its GPUs for a GPU stage on a cluster with GPUs, else its CPUs), and is
    set per stage with ``runtime.actors.<stage name>`` (e.g. ``runtime.actors.shot_split=4``);
    ``runtime.min_actors.<stage name>`` raises the minimum (the actors kept from the start).
-4. **GPUs when present.** A stage that declares GPUs gets them on a cluster that has GPUs, and
-   runs on CPU (no GPU request) elsewhere.
+4. **GPUs when present.** A stage that declares GPUs, or whose ``device`` setting is ``cuda``
+   (``split.device``, ``scores.aesthetic.device``), gets them on a cluster that has GPUs, one
+   actor per GPU by default; elsewhere no GPU is requested.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ def plan(
     """The placement of each stage on ``cluster`` (see the module docstring)."""
     max_actors, min_actors = max_actors or {}, min_actors or {}
     node = max(cluster.largest_node, 0.01)
-    cpus = [min(s.resources.cpus, node) for s in stages]
-    gpus = [s.resources.gpus if cluster.gpus > 0 else 0.0 for s in stages]
-    pools = [bool(s.resources.actors) for s in stages]
+    wants = [s.requested() for s in stages]
+    cpus = [min(r.cpus, node) for r in wants]
+    gpus = [r.gpus if cluster.gpus > 0 else 0.0 for r in wants]
+    pools = [bool(r.actors) for r in wants]
     lows = [max(1, int(min_actors.get(s.name, 1))) if p else 1 for s, p in zip(stages, pools, strict=True)]
     # the footprint that must fit at once: every pool at its minimum, one worker of every task stage
     demand = sum(c * n for c, n in zip(cpus, lows, strict=True))

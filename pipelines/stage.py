@@ -59,6 +59,13 @@ class Stage(ABC, Generic[In, Out]):
     def process(self, task: In) -> Out | list[Out] | None:
         """Do the work on one task."""
 
+    def requested(self) -> Resources:
+        """The resources this configured stage asks Ray for (``pipelines/ray_plan.py``); a stage
+        with a ``device`` setting asks for a GPU only when that device is one."""
+        if str(getattr(self, "device", "cpu")).startswith("cuda") and not self.resources.gpus:
+            return dataclasses.replace(self.resources, gpus=1.0)
+        return self.resources
+
     def process_batch(self, tasks: list[In]) -> list[Out]:
         """Optional: process ``batch_size`` tasks together (an I/O stage overlapping requests).
 

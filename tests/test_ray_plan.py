@@ -80,3 +80,12 @@ def test_the_config_names_exactly_the_pool_stages() -> None:
     stages = (AestheticScorer, CaptionStage, ShotSplit, OverlayTextScorer)
     pools = {s.name for s in stages if s.resources.actors}
     assert pools == set(DICT_KEYS["runtime.actors"]) == set(DICT_KEYS["runtime.min_actors"])
+
+
+def test_a_stage_configured_for_cuda_asks_for_a_gpu() -> None:
+    from pipelines.stages.shot_split import ShotSplit
+
+    on_gpu = plan([ShotSplit(device="cuda")], Cluster(cpus=16, gpus=4))[0]
+    assert on_gpu.num_gpus == 1.0 and on_gpu.pool == (1, 4)
+    on_cpu = plan([ShotSplit(device="cpu")], Cluster(cpus=16, gpus=4))[0]
+    assert on_cpu.num_gpus == 0.0 and on_cpu.pool == (1, 16)
