@@ -152,6 +152,9 @@ class ScoreConfig:
     text: TextScoreConfig = field(default_factory=TextScoreConfig)
     aesthetic: AestheticScoreConfig = field(default_factory=AestheticScoreConfig)
     artifacts: ArtifactScoreConfig = field(default_factory=ArtifactScoreConfig)
+    # False: cost-ordered (pipelines/score_step.py), the expensive scorers (overlay text, aesthetic)
+    # skip a clip a cheaper score already rejects; True: every scorer on every clip (--score-all)
+    score_all: bool = False
 
 
 @dataclass
@@ -259,6 +262,10 @@ class RuntimeConfig:
     actors: dict[str, int] = field(default_factory=dict)
     min_actors: dict[str, int] = field(default_factory=dict)  # the smallest pool (default 1)
     window: int = 2000  # tasks per Ray Data execution: bounds the driver's memory
+    # the decode pass's frames under .work/frames (~1 GB per hour of video): 'keep' them,
+    # drop them once the run's last step that reads them is done ('after_score': not those
+    # of a video with unfinished frame work; 'none': all). pipelines/scratch.py
+    keep_frames: str = "keep"
 
 
 @dataclass

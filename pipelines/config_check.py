@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "caption.zh_mode": ("translate", "direct"),
     "caption.send_as": ("images", "video"),
     "runtime.runner": ("ray", "sequential"),
+    "runtime.keep_frames": ("keep", "after_score", "none"),  # pipelines.scratch.POLICIES
 }
 # Keys holding a torch device: 'cpu', 'cuda', 'cuda:N' or 'mps'.
 DEVICE_KEYS = ("split.device", "scores.aesthetic.device")

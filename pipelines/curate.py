@@ -28,6 +28,7 @@ import numpy as np
 
 from curation import schema
 from curation.db import Catalog
+from pipelines import scratch
 from pipelines.clip_spans import align_to_keyframes, clip_spans
 from pipelines.config import CurateConfig, to_yaml
 from pipelines.journal import StepJournal, run_step
@@ -221,7 +222,8 @@ def score(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
     from pipelines.score_step import score as run_scorers
 
     tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), source_size=True)
-    return run_scorers(tasks, paths.work, cfg, runner, cat)
+    redecoded = scratch.ensure_pixels(paths, cfg, runner, cat, "score")  # frames dropped (keep_frames)
+    return {**run_scorers(tasks, paths.work, cfg, runner, cat), "redecoded": redecoded}
 
 
 def filter_clips(paths: Paths, cfg: CurateConfig, cat: Catalog) -> dict[str, Any]:
@@ -254,7 +256,8 @@ def caption(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> di
 
     wanted = f"c.{KEPT} OR c.reject_reason IN ('no_caption', 'caption_check')"
     tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), wanted)
-    counts = run_caption(paths.root, tasks, cfg, runner, cat)
+    redecoded = scratch.ensure_pixels(paths, cfg, runner, cat, "caption")  # signals reads frames
+    counts = {**run_caption(paths.root, tasks, cfg, runner, cat), "redecoded": redecoded}
     counts["decide"] = decide(cat, cfg, split_hash(cfg))
     return counts
 
@@ -291,22 +294,29 @@ def run_step_by_name(
     (paths.root / "config.yaml").write_text(to_yaml(cfg))
     runner = runner or make_runner(cfg.runtime)
     with Catalog(paths.catalog) as cat:
-        if step == "ingest":
-            return ingest(sources, paths, cfg, runner, cat)
-        if step == "split":
-            return split(paths, cfg, runner, cat)
-        if step == "clips":
-            return clips(paths, cfg, runner, cat)
-        if step == "score":
-            return score(paths, cfg, runner, cat)
-        if step == "filter":
-            return filter_clips(paths, cfg, cat)
-        if step == "extract":
-            return extract(paths, cfg, runner, cat)
-        if step == "caption":
-            return caption(paths, cfg, runner, cat)
-        if step == "export":
-            return export(paths, cfg, runner, cat)
+        counts = _dispatch(step, sources, paths, cfg, runner, cat)
+        return {**counts, **scratch.after_step(step, paths, cfg, cat)}  # runtime.keep_frames
+
+
+def _dispatch(
+    step: str, sources: list[str], paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog
+) -> dict[str, Any]:
+    if step == "ingest":
+        return ingest(sources, paths, cfg, runner, cat)
+    if step == "split":
+        return split(paths, cfg, runner, cat)
+    if step == "clips":
+        return clips(paths, cfg, runner, cat)
+    if step == "score":
+        return score(paths, cfg, runner, cat)
+    if step == "filter":
+        return filter_clips(paths, cfg, cat)
+    if step == "extract":
+        return extract(paths, cfg, runner, cat)
+    if step == "caption":
+        return caption(paths, cfg, runner, cat)
+    if step == "export":
+        return export(paths, cfg, runner, cat)
     raise ValueError(f"unknown step {step!r}; steps are {STEPS}")
 
 
