@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS clips (
     start_frame BIGINT, end_frame BIGINT, start_s DOUBLE, end_s DOUBLE,
     width INTEGER, height INTEGER, fps DOUBLE, path VARCHAR, status VARCHAR, reject_reason VARCHAR,
     codec VARCHAR, extract_mode VARCHAR, n_frames BIGINT, bytes BIGINT, split_hash VARCHAR,
-    score_error VARCHAR, extract_error VARCHAR, caption_error VARCHAR, caption_failed VARCHAR,
+    score_error VARCHAR, not_scored VARCHAR, extract_error VARCHAR, caption_error VARCHAR, caption_failed VARCHAR,
     extract_crop_x INTEGER, extract_crop_y INTEGER, extract_crop_w INTEGER, extract_crop_h INTEGER,
     crop_reason VARCHAR,
     blur DOUBLE, luma DOUBLE, luma_high DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,

@@ -184,6 +184,8 @@ class Clip:
     bytes: int = 0
     split_hash: str = ""
     score_error: str | None = None  # a scorer failed on this clip (retried by the next run)
+    # scorers skipped by cost-ordered scoring, and why: 'overlay_text: rejected before it (blurry)'
+    not_scored: str | None = None
     extract_error: str | None = None  # the clip could not be cut from its source
     caption_error: str | None = None  # captioning failed (after retries); the run went on
     caption_failed: str | None = None  # failed caption checks, comma-separated ('' = all passed)

@@ -1,7 +1,9 @@
 """The score and filter steps: measure every clip once, then decide from the stored scores.
 
-score   runs the scorers (quality, compression, motion, overlay text, aesthetic, duplicate hashes) on
-        every clip of the current split, kept or not, from the decode pass's frames. Each
+score   runs the scorers (quality, compression, motion, duplicate hashes, then overlay text and
+        aesthetic) on every clip of the current split, kept or not, from the decode pass's frames;
+        cost-ordered by default: the expensive two skip a clip a cheaper score already rejects
+        (``not_scored`` says so; ``scores.score_all`` / ``--score-all`` scores everything). Each
         scorer's results are keyed by (clip, scorer, version, params hash), so changing one
         scorer's parameters re-runs that scorer alone, and only on the clips it has not done.
 filter  dedups across the whole catalog and decides kept/rejected with the first failing
@@ -33,10 +35,11 @@ def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
     from pipelines.stages.quality_scorer import QualityScorer
 
     sc = cfg.scores
-    scorers: list[Stage[Any, Any]] = [
+    scorers: list[Stage[Any, Any]] = [  # cheap first: cost-ordered scoring gates what follows
         QualityScorer.from_config(sc.quality),
         ArtifactScorer.from_config(sc.artifacts),
         MotionScorer.from_config(sc.motion),
+        HashScorer(),
     ]
     skipped = []
     if sc.text.enabled:
@@ -54,10 +57,25 @@ def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
         raise RuntimeError(f"aesthetic scorer required (scores.aesthetic.required) but unavailable: {reason}")
     else:
         skipped.append(f"aesthetic: {reason}")
-    scorers.append(HashScorer())
     for s in skipped:
         log.warning("scorer skipped: %s", s)
     return scorers, skipped
+
+
+def with_gates(scorers: list[Stage[Any, Any]], cfg: CurateConfig) -> list[Stage[Any, Any]]:
+    """The scorers with a ScoreGate in front of each expensive one (none with ``scores.score_all``)."""
+    from pipelines.stages.score_gate import GATED, ScoreGate
+
+    if cfg.scores.score_all:
+        return list(scorers)
+    expensive = [s.name for s in scorers if s.name in GATED]
+    out: list[Stage[Any, Any]] = []
+    for s in scorers:
+        if s.name in GATED:
+            rest = tuple(expensive[expensive.index(s.name):])
+            out.append(ScoreGate(before=s.name, skip=rest, filters=cfg.filters))
+        out.append(s)
+    return out
 
 
 def _key(stage: Stage[Any, Any]) -> tuple[str, int, str]:
@@ -95,13 +113,24 @@ def clip_tasks_from_catalog(
 def score(
     tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, Any]:
-    """Run the scorers each clip still needs; write their columns and per-scorer done marks."""
+    """Run the scorers each clip still needs; write their columns and per-scorer done marks.
+
+    Cost-ordered (unless ``scores.score_all``): the cheap scorers run first, and a gate in front
+    of each expensive one (OCR, aesthetic) skips a clip that an earlier filter rule already
+    rejects (pipelines/stages/score_gate.py). A skipped scorer writes nothing and is not marked
+    done; ``not_scored`` records what was skipped and why (None when nothing was). The step's key
+    holds the filter settings then, so a changed threshold re-runs it and the gates re-decide.
+    """
     scorers, skipped = build_scorers(cfg)
+    stages = with_gates(scorers, cfg)
     keys = {s.name: _key(s) for s in scorers}
     columns = {s.name: s.columns for s in scorers}  # type: ignore[attr-defined]
     done = {name: cat.done_items(*key) for name, key in keys.items()}
     for t in tasks:
         t.todo = tuple(n for n in keys if t.clip.clip_id not in done[n])
+        t.clip.not_scored = None  # decided afresh by this run's gates
+
+    gated = [0]
 
     def to_tables(t: ClipTask) -> dict[str, list[dict[str, Any]]]:
         row: dict[str, Any] = {"clip_id": t.clip.clip_id, "score_error": t.error}
@@ -110,17 +139,23 @@ def score(
             scores = schema.clip_row(t.clip)
             for n in ran:
                 row.update({c: scores[c] for c in columns[n]})
+            row["not_scored"] = t.clip.not_scored
+            gated[0] += t.clip.not_scored is not None
         tables: dict[str, list[dict[str, Any]]] = {"clips": [row]}
         if t.error is None:
             tables["stage_done"] = [r for n in ran for r in done_rows(keys[n], [t.clip.clip_id])]
         return tables
 
-    combined = ("score", 1, schema.params_hash({"scorers": sorted(keys.values())}))
+    ident: dict[str, Any] = {"scorers": sorted(keys.values())}
+    gates = [g.params() for g in stages if g.name == "score_gate"]
+    if gates:
+        ident["gates"] = gates
+    combined = ("score", 1, schema.params_hash(ident))
     counts: dict[str, Any] = run_step(
         cat,
         StepJournal(work_dir, "score"),
         runner,
-        scorers,
+        stages,
         tasks,
         lambda t: t.clip.clip_id,
         to_tables,
@@ -131,6 +166,8 @@ def score(
     )
     counts["scorers"] = sorted(keys)
     counts["skipped_scorers"] = skipped
+    counts["cost_ordered"] = bool(gates)
+    counts["not_scored"] = gated[0]  # clips the gates kept from an expensive scorer
     return counts
 
 

@@ -87,6 +87,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
     from vidloom.cli_curate import input_files, read_outcome
 
     cfg = _load(args)  # a bad key or value fails here, before Prefect or Ray start
+    if getattr(args, "score_all", False):
+        cfg.scores.score_all = True
     sources = [os.path.abspath(s) for s in args.sources]
     files = [] if args.rescore else input_files(sources, cfg)
     if not args.rescore and not files:
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only re-decide kept/rejected from stored scores (no decode; then `vidloom export`)")
     c.add_argument("--report", metavar="HTML", help="write the HTML curation report here (a flow run writes "
                    "<out>/report.html by default)")
+    c.add_argument("--score-all", action="store_true", help="every scorer on every clip (scores.score_all): "
+                   "by default OCR and aesthetic skip clips a cheaper score already rejects (not_scored)")
     _config_args(c)
     c.set_defaults(fn=cmd_curate)
 

@@ -1,0 +1,132 @@
+"""Cost-ordered scoring (pipelines/stages/score_gate.py, pipelines/score_step.py).
+
+The expensive scorers (OCR; aesthetic when its weights are there) skip a clip that a rule before
+theirs already rejects, the catalog says so in ``not_scored``, and ``scores.score_all`` scores
+everything. On three demo videos (defects, overlay text, static camera) the kept/rejected decisions and the
+reasons are the same either way.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curation import schema
+from curation.db import Catalog
+from pipelines.config import FilterConfig, load_config
+from pipelines.stages.score_gate import ScoreGate, gate_rules
+from pipelines.tasks import ClipTask
+
+
+def clip_task(**scores: Any) -> ClipTask:
+    clip = schema.Clip("c1", "v1", 0, 0, 100, 0.0, 4.0, 640, 360, 25.0, n_frames=100)
+    for k, v in scores.items():
+        setattr(clip.scores, k, v)
+    return ClipTask(clip=clip, src_path="x.mp4", todo=("quality", "overlay_text", "aesthetic", "hash"))
+
+
+def test_gate_skips_the_expensive_scorers_of_a_clip_a_cheap_rule_rejects() -> None:
+    f = FilterConfig()
+    gate = ScoreGate(before="overlay_text", skip=("overlay_text", "aesthetic"), filters=f)
+    blurry = gate.process(clip_task(blur=f.min_blur / 2, luma=120.0))
+    assert blurry.todo == ("quality", "hash")
+    assert blurry.clip.not_scored == "overlay_text,aesthetic: rejected before overlay_text (blurry)"
+    sharp = gate.process(clip_task(blur=f.min_blur * 2, luma=120.0))
+    assert sharp.todo == ("quality", "overlay_text", "aesthetic", "hash") and sharp.clip.not_scored is None
+    unmeasured = gate.process(clip_task())  # None never rejects
+    assert unmeasured.clip.not_scored is None
+
+
+def test_aesthetic_gate_reads_motion_but_not_the_text_rule() -> None:
+    f = FilterConfig()
+    names = [n for n, _ in gate_rules("aesthetic", f)]
+    assert "static" in names and "blurry" in names and "text" not in names and "low_aesthetic" not in names
+    assert [n for n, _ in gate_rules("overlay_text", f)][-1] == "frozen"
+    gate = ScoreGate(before="aesthetic", skip=("aesthetic",), filters=f)
+    static = gate.process(clip_task(blur=f.min_blur * 2, luma=120.0, motion=0.0, text_area=0.9))
+    assert static.todo == ("quality", "overlay_text", "hash")
+    assert static.clip.not_scored == "aesthetic: rejected before aesthetic (static)"
+
+
+@pytest.fixture(scope="module")
+def split_out(demo_samples: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo videos ingested, split and cut into clip spans (the steps before score)."""
+    from pipelines.curate import run_step_by_name
+
+    src, manifest = demo_samples
+    # the defects (black, dark, blurry, frozen ... spans), overlay text, a static camera
+    names = [n for n in manifest if n.startswith(("demo_defects", "demo_text_en", "demo_static"))]
+    assert len(names) == 3, sorted(manifest)
+    out = tmp_path_factory.mktemp("cost") / "split"
+    cfg = demo_cfg()
+    for step in ("ingest", "split", "clips"):
+        run_step_by_name(step, [str(src / n) for n in names], out, cfg)
+    return out
+
+
+def demo_cfg(**filters: Any) -> Any:
+    cfg = load_config("tiny")
+    cfg.runtime.runner, cfg.runtime.quiet = "sequential", True
+    cfg.filters.min_duration_s = 1.5  # as make demo
+    for k, v in filters.items():
+        setattr(cfg.filters, k, v)
+    return cfg
+
+
+def score_and_filter(split_out: Path, dest: Path, cfg: Any) -> dict[str, dict[str, Any]]:
+    from pipelines.curate import run_step_by_name
+
+    if not dest.exists():
+        shutil.copytree(split_out, dest)
+    for step in ("score", "filter"):
+        run_step_by_name(step, [], dest, cfg)
+    with Catalog(dest / "catalog.duckdb", read_only=True) as cat:
+        rows = cat.dicts("SELECT clip_id, status, reject_reason, not_scored, text_area, blur FROM clips")
+    return {r["clip_id"]: r for r in rows}
+
+
+def ocr_done(out: Path) -> set[str]:
+    with Catalog(out / "catalog.duckdb", read_only=True) as cat:
+        sql = "SELECT item_id FROM stage_done WHERE stage = 'score:overlay_text'"
+        return {r[0] for r in cat.query(sql)[1]}
+
+
+@pytest.mark.slow  # ~35 s on 2 cores, the fixture's split of three demo videos included
+def test_cost_ordered_scoring_decides_as_score_all_on_the_demo(split_out: Path, tmp_path: Path) -> None:
+    ordered = score_and_filter(split_out, tmp_path / "ordered", demo_cfg())
+    all_cfg = demo_cfg()
+    all_cfg.scores.score_all = True
+    every = score_and_filter(split_out, tmp_path / "all", all_cfg)
+    assert {k: (r["status"], r["reject_reason"]) for k, r in ordered.items()} == {
+        k: (r["status"], r["reject_reason"]) for k, r in every.items()}
+    skipped = {k for k, r in ordered.items() if r["not_scored"]}
+    assert skipped, "the demo has clips a cheap rule rejects (black, dark, blurry, ...)"
+    for k in skipped:
+        r = ordered[k]
+        assert r["status"] == "rejected" and r["text_area"] is None
+        assert r["not_scored"].startswith("overlay_text") and f"({r['reject_reason']})" in r["not_scored"]
+    assert not skipped & ocr_done(tmp_path / "ordered")  # not marked done: a rerun may still score them
+    assert all(r["not_scored"] is None for r in every.values())
+    assert ocr_done(tmp_path / "all") >= set(every)
+
+    # --score-all on the cost-ordered catalog scores what was skipped and clears not_scored
+    again = score_and_filter(split_out, tmp_path / "ordered", all_cfg)
+    assert all(r["not_scored"] is None for r in again.values())
+    assert ocr_done(tmp_path / "ordered") >= set(again)
+
+
+@pytest.mark.slow
+def test_a_loosened_threshold_rescores_the_clips_it_lets_through(split_out: Path, tmp_path: Path) -> None:
+    first = score_and_filter(split_out, tmp_path / "o", demo_cfg())
+    blurry = {k for k, r in first.items() if r["reject_reason"] == "blurry"}
+    if not blurry:
+        pytest.skip("no demo clip is rejected as blurry")
+    second = score_and_filter(split_out, tmp_path / "o", demo_cfg(min_blur=0.0))
+    done = ocr_done(tmp_path / "o")
+    for k in blurry:  # the gate re-decided: OCR ran, or a later cheap rule rejects the clip now
+        assert (k in done) != bool(second[k]["not_scored"]), second[k]
+        assert "(blurry)" not in (second[k]["not_scored"] or "")
+    assert blurry & done
