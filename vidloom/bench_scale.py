@@ -72,7 +72,7 @@ def _flip(h: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: float = 0.02,
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     groups: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keyframe hashes uint64 [n, 3], keyframe validity [n, 3] and content hashes uint64 [n, 4].
 
     Keyframes of one clip differ by ~16 bits (one shot, different moments). ``dup_frac`` of the
@@ -80,7 +80,8 @@ def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: f
     per keyframe, the copy's noise level drawn from 0.5 (remux, re-encode), 1.5 (rescale) and 3.5
     (heavy re-encode, crop): near pairs span 0-10+ bits, and copies of one original are near
     each other too. ``exact_frac`` are exact copies (same content hash and phash). 1 % of the
-    clips are short (one keyframe) and 0.5 % have no hash.
+    clips are short (one keyframe) and 0.5 % have no hash. ``groups``: when given, the planted
+    (originals, copies) row arrays are appended to it.
     """
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
@@ -96,6 +97,8 @@ def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: f
     orig = orig[: len(copies)]
     level = rng.choice([0.5, 1.5, 3.5], len(copies), p=[0.4, 0.4, 0.2])
     h[copies] = _flip(h[orig], rng.poisson(level[:, None], (len(copies), 3)), rng)
+    if groups is not None:
+        groups.append((orig.copy(), copies.copy()))
     rest = perm[n_orig + len(copies):]
     n_exact = min(int(n * exact_frac), len(rest) // 2)
     src, dst = rest[:n_exact], rest[n_exact : 2 * n_exact]
@@ -237,13 +240,19 @@ def op_report(path: Path) -> dict[str, Any]:
 OPS = {"dedup": op_dedup, "rescore": op_rescore, "export": op_export, "report": op_report}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which keeps the forking
+    parent's)."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+
+
 def run_op(op: str, path: Path) -> dict[str, Any]:
     """Run one operation in a fresh process; its seconds, peak RSS and what it returned."""
-    code = ("import json, resource, sys, time; from pathlib import Path; from vidloom import bench_scale as b; "
+    code = ("import json, time; from pathlib import Path; from vidloom import bench_scale as b; "
             f"t = time.perf_counter(); out = b.OPS_ALL[{op!r}](Path({str(path)!r})); "
             "s = time.perf_counter() - t; "
-            "print(json.dumps({'seconds': s, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF)"
-            ".ru_maxrss / 1024, 'result': out}))")
+            "print(json.dumps({'seconds': s, 'peak_rss_mb': b.peak_rss_mb(), 'result': out}))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                          cwd=bench_record.REPO)
     if res.returncode != 0:
@@ -279,6 +288,38 @@ def recall(n: int, seed: int = 0, max_distance: float = 10.0) -> dict[str, Any]:
             "lsh_s": round(t_lsh, 2), "all_pairs_s": round(t_exact, 2)}
 
 
+def planted_recall(n: int, seed: int = 0, max_distance: float = 10.0) -> dict[str, Any]:
+    """LSH recall on the planted pairs alone (original-copy and copy-copy of one group), for sizes
+    where all-pairs is out of reach: the pairs within ``max_distance`` that LSH reports."""
+    from pipelines import dedup_bands as db
+
+    groups: list[Any] = []
+    h, valid, _ = synthetic_hashes(n, seed, groups=groups)
+    orig, copies = groups[0]
+    order = np.argsort(orig, kind="stable")
+    orig, copies = orig[order], copies[order]
+    a, b = [orig], [copies]
+    same = orig[1:] == orig[:-1]
+    for lag in (1, 2):  # copies of one original (up to 3) are near each other too
+        ok = same if lag == 1 else same[:-1] & same[1:]
+        a.append(copies[:-lag][ok])
+        b.append(copies[lag:][ok])
+    pa_, pb_ = np.concatenate(a), np.concatenate(b)
+    pa_, pb_ = np.minimum(pa_, pb_), np.maximum(pa_, pb_)
+    dist = db.pair_distance(h, valid, pa_, pb_)
+    near = dist <= max_distance
+    pa_, pb_, dist = pa_[near], pb_[near], dist[near]
+    t = time.perf_counter()
+    fa, fb = db.phash_pairs(h, valid, max_distance, "lsh")
+    t_lsh = time.perf_counter() - t
+    found = np.isin(pa_ * n + pb_, fa * n + fb)
+    by = {f"{lo}-{min(hi, 10):g}": {"pairs": int(((dist >= lo) & (dist < hi)).sum()),
+                                    "recall": round(float(found[(dist >= lo) & (dist < hi)].mean()), 4)}
+          for lo, hi in ((0, 4), (4, 7), (7, 10.001)) if ((dist >= lo) & (dist < hi)).any()}
+    return {"clips": n, "planted_pairs": int(len(pa_)), "recall": round(float(found.mean()), 4),
+            "recall_by_distance": by, "pairs_reported": int(len(fa)), "lsh_s": round(t_lsh, 2)}
+
+
 def growth(sizes: list[int], seconds: list[float]) -> float | None:
     """The slope of log(seconds) against log(clips): 1 is linear, n log n reads ~1.1 over 10^5-10^7."""
     if len(sizes) < 2:
@@ -307,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.parent.exists():
                 subprocess.run(["rm", "-rf", str(path.parent)], check=True)
             entry: dict[str, Any] = {"clips": n, "loadavg_start": bench_record.loadavg()}
-            entry["build"] = build_catalog(path, n)
+            entry["build"] = run_op(f"build:{n}", path)
             entry["build"]["first_decide"] = _initial_decide(path)
             entry["catalog_mb"] = round(sum(f.stat().st_size for f in path.parent.glob("*.duckdb")) / 2**20)
             for op in ops:
@@ -337,7 +378,16 @@ def _initial_decide(path: Path) -> dict[str, Any]:
     return {"seconds": out["seconds"], "peak_rss_mb": out["peak_rss_mb"], "kept": out.get("kept")}
 
 
-OPS_ALL = {**OPS, "rescore_default": lambda path: op_rescore(path, change=False)}
+class _Ops(dict):  # type: ignore[type-arg]
+    """OPS, the initial filter step and ``build:<n>`` (each run in its own process by run_op)."""
+
+    def __missing__(self, key: str) -> Any:
+        if key.startswith("build:"):
+            return lambda path: build_catalog(path, int(key.split(":", 1)[1]))
+        raise KeyError(key)
+
+
+OPS_ALL = _Ops({**OPS, "rescore_default": lambda path: op_rescore(path, change=False)})
 
 
 if __name__ == "__main__":
