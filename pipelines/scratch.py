@@ -117,6 +117,15 @@ def _score_keys(cfg: CurateConfig) -> list[tuple[str, int, str]]:
         quiet.setLevel(level)
 
 
+def _gated() -> set[str]:
+    """The expensive scorers cost-ordered scoring may skip on a clip (pipelines/stages/score_gate.py)."""
+    try:
+        from pipelines.stages.score_gate import GATED
+    except ImportError:  # a vidloom without cost-ordered scoring
+        return set()
+    return set(GATED)
+
+
 CAPTION_WANTED = "(c.status = 'kept' OR c.reject_reason IN ('no_caption', 'caption_check'))"  # curate.caption
 
 
@@ -127,9 +136,18 @@ def pending(cat: Catalog, cfg: CurateConfig, step: str, root: Path) -> set[str]:
     sh = split_hash(cfg)
     if step == "score":
         keys = _score_keys(cfg)
-        rows = cat.query("SELECT clip_id, video_id FROM clips WHERE split_hash = ?", [sh])[1]
-        done = [cat.done_items(*k) for k in keys]
-        return {v for c, v in rows if any(c not in d for d in done)}
+        gated = _gated() if not cfg.scores.score_all else set()
+        have = {r[0] for r in cat.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'clips'")[1]}
+        skipped = "not_scored IS NOT NULL AND score_error IS NULL" if "not_scored" in have else "FALSE"
+        rows = cat.query(f"SELECT clip_id, video_id, {skipped} FROM clips WHERE split_hash = ?", [sh])[1]
+        done = {k: cat.done_items(*k) for k in keys}
+        # a scorer cost ordering kept from a clip (clips.not_scored) is not pending: the gate skips it
+        # again unless a threshold changed, and then a clip it lets through fails for want of
+        # frames (score_error) and the next run decodes its video for the retry
+        return {v for c, v, gate_skipped in rows
+                if any(c not in done[k] and not (gate_skipped and k[0].removeprefix("score:") in gated)
+                       for k in keys)}
     if step == "caption" and cfg.caption.backend == "signals":
         from pipelines.stages.caption import CaptionStage
 

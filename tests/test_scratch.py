@@ -251,3 +251,20 @@ def test_keep_frames_is_checked() -> None:
     with pytest.raises(ConfigError, match="keep_frames"):
         load_config("tiny", overrides=["runtime.keep_frames=sometimes"])
     assert load_config("tiny", overrides=["runtime.keep_frames=none"]).runtime.keep_frames == "none"
+
+
+def test_signals_captions_and_a_changed_split_decode_again(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Clips to caption with the signals backend (here: their caption marks removed) get their
+    video decoded again and the same captions; changed split params re-decode in the split step."""
+    out = copy(runs, "after_score", tmp_path)
+    with Catalog(out / "catalog.duckdb") as cat:
+        cat.con.execute("DELETE FROM stage_done WHERE stage = 'caption'")
+    counts = run_step_by_name("caption", [str(runs["inputs"])], out, config("after_score"))
+    assert counts["redecoded"] == 1 and counts["written"] == 2 and counts["errors"] == 0, counts
+    assert counts["frames_dropped"] == 1 and has_pixels(out) == [False]
+    assert catalog_state(out)["captions"] == catalog_state(runs["keep"])["captions"]
+
+    cfg = config("after_score")
+    cfg.split.threshold = cfg.split.threshold * 1.01  # new split params: every video is split again
+    counts = run_step_by_name("split", [str(runs["inputs"])], out, cfg)
+    assert counts["written"] == 1 and counts["errors"] == 0 and has_pixels(out) == [True], counts
