@@ -54,6 +54,7 @@ def inputs(devset: Path, with_long: bool = True) -> list[str]:
     from pipelines.stages.ingest import discover_inputs
 
     files = discover_inputs([str(devset)], VIDEO_EXTENSIONS)
+    with_long = with_long and (devset / LONG_SOURCE).exists()  # a partial DIR (smoke runs) has none
     return files + ([str(long_720p(devset))] if with_long else [])
 
 
@@ -103,14 +104,17 @@ def real_config(runner: str, cores: int, score_all: bool) -> Any:
     return cfg
 
 
-def run_steps(steps: tuple[str, ...], sources: list[str], cfg: Any, runner: Any,
-              tree: Any | None) -> dict[str, Any]:
-    """``steps`` of run_curate into a fresh output directory, each timed (wall, CPU incl. Ray's)."""
+def run_steps(steps: tuple[str, ...], sources: list[str], cfg: Any, runner: Any, tree: Any | None,
+              out: str | None = None, copy_after: str | None = None) -> dict[str, Any]:
+    """``steps`` of run_curate into ``out`` (default: a fresh directory, removed after), each timed
+    (wall, CPU incl. Ray's). ``copy_after``: copy the output directory after that step (untimed)
+    into ``result['copy']``, for a second ending from the same split."""
     from pipelines.curate import finish_run, now_iso, run_step_by_name
 
-    out = tempfile.mkdtemp(prefix="vidloom-bench-real-")
+    out = out or tempfile.mkdtemp(prefix="vidloom-bench-real-")
     cpu_now = lambda: cpu_s() + (tree.sample() if tree else 0.0)
     timing: dict[str, dict[str, Any]] = {}
+    copy = None
     try:
         started = now_iso()
         for step in steps:
@@ -118,11 +122,30 @@ def run_steps(steps: tuple[str, ...], sources: list[str], cfg: Any, runner: Any,
             counts = run_step_by_name(step, sources, out, cfg, runner)
             timing[step] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(cpu_now() - c, 2),
                             "counts": counts}
+            if step == copy_after:
+                copy = tempfile.mkdtemp(prefix="vidloom-bench-real-copy-")
+                shutil.copytree(out, copy, dirs_exist_ok=True)
         summary = finish_run(out, cfg, started, {s: timing[s]["counts"] for s in steps})
+        digest = decisions(out)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     keys = ("videos_ok", "videos_error", "shots", "clips_kept", "clips_rejected", "shards", "shard_samples")
-    return {"steps": timing, "catalog": {k: summary[k] for k in keys if k in summary}}
+    return {"steps": timing, "catalog": {k: summary[k] for k in keys if k in summary}, "copy": copy,
+            "decisions": {k: v for k, v in digest.items() if k != "not_scored"},
+            "not_scored": digest["not_scored"]}
+
+
+def decisions(out: str) -> dict[str, Any]:
+    """A digest of every clip's (id, status, reject reason), and how many clips had scorers skipped."""
+    import hashlib
+
+    from curation.db import Catalog
+
+    with Catalog(Path(out) / "catalog.duckdb", read_only=True) as cat:
+        rows = cat.query("SELECT clip_id, status, reject_reason FROM clips ORDER BY clip_id")[1]
+        skipped = cat.query("SELECT count(*) FROM clips WHERE not_scored IS NOT NULL")[1][0][0]
+    return {"sha256": hashlib.sha256(repr(rows).encode()).hexdigest()[:16], "clips": len(rows),
+            "not_scored": skipped}
 
 
 def figures(wall: float, cpu: float, base_wall: float, cores: int) -> dict[str, float]:
@@ -131,7 +154,7 @@ def figures(wall: float, cpu: float, base_wall: float, cores: int) -> dict[str, 
 
 
 def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: list[str] | None,
-        json_path: str | None) -> int:
+        json_path: str | None, compare: bool = True) -> int:
     from pipelines.curate import STEPS
     from pipelines.runner import make_runner
     from vidloom.bench_curate import TreeCpu, bench_precision
@@ -158,11 +181,19 @@ def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: 
     runs: dict[str, Any] = {}
     try:
         runner = make_runner(cfg.runtime)
-        print("split step ...", flush=True)
-        runs["split"] = run_steps(("ingest", "split"), paths, cfg, runner, tree)
-        if not split_only:
-            print("whole curation ...", flush=True)
-            runs["curate"] = run_steps(STEPS, paths, cfg, runner, tree)
+        if split_only:
+            print("split step ...", flush=True)
+            runs["split"] = run_steps(("ingest", "split"), paths, cfg, runner, tree)
+        else:
+            print("whole curation (its split step is the split-step figure) ...", flush=True)
+            runs["curate"] = run_steps(STEPS, paths, cfg, runner, tree,
+                                       copy_after="clips" if compare else None)
+            if compare:  # the same split, scored the other way: score ... export again
+                print(f"score ... export again, score_all={not score_all} ...", flush=True)
+                other = real_config(runner_name, cores, not score_all)
+                tail = STEPS[STEPS.index("clips") + 1:]
+                runs["curate, other scoring"] = run_steps(tail, [], other, runner, tree,
+                                                          out=runs["curate"]["copy"])
         runner.shutdown()
     finally:
         if ray is not None and ray.is_initialized():
@@ -171,21 +202,32 @@ def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: 
             tree.stop()
     base = dec["wall_s"]
     results = {"decode-only (PyAV, 48x27 filter graph)": figures(dec["wall_s"], dec["cpu_s"], base, cores)}
-    sp = runs["split"]["steps"]["split"]
+    first = runs["split"] if split_only else runs["curate"]
+    sp = first["steps"]["split"]
     results["split step"] = figures(sp["wall_s"], sp["cpu_s"], base, cores)
-    if "curate" in runs:
-        st = runs["curate"]["steps"]
+    label = lambda all_: "score-all" if all_ else "cost-ordered"
+    for name, all_ in (("curate", score_all), ("curate, other scoring", not score_all)):
+        if name not in runs:
+            continue
+        st = runs[name]["steps"]
+        if name != "curate":  # the shared ingest, split and clips steps count for both
+            st = {**{k: v for k, v in runs["curate"]["steps"].items() if k not in st}, **st}
+            runs[name]["steps"] = st
         wall, cpu = sum(s["wall_s"] for s in st.values()), sum(s["cpu_s"] for s in st.values())
-        results["whole curation"] = figures(wall, cpu, base, cores)
-        results["whole curation + Ray start"] = figures(wall + ray_init_s, cpu, base, cores)
+        results[f"whole curation ({label(all_)})"] = figures(wall, cpu, base, cores)
+        results[f"whole curation ({label(all_)}) + Ray start"] = figures(wall + ray_init_s, cpu, base, cores)
         for s in st.values():
             s["share"] = round(s["wall_s"] / wall, 3)
+    same = (runs["curate"]["decisions"] == runs["curate, other scoring"]["decisions"]
+            if "curate, other scoring" in runs else None)
     r = {"machine": {"loadavg_end": loadavg()},
          "video": {"dir": devset, "files": len(paths), "seconds": round(seconds, 1), "per_file": files,
-                   "long_720p": str(long_720p(Path(devset))), "decode_only_failed": dec["failed"]},
+                   "long_720p": next((p for p in paths if p.startswith(str(CACHE))), None),
+                   "decode_only_failed": dec["failed"]},
          "config": f"preset default, caption.backend=signals, runner {runner_name}, "
                    f"runtime.num_cpus={cores}, score_all={score_all}",
-         "ray_init_s": round(ray_init_s, 2), "results": results, "runs": runs}
+         "ray_init_s": round(ray_init_s, 2), "results": results,
+         "same_decisions_both_scorings": same, "runs": runs}
     report(r, record)
     if json_path:
         bench_record.write_result(json_path, record, r)
@@ -197,12 +239,12 @@ def report(r: dict[str, Any], record: dict[str, Any]) -> None:
     print(f"\nvidloom bench curate --real: {v['files']} files, {v['seconds']:.1f} s of video; "
           f"{mc['cores']} cores, "
           f"load average {mc.get('loadavg_1_5_15')} at start, {r['machine']['loadavg_end']} at end; "
-          f"Ray start {r['ray_init_s']:.1f} s")
+          f"Ray start {r['ray_init_s']:.1f} s; same decisions both ways: {r['same_decisions_both_scorings']}")
     print_rows(["run", "wall s", "CPU s", "vs decode-only", "CPU util"],
                [[k, f"{x['wall_s']:.1f}", f"{x['cpu_s']:.1f}", f"{x['vs_decode_only']:.3f}",
                  f"{x['cpu_util']:.0%}"] for k, x in r["results"].items()])
     for name, run_ in r["runs"].items():
-        print(f"\n{name}: catalog {run_['catalog']}")
+        print(f"\n{name}: catalog {run_['catalog']}, clips with scorers skipped {run_['not_scored']}")
         print_rows(["step", "wall s", "CPU s", "share"],
                    [[k, f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}", f"{s.get('share', 0):.1%}"]
                     for k, s in run_["steps"].items()])
