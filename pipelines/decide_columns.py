@@ -23,15 +23,48 @@ from pipelines.config import CaptionConfig, FilterConfig
 from pipelines.decide import CROP_COLUMNS, REASONS, _failed, crop_columns
 from pipelines.quality import CLIP_HIGH
 
-RULE_ORDER = ("too_short", "too_long", "low_resolution", "bad_aspect", "black", "dark", "overexposed",
-              "compressed", "blurry", "letterbox", "frozen", "text", "static", "too_fast", "low_aesthetic",
-              "duplicate", "extract_error", "caption_check", "no_caption")
+RULE_ORDER = (
+    "too_short",
+    "too_long",
+    "low_resolution",
+    "bad_aspect",
+    "black",
+    "dark",
+    "overexposed",
+    "compressed",
+    "blurry",
+    "letterbox",
+    "frozen",
+    "text",
+    "static",
+    "too_fast",
+    "low_aesthetic",
+    "duplicate",
+    "extract_error",
+    "caption_check",
+    "no_caption",
+)
 if RULE_ORDER != REASONS:  # pragma: no cover - a rule changed in decide.py and not here
     raise ImportError(f"pipelines/decide_columns.py rules {RULE_ORDER} != decide.REASONS {REASONS}")
 BEFORE_DUPLICATE = RULE_ORDER.index("duplicate")
 
-NUMERIC = ("start_s", "end_s", "width", "height", "black_frac", "luma", "luma_high", "clipped", "artifacts",
-           "blur", "black_border", "frozen", "text_area", "motion", "aesthetic")
+NUMERIC = (
+    "start_s",
+    "end_s",
+    "width",
+    "height",
+    "black_frac",
+    "luma",
+    "luma_high",
+    "clipped",
+    "artifacts",
+    "blur",
+    "black_border",
+    "frozen",
+    "text_area",
+    "motion",
+    "aesthetic",
+)
 TEXT = ("score_error", "extract_error", "caption_error", "caption_failed")
 CROP_INPUTS = ("text_boxes", "source_width", "source_height", "crop_x", "crop_y", "crop_w", "crop_h")
 
@@ -107,8 +140,9 @@ def _item(v: Any, i: int) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
-def reject_reasons(cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | None = None,
-                   upto: int | None = None) -> np.ndarray:
+def reject_reasons(
+    cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | None = None, upto: int | None = None
+) -> np.ndarray:
     """int8 [n]: index into ``RULE_ORDER`` of each row's first failing rule, -1 when it passes.
 
     ``cols``: the rule columns (``NUMERIC``, ``TEXT``, ``extract_crop_w``, and ``dup_of`` unless
@@ -128,8 +162,10 @@ def reject_reasons(cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | Non
         lambda: np.maximum(w, h) > f.max_aspect * np.maximum(1, np.minimum(w, h)),
         lambda: _above(x["black_frac"], f.max_black_frac),
         lambda: _below(x["luma"], f.min_luma) & ~_above(x["luma_high"], f.dark_max_highlight),
-        lambda: _above(x["luma"], f.max_luma) | (_above(x["clipped"], f.max_clipped)
-                                                 & ~_below(x["luma_high"], CLIP_HIGH)),
+        lambda: (
+            _above(x["luma"], f.max_luma)
+            | (_above(x["clipped"], f.max_clipped) & ~_below(x["luma_high"], CLIP_HIGH))
+        ),
         lambda: _above(x["artifacts"], f.max_artifacts),
         lambda: _below(x["blur"], f.min_blur),
         lambda: _above(x["black_border"], f.max_black_border),
@@ -200,8 +236,9 @@ class Sparse:
         return self.n
 
 
-def load_columns(con: Any, sql: str, params: list[Any], kinds: dict[str, str],
-                 batch: int = 1 << 18) -> dict[str, Any]:
+def load_columns(
+    con: Any, sql: str, params: list[Any], kinds: dict[str, str], batch: int = 1 << 18
+) -> dict[str, Any]:
     """Run ``sql`` and keep each column in its compact form, one Arrow batch at a time.
 
     kinds: 'num' float64 (NaN for null); 'sparse' :class:`Sparse` (strings that are mostly null);
@@ -241,28 +278,49 @@ def load_columns(con: Any, sql: str, params: list[Any], kinds: dict[str, str],
         if kind == "num":
             out[name] = np.concatenate(got) if got else np.zeros(0)
         elif kind == "sparse":
-            out[name] = Sparse(offset, np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.int64),
-                               [v for g in got for v in g[1]],
-                               np.concatenate([g[2] for g in got]) if got else np.zeros(0, bool))
+            out[name] = Sparse(
+                offset,
+                np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.int64),
+                [v for g in got for v in g[1]],
+                np.concatenate([g[2] for g in got]) if got else np.zeros(0, bool),
+            )
         elif kind == "key":
             from pipelines.dedup import _sort_key
 
             out[name] = _sort_key(np.concatenate(got) if got else np.zeros(0, "S1"))
         elif kind in ("content", "phash"):
-            out[name] = (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got])) if got else (
-                np.zeros((0, 4 if kind == "content" else N_KEYFRAMES), np.uint64),
-                np.zeros(0 if kind == "content" else (0, N_KEYFRAMES), bool))
+            out[name] = (
+                (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got]))
+                if got
+                else (
+                    np.zeros((0, 4 if kind == "content" else N_KEYFRAMES), np.uint64),
+                    np.zeros(0 if kind == "content" else (0, N_KEYFRAMES), bool),
+                )
+            )
         else:
-            out[name] = pa.concat_arrays([c for g in got for c in (g.chunks if hasattr(g, "chunks") else [g])]) \
-                if got else pa.array([], pa.string())
+            out[name] = (
+                pa.concat_arrays([c for g in got for c in (g.chunks if hasattr(g, "chunks") else [g])])
+                if got
+                else pa.array([], pa.string())
+            )
     return out
 
 
-KEEP_KEYS = ("clip_id", "video_id", "start_frame", "end_frame", "width", "height", "artifacts", "bits_per_pixel")
+KEEP_KEYS = (
+    "clip_id",
+    "video_id",
+    "start_frame",
+    "end_frame",
+    "width",
+    "height",
+    "artifacts",
+    "bits_per_pixel",
+)
 
 
-def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
-                   method: str = "auto") -> dict[str, Any]:
+def decide_catalog(
+    cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str, method: str = "auto"
+) -> dict[str, Any]:
     """The filter step over the catalog's columns (pipelines/score_step.py ``decide``).
 
     Loads the columns the rules and dedup read in compact form (:func:`load_columns`: numbers as
@@ -276,15 +334,29 @@ def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
     from pipelines import dedup_cache
     from pipelines.dedup import decode_embedding, duplicate_index, keep_rank
 
-    kinds = {"clip_id": "arrow", "video_id": "key", "start_frame": "num", "end_frame": "num",
-             "bits_per_pixel": "num", "content_hash": "content", "phash": "phash",
-             **{k: "num" for k in NUMERIC}, **{k: "sparse" for k in TEXT}, "text_boxes": "sparse",
-             **{k: "num" for k in CROP_INPUTS[3:]}, "source_width": "num", "source_height": "num"}
+    kinds = {
+        "clip_id": "arrow",
+        "video_id": "key",
+        "start_frame": "num",
+        "end_frame": "num",
+        "bits_per_pixel": "num",
+        "content_hash": "content",
+        "phash": "phash",
+        **{k: "num" for k in NUMERIC},
+        **{k: "sparse" for k in TEXT},
+        "text_boxes": "sparse",
+        **{k: "num" for k in CROP_INPUTS[3:]},
+        "source_width": "num",
+        "source_height": "num",
+    }
     names = [k for k in kinds if k not in ("source_width", "source_height")]
     cols = load_columns(
-        cat.con, f"SELECT {', '.join('c.' + k for k in names)}, v.width AS source_width, "
+        cat.con,
+        f"SELECT {', '.join('c.' + k for k in names)}, v.width AS source_width, "
         "v.height AS source_height FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
-        [split_hash], kinds)
+        [split_hash],
+        kinds,
+    )
     n = len(cols["clip_id"])
     crops = crop_arrays(cols, f)
     cols["extract_crop_w"] = crops["extract_crop_w"]
@@ -297,20 +369,35 @@ def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
         rank = cand[keep_rank(sub)]
         words, present = cols["content_hash"]
         h, valid = cols["phash"]
-        pair_a, pair_b, cached = dedup_cache.near_pairs(cat, split_hash, np.argsort(clip_key), h, valid,
-                                                        f.phash_max_distance, method)
+        pair_a, pair_b, cached = dedup_cache.near_pairs(
+            cat, split_hash, np.argsort(clip_key), h, valid, f.phash_max_distance, method
+        )
         at = np.full(n, -1, np.int64)
         at[rank] = np.arange(len(rank))
         emb = _embeddings(cat, split_hash, cols["clip_id"].take(pa.array(rank)), decode_embedding)
-        dup = duplicate_index((words[rank], present[rank]), (h[rank], valid[rank]), f.phash_max_distance, emb,
-                              f.semantic_dedup_min_cosine, method, pairs=(at[pair_a], at[pair_b]))
+        dup = duplicate_index(
+            (words[rank], present[rank]),
+            (h[rank], valid[rank]),
+            f.phash_max_distance,
+            emb,
+            f.semantic_dedup_min_cosine,
+            method,
+            pairs=(at[pair_a], at[pair_b]),
+        )
         target[rank] = np.where(dup >= 0, rank[np.maximum(dup, 0)], -1)
     dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
     cols["dup_of"] = dup_of
     reason = pa.array(reason_names(reject_reasons(cols, f, c), _present(cols, "score_error")), pa.string())
     status = pc.if_else(pc.is_null(reason), "kept", "rejected")
-    new = pa.table({"clip_id": cols["clip_id"], "dup_of": dup_of, "status": status, "reject_reason": reason,
-                    **{k: _crop_arrow(k, v) for k, v in crops.items()}})
+    new = pa.table(
+        {
+            "clip_id": cols["clip_id"],
+            "dup_of": dup_of,
+            "status": status,
+            "reject_reason": reason,
+            **{k: _crop_arrow(k, v) for k, v in crops.items()},
+        }
+    )
     kept = int(pc.sum(pc.equal(status, "kept")).as_py() or 0)
     cropped = int(pc.sum(pc.and_(pc.equal(status, "kept"), pc.is_valid(new["crop_reason"]))).as_py() or 0)
     cols_new = [k for k in new.column_names if k != "clip_id"]
@@ -319,17 +406,25 @@ def decide_catalog(cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str,
         cat.con.register("_vidloom_decide", new)
         try:
             changed = cat.con.execute(
-                "SELECT count(*) FROM clips JOIN _vidloom_decide u USING (clip_id) WHERE "
-                "clips.status IS DISTINCT FROM u.status OR clips.reject_reason IS DISTINCT FROM u.reject_reason"
+                "SELECT count(*) FROM clips JOIN _vidloom_decide u USING (clip_id) WHERE clips.status "
+                "IS DISTINCT FROM u.status OR clips.reject_reason IS DISTINCT FROM u.reject_reason"
             ).fetchone()[0]
             written = cat.con.execute(
                 f"UPDATE clips SET {', '.join(f'{k} = u.{k}' for k in cols_new)} FROM _vidloom_decide u "
-                f"WHERE clips.clip_id = u.clip_id AND ({differs})").fetchone()[0]
+                f"WHERE clips.clip_id = u.clip_id AND ({differs})"
+            ).fetchone()[0]
         finally:
             cat.con.unregister("_vidloom_decide")
-    return {"clips": n, "kept": kept, "rejected": n - kept, "changed": int(changed),
-            "duplicates": int(n - dup_of.null_count), "cropped": cropped, "written": int(written),
-            "pairs_from_store": cached}
+    return {
+        "clips": n,
+        "kept": kept,
+        "rejected": n - kept,
+        "changed": int(changed),
+        "duplicates": int(n - dup_of.null_count),
+        "cropped": cropped,
+        "written": int(written),
+        "pairs_from_store": cached,
+    }
 
 
 def _clip_key(ids: Any) -> np.ndarray:

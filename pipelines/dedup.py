@@ -150,7 +150,8 @@ def keep_rank(cols: dict[str, Any]) -> np.ndarray:
     """Row indices in :func:`keep_order`, from column arrays (the filter step's vectorised sort).
 
     ``cols``: numpy arrays (or lists) clip_id, video_id, start_frame, end_frame, width, height,
-    artifacts, bits_per_pixel, with None/NaN where unmeasured. Same order as sorting the row
+    artifacts, bits_per_pixel, with None/NaN where unmeasured; clip_id and video_id may be given
+    as integer sort keys already (``_sort_key``). Same order as sorting the row
     dicts by :func:`keep_order` (tests/test_dedup_scale.py compares them).
     """
     def num(name: str, dtype: Any) -> np.ndarray:
@@ -160,7 +161,8 @@ def keep_rank(cols: dict[str, Any]) -> np.ndarray:
     band = np.floor(num("artifacts", np.float64) / ARTIFACT_BAND + 1e-9)
     pixels = -num("width", np.int64) * num("height", np.int64)
     frames = -(num("end_frame", np.int64) - num("start_frame", np.int64))
-    return np.lexsort((_sort_key(cols["clip_id"]), num("start_frame", np.int64), _sort_key(cols["video_id"]), frames,
+    video = _sort_key(cols["video_id"])
+    return np.lexsort((_sort_key(cols["clip_id"]), num("start_frame", np.int64), video, frames,
                        -num("bits_per_pixel", np.float64), pixels, band))
 
 
@@ -172,7 +174,10 @@ def _strings(v: Sequence[str | None] | np.ndarray) -> np.ndarray:
 
 
 def _sort_key(v: Sequence[str | None] | np.ndarray) -> np.ndarray:
-    """Integers that sort like the strings (None as ''): hex ids parsed, else their ranks."""
+    """Integers that sort like the strings (None as ''): hex ids parsed, else their ranks.
+    Integer arrays are taken as keys already."""
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iu":
+        return v
     strings = _strings(v)
     key = dedup_bands.hex_key(strings)
     return key if key is not None else np.unique(strings, return_inverse=True)[1]
@@ -230,8 +235,9 @@ def duplicate_index(
     """int64 [n]: for rows already in keep order, the row each duplicate points at (-1: not one).
 
     ``content`` and ``phash``: the stored strings, or already parsed (:func:`content_words`,
-    ``dedup_bands.parse_phashes``). ``embeddings``: float32 [n, dim] unit rows, NaN rows for clips without one (semantic dedup,
-    cosine >= ``min_cosine``). ``method``: 'auto' | 'exact' | 'lsh' (pipelines/dedup_bands.py).
+    ``dedup_bands.parse_phashes``). ``embeddings``: float32 [n, dim] unit rows, NaN rows for clips
+    without one (semantic dedup, cosine >= ``min_cosine``). ``method``: 'auto' | 'exact' | 'lsh'
+    (pipelines/dedup_bands.py).
     ``pairs``: the near pairs (row positions) when already known (pipelines/dedup_cache.py): the
     pHash search is skipped, and pairs with an exact copy among them are dropped.
     """

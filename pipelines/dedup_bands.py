@@ -58,8 +58,15 @@ def parse_phashes(texts: list[str | None] | np.ndarray, k: int = 3) -> tuple[np.
     """
     n = len(texts)
     width = 16 * k
-    raw = np.asarray([t or "" for t in texts] if not isinstance(texts, np.ndarray) else texts,
-                     dtype=f"S{width}")
+    raw = np.asarray(
+        [t or "" for t in texts] if not isinstance(texts, np.ndarray) else texts, dtype=f"S{width}"
+    )
+    if n and raw.dtype.itemsize == width:  # every string complete: C's hex decoder
+        try:
+            h = np.frombuffer(bytes.fromhex(raw.tobytes().decode("ascii")), ">u8").reshape(n, k)
+            return h.astype(np.uint64), np.ones((n, k), bool)
+        except ValueError:  # a short, empty or non-hex one: the digit by digit path below
+            pass
     buf = np.frombuffer(raw.tobytes(), np.uint8).reshape(n, k, 16) if n else np.zeros((0, k, 16), np.uint8)
     nib = _HEX[buf]
     valid = (nib != 255).all(-1)
@@ -106,9 +113,14 @@ def fixed_bytes(arr: object) -> np.ndarray:
     padded = pc.utf8_rpad(a, width, padding="\0")
     if n and int(pc.max(pc.binary_length(padded)).as_py()) != width:  # multi-byte characters
         return np.asarray([s.encode() for s in a.to_pylist()], dtype=f"S{4 * width}")
-    start = int(np.frombuffer(padded.buffers()[1], np.int32, count=1, offset=4 * padded.offset)[0]) if n else 0
-    return np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=n, offset=start) if n else (
-        np.zeros(0, "S1"))
+    start = (
+        int(np.frombuffer(padded.buffers()[1], np.int32, count=1, offset=4 * padded.offset)[0]) if n else 0
+    )
+    return (
+        np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=n, offset=start)
+        if n
+        else (np.zeros(0, "S1"))
+    )
 
 
 def filled(h: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -209,8 +221,9 @@ def lsh_pairs(
     return code // n, code % n
 
 
-def _bucket_pairs(key: np.ndarray, row: np.ndarray, n_rows: int,
-                  verify: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[np.ndarray]:
+def _bucket_pairs(
+    key: np.ndarray, row: np.ndarray, n_rows: int, verify: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
     """Verified pairs of rows sharing a bucket, as codes a * n + b (rows ascend inside a bucket)."""
     m = len(key)
     if m < 2:
@@ -242,8 +255,14 @@ def all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.int64), b.astype(np.int64)
 
 
-def phash_pairs(h: np.ndarray, valid: np.ndarray, max_distance: float, method: str = "auto",
-                n_tables: int = N_TABLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def phash_pairs(
+    h: np.ndarray,
+    valid: np.ndarray,
+    max_distance: float,
+    method: str = "auto",
+    n_tables: int = N_TABLES,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (a < b) of rows within ``max_distance``: 'exact' verifies every pair, 'lsh' bands,
     'auto' is exact up to ``EXACT_MAX`` rows."""
     n = len(h)
@@ -257,8 +276,9 @@ def phash_pairs(h: np.ndarray, valid: np.ndarray, max_distance: float, method: s
     return a[ok], b[ok]
 
 
-def exact_phash_pairs(h: np.ndarray, valid: np.ndarray, max_distance: float,
-                      block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def exact_phash_pairs(
+    h: np.ndarray, valid: np.ndarray, max_distance: float, block: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Every pair within ``max_distance``, by comparing all pairs (the reference LSH is measured on).
 
     A clip distance is at least the smallest keyframe-to-keyframe Hamming distance of the pair, so
@@ -289,8 +309,10 @@ def exact_phash_pairs(h: np.ndarray, valid: np.ndarray, max_distance: float,
     return np.concatenate(outs_a).astype(np.int64), np.concatenate(outs_b).astype(np.int64)
 
 
-def _verified_all_pairs(n: int, verify: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def _verified_all_pairs(
+    n: int,
+    verify: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
     outs_a, outs_b = [], []
     for s in range(0, n, max(1, PAIR_CHUNK // max(n, 1))):  # row blocks: memory stays bounded
         rows = np.arange(s, min(n, s + max(1, PAIR_CHUNK // max(n, 1))))
@@ -313,9 +335,11 @@ def simhash(e: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").astype(np.uint64)
 
 
-def cosine_pairs(e: np.ndarray, min_cosine: float, method: str = "auto", n_tables: int = N_TABLES,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cosine_pairs(
+    e: np.ndarray, min_cosine: float, method: str = "auto", n_tables: int = N_TABLES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (a < b) of unit rows of ``e`` with cosine >= ``min_cosine`` (module docstring)."""
+
     def verify(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = np.empty(len(a), bool)
         for s in range(0, len(a), 1 << 16):

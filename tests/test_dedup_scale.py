@@ -34,9 +34,12 @@ from pipelines.dedup import (
 from vidloom import bench_scale
 
 
-def reference_duplicates(rows: list[dict[str, Any]], max_distance: float,
-                         embeddings: dict[str, np.ndarray] | None = None, min_cosine: float = 1.1,
-                         ) -> dict[str, str]:
+def reference_duplicates(
+    rows: list[dict[str, Any]],
+    max_distance: float,
+    embeddings: dict[str, np.ndarray] | None = None,
+    min_cosine: float = 1.1,
+) -> dict[str, str]:
     """find_duplicates as it was before LSH: the full distance matrix, greedy in keep order."""
     order = sorted(rows, key=keep_order)
     dup_of: dict[str, str] = {}
@@ -75,14 +78,20 @@ def synthetic_rows(n: int, seed: int) -> list[dict[str, Any]]:
     chash = bench_scale.hex_strings(content).to_pylist()
     rows = []
     for i in range(n):
-        rows.append({
-            "clip_id": f"c{i:05d}", "video_id": rng.choice([None, "va", "vb", "vc"]),
-            "start_frame": rng.choice([0, 10]), "end_frame": rng.choice([50, 60]),
-            "width": rng.choice([None, 320, 640]), "height": rng.choice([180, 360]),
-            "artifacts": rng.choice([None, 0.0, 0.049, 0.05, 0.1]),
-            "bits_per_pixel": rng.choice([None, 0.05, 0.1]),
-            "phash": phash[i], "content_hash": chash[i] if rng.random() > 0.05 else None,
-        })
+        rows.append(
+            {
+                "clip_id": f"c{i:05d}",
+                "video_id": rng.choice([None, "va", "vb", "vc"]),
+                "start_frame": rng.choice([0, 10]),
+                "end_frame": rng.choice([50, 60]),
+                "width": rng.choice([None, 320, 640]),
+                "height": rng.choice([180, 360]),
+                "artifacts": rng.choice([None, 0.0, 0.049, 0.05, 0.1]),
+                "bits_per_pixel": rng.choice([None, 0.05, 0.1]),
+                "phash": phash[i],
+                "content_hash": chash[i] if rng.random() > 0.05 else None,
+            }
+        )
     return rows
 
 
@@ -106,7 +115,8 @@ def test_find_duplicates_matches_all_pairs(method: str) -> None:
         emb[b["clip_id"]] = decode_embedding(encode_embedding(w / np.linalg.norm(w)))
     want = reference_duplicates(rows, 10, emb, 0.97)
     got = find_duplicates(rows, 10, emb, 0.97, method=method)
-    semantic = sum(a["clip_id"] in want or b["clip_id"] in want for a, b in zip(rows[:40:2], rows[1:40:2]))
+    pairs = zip(rows[:40:2], rows[1:40:2], strict=True)
+    semantic = sum(a["clip_id"] in want or b["clip_id"] in want for a, b in pairs)
     assert len(want) > 150 and semantic >= 15
     assert got == want
     assert find_duplicates(rows, 10, None, method=method) == reference_duplicates(rows, 10)
@@ -138,10 +148,19 @@ def random_rule_rows(n: int, seed: int) -> list[dict[str, Any]]:
     """Rows whose scores sit below, on and above every threshold, or are None / NaN."""
     f = FilterConfig()
     rng = random.Random(seed)
-    lim = {"black_frac": f.max_black_frac, "luma": f.min_luma, "luma_high": f.dark_max_highlight,
-           "clipped": f.max_clipped, "artifacts": f.max_artifacts, "blur": f.min_blur,
-           "black_border": f.max_black_border, "frozen": f.max_frozen, "text_area": f.max_text_area,
-           "motion": f.min_motion, "aesthetic": f.min_aesthetic}
+    lim = {
+        "black_frac": f.max_black_frac,
+        "luma": f.min_luma,
+        "luma_high": f.dark_max_highlight,
+        "clipped": f.max_clipped,
+        "artifacts": f.max_artifacts,
+        "blur": f.min_blur,
+        "black_border": f.max_black_border,
+        "frozen": f.max_frozen,
+        "text_area": f.max_text_area,
+        "motion": f.min_motion,
+        "aesthetic": f.min_aesthetic,
+    }
 
     def value(limit: float) -> float | None:
         return rng.choice([None, math.nan, limit, limit * 0.5, limit * 1.5, 251.0, 300.0, 0.0])
@@ -152,22 +171,37 @@ def random_rule_rows(n: int, seed: int) -> list[dict[str, Any]]:
         r["luma"] = rng.choice([None, 10.0, f.min_luma, 100.0, f.max_luma, 240.0])
         r["motion"] = rng.choice([None, 0.0, f.min_motion, 0.01, f.max_motion, 2.0])
         start = rng.choice([0.0, 1.0])
-        r.update(clip_id=f"r{i}", start_s=start,
-                 end_s=start + rng.choice([f.min_duration_s - 1e-7, f.min_duration_s - 0.1, 5.0,
-                                           f.max_duration_s, f.max_duration_s + 0.1]),
-                 width=rng.choice([None, 100, 640, 4000]), height=rng.choice([None, 90, 360]),
-                 extract_crop_w=rng.choice([None, 500]), dup_of=rng.choice([None, None, "x"]),
-                 extract_error=rng.choice([None, None, "boom"]), caption_error=rng.choice([None, None, "e"]),
-                 caption_failed=rng.choice([None, "", "lang_en", "numbers", "lang_en,numbers"]),
-                 score_error=None)
+        r.update(
+            clip_id=f"r{i}",
+            start_s=start,
+            end_s=start
+            + rng.choice(
+                [
+                    f.min_duration_s - 1e-7,
+                    f.min_duration_s - 0.1,
+                    5.0,
+                    f.max_duration_s,
+                    f.max_duration_s + 0.1,
+                ]
+            ),
+            width=rng.choice([None, 100, 640, 4000]),
+            height=rng.choice([None, 90, 360]),
+            extract_crop_w=rng.choice([None, 500]),
+            dup_of=rng.choice([None, None, "x"]),
+            extract_error=rng.choice([None, None, "boom"]),
+            caption_error=rng.choice([None, None, "e"]),
+            caption_failed=rng.choice([None, "", "lang_en", "numbers", "lang_en,numbers"]),
+            score_error=None,
+        )
         if r["width"] is None:  # the row rules need both sides for the aspect (None only rejects first)
             r["height"] = 90
         rows.append(r)
     return rows
 
 
-@pytest.mark.parametrize("caption", [CaptionConfig(),
-                                     CaptionConfig(reject_failed_checks=["lang"], require_caption=True)])
+@pytest.mark.parametrize(
+    "caption", [CaptionConfig(), CaptionConfig(reject_failed_checks=["lang"], require_caption=True)]
+)
 def test_column_rules_are_the_row_rules(caption: CaptionConfig) -> None:
     f = FilterConfig()
     rows = random_rule_rows(4000, 11)
@@ -184,9 +218,12 @@ def reference_decide(db: Path, cfg: Any) -> dict[str, dict[str, Any]]:
 
     f = cfg.filters
     with Catalog(db, read_only=True) as cat:
-        rows = cat.dicts("SELECT c.*, v.path AS video_path, v.width AS source_width, v.height AS source_height "
-                         "FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
-                         [bench_scale.SPLIT])
+        rows = cat.dicts(
+            "SELECT c.*, v.path AS video_path, v.width AS source_width, "
+            "v.height AS source_height FROM clips c JOIN videos v USING (video_id) "
+            "WHERE c.split_hash = ?",
+            [bench_scale.SPLIT],
+        )
     for r in rows:
         r.update(crop_columns(r, f))
     cand = dedup_candidates(rows, f)
@@ -196,8 +233,12 @@ def reference_decide(db: Path, cfg: Any) -> dict[str, dict[str, Any]]:
     for r in rows:
         r["dup_of"] = dups.get(r["clip_id"])
         reason = "score_error" if r.get("score_error") else reject_reason(r, f, checks)
-        out[r["clip_id"]] = {"dup_of": r["dup_of"], "status": "rejected" if reason else "kept",
-                             "reject_reason": reason, **{c: r[c] for c in CROP_COLUMNS}}
+        out[r["clip_id"]] = {
+            "dup_of": r["dup_of"],
+            "status": "rejected" if reason else "kept",
+            "reject_reason": reason,
+            **{c: r[c] for c in CROP_COLUMNS},
+        }
     return out
 
 
@@ -205,7 +246,8 @@ def stored(db: Path) -> dict[str, dict[str, Any]]:
     from curation.db import Catalog
 
     with Catalog(db, read_only=True) as cat:
-        rows = cat.dicts(f"SELECT clip_id, dup_of, status, reject_reason, {', '.join(CROP_COLUMNS)} FROM clips")
+        cols = ", ".join(CROP_COLUMNS)
+        rows = cat.dicts(f"SELECT clip_id, dup_of, status, reject_reason, {cols} FROM clips")
     return {r.pop("clip_id"): r for r in rows}
 
 

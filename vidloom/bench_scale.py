@@ -59,7 +59,8 @@ def hex_strings(words: np.ndarray) -> Any:
     chars[:, 0::2], chars[:, 1::2] = lut[b >> 4], lut[b & 15]
     offsets = np.arange(0, 16 * k * (n + 1), 16 * k, dtype=np.int64)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes())).cast(
-        pa.string())
+        pa.string()
+    )
 
 
 def _flip(h: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -71,8 +72,9 @@ def _flip(h: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> np.nda
     return h ^ mask
 
 
-def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: float = 0.02,
-                     groups: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_hashes(
+    n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: float = 0.02, groups: list[Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keyframe hashes uint64 [n, 3], keyframe validity [n, 3] and content hashes uint64 [n, 4].
 
     Keyframes of one clip differ by ~16 bits (one shot, different moments). ``dup_frac`` of the
@@ -85,8 +87,12 @@ def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: f
     """
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
-    var = lambda: rng.integers(0, 2**64 - 1, n, dtype=np.uint64) & rng.integers(  # noqa: E731
-        0, 2**64 - 1, n, dtype=np.uint64)
+    var = lambda: (
+        rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+        & rng.integers(  # noqa: E731
+            0, 2**64 - 1, n, dtype=np.uint64
+        )
+    )
     h = np.stack([base, base ^ var(), base ^ var() ^ var()], 1)
     content = rng.integers(0, 2**64 - 1, (n, 4), dtype=np.uint64, endpoint=True)
     perm = rng.permutation(n)
@@ -99,7 +105,7 @@ def synthetic_hashes(n: int, seed: int = 0, dup_frac: float = 0.1, exact_frac: f
     h[copies] = _flip(h[orig], rng.poisson(level[:, None], (len(copies), 3)), rng)
     if groups is not None:
         groups.append((orig.copy(), copies.copy()))
-    rest = perm[n_orig + len(copies):]
+    rest = perm[n_orig + len(copies) :]
     n_exact = min(int(n * exact_frac), len(rest) // 2)
     src, dst = rest[:n_exact], rest[n_exact : 2 * n_exact]
     h[dst], content[dst] = h[src], content[src]
@@ -130,9 +136,16 @@ def synthetic_clips(n: int, seed: int = 0) -> tuple[Any, Any]:
     size = rng.choice(len(SIZES), n_videos, p=SIZE_P)
     vw, vh = np.array(SIZES)[size].T
     video_ids = hex_strings(splitmix(np.arange(n_videos, dtype=np.uint64) + np.uint64(1 << 40)))
-    videos = pa.table({"video_id": video_ids, "path": pa.array([f"v/{i}.mp4" for i in range(n_videos)]),
-                       "status": pa.array(["ok"] * n_videos), "width": vw.astype(np.int32),
-                       "height": vh.astype(np.int32), "fps": np.full(n_videos, 25.0)})
+    videos = pa.table(
+        {
+            "video_id": video_ids,
+            "path": pa.array([f"v/{i}.mp4" for i in range(n_videos)]),
+            "status": pa.array(["ok"] * n_videos),
+            "width": vw.astype(np.int32),
+            "height": vh.astype(np.int32),
+            "fps": np.full(n_videos, 25.0),
+        }
+    )
     vid = rng.integers(0, n_videos, n)
     dur = np.clip(rng.lognormal(np.log(5.0), 0.6, n), 0.5, 60.0)
     start_s = np.round(rng.uniform(0, 600, n), 2)
@@ -145,19 +158,30 @@ def synthetic_clips(n: int, seed: int = 0) -> tuple[Any, Any]:
         "clip_id": hex_strings(splitmix(np.arange(n, dtype=np.uint64))),
         "video_id": video_ids.take(pa.array(vid)),
         "shot_index": rng.integers(0, 50, n).astype(np.int32),
-        "start_frame": np.round(start_s * 25).astype(np.int64), "end_frame": np.round(end_s * 25).astype(np.int64),
-        "start_s": start_s, "end_s": end_s,
-        "width": vw[vid].astype(np.int32), "height": vh[vid].astype(np.int32), "fps": np.full(n, 25.0),
-        "status": pa.array(np.full(n, "kept", object)), "split_hash": pa.array(np.full(n, SPLIT, object)),
-        "blur": rng.lognormal(np.log(150), 0.8, n), "luma": luma,
+        "start_frame": np.round(start_s * 25).astype(np.int64),
+        "end_frame": np.round(end_s * 25).astype(np.int64),
+        "start_s": start_s,
+        "end_s": end_s,
+        "width": vw[vid].astype(np.int32),
+        "height": vh[vid].astype(np.int32),
+        "fps": np.full(n, 25.0),
+        "status": pa.array(np.full(n, "kept", object)),
+        "split_hash": pa.array(np.full(n, SPLIT, object)),
+        "blur": rng.lognormal(np.log(150), 0.8, n),
+        "luma": luma,
         "luma_high": np.clip(luma + np.abs(rng.normal(60, 30, n)), 0, 255),
-        "clipped": rng.beta(0.5, 20, n), "black_frac": rng.beta(0.3, 15, n),
+        "clipped": rng.beta(0.5, 20, n),
+        "black_frac": rng.beta(0.3, 15, n),
         "black_border": np.where(rng.random(n) < 0.08, rng.uniform(0.05, 0.3, n), 0.0),
-        "frozen": rng.beta(0.5, 8, n), "motion": rng.lognormal(np.log(0.01), 1.2, n),
-        "artifacts": rng.beta(1.2, 25, n), "bits_per_pixel": rng.lognormal(np.log(0.08), 0.6, n),
-        "text_area": text_area, "text_boxes": pa.array(boxes, pa.string()),
+        "frozen": rng.beta(0.5, 8, n),
+        "motion": rng.lognormal(np.log(0.01), 1.2, n),
+        "artifacts": rng.beta(1.2, 25, n),
+        "bits_per_pixel": rng.lognormal(np.log(0.08), 0.6, n),
+        "text_area": text_area,
+        "text_boxes": pa.array(boxes, pa.string()),
         "aesthetic": rng.normal(5.2, 0.7, n),
-        "content_hash": hex_strings(content), "phash": phash_column(h, valid),
+        "content_hash": hex_strings(content),
+        "phash": phash_column(h, valid),
     }
     return videos, pa.table(cols)
 
@@ -173,8 +197,10 @@ def build_catalog(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
         with cat.transaction():
             for name, table in (("videos", videos), ("clips", clips)):
                 cat.con.register("_bench_rows", table)
-                cat.con.execute(f"INSERT INTO {name} ({', '.join(table.column_names)}) "
-                                f"SELECT {', '.join(table.column_names)} FROM _bench_rows")
+                cat.con.execute(
+                    f"INSERT INTO {name} ({', '.join(table.column_names)}) "
+                    f"SELECT {', '.join(table.column_names)} FROM _bench_rows"
+                )
                 cat.con.unregister("_bench_rows")
     return {"generate_s": round(t_gen, 2), "load_s": round(time.perf_counter() - t0 - t_gen, 2)}
 
@@ -195,14 +221,22 @@ def op_dedup(path: Path) -> dict[str, Any]:
     from pipelines.decide_columns import KEEP_KEYS, load_columns
     from pipelines.dedup import duplicate_index, keep_rank
 
-    kinds = {k: "num" for k in KEEP_KEYS} | {"clip_id": "key", "video_id": "key", "content_hash": "content",
-                                             "phash": "phash"}
+    kinds = {k: "num" for k in KEEP_KEYS} | {
+        "clip_id": "key",
+        "video_id": "key",
+        "content_hash": "content",
+        "phash": "phash",
+    }
     with Catalog(path, read_only=True) as cat:
         cols = load_columns(cat.con, f"SELECT {', '.join(kinds)} FROM clips", [], kinds)
     rank = keep_rank({k: cols[k] for k in KEEP_KEYS})
     (words, present), (h, valid) = cols["content_hash"], cols["phash"]
-    dup = duplicate_index((words[rank], present[rank]), (h[rank], valid[rank]),
-                          _config(False).filters.phash_max_distance, method="lsh")
+    dup = duplicate_index(
+        (words[rank], present[rank]),
+        (h[rank], valid[rank]),
+        _config(False).filters.phash_max_distance,
+        method="lsh",
+    )
     return {"duplicates": int((dup >= 0).sum())}
 
 
@@ -232,8 +266,10 @@ def op_report(path: Path) -> dict[str, Any]:
         report._buckets(cat)
         scores = ", ".join(report.NUMERIC_SCORES)
         hist = cat.con.sql(f"SELECT status, {scores} FROM clips ORDER BY clip_id").to_arrow_table()
-        kept = cat.con.sql("SELECT clip_id, motion, start_s, end_s, width, height, fps FROM clips "
-                               "WHERE status = 'kept' ORDER BY clip_id").to_arrow_table()
+        kept = cat.con.sql(
+            "SELECT clip_id, motion, start_s, end_s, width, height, fps FROM clips "
+            "WHERE status = 'kept' ORDER BY clip_id"
+        ).to_arrow_table()
     return {"clips": funnel["counts"]["clips"], "hist_rows": hist.num_rows, "kept_rows": kept.num_rows}
 
 
@@ -249,12 +285,15 @@ def peak_rss_mb() -> float:
 
 def run_op(op: str, path: Path) -> dict[str, Any]:
     """Run one operation in a fresh process; its seconds, peak RSS and what it returned."""
-    code = ("import json, time; from pathlib import Path; from vidloom import bench_scale as b; "
-            f"t = time.perf_counter(); out = b.OPS_ALL[{op!r}](Path({str(path)!r})); "
-            "s = time.perf_counter() - t; "
-            "print(json.dumps({'seconds': s, 'peak_rss_mb': b.peak_rss_mb(), 'result': out}))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                         cwd=bench_record.REPO)
+    code = (
+        "import json, time; from pathlib import Path; from vidloom import bench_scale as b; "
+        f"t = time.perf_counter(); out = b.OPS_ALL[{op!r}](Path({str(path)!r})); "
+        "s = time.perf_counter() - t; "
+        "print(json.dumps({'seconds': s, 'peak_rss_mb': b.peak_rss_mb(), 'result': out}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=bench_record.REPO
+    )
     if res.returncode != 0:
         raise RuntimeError(f"{op} failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -272,20 +311,34 @@ def recall(n: int, seed: int = 0, max_distance: float = 10.0) -> dict[str, Any]:
     t = time.perf_counter()
     ea, eb = db.phash_pairs(h, valid, max_distance, "exact")
     t_exact = time.perf_counter() - t
-    truth, found = set(zip(ea.tolist(), eb.tolist(), strict=True)), set(zip(a.tolist(), b.tolist(), strict=True))
+    truth, found = (
+        set(zip(ea.tolist(), eb.tolist(), strict=True)),
+        set(zip(a.tolist(), b.tolist(), strict=True)),
+    )
     dist = db.pair_distance(h, valid, ea, eb)
     by = {}
     for lo, hi in ((0, 4), (4, 7), (7, 10.001)):
-        sel = [(x, y) for x, y, d in zip(ea.tolist(), eb.tolist(), dist.tolist(), strict=True) if lo <= d < hi]
-        by[f"{lo}-{min(hi, 10):g}"] = {"pairs": len(sel), "recall": round(sum(p in found for p in sel)
-                                                                          / max(1, len(sel)), 4)}
+        sel = [
+            (x, y) for x, y, d in zip(ea.tolist(), eb.tolist(), dist.tolist(), strict=True) if lo <= d < hi
+        ]
+        by[f"{lo}-{min(hi, 10):g}"] = {
+            "pairs": len(sel),
+            "recall": round(sum(p in found for p in sel) / max(1, len(sel)), 4),
+        }
     dup_exact, dup_lsh = db.greedy_dup_of(n, ea, eb), db.greedy_dup_of(n, a, b)
     flagged = dup_exact >= 0
-    return {"clips": n, "true_pairs": len(truth), "found_pairs": len(found), "false_pairs": len(found - truth),
-            "pair_recall": round(len(truth & found) / max(1, len(truth)), 4), "pair_recall_by_distance": by,
-            "duplicate_recall": round(float((dup_lsh[flagged] >= 0).mean()), 4),
-            "same_dup_of": round(float((dup_lsh[flagged] == dup_exact[flagged]).mean()), 4),
-            "lsh_s": round(t_lsh, 2), "all_pairs_s": round(t_exact, 2)}
+    return {
+        "clips": n,
+        "true_pairs": len(truth),
+        "found_pairs": len(found),
+        "false_pairs": len(found - truth),
+        "pair_recall": round(len(truth & found) / max(1, len(truth)), 4),
+        "pair_recall_by_distance": by,
+        "duplicate_recall": round(float((dup_lsh[flagged] >= 0).mean()), 4),
+        "same_dup_of": round(float((dup_lsh[flagged] == dup_exact[flagged]).mean()), 4),
+        "lsh_s": round(t_lsh, 2),
+        "all_pairs_s": round(t_exact, 2),
+    }
 
 
 def planted_recall(n: int, seed: int = 0, max_distance: float = 10.0) -> dict[str, Any]:
@@ -313,11 +366,22 @@ def planted_recall(n: int, seed: int = 0, max_distance: float = 10.0) -> dict[st
     fa, fb = db.phash_pairs(h, valid, max_distance, "lsh")
     t_lsh = time.perf_counter() - t
     found = np.isin(pa_ * n + pb_, fa * n + fb)
-    by = {f"{lo}-{min(hi, 10):g}": {"pairs": int(((dist >= lo) & (dist < hi)).sum()),
-                                    "recall": round(float(found[(dist >= lo) & (dist < hi)].mean()), 4)}
-          for lo, hi in ((0, 4), (4, 7), (7, 10.001)) if ((dist >= lo) & (dist < hi)).any()}
-    return {"clips": n, "planted_pairs": int(len(pa_)), "recall": round(float(found.mean()), 4),
-            "recall_by_distance": by, "pairs_reported": int(len(fa)), "lsh_s": round(t_lsh, 2)}
+    by = {
+        f"{lo}-{min(hi, 10):g}": {
+            "pairs": int(((dist >= lo) & (dist < hi)).sum()),
+            "recall": round(float(found[(dist >= lo) & (dist < hi)].mean()), 4),
+        }
+        for lo, hi in ((0, 4), (4, 7), (7, 10.001))
+        if ((dist >= lo) & (dist < hi)).any()
+    }
+    return {
+        "clips": n,
+        "planted_pairs": int(len(pa_)),
+        "recall": round(float(found.mean()), 4),
+        "recall_by_distance": by,
+        "pairs_reported": int(len(fa)),
+        "lsh_s": round(t_lsh, 2),
+    }
 
 
 def growth(sizes: list[int], seconds: list[float]) -> float | None:
@@ -337,8 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sizes = [int(float(x)) for x in args.clips.split(",")]
     ops = [o for o in args.ops.split(",") if o]
-    record = bench_record.provenance("vidloom bench scale", argv, "fp64 (scores), uint64 (hashes)",
-                                     {"duckdb": bench_record.n_cores(), "numpy": 1})
+    record = bench_record.provenance(
+        "vidloom bench scale",
+        argv,
+        "fp64 (scores), uint64 (hashes)",
+        {"duckdb": bench_record.n_cores(), "numpy": 1},
+    )
     tmp = tempfile.TemporaryDirectory(dir=args.dir) if not args.dir else None
     root = Path(tmp.name if tmp else args.dir)
     runs: list[dict[str, Any]] = []
@@ -353,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
             entry["catalog_mb"] = round(sum(f.stat().st_size for f in path.parent.glob("*.duckdb")) / 2**20)
             for op in ops:
                 entry[op] = run_op(op, path)
-                print(f"{n:>10} {op:8} {entry[op]['seconds']:8.2f} s  {entry[op]['peak_rss_mb']:6} MB", flush=True)
+                print(
+                    f"{n:>10} {op:8} {entry[op]['seconds']:8.2f} s  {entry[op]['peak_rss_mb']:6} MB",
+                    flush=True,
+                )
             if n <= args.recall_max:
                 entry["recall"] = recall(n)
                 print(f"{n:>10} recall {entry['recall']}", flush=True)
@@ -363,9 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp:
             tmp.cleanup()
-    result = {"runs": runs, "where": WHERE, "rescore_change": RESCORE,
-              "growth_exponent": {op: growth([r["clips"] for r in runs], [r[op]["seconds"] for r in runs])
-                                  for op in ops}}
+    result = {
+        "runs": runs,
+        "where": WHERE,
+        "rescore_change": RESCORE,
+        "growth_exponent": {
+            op: growth([r["clips"] for r in runs], [r[op]["seconds"] for r in runs]) for op in ops
+        },
+    }
     print(json.dumps(result["growth_exponent"]))
     if args.json:
         bench_record.write_result(args.json, record, result)
