@@ -211,7 +211,7 @@ def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: 
             continue
         st = runs[name]["steps"]
         if name != "curate":  # the shared ingest, split and clips steps count for both
-            st = {**{k: v for k, v in runs["curate"]["steps"].items() if k not in st}, **st}
+            st = {**{k: dict(v) for k, v in runs["curate"]["steps"].items() if k not in st}, **st}
             runs[name]["steps"] = st
         wall, cpu = sum(s["wall_s"] for s in st.values()), sum(s["cpu_s"] for s in st.values())
         results[f"whole curation ({label(all_)})"] = figures(wall, cpu, base, cores)
