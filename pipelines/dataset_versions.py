@@ -169,7 +169,16 @@ def switch_latest(root: str | Path, dataset: str) -> None:
         raise FileNotFoundError(f"no version {dataset} in {r}")
     tmp = r / f".{LATEST}-{os.getpid()}-{secrets.token_hex(4)}"
     os.symlink(dataset, tmp)  # relative: the directory can be moved or copied as a whole
-    os.replace(tmp, r / LATEST)
+    link = r / LATEST
+    if link.is_dir() and not link.is_symlink():
+        # a copy of the tree made by a tool that followed the link (shutil.copytree, cp -rL):
+        # 'latest' is a plain copy of a version, no version's own files; set it aside for the link
+        aside = r / f".{LATEST}-copy-{secrets.token_hex(4)}"
+        os.rename(link, aside)
+        os.replace(tmp, link)
+        shutil.rmtree(aside)
+    else:
+        os.replace(tmp, link)
     os.utime(r / dataset)  # published now: gc's recency
     _fsync_dir(r)
 
