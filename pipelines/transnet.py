@@ -9,8 +9,7 @@ Windows follow the reference implementation: up to 50 predicted frames with 25
 frames of context each side (edge frames replicated at the video's ends). Longer
 windows are slower per useful frame on CPU (measured: the frame-similarity layer
 grows superlinearly with window length); shorter proposal ranges get shorter
-windows, and windows of the same length run in batches of up to ``BATCH_FRAMES`` frames (several times
-faster than one at a time on 2 cores: ``predict``).
+windows, and windows run one at a time (batching them was slower on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import numpy as np
 WINDOW = 100
 CONTEXT = 25
 USEFUL = WINDOW - 2 * CONTEXT
-BATCH_FRAMES = 800  # frames per forward pass: windows of one length are batched up to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,24 +129,12 @@ class TransNet:
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
-        # Windows of the same length run as one batch (the model treats batch items
-        # independently: the same probabilities as one at a time). Measured on 2 cores, bf16:
-        # 16 cascade cut windows (25 frames) 3.2x faster, 8 gradual windows (83 frames) 5.8x.
-        # BATCH_FRAMES bounds the activations (a 100-frame window: ~30 MB per 64-channel layer).
-        by_len: dict[int, list[tuple[int, int]]] = {}
-        for s, k in windows:
-            by_len.setdefault(k, []).append((s, k))
         with torch.inference_mode(), cast:
-            for k_len, same in by_len.items():
-                size = max(1, BATCH_FRAMES // (k_len + 2 * c))
-                for i in range(0, len(same), size):
-                    group = same[i : i + size]
-                    idx = np.stack([np.clip(np.arange(s - c, s + k + c), 0, n - 1) for s, k in group])
-                    x = torch.from_numpy(np.ascontiguousarray(frames[idx])).to(self.device)
-                    one, extra = self.model(x)
-                    p1 = torch.sigmoid(one[:, :, 0]).float().cpu().numpy()
-                    pm = torch.sigmoid(extra["many_hot"][:, :, 0]).float().cpu().numpy()
-                    for j, (s, k) in enumerate(group):
-                        single[s : s + k] = p1[j, c : c + k]
-                        many[s : s + k] = pm[j, c : c + k]
+            for s, k in windows:
+                idx = np.clip(np.arange(s - c, s + k + c), 0, n - 1)
+                x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)
+                one, extra = self.model(x)
+                p1, pm = torch.sigmoid(one[0, :, 0]), torch.sigmoid(extra["many_hot"][0, :, 0])
+                single[s : s + k] = p1[c : c + k].float().cpu().numpy()
+                many[s : s + k] = pm[c : c + k].float().cpu().numpy()
         return Predictions(single, many)
