@@ -65,7 +65,7 @@ NUMERIC = (
     "motion",
     "aesthetic",
 )
-TEXT = ("score_error", "extract_error", "caption_error", "caption_failed")
+TEXT = ("score_error", "not_scored", "extract_error", "caption_error", "caption_failed")
 CROP_INPUTS = ("text_boxes", "source_width", "source_height", "crop_x", "crop_y", "crop_w", "crop_h")
 
 
@@ -218,10 +218,20 @@ def _caption_check(cols: dict[str, Any], c: CaptionConfig) -> np.ndarray:
     return out
 
 
-def reason_names(reason: np.ndarray, score_error: np.ndarray) -> np.ndarray:
-    """Object array of reject reasons (None = kept); a row with a ``score_error`` is 'score_error'."""
+def reason_names(
+    reason: np.ndarray, score_error: np.ndarray, not_scored: np.ndarray | None = None
+) -> np.ndarray:
+    """Object array of reject reasons (None = kept); a row with a ``score_error`` is 'score_error'.
+
+    A clip that every rule would keep but that cost-ordered scoring left without an expensive
+    score (``not_scored``: an earlier rule rejected it then, a looser threshold keeps it now, as
+    after a ``--rescore``) is 'not_scored' until a run scores it: a score never measured must not
+    pass its rule (a clip with burned-in text would be kept unread).
+    """
     names = np.asarray([*RULE_ORDER, None], object)
     out = names[np.where(reason < 0, len(RULE_ORDER), reason)]
+    if not_scored is not None:
+        out[(reason < 0) & not_scored] = "not_scored"
     out[score_error] = "score_error"
     return out
 
@@ -387,7 +397,8 @@ def decide_catalog(
         target[rank] = np.where(dup >= 0, rank[np.maximum(dup, 0)], -1)
     dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
     cols["dup_of"] = dup_of
-    reason = pa.array(reason_names(reject_reasons(cols, f, c), _present(cols, "score_error")), pa.string())
+    reason = pa.array(reason_names(reject_reasons(cols, f, c), _present(cols, "score_error"),
+                                   _present(cols, "not_scored")), pa.string())
     status = pc.if_else(pc.is_null(reason), "kept", "rejected")
     new = pa.table(
         {

@@ -130,3 +130,33 @@ def test_a_loosened_threshold_rescores_the_clips_it_lets_through(split_out: Path
         assert (k in done) != bool(second[k]["not_scored"]), second[k]
         assert "(blurry)" not in (second[k]["not_scored"] or "")
     assert blurry & done
+
+
+def test_a_clip_never_scored_is_not_kept_on_its_missing_score() -> None:
+    import numpy as np
+
+    from pipelines.decide_columns import reason_names
+
+    reason = np.array([-1, -1, 3, -1])  # kept, kept, rejected by rule 3, kept
+    not_scored = np.array([False, True, True, False])
+    score_error = np.array([False, False, False, True])
+    names = reason_names(reason, score_error, not_scored)
+    assert names[0] is None and names[1] == "not_scored" and names[3] == "score_error"
+    assert names[2] not in (None, "not_scored")  # an earlier rule's rejection stands
+
+
+@pytest.mark.slow  # ~35 s on 2 cores, the fixture's split of three demo videos included
+def test_rescore_after_loosening_rejects_unscored_clips_until_scored(split_out: Path, tmp_path: Path) -> None:
+    from pipelines.curate import run_step_by_name
+
+    out = tmp_path / "o"
+    first = score_and_filter(split_out, out, demo_cfg())
+    gated = {k for k, r in first.items() if r["not_scored"] and "overlay_text" in r["not_scored"]}
+    if not gated:
+        pytest.skip("no demo clip was kept from OCR")
+    run_step_by_name("filter", [], out, demo_cfg(min_blur=0.0, min_duration_s=0.0))  # a --rescore
+    with Catalog(out / "catalog.duckdb", read_only=True) as cat:
+        rows = {r["clip_id"]: r for r in cat.dicts("SELECT clip_id, status, reject_reason FROM clips")}
+    for k in gated:  # no clip is kept without the OCR score it never got
+        assert rows[k]["status"] == "rejected", rows[k]
+    assert any(rows[k]["reject_reason"] == "not_scored" for k in gated)
