@@ -142,12 +142,22 @@ def test_exception_without_error_attribute_propagates() -> None:
         list(SequentialRunner().run([Boom()], [1], progress=False))
 
 
+def add_offset_actors() -> set[str]:
+    """Ids of the Ray actors that ran AddOffset (Ray Data names the map worker after the stage)."""
+    from ray._private.state import actors
+
+    return {i for i, a in actors().items() if "AddOffset" in a["ActorClassName"]}
+
+
 def test_ray_matches_sequential(ray_runner: RayRunner, tmp_path: Path) -> None:
+    before = add_offset_actors()
     assert results(ray_runner, INPUTS, str(tmp_path)) == EXPECTED
-    # One setup() per actor of the autoscaling pool (1 to 4 actors of 0.5 CPU on 2 CPUs), not one
-    # per batch or task ...
+    # One setup() per actor of the autoscaling pool (at most 4 actors of 0.5 CPU on 2 CPUs), in a
+    # process of its own, not one per batch or task ...
     actor_pids = setup_pids(tmp_path, "add_offset")
-    assert 1 <= len(actor_pids) <= 4 and len(actor_pids) == len(set(actor_pids))
+    started = add_offset_actors() - before
+    assert len(actor_pids) == len(set(actor_pids)) == len(started)
+    assert 1 <= len(started) <= 4
     # ... and for a stateless stage at most one per worker process, not one per block.
     pids = setup_pids(tmp_path, "fail_on")
     assert len(pids) >= 1 and len(pids) == len(set(pids))
