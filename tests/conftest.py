@@ -79,6 +79,21 @@ def demo_samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     return directory, generate_demo_samples(directory)
 
 
+@pytest.fixture()
+def demo_inputs(demo_samples: tuple[Path, dict[str, dict[str, Any]]], tmp_path: Path) -> Any:
+    """``demo_inputs(names)``: a fresh ``tmp_path/in`` holding copies of those demo videos."""
+
+    def copy(names: tuple[str, ...]) -> Path:
+        src, _ = demo_samples
+        inputs = tmp_path / "in"
+        inputs.mkdir(exist_ok=True)
+        for name in names:
+            shutil.copy(src / name, inputs / name)
+        return inputs
+
+    return copy
+
+
 @pytest.fixture(scope="session")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Inputs that ingest must survive: ``(directory, {relative name: what it is})``."""

@@ -8,7 +8,6 @@ read_only=True)``, and one read-only connection kept open from the start of the 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -90,13 +89,9 @@ def test_an_older_catalog_is_adopted(tmp_path: Path) -> None:
 
 
 def test_catalog_is_queryable_throughout_a_curate_run(
-    demo_samples: tuple[Path, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_inputs: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src, _ = demo_samples
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in SUBSET:
-        shutil.copy(src / name, inputs / name)
+    inputs = demo_inputs(SUBSET)
     out = tmp_path / "out"
     db = out / "catalog.duckdb"
     proc = subprocess.Popen(

@@ -142,13 +142,9 @@ def outputs(out: Path) -> dict[str, Any]:
 
 
 def test_one_cpu_nodes_run_everything_with_actors_on_both(
-    cluster: LocalCluster, demo_samples: tuple[Path, dict[str, Any]], tmp_path: Path
+    cluster: LocalCluster, demo_inputs: Any, tmp_path: Path
 ) -> None:
-    src, _ = demo_samples
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in SUBSET:
-        shutil.copy(src / name, inputs / name)
+    inputs = demo_inputs(SUBSET)
     cfg = load_config("tiny")
     cfg.runtime.runner, cfg.runtime.quiet = "sequential", True
     run_curate([str(inputs)], tmp_path / "sequential", cfg)
