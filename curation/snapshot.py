@@ -103,9 +103,16 @@ def adopt(published: Path) -> None:
 
 
 def publish(con: duckdb.DuckDBPyConnection, published: Path) -> None:
-    """Checkpoint the live connection and atomically replace ``published`` with a copy of it."""
+    """Checkpoint the live connection and atomically replace ``published`` with a copy of it.
+
+    Nothing is copied when the published file is strictly newer than the checkpointed live file
+    (no write since the last publish: a step that only read, a commit of nothing). Strictly: file
+    times tick coarsely, so a write in the tick of the last copy still publishes.
+    """
     con.execute("CHECKPOINT")
     live = live_path(published)
+    if published.exists() and published.stat().st_mtime_ns > live.stat().st_mtime_ns:
+        return
     tmp = published.with_name(f".{published.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         copy_without_opening(live, tmp)

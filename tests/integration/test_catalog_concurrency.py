@@ -50,6 +50,21 @@ def test_writer_publishes_and_readers_never_block_it(tmp_path: Path) -> None:
         assert fresh.execute("SELECT count(*) FROM clips").fetchone()[0] == 2
 
 
+def test_a_writer_that_changes_nothing_publishes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.duckdb"
+    with Catalog(db) as cat:
+        cat.upsert("clips", [{"clip_id": "a", "status": "kept"}])
+    time.sleep(0.05)  # past the file-time tick of that publish
+    first = db.stat().st_ino
+    with Catalog(db) as cat:  # reads only
+        assert cat.query("SELECT count(*) FROM clips")[1] == [(1,)]
+    assert db.stat().st_ino == first  # not replaced: no copy was made
+    with Catalog(db) as cat:
+        cat.upsert("clips", [{"clip_id": "b", "status": "kept"}])
+    assert db.stat().st_ino != first
+    assert read_elsewhere(db, "SELECT count(*) FROM clips") == "2"
+
+
 def test_a_second_writer_waits_then_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from curation import snapshot
 
