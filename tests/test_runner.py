@@ -152,12 +152,12 @@ def add_offset_actors() -> set[str]:
 def test_ray_matches_sequential(ray_runner: RayRunner, tmp_path: Path) -> None:
     before = add_offset_actors()
     assert results(ray_runner, INPUTS, str(tmp_path)) == EXPECTED
-    # One setup() per actor of the autoscaling pool (at most 4 actors of 0.5 CPU on 2 CPUs), in a
-    # process of its own, not one per batch or task ...
+    # At most one setup() per actor of the autoscaling pool (at most 4 actors of 0.5 CPU on 2 CPUs;
+    # an actor the pool scales away before its setup ends logs none), each in a process of its
+    # own, not one per batch or task ...
     actor_pids = setup_pids(tmp_path, "add_offset")
     started = add_offset_actors() - before
-    assert len(actor_pids) == len(set(actor_pids)) == len(started)
-    assert 1 <= len(started) <= 4
+    assert 1 <= len(actor_pids) == len(set(actor_pids)) <= len(started) <= 4
     # ... and for a stateless stage at most one per worker process, not one per block.
     pids = setup_pids(tmp_path, "fail_on")
     assert len(pids) >= 1 and len(pids) == len(set(pids))
