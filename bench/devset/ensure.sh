@@ -31,6 +31,7 @@ if [ -z "$bad" ]; then
   exit 0
 fi
 echo "devset: fetching into $DEST (missing or changed: $(echo "$bad" | wc -l) files)"
+mkdir -p "$(dirname "$DEST")"  # the fetch log sits beside DEST
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 $SUDO bash "$HERE/fetch_all.sh" "$DEST" >"$DEST.fetch.log" 2>&1 || { tail -20 "$DEST.fetch.log" >&2; exit 1; }
 [ -z "$SUDO" ] || $SUDO chown -R "$(id -u):$(id -g)" "$DEST"
