@@ -207,6 +207,11 @@ class CaptionConfig:
         signals  deterministic zh + en captions from the measured signals (CPU; the default)
         openai   any OpenAI-compatible endpoint: ``base_url`` + the key in env ``api_key_env``
         vllm     a server started by ``vidloom caption-server`` (``base_url`` defaults to it)
+    structured: (VLM backends) one request per clip whose reply is JSON under the clip schema
+        (captioner/caption_schema.py, sent as ``response_format`` json_schema, strict): the
+        description fields and the dense + short captions in both languages together. A reply
+        that is not JSON or breaks the schema fails its checks and is retried. False: free-text
+        requests, one per caption, with ``zh_mode``.
     zh_mode: 'translate' (the English caption refined into Chinese by a text LLM at
         ``zh_base_url``/``zh_model``, or the same server) or 'direct' (asked in Chinese).
     reject_failed_checks: caption checks whose failure rejects the clip (reason
@@ -225,6 +230,7 @@ class CaptionConfig:
     model_revision: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     api_key_hosts: tuple[str, ...] = ("api.openai.com",)  # never the local vLLM server by default
+    structured: bool = True  # description fields + captions as one JSON reply (VLM backends)
     zh_mode: str = "translate"
     zh_base_url: str | None = None
     zh_model: str | None = None
@@ -249,6 +255,10 @@ class CaptionConfig:
 class ShardConfig:
     target_bytes: int = 1_000_000_000
     with_first_frame: bool = True  # 'jpg' field for image-to-video
+    # ``export --multi-shot`` (pipelines/multishot.py): shots per sample and the sample's length
+    multishot_max_shots: int = 4
+    multishot_min_shots: int = 2
+    multishot_max_s: float = 20.0
 
 
 @dataclass

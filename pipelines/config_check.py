@@ -93,6 +93,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "caption.batch_size": (1, None, False),
     "caption.timeout_s": (0, None, True),
     "shards.target_bytes": (1, None, False),
+    "shards.multishot_max_shots": (2, None, False),
+    "shards.multishot_min_shots": (2, None, False),
+    "shards.multishot_max_s": (0, None, True),
     "runtime.num_cpus": (1, None, False),
     "runtime.window": (1, None, False),
     **{f"runtime.{key}.{name}": (1, None, False) for key in ("actors", "min_actors")
@@ -108,6 +111,7 @@ DICT_KEYS: dict[str, tuple[str, ...]] = {
 # (smaller, larger): the first may not exceed the second.
 RELATIONS: tuple[tuple[str, str], ...] = (
     ("clips.min_s", "clips.max_s"),
+    ("shards.multishot_min_shots", "shards.multishot_max_shots"),
     ("filters.min_duration_s", "filters.max_duration_s"),
     ("filters.min_luma", "filters.max_luma"),
     ("filters.min_motion", "filters.max_motion"),

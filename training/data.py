@@ -116,7 +116,7 @@ class LoaderStats:
 def _tar_index(path: Path) -> dict[str, dict[str, tuple[int, int]]]:
     """``{key: {ext: (data offset, size)}}``; the key is the member name up to its first dot."""
     index: dict[str, dict[str, tuple[int, int]]] = {}
-    with tarfile.open(path, "r:") as tar:
+    with path.open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:  # a Path or a RemoteDir
         for m in tar:
             if not m.isfile():
                 continue
@@ -126,7 +126,8 @@ def _tar_index(path: Path) -> dict[str, dict[str, tuple[int, int]]]:
 
 
 def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] | None,
-                 start_s: float | None, rng: np.random.Generator) -> torch.Tensor:
+                 start_s: float | None, rng: np.random.Generator,
+                 picks_out: list[int] | None = None) -> torch.Tensor:
     """Decode an mp4 to ``[C, T, H, W]`` float32 in [-1, 1], frames picked by timestamp.
 
     Target times are ``t0 + i / fps``; each takes the last frame shown at that time. ``T`` is
@@ -135,6 +136,9 @@ def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] |
 
     With ``start_s`` given, decoding stops at the first frame past the last target, and only the
     picked frames are converted to RGB and resized (swscale, area filter).
+
+    ``picks_out``, when given, receives the index (in the mp4's presentation order) of the frame
+    behind each output frame (multi-shot samples map them to shots: training/multishot.py).
     """
     frames: list[tuple[float, av.VideoFrame]] = []
     with av.open(io.BytesIO(data), mode="r") as container:
@@ -157,6 +161,8 @@ def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] |
         t0 = times[0] + (start_s if start_s is not None else float(rng.uniform(0.0, slack)) if slack else 0.0)
         targets = t0 + np.arange(n) / fps
         picks = np.clip(np.searchsorted(times, targets + 1e-6, side="right") - 1, 0, len(frames) - 1)
+        if picks_out is not None:
+            picks_out.extend(int(i) for i in picks)
         h, w = size if size is not None else (None, None)
         arrays = [frames[i][1].reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
                   for i in picks]
@@ -198,14 +204,15 @@ class ShardDataset:
         keys, members = self._shard(s)
         key = keys[index - int(self.offsets[s])]
         fields = {}
-        with open(self.root / self.shards[s], "rb") as f:
+        with (self.root / self.shards[s]).open("rb") as f:  # a local file or an fsspec URL
             for ext, (offset, size) in members[key].items():
                 f.seek(offset)
                 fields[ext] = f.read(size)
         return key, fields
 
     def get(self, index: int, seed: int = 0, epoch: int = 0) -> dict[str, Any]:
-        """Sample ``index`` decoded: key, video ``[C, T, H, W]``, captions, meta.
+        """Sample ``index`` decoded: key, video ``[C, T, H, W]``, captions, meta; a multi-shot sample
+        also has ``shots`` (spans in the decoded frames, captions) and ``shot_of_frame`` [T].
 
         ``uniform`` mode draws the window start from a Generator seeded by (seed, epoch, index),
         so the pick is reproducible across resumes and worker counts.
@@ -213,8 +220,9 @@ class ShardDataset:
         key, fields = self.raw(index)
         rng = np.random.default_rng([seed, epoch, index])
         start = 0.0 if self.sample_mode == "first" else None
-        video = decode_video(fields["mp4"], self.n_frames, self.fps, self.size, start, rng)
-        return {
+        picks: list[int] = []
+        video = decode_video(fields["mp4"], self.n_frames, self.fps, self.size, start, rng, picks)
+        sample = {
             "index": index,
             "key": key,
             "video": video,
@@ -222,12 +230,18 @@ class ShardDataset:
             "caption_zh": fields["zh.txt"].decode("utf-8") if "zh.txt" in fields else None,
             "meta": json.loads(fields["json"]) if "json" in fields else {},
         }
+        if sample["meta"].get("shots"):  # a multi-shot sample: each shot's captions and frames
+            from training.multishot import window_shots
+
+            sample.update(window_shots(sample["meta"]["shots"], picks))
+        return sample
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack same-shape samples: ``video``/``latent`` become ``[B, C, T, H, W]``, other fields lists."""
     tensors = ("video", "latent")
-    batch: dict[str, Any] = {k: [s[k] for s in samples] for k in samples[0] if k not in tensors}
+    keys = dict.fromkeys(k for s in samples for k in s)  # multi-shot and single-shot samples mix
+    batch: dict[str, Any] = {k: [s.get(k) for s in samples] for k in keys if k not in tensors}
     for k in tensors:
         if k in samples[0]:
             batch[k] = torch.stack([s[k] for s in samples])
@@ -369,7 +383,9 @@ def _same_on_every_rank(version: Path, world_size: int) -> Path:
         return version
     chosen = [str(version)]
     tdist.broadcast_object_list(chosen, src=0)
-    return Path(chosen[0])
+    from pipelines.remote import as_path
+
+    return as_path(chosen[0])
 
 
 BATCHES_AHEAD = 2

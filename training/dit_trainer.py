@@ -9,6 +9,9 @@ Per sample and step, from the step's generator (so resume replays it exactly):
   one-frame samples (the image stage) are text-to-image;
 - a logit-normal timestep, shifted by ``resolution_shift`` of the sample's token count.
 
+Multi-shot samples (``vidloom export --multi-shot``): each shot's caption is encoded on its own and
+routed to that shot's latent frames (``shot_of_frame`` / ``text_shot``, training/multishot.py).
+
 Inputs are pixel shards (the frozen VAE encodes on the fly, posterior mean) or latent shards from
 ``vidloom encode`` (latents and, for frozen text encoders, text embeddings precomputed). The
 trainable net is ``DiTNet``: the DiT plus the text encoder when that is trainable (the byte encoder).
@@ -56,9 +59,16 @@ class DiTNet(nn.Module):
             return self.frozen_text.encode(texts)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, texts: list[str] | None = None,
-                **kwargs: Any) -> torch.Tensor:
-        """DiT.forward; with ``texts`` the captions are encoded here (inside DDP's forward)."""
-        if texts is not None:
+                shot_texts: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
+        """DiT.forward; with ``texts`` the captions are encoded here (inside DDP's forward). With
+        ``shot_texts`` (per sample, per shot; with ``shot_of_frame``) each shot's caption is encoded
+        on its own and its tokens reach only that shot's frames (training/multishot.py)."""
+        if shot_texts is not None:
+            from training.multishot import encode_shot_texts
+
+            emb, mask, text_shot = encode_shot_texts(self.encode_text, shot_texts)
+            kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device), text_shot=text_shot.to(x_t.device))
+        elif texts is not None:
             emb, mask = self.encode_text(texts)
             kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device))
         return self.dit(x_t, t, **kwargs)
@@ -106,17 +116,25 @@ class DiTTrainer(Trainer):
         return self.stats.normalize(z)
 
     def text_inputs(self, mb: Batch, gens: list[torch.Generator] | None, dropout: float) -> dict[str, Any]:
-        """DiTNet keyword arguments for the captions: ``texts`` or precomputed ``text``/``text_mask``."""
+        """DiTNet keyword arguments for the captions: ``texts`` or precomputed ``text``/``text_mask``;
+        for a micro-batch with multi-shot samples ``shot_texts`` and ``shot_of_frame`` (one language
+        for all shots of a sample, one dropout draw for all of them)."""
+        from training.multishot import have_languages, shot_inputs
+
         n = len(mb["key"])
         langs = []
         for i in range(n):
             gen = None if gens is None else gens[i]
-            have = [lang for lang in ("en", "zh") if mb.get(f"caption_{lang}") and mb[f"caption_{lang}"][i]]
+            have = have_languages(mb, i)
             pick = self.cfg.caption_lang
             if pick == "both":
                 pick = "en" if gen is None else ("en", "zh")[int(torch.randint(2, (1,), generator=gen))]
             drop = gen is not None and dropout > 0 and float(torch.rand(1, generator=gen)) < dropout
             langs.append(None if drop or not have else pick if pick in have else have[0])
+        if "video" in mb:
+            routed = shot_inputs(mb, langs, self.cfg.vae.downsample[0], mb["video"].shape[2])
+            if routed is not None:
+                return {**routed, "shot_of_frame": routed["shot_of_frame"].to(self.device)}
         texts = ["" if lang is None else mb[f"caption_{lang}"][i] for i, lang in enumerate(langs)]
         net = self.net
         emb_keys = [None if lang is None else f"emb_{lang}" for lang in langs]

@@ -148,13 +148,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (duckdb.Error, UnsafeSQL) as e:  # bad SQL, or anything but one predicate over clips
         print(f"vidloom export: bad --where {args.where!r}: {e}", file=sys.stderr)
         return 2
+    from pipelines.remote import is_url
+    from pipelines.remote_export import export_to_url
+
+    if args.multi_shot:
+        return _export_multishot(args, cfg, ids)
     with Catalog(args.db) as cat:
-        counts = export(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
-                        Path(args.out), args.where)
+        if is_url(args.out):  # an object store: staged locally, uploaded (pipelines/remote_export.py)
+            counts = export_to_url(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
+                                   args.out, args.where)
+        else:
+            counts = export(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
+                            Path(args.out), args.where)
     print(f"vidloom export: {counts['selected']} clips selected, {counts['samples']} samples in "
           f"{counts['shards']} shards under {args.out} (dataset {counts['dataset'][:16]})")
     if counts["unavailable"]:
         print(f"  {counts['unavailable']} selected clips could not be cut (see clips.extract_error)")
+    return 0
+
+
+def _export_multishot(args: argparse.Namespace, cfg: Any, ids: list[str]) -> int:
+    """``export --multi-shot``: samples of consecutive shots joined at hard cuts (pipelines/multishot.py)."""
+    from pathlib import Path
+
+    from curation.db import Catalog
+    from pipelines.multishot import export_multishot
+    from pipelines.remote import is_url
+
+    if is_url(args.out):
+        print("vidloom export: --multi-shot writes to a local directory only", file=sys.stderr)
+        return 2
+    with Catalog(args.db) as cat:
+        counts = export_multishot(Path(args.db).resolve().parent, cfg, cat, ids, Path(args.out), args.where)
+    print(f"vidloom export: {counts['selected']} clips selected, {counts['samples']} multi-shot samples "
+          f"({counts['shots']} shots) in {counts['shards']} shards under {args.out} "
+          f"(dataset {counts['dataset'][:16]})")
+    if counts["breaks"]:
+        print("  runs ended at: " + ", ".join(f"{k} {v}" for k, v in counts["breaks"].items()))
+    if counts["unavailable"]:
+        print(f"  {counts['unavailable']} samples could not be cut (see multi_shot.errors in the manifest)")
     return 0
 
 
@@ -314,10 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("db", help="catalog.duckdb")
     e.add_argument("--where", default="status = 'kept'", help="SQL predicate over the clips table")
     e.add_argument("--out", required=True, help="export directory: a new version OUT/<dataset_hash>/ "
-                   "(manifest.json + <bucket>/NNNNNN.tar), then OUT/latest points at it")
+                   "(manifest.json + <bucket>/NNNNNN.tar), then OUT/latest points at it; "
+                   "or a URL (s3://bucket/prefix, any fsspec URL): uploaded there")
     e.add_argument("--preset", default="default", help="config preset under the catalog's config.yaml")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     e.add_argument("--runner", choices=["ray", "sequential"], help="executor for cutting missing clips")
+    e.add_argument("--multi-shot", action="store_true",
+                   help="samples of consecutive selected shots of one video joined at hard cuts, each "
+                   "shot's captions with its frame span (limits: shards.multishot_max_shots, "
+                   "shards.multishot_max_s, shards.multishot_min_shots)")
     e.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("report", help="write the self-contained HTML curation report")
