@@ -22,7 +22,7 @@ DDL = """
 CREATE TABLE IF NOT EXISTS videos (
     video_id VARCHAR PRIMARY KEY, path VARCHAR, sha256 VARCHAR, status VARCHAR, error VARCHAR,
     duration_s DOUBLE, fps DOUBLE, n_frames BIGINT, width INTEGER, height INTEGER, codec VARCHAR,
-    rotation INTEGER, has_audio BOOLEAN, vfr BOOLEAN, size_bytes BIGINT,
+    rotation INTEGER, has_audio BOOLEAN, vfr BOOLEAN, size_bytes BIGINT, source_meta JSON,
     ingested_at TIMESTAMP DEFAULT current_timestamp
 );
 CREATE TABLE IF NOT EXISTS files (

@@ -57,6 +57,8 @@ class Video:
     has_audio: bool = False
     vfr: bool = False
     size_bytes: int = 0
+    # JSON object: a manifest row's metadata columns (pipelines/remote_inputs.py); None = none
+    source_meta: str | None = None
 
 
 @dataclass(slots=True)

@@ -179,7 +179,7 @@ def ffmpeg_args(
         str(threads),
         *in_ss,
         "-i",
-        f"file:{src}",
+        src if src.startswith(("http://", "https://")) else f"file:{src}",  # a streamed remote source
         *out_ss,
         "-map",
         "0:v:0",

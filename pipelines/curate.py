@@ -19,6 +19,7 @@ Output layout under ``out``:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -32,9 +33,12 @@ from pipelines import scratch
 from pipelines.clip_spans import align_to_keyframes, clip_spans
 from pipelines.config import CurateConfig, to_yaml
 from pipelines.journal import StepJournal, run_step
+from pipelines.remote import is_url
+from pipelines.remote import item_id as remote_item_id
+from pipelines.remote_inputs import discover_sources
 from pipelines.runner import Runner
 from pipelines.stages.decode_stage import Decode
-from pipelines.stages.ingest import Probe, discover_inputs
+from pipelines.stages.ingest import Probe
 from pipelines.stages.shot_split import ShotSplit
 from pipelines.tasks import ClipTask, FrameSet, VideoTask
 
@@ -56,6 +60,8 @@ class Paths:
 
 def file_item_id(path: str) -> str:
     """A file's identity for the ingest step: the path plus size and mtime (a changed file is re-probed)."""
+    if is_url(path):
+        return remote_item_id(path)
     try:
         st = os.stat(path)
         return f"{path}|{st.st_size}|{st.st_mtime_ns}"
@@ -67,8 +73,10 @@ def file_item_id(path: str) -> str:
 def ingest(
     sources: list[str], paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, int]:
-    """Probe every input file; every file gets a ``files`` row and its content a ``videos`` row."""
-    files = discover_inputs(sources, cfg.ingest.extensions)
+    """Probe every input (file, URL, manifest row); each gets a ``files`` row and its content a
+    ``videos`` row (a manifest row's metadata columns in ``videos.source_meta``)."""
+    inputs = discover_sources(sources, cfg.ingest.extensions)
+    files = inputs.paths
     probe = Probe.from_config(cfg.ingest)
 
     def to_tables(t: VideoTask) -> dict[str, list[dict[str, Any]]]:
@@ -81,6 +89,8 @@ def ingest(
         )
         if t.error and v.status == "ok":
             v.status, v.error = "error", t.error
+        if t.path in inputs.meta:
+            v.source_meta = json.dumps(inputs.meta[t.path], sort_keys=True, ensure_ascii=False, default=str)
         f = schema.InputFile(t.path, v.video_id, v.size_bytes, v.status, v.error)
         return {"videos": [schema.row(v)], "files": [schema.row(f)]}
 
@@ -89,7 +99,7 @@ def ingest(
         StepJournal(paths.work, "ingest"),
         runner,
         [probe],
-        [VideoTask(path=p) for p in files],
+        [VideoTask(path=p, error=inputs.errors.get(p)) for p in files],
         lambda t: file_item_id(t.path),
         to_tables,
         ("probe", probe.version, probe.params_hash()),

@@ -73,7 +73,13 @@ def resolve(path: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: if ``path`` holds neither ``latest`` nor ``manifest.json``.
+
+    A URL (``s3://…``, pipelines/remote.py) gives a ``RemoteDir`` of its version the same way.
     """
+    from pipelines.remote import is_url, resolve_url
+
+    if is_url(path):
+        return resolve_url(path, MANIFEST)  # type: ignore[return-value]
     p = Path(path)
     if (p / LATEST).exists():
         p = p / LATEST
@@ -103,7 +109,9 @@ def pinned(source: str | Path, dataset: str) -> Path:
     current = resolve(source)
     if _read_hash(current) == dataset:
         return current
-    root = export_root(current)
+    from pipelines.remote import is_url
+
+    root = current.parent if is_url(current) else export_root(current)
     candidate = root / dataset if root is not None else None
     if candidate is not None and (candidate / MANIFEST).is_file() and _read_hash(candidate) == dataset:
         return candidate.resolve()

@@ -345,8 +345,10 @@ def _decode_into(
     """Decode into the (temporary) directory ``out``; return the metadata to record."""
     import av
 
+    from pipelines.remote import av_open
+
     try:
-        container = av.open(path)
+        container = av_open(path)  # a URL is streamed through fsspec (pipelines/remote.py)
     except (av.FFmpegError, OSError) as e:
         raise DecodeError(f"cannot open: {getattr(e, 'strerror', None) or e}") from e
     with container:

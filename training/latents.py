@@ -45,6 +45,7 @@ import torch
 
 from curation.schema import ShardSample
 from pipelines.dataset_versions import resolve
+from pipelines.remote import as_path
 from pipelines.shard_writer import MANIFEST, write_shards
 from training.data import SampleMode, ShardDataset
 
@@ -296,6 +297,6 @@ class LatentShardDataset(ShardDataset):
 def open_dataset(shards_dir: str | Path, n_frames: int = 16, fps: float = 8.0,
                  size: tuple[int, int] | None = None, sample_mode: SampleMode = "first") -> ShardDataset:
     """A ``LatentShardDataset`` when the manifest's kind is "latents", else a pixel ``ShardDataset``."""
-    if _read_manifest(Path(shards_dir)).get("kind") == KIND:
+    if _read_manifest(as_path(shards_dir)).get("kind") == KIND:
         return LatentShardDataset(shards_dir, n_frames, fps, size, sample_mode)
     return ShardDataset(shards_dir, n_frames, fps, size, sample_mode)

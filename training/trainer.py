@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.remote import as_path
 from training import checkpoint as ckpt_files
 from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import StageConfig, TrainConfig, to_dict
@@ -87,7 +88,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path,
                  device: str | torch.device | None = None, dist: DistInfo | None = None) -> None:
-        self.cfg, self.data, self.out = cfg, Path(data), Path(out)
+        self.cfg, self.data, self.out = cfg, as_path(data), Path(out)  # a URL stays a RemoteDir
         self.dist = dist or DistInfo.from_env()
         self.device = torch.device(device or self.dist.device)
         torch.manual_seed(cfg.seed)

@@ -29,10 +29,10 @@ class Outcome:
 
 
 def input_files(sources: list[str], cfg: Any) -> list[str]:
-    """The files a run over ``sources`` ingests (the ingest step's own discovery)."""
-    from pipelines.stages.ingest import discover_inputs
+    """The files and URLs a run over ``sources`` ingests (the ingest step's own discovery)."""
+    from pipelines.remote_inputs import discover_sources
 
-    return discover_inputs(sources, cfg.ingest.extensions)
+    return discover_sources(sources, cfg.ingest.extensions).paths
 
 
 def read_outcome(db: str | Path, files: list[str]) -> Outcome:

@@ -50,6 +50,7 @@ from pipelines.clip_cut import (
     probe_source,
 )
 from pipelines.decode import presentation_times
+from pipelines.remote import ffmpeg_input, is_url, redact
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -82,7 +83,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
         try:
             self._extract(task)
         except (OSError, ValueError, av.FFmpegError, subprocess.SubprocessError) as exc:
-            task.error = f"extract {task.clip.clip_id}: {exc}"
+            task.error = redact(f"extract {task.clip.clip_id}: {exc}")  # no URL signatures kept
         return task
 
     def _extract(self, task: ClipTask) -> None:
@@ -92,7 +93,8 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
                 raise ValueError(f"id {ident!r} is not lowercase hex")
         out_dir = Path(self.out_dir)
         final = out_dir / clip.video_id / clip_file_name(clip)
-        src = os.path.abspath(task.src_path)
+        # a URL source: ffmpeg and PyAV stream it over http(s) (a signed URL for s3/gs)
+        src = ffmpeg_input(task.src_path) if is_url(task.src_path) else os.path.abspath(task.src_path)
         info = probe_source(src)
         pts, keyframes = self._frame_index(src, task.frames_dir)
         plan = plan_extraction(

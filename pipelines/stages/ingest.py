@@ -113,8 +113,15 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 def probe_video(
     path: str, max_duration_s: float = _DEFAULTS.max_duration_s, max_pixels: int = _DEFAULTS.max_pixels
 ) -> Video:
-    """Hash and probe one file. Never raises: problems become an error ``Video``."""
+    """Hash and probe one file or URL. Never raises: problems become an error ``Video``."""
     import av  # heavy dependency stays behind the stage boundary (STYLE.md #7)
+
+    from pipelines.remote import is_url
+
+    if is_url(path):  # streamed and hashed through fsspec, no local copy
+        from pipelines.remote_inputs import probe_remote
+
+        return probe_remote(path, max_duration_s, max_pixels)
 
     try:
         size = os.path.getsize(path)
@@ -226,5 +233,7 @@ class Probe(Stage[VideoTask, VideoTask]):
     max_pixels: int = _DEFAULTS.max_pixels
 
     def process(self, task: VideoTask) -> VideoTask:
+        if task.error:  # known bad before probing (a manifest that cannot be read, a failed listing)
+            return task
         task.video = probe_video(task.path, self.max_duration_s, self.max_pixels)
         return task
