@@ -209,8 +209,7 @@ def test_manifest_rows_carry_metadata_and_resolve_relative_entries(tmp_path: Pat
 def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
         s3: Any, http: tuple[str, Path, dict[str, int]], tmp_path: Path) -> None:
     from curation.db import Catalog
-    from pipelines.config import load_config
-    from pipelines.curate import run_curate
+    from pipelines.dataset_versions import pinned
     from training.config import load_train_config
     from training.data import ShardDataset
     from training.run import train
@@ -243,17 +242,19 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
         "nosuchproto://host/x.mp4": "Protocol not known",
     }
 
-    cfg = load_config("tiny")
-    cfg.runtime.runner, cfg.runtime.quiet = "sequential", True
     out = tmp_path / "out"
-    run_curate([f"s3://{BUCKET}/in/", f"s3://{BUCKET}/manifest.csv", f"{base_url}/ok/web.mp4",
-                *[u for u in bad if "gone" not in u]], out, cfg)
+    sources = [f"s3://{BUCKET}/in/", f"s3://{BUCKET}/manifest.csv", f"{base_url}/ok/web.mp4",
+               *[u for u in bad if "gone" not in u]]
+    assert main(["curate", *sources, "--out", str(out), "--preset", "tiny", "--no-prefect",
+                 "--runner", "sequential", "--quiet"]) == 0
 
     with Catalog(out / "catalog.duckdb", read_only=True) as cat:
         videos = {r["path"]: r for r in cat.dicts("SELECT * FROM videos")}
         files = {r["path"]: r for r in cat.dicts("SELECT * FROM files")}
         shots = dict(cat.query("SELECT video_id, count(*) FROM shots GROUP BY 1")[1])
         n_clips = cat.query("SELECT count(*) FROM clips")[1][0][0]
+        license_ = cat.query("SELECT source_meta->>'license' FROM videos WHERE path = ?", [listed])[1]
+    assert license_ == [("cc-by",)]  # queryable as JSON
     for url, p in local.items():
         v = videos[url]
         assert v["status"] == "ok", (url, v["error"])
@@ -289,6 +290,9 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
 
     ds = ShardDataset(shards, n_frames=5, fps=8.0, size=(32, 64))
     assert ds.dataset == dataset and len(ds) == n_clips
+    assert pinned(shards, dataset) == ds.root  # a resume finds its version in the bucket
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        pinned(shards, "0" * 64)
     sample = ds.get(0)
     assert sample["key"] in clip_ids and tuple(sample["video"].shape) == (3, 5, 32, 64)
 

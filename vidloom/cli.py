@@ -89,7 +89,9 @@ def cmd_curate(args: argparse.Namespace) -> int:
     cfg = _load(args)  # a bad key or value fails here, before Prefect or Ray start
     if getattr(args, "score_all", False):
         cfg.scores.score_all = True
-    sources = [os.path.abspath(s) for s in args.sources]
+    from pipelines.remote import is_url
+
+    sources = [s if is_url(s) else os.path.abspath(s) for s in args.sources]  # URLs stay URLs
     files = [] if args.rescore else input_files(sources, cfg)
     if not args.rescore and not files:
         print(f"vidloom curate: error: no input video found in {' '.join(args.sources)} "
@@ -330,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("curate", help="ingest, split, extract and shard videos (a Prefect flow over Ray)")
-    c.add_argument("sources", nargs="+", help="files, directories or globs")
+    c.add_argument("sources", nargs="+", help="files, directories, globs, URLs (s3://, gs://, http(s)://) "
+                   "or manifests (.csv/.jsonl/.parquet with a url column)")
     c.add_argument("--out", required=True, help="output root (catalog, clips, shards)")
     c.add_argument("--no-prefect", action="store_true", help="run the steps directly, without a flow run")
     c.add_argument("--rescore", action="store_true",
