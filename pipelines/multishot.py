@@ -153,29 +153,41 @@ def _plan_run(cat: Catalog, video_id: str, shots: list[schema.Shot], clips: dict
             plan.short_runs += 1
         cur.clear()
 
+    def refuse_join(shot: schema.Shot, entry: schema.Clip | None) -> str | None:
+        """Why ``shot`` (entered through its first clip) cannot extend ``cur``, or None."""
+        last = cur[-1]
+        if shot.transition != "cut":
+            return "gradual"
+        if shot.shot_index != last.shot.shot_index + 1:
+            return "not_adjacent"  # a shot between them has no catalog row
+        if last.clip is not clips[last.shot.shot_index][-1]:
+            return "long_shot"  # the previous shot is several clips: its clip in cur is not at the cut
+        why = refuse(entry)
+        if why is None and entry is not None:
+            if crop_box(entry) != crop_box(cur[0].clip):
+                return "crop"
+            if len(cur) >= max_shots or (entry.end_frame - cur[0].clip.start_frame) / cur[0].clip.fps > max_s + 1e-9:
+                return "limit"
+        return why
+
     for shot in shots:
         mine = clips.get(shot.shot_index, [])
         entry, exit_ = (mine[0], mine[-1]) if mine else (None, None)
-        why = None
         if cur:
-            last = cur[-1]
-            last_clips = clips.get(last.shot.shot_index, [])
-            if shot.transition != "cut":
-                why = "gradual"
-            elif shot.shot_index != last.shot.shot_index + 1 or last.clip is not last_clips[-1]:
-                why = "not_adjacent"  # the previous shot's clip at the cut is not the one in the sample
-            else:
-                why = refuse(entry)
-                assert why is not None or entry is not None
-                if why is None and entry is not None:
-                    if crop_box(entry) != crop_box(cur[0].clip):
-                        why = "crop"
-                    elif len(cur) >= max_shots or (entry.end_frame - cur[0].clip.start_frame) / cur[0].clip.fps > max_s + 1e-9:
-                        why = "limit"
-            if why is None and entry is not None:
+            why = refuse_join(shot, entry)
+            if why == "long_shot":  # start again from the previous shot's clip at the cut
+                plan.breaks[why] += 1
+                prev = cur[-1].shot
+                close()
+                prev_exit = clips[prev.shot_index][-1]
+                if refuse(prev_exit) is None:
+                    cur.append(part(prev, prev_exit))
+                    why = refuse_join(shot, entry)
+            if cur and why is None and entry is not None:
                 cur.append(part(shot, entry))
                 continue
-            plan.breaks[why or "no_clip"] += 1
+            if cur and why is not None:
+                plan.breaks[why] += 1
             close()
         if refuse(exit_) is None and exit_ is not None:
             cur.append(part(shot, exit_))
