@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -287,6 +288,12 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
         assert hashlib.sha256(s3.cat_file(r["shard"])).hexdigest() == r["sha256"]
     stage = out / ".work" / "export-stage"
     assert not stage.exists() or not any(stage.iterdir())  # the local staging copy is gone
+    objects = {p: s3.info(p)["LastModified"] for p in s3.find(f"{BUCKET}/shards/{dataset}")}
+    time.sleep(1.1)  # LastModified counts whole seconds
+    assert main(["export", str(out / "catalog.duckdb"), "--where", "TRUE", "--out", shards]) == 0
+    s3.invalidate_cache()
+    again = {p: s3.info(p)["LastModified"] for p in s3.find(f"{BUCKET}/shards/{dataset}")}
+    assert again == objects  # the version already in the bucket is not uploaded again
 
     ds = ShardDataset(shards, n_frames=5, fps=8.0, size=(32, 64))
     assert ds.dataset == dataset and len(ds) == n_clips
@@ -306,3 +313,23 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
     assert {k for r in log for k in r["keys"]} <= clip_ids
     assert Path(summary["checkpoint"]).exists()
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+
+def test_s3_access_denied_is_an_error_row_and_a_failed_listing_too(s3: Any, tmp_path: Path) -> None:
+    """With IAM checks on in the moto server, the test's keys are unknown: the probe and the prefix
+    listing both end in an 'access denied' row instead of an exception."""
+    from moto.core.authorization import enable_iam_authentication
+
+    from pipelines.remote_inputs import discover_sources
+    from pipelines.stages.ingest import probe_video
+
+    make_mp4(tmp_path / "p.mp4", "320x180", 20, 0)
+    s3.put_file(str(tmp_path / "p.mp4"), f"{BUCKET}/private/p.mp4")
+    s3.invalidate_cache()
+    with enable_iam_authentication():
+        v = probe_video(f"s3://{BUCKET}/private/p.mp4")
+        listed = discover_sources([f"s3://{BUCKET}/private/"], (".mp4",))
+    assert v.status == "error" and v.error.startswith("access denied"), v.error
+    assert v.video_id and v.path == f"s3://{BUCKET}/private/p.mp4"
+    assert listed.paths == [f"s3://{BUCKET}/private/"]
+    assert "access denied" in listed.errors[f"s3://{BUCKET}/private/"]
