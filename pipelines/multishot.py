@@ -94,7 +94,8 @@ def dense_pair(captions: list[schema.Caption]) -> tuple[str, str] | None:
     return (dense["en"], dense["zh"]) if {"en", "zh"} <= set(dense) else None
 
 
-def _span_clips(cat: Catalog, video_id: str, shots: list[schema.Shot]) -> dict[tuple[str, int], list[schema.Clip]]:
+def _span_clips(cat: Catalog, video_id: str,
+                shots: list[schema.Shot]) -> dict[tuple[str, int], list[schema.Clip]]:
     """Clips of each (split_hash, shot_index) that lie inside the catalog's shot, by position."""
     bounds = {s.shot_index: (s.start_frame, s.end_frame) for s in shots}
     out: dict[tuple[str, int], list[schema.Clip]] = {}
@@ -109,7 +110,8 @@ def _span_clips(cat: Catalog, video_id: str, shots: list[schema.Shot]) -> dict[t
 
 def plan_samples(cat: Catalog, clip_ids: list[str], shards: ShardConfig) -> Plan:
     """The multi-shot samples the selected clips allow (see the module docstring for the rules)."""
-    max_shots, max_s, min_shots = shards.multishot_max_shots, shards.multishot_max_s, shards.multishot_min_shots
+    max_shots, max_s = shards.multishot_max_shots, shards.multishot_max_s
+    min_shots = shards.multishot_min_shots
     if min_shots < 2 or max_shots < min_shots or max_s <= 0:
         raise ValueError(f"need 2 <= multishot_min_shots <= multishot_max_shots and multishot_max_s > 0 "
                          f"(got {min_shots}, {max_shots}, {max_s})")
@@ -166,7 +168,8 @@ def _plan_run(cat: Catalog, video_id: str, shots: list[schema.Shot], clips: dict
         if why is None and entry is not None:
             if crop_box(entry) != crop_box(cur[0].clip):
                 return "crop"
-            if len(cur) >= max_shots or (entry.end_frame - cur[0].clip.start_frame) / cur[0].clip.fps > max_s + 1e-9:
+            seconds = (entry.end_frame - cur[0].clip.start_frame) / cur[0].clip.fps
+            if len(cur) >= max_shots or seconds > max_s + 1e-9:
                 return "limit"
         return why
 

@@ -29,7 +29,8 @@ FPS = 25.0
 OK_CHECKS = json.dumps({name: {"ok": True} for name in ("lang", "length", "numbers", "colours")})
 
 
-def _catalog(tmp_path: Path, shots: list[tuple[int, str]], clips_per_shot: dict[int, list[tuple[int, int]]] | None = None,
+def _catalog(tmp_path: Path, shots: list[tuple[int, str]],
+             clips_per_shot: dict[int, list[tuple[int, int]]] | None = None,
              no_caption: tuple[int, ...] = (), rejected: tuple[int, ...] = ()) -> tuple[Catalog, list[str]]:
     """A catalog with one video whose shots have the given (frames, opening transition); each shot
     gets one clip (its frames minus one at each end) unless ``clips_per_shot`` says otherwise."""
@@ -66,8 +67,10 @@ def test_a_gradual_transition_breaks_a_multishot_sample(tmp_path: Path) -> None:
     assert (first.start_frame, first.end_frame) == (1, 79)  # shot 0's clip start .. shot 1's clip end
     assert first.shot_spans() == [(0, 39), (39, 78)]  # the catalog shots [0, 40), [40, 80) made relative
     assert second.shot_spans() == [(0, 39), (39, 78)] and second.start_frame == 81
-    assert [p.caption_en for p in first.parts] == ["en caption of shot 0 clip 1", "en caption of shot 1 clip 41"]
-    assert [p.caption_zh for p in second.parts] == ["zh caption of shot 2 clip 81", "zh caption of shot 3 clip 121"]
+    assert [p.caption_en for p in first.parts] == [
+        "en caption of shot 0 clip 1", "en caption of shot 1 clip 41"]
+    assert [p.caption_zh for p in second.parts] == [
+        "zh caption of shot 2 clip 81", "zh caption of shot 3 clip 121"]
 
 
 def test_missing_caption_rejection_and_limits_end_a_sample(tmp_path: Path) -> None:
@@ -78,11 +81,13 @@ def test_missing_caption_rejection_and_limits_end_a_sample(tmp_path: Path) -> No
         assert _shot_lists(plan) == [[0, 1], [3, 4]]  # shot 6 alone after the rejected shot 5
         assert plan.breaks == {"no_caption": 1, "not_accepted": 1} and plan.short_runs == 1
         # the selection decides too: a kept clip left out of --where is not part of any sample
-        assert _shot_lists(plan_samples(cat, [i for k, i in enumerate(ids) if k != 1], ShardConfig())) == [[3, 4]]
+        without_1 = [i for k, i in enumerate(ids) if k != 1]
+        assert _shot_lists(plan_samples(cat, without_1, ShardConfig())) == [[3, 4]]
     cat, ids = _catalog(tmp_path / "b", [(40, "start")] + [(40, "cut")] * 6)
     with cat:
         plan = plan_samples(cat, ids, ShardConfig(multishot_max_shots=3))
-        assert _shot_lists(plan) == [[0, 1, 2], [3, 4, 5]] and plan.breaks == {"limit": 2} and plan.short_runs == 1
+        assert _shot_lists(plan) == [[0, 1, 2], [3, 4, 5]]
+        assert plan.breaks == {"limit": 2} and plan.short_runs == 1
         by_time = plan_samples(cat, ids, ShardConfig(multishot_max_s=4.0))  # 1.56 s a shot + cut trims
         assert _shot_lists(by_time) == [[0, 1], [2, 3], [4, 5]]
         assert all((s.end_frame - s.start_frame) / FPS <= 4.0 for s in by_time.samples)
@@ -100,7 +105,8 @@ def test_only_the_clips_next_to_a_cut_join(tmp_path: Path) -> None:
     assert [[(p.shot.shot_index, p.clip.start_frame) for p in s.parts] for s in plan.samples] == [
         [(0, 1), (1, 41)], [(1, 141), (2, 241)]]
     assert plan.breaks == {"long_shot": 1} and plan.short_runs == 0
-    assert plan.samples[1].shot_spans() == [(0, 99), (99, 138)]  # shot 1 ends at 240, the sample starts at 141
+    # shot 1 ends at frame 240, the second sample starts at 141
+    assert plan.samples[1].shot_spans() == [(0, 99), (99, 138)]
 
 
 def test_window_shots_and_latent_ids() -> None:
@@ -129,10 +135,13 @@ def test_each_shot_caption_reaches_only_its_frames() -> None:
         for p in net.dit.parameters():
             if not p.any():
                 p.normal_(0.0, 0.1)  # adaLN-zero and the final projection as after training
-    text, mask, text_shot = encode_shot_texts(net.encode_text, [["a red ball", "a blue sky over the sea"], ["x"]])
-    n0, n1 = int(net.encode_text(["a red ball"])[1].sum()), int(net.encode_text(["a blue sky over the sea"])[1].sum())
+    pair = ["a red ball", "a blue sky over the sea"]
+    text, mask, text_shot = encode_shot_texts(net.encode_text, [pair, ["x"]])
+    n0, n1 = (int(net.encode_text([t])[1].sum()) for t in pair)
     assert text_shot[0, :n0 + n1].tolist() == [0] * n0 + [1] * n1 and int(mask[0].sum()) == n0 + n1
     assert int(mask[1].sum()) == int(net.encode_text(["x"])[1].sum())
+    with torch.no_grad():  # each shot's tokens are its caption encoded on its own
+        torch.testing.assert_close(text[0, n0:n0 + n1], net.encode_text([pair[1]])[0][0, :n1])
     x = torch.randn(1, cfg.dit.in_channels, 3, 4, 8)
     t = torch.full((1,), 0.5)
     frames = torch.tensor([[0, 0, 1]])
@@ -187,7 +196,8 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
     with Catalog(db, read_only=True) as cat:
         shots = cat.dicts("SELECT * FROM shots ORDER BY shot_index")
         clips = {r["shot_index"]: r for r in cat.dicts("SELECT * FROM clips WHERE status = 'kept'")}
-        captions = {(r["clip_id"], r["lang"]): r["text"] for r in cat.dicts("SELECT * FROM captions WHERE kind = 'dense'")}
+        captions = {(r["clip_id"], r["lang"]): r["text"]
+                    for r in cat.dicts("SELECT * FROM captions WHERE kind = 'dense'")}
     assert [s["transition"] for s in shots] == ["start", "cut", "cut", "dissolve", "cut"]
     assert [s["start_frame"] for s in shots if s["transition"] == "cut"] == gt.cuts
     assert len(clips) == 5
@@ -228,7 +238,8 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
     captured: list[dict[str, Any]] = []
     cfg = load_train_config("tiny", None, [
         "vae_steps=2", "steps=3", "num_workers=0", "eval_samples=1", "warmup_steps=1", "log_every=1",
-        "ckpt_every=100", "text_dropout=0", "vae_stage={name: vae, n_frames: 5, size: [32, 64], global_batch: 2}",
+        "ckpt_every=100", "text_dropout=0",
+        "vae_stage={name: vae, n_frames: 5, size: [32, 64], global_batch: 2}",
         "stages=[{name: video, fraction: 1.0, n_frames: 9, fps: 4.0, size: [32, 64], global_batch: 2,"
         " i2v_share: 0.0}]"])
     import training.dit_trainer as dt

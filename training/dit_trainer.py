@@ -67,7 +67,8 @@ class DiTNet(nn.Module):
             from training.multishot import encode_shot_texts
 
             emb, mask, text_shot = encode_shot_texts(self.encode_text, shot_texts)
-            kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device), text_shot=text_shot.to(x_t.device))
+            kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device),
+                          text_shot=text_shot.to(x_t.device))
         elif texts is not None:
             emb, mask = self.encode_text(texts)
             kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device))

@@ -32,7 +32,8 @@ def window_shots(shots: Sequence[dict[str, Any]], picks: Sequence[int]) -> dict[
         each decoded frame's shot in that list.
     """
     starts = np.array([int(s["start_frame"]) for s in shots])
-    which = np.clip(np.searchsorted(starts, np.asarray(picks, dtype=np.int64), side="right") - 1, 0, len(shots) - 1)
+    which = np.searchsorted(starts, np.asarray(picks, dtype=np.int64), side="right") - 1
+    which = np.clip(which, 0, len(shots) - 1)
     seen = list(dict.fromkeys(int(w) for w in which))
     renumber = {w: i for i, w in enumerate(seen)}
     ids = torch.tensor([renumber[int(w)] for w in which], dtype=torch.long)
@@ -121,7 +122,8 @@ def shot_inputs(mb: dict[str, Any], langs: list[str | None], temporal_stride: in
             texts.append(["" if lang is None else (s.get(f"caption_{lang}") or "") for s in shots[i]])
             ids.append(latent_shot_ids(mb["shot_of_frame"][i][:n_frames], temporal_stride))
         else:  # a single-shot sample in the same micro-batch: one caption for all its frames
-            texts.append(["" if lang is None else (mb.get(f"caption_{lang}") or [None] * len(langs))[i] or ""])
+            own = mb.get(f"caption_{lang}") if lang is not None else None
+            texts.append([(own[i] if own else None) or ""])
             ids.append(torch.zeros(n_latent, dtype=torch.long))
     return {"shot_texts": texts, "shot_of_frame": torch.stack(ids)}
 
