@@ -146,8 +146,7 @@ class HashingReader:
                 if self.size is not None and self.hashed >= self.size:
                     break
         except Exception as exc:  # noqa: BLE001 - aiohttp/botocore errors are not OSErrors
-            raise OSError(f"connection dropped reading from byte {self.hashed} of {self.size}: "
-                          f"{describe_error(exc)}") from exc
+            raise OSError(f"read failed at byte {self.hashed} of {self.size}: {describe_error(exc)}") from exc
         if self.size is not None and self.hashed != self.size:
             raise OSError(f"connection dropped after {self.hashed} of {self.size} bytes")
         return self.hash.hexdigest()

@@ -87,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = f.read_bytes()
         start, end = 0, len(data) - 1
-        rng = self.headers.get("Range")
+        rng = None if kind == "norange" else self.headers.get("Range")  # norange: always 200, whole
         if rng and rng.startswith("bytes="):
             a, _, b = rng[6:].partition("-")
             start, end = int(a or 0), min(int(b) if b else len(data) - 1, len(data) - 1)
@@ -235,12 +235,16 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
     make_mp4(http_root / "web.mp4", "320x180", 40, 300)
     local[f"{base_url}/ok/web.mp4"] = http_root / "web.mp4"
     make_mp4(http_root / "big.mp4", "640x360", 120, 10)
+    padded = (http_root / "big.mp4").read_bytes()  # + a 5 MiB mp4 'free' box: past the read-ahead block
+    (http_root / "padded.mp4").write_bytes(padded + (8 + (5 << 20)).to_bytes(4, "big") + b"free"
+                                           + bytes(5 << 20))
     assert (http_root / "big.mp4").stat().st_size > 3 * DROP_AFTER
     bad = {
         f"s3://{BUCKET}/gone.mp4": "object not found",
         f"{base_url}/forbidden/web.mp4": "access denied",
-        f"{base_url}/drop/big.mp4": "connection dropped reading from byte",
+        f"{base_url}/drop/big.mp4": "read failed at byte",
         "nosuchproto://host/x.mp4": "Protocol not known",
+        f"{base_url}/norange/padded.mp4": "doesn't appear to support range requests",
     }
 
     out = tmp_path / "out"
