@@ -234,6 +234,11 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
             assert np.abs(frames[a] - source[lo + a - 1]).mean() > 3 * err[a]
         seen.append([s["shot_index"] for s in sample["shots"]])
     assert sorted(seen) == [[0, 1, 2], [3, 4]]  # the dissolve into shot 3 splits the video
+    # a re-export reuses the cut spans and gives the same bytes: the same version
+    assert main(["export", str(db), "--multi-shot", "--out", str(shards)]) == 0
+    again = json.loads((shards / "latest" / "manifest.json").read_text())
+    assert again["dataset_hash"] == manifest["dataset_hash"]
+    assert len([d for d in shards.iterdir() if d.name != "latest"]) == 1
 
     captured: list[dict[str, Any]] = []
     cfg = load_train_config("tiny", None, [
@@ -256,6 +261,7 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
     finally:
         dt.DiT.forward = original
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    _export_with_the_source_gone(root, db, tmp_path / "gone")
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
     assert summary["dit"]["steps"] == 3
     assert captured and all(c["shot_of_frame"] is not None and c["text_shot"] is not None for c in captured)
@@ -266,3 +272,22 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
         for row, m in zip(c["text_shot"], c["text_mask"], strict=True):
             assert set(row[m].tolist()) == {0, 1}  # two shots' captions, tokens in shot order
             assert row[m].tolist() == sorted(row[m].tolist())
+
+
+def _export_with_the_source_gone(root: Path, db: Path, out: Path) -> None:
+    """A span that cannot be cut is reported with its error in the manifest; the export goes on."""
+    import shutil
+
+    from vidloom.cli import main
+
+    src = root / "src" / "多镜头 cuts.mp4"
+    shutil.rmtree(root / "out" / "multishot")
+    src.rename(root / "moved.mp4")
+    try:
+        assert main(["export", str(db), "--multi-shot", "--out", str(out)]) == 0
+    finally:
+        (root / "moved.mp4").rename(src)
+    manifest = json.loads((out / "latest" / "manifest.json").read_text())
+    errors = manifest["multi_shot"]["errors"]
+    assert manifest["n_samples"] == 0 and len(errors) == 2
+    assert all("No such file" in e["error"] and "多镜头 cuts.mp4" in e["error"] for e in errors)
