@@ -78,6 +78,7 @@ def discover_url(src: str, exts: tuple[str, ...]) -> tuple[list[str], dict[str, 
         return [src], {}
     try:
         fs, path = url_to_fs(src)
+        fs.invalidate_cache()  # a long-lived process (a deployment) must see objects added since
         if _glob.has_magic(path):
             found = [p for p in fs.glob(path) if p.lower().endswith(exts) and not fs.isdir(p)]
         elif fs.isdir(path):

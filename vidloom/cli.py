@@ -234,8 +234,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Serve the watch deployment from this process, or (``--pool``) register it with a work pool."""
     from flows.curate_flow import deploy_to_pool, serve_watch
     from pipelines.config import to_dict
+    from pipelines.remote import is_url
 
-    watch, out, cfg = os.path.abspath(args.watch), os.path.abspath(args.out), to_dict(_load(args))
+    watch = args.watch if is_url(args.watch) else os.path.abspath(args.watch)  # a bucket prefix too
+    out, cfg = os.path.abspath(args.out), to_dict(_load(args))
     what = (f"'vidloom-curate/{args.name}': {args.watch} -> {args.out} on cron '{args.cron}', one run at a "
             f"time (a run due while one is going: {args.overlap})")
     if args.pool:
