@@ -123,6 +123,23 @@ def test_window_shots_and_latent_ids() -> None:
     assert latent_shot_ids(torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1]), 4).tolist() == [0, 0, 1]
 
 
+def test_shot_inputs_mix_multi_and_single_shot_samples() -> None:
+    from training.data import collate
+    from training.multishot import shot_inputs
+
+    multi = {"key": "m", "video": torch.zeros(3, 9, 2, 2), "caption_en": "a\nb", "caption_zh": "甲\n乙",
+             **window_shots([{"start_frame": 0, "end_frame": 6, "caption_en": "a", "caption_zh": "甲"},
+                             {"start_frame": 6, "end_frame": 9, "caption_en": "b", "caption_zh": "乙"}],
+                            list(range(9)))}
+    single = {"key": "s", "video": torch.zeros(3, 9, 2, 2), "caption_en": "c", "caption_zh": "丙"}
+    mb = collate([single, multi])  # the first sample has no shots: its keys must not decide
+    assert mb["shots"][0] is None and mb["video"].shape == (2, 3, 9, 2, 2)
+    got = shot_inputs(mb, ["zh", None], 4, 9)  # the multi-shot sample's captions dropped (CFG)
+    assert got is not None and got["shot_texts"] == [["丙"], ["", ""]]
+    assert got["shot_of_frame"].tolist() == [[0, 0, 0], [0, 0, 1]]  # pixel 5-8: shot 0 once, shot 1 thrice
+    assert shot_inputs(collate([single, single]), ["en", "en"], 4, 9) is None  # nothing to route
+
+
 def test_each_shot_caption_reaches_only_its_frames() -> None:
     from training.config import load_train_config
     from training.dit_trainer import DiTNet
