@@ -224,8 +224,12 @@ def sample_meta(p: SamplePlan, clip: schema.Clip) -> dict[str, Any]:
 
 def cut_samples(plans: list[SamplePlan], root: Path, cfg: CurateConfig, cat: Catalog
                 ) -> tuple[list[tuple[SamplePlan, schema.Clip]], list[dict[str, str]]]:
-    """Cut each plan's span to ``<root>/multishot/<video_id>/<key>.mp4`` (reused when present and
-    verified); returns the cut ``(plan, file row)`` pairs and ``{key, video_id, error}`` failures."""
+    """Cut each plan's span to ``<root>/multishot/<video_id>/<key>.mp4``; returns the cut
+    ``(plan, file row)`` pairs and ``{key, video_id, error}`` failures.
+
+    A file already there (cuts are renamed into place whole, after their check) with the span's
+    frame count is reused without the source, as the plain export reuses clip files."""
+    from pipelines.clip_cut import clip_file_name, probe_clip
     from pipelines.stages.extract import ClipExtract
     from pipelines.tasks import ClipTask
 
@@ -241,6 +245,15 @@ def cut_samples(plans: list[SamplePlan], root: Path, cfg: CurateConfig, cat: Cat
             extract_crop_x=first.extract_crop_x, extract_crop_y=first.extract_crop_y,
             extract_crop_w=first.extract_crop_w, extract_crop_h=first.extract_crop_h,
         )
+        final = root / SAMPLE_DIR / p.video_id / clip_file_name(clip)
+        if final.is_file():
+            codec, times, width, height, mode = probe_clip(str(final))
+            if len(times) == p.end_frame - p.start_frame:
+                clip.path = f"{SAMPLE_DIR}/{p.video_id}/{final.name}"
+                clip.codec, clip.extract_mode, clip.width, clip.height = codec, mode, width, height
+                clip.n_frames, clip.bytes = len(times), final.stat().st_size
+                done.append((p, clip))
+                continue
         src = sources.get(p.video_id)
         task = ClipTask(clip=clip, src_path=src or "", frames_dir=str(root / ".work" / "frames" / p.video_id))
         if src is None:

@@ -251,8 +251,13 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
             assert np.abs(frames[a] - source[lo + a - 1]).mean() > 3 * err[a]
         seen.append([s["shot_index"] for s in sample["shots"]])
     assert sorted(seen) == [[0, 1, 2], [3, 4]]  # the dissolve into shot 3 splits the video
-    # a re-export reuses the cut spans and gives the same bytes: the same version
-    assert main(["export", str(db), "--multi-shot", "--out", str(shards)]) == 0
+    # a re-export reuses the cut spans, even with the source gone, and gives the same bytes
+    src = root / "src" / "多镜头 cuts.mp4"
+    src.rename(root / "moved.mp4")
+    try:
+        assert main(["export", str(db), "--multi-shot", "--out", str(shards)]) == 0
+    finally:
+        (root / "moved.mp4").rename(src)
     again = json.loads((shards / "latest" / "manifest.json").read_text())
     assert again["dataset_hash"] == manifest["dataset_hash"]
     assert len([d for d in shards.iterdir() if d.name != "latest"]) == 1
