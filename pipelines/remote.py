@@ -110,6 +110,8 @@ class HashingReader:
     Bytes read at the end of the hashed prefix extend the hash; reads elsewhere (a demuxer's
     seeks) do not. ``finish`` reads what is left in 1 MiB chunks and checks the total against
     ``size``: a connection that dropped mid-object is an ``OSError`` naming the bytes received.
+    ``transport_error`` records the first failed read of ``raw`` (the demuxer only sees it as a
+    failed read), so a caller can tell a dropped connection from bad data and try again.
     """
 
     CHUNK = 1 << 20
@@ -118,10 +120,17 @@ class HashingReader:
         self.raw, self.size = raw, size
         self.hash = hashlib.sha256()
         self.hashed = 0  # bytes [0, hashed) are in the hash
+        self.transport_error: str | None = None
 
     def read(self, n: int = -1) -> bytes:
         pos = self.raw.tell()
-        data = self.raw.read(n)
+        try:
+            data = self.raw.read(n)
+        except ValueError:  # fsspec's "no range requests" and other misuse: trying again cannot help
+            raise
+        except Exception as exc:
+            self.transport_error = self.transport_error or describe_error(exc)
+            raise
         if pos <= self.hashed < pos + len(data):
             self.hash.update(data[self.hashed - pos :])
             self.hashed = pos + len(data)
@@ -149,6 +158,7 @@ class HashingReader:
         except Exception as exc:  # noqa: BLE001 - aiohttp/botocore errors are not OSErrors
             raise OSError(f"read failed at byte {self.hashed} of {self.size}: {describe_error(exc)}") from exc
         if self.size is not None and self.hashed != self.size:
+            self.transport_error = self.transport_error or "short read"
             raise OSError(f"connection dropped after {self.hashed} of {self.size} bytes")
         return self.hash.hexdigest()
 

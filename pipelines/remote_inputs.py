@@ -127,13 +127,32 @@ def read_manifest_rows(location: str) -> list[tuple[str | None, dict[str, Any]]]
     return rows
 
 
+READ_ATTEMPTS = 3  # a probe whose connection failed is tried again from the start, this many times in all
+RETRY_WAIT_S = 0.5  # times the attempt number
+
+
 def probe_remote(url: str, max_duration_s: float, max_pixels: int) -> Video:
     """Stream, hash and probe one remote object. Never raises: problems become an error ``Video``.
 
     The probe reads through a ``HashingReader``: the demuxer's reads from the start feed the hash,
-    then the rest of the object is read in order (one pass, no local copy). A connection that drops
-    before the object's size is reached is an error row, as is a missing or forbidden object.
+    then the rest of the object is read in order (one pass, no local copy). A read that fails in
+    transport (a dropped connection, a short body) makes the whole probe start again, up to
+    ``READ_ATTEMPTS`` times; then it is an error row, as is a missing or forbidden object.
     """
+    import time
+
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        video, transient = _probe_once(url, max_duration_s, max_pixels)
+        if not transient:
+            return video
+        if attempt < READ_ATTEMPTS:
+            time.sleep(RETRY_WAIT_S * attempt)
+    video.error = f"{video.error} ({READ_ATTEMPTS} attempts)"
+    return video
+
+
+def _probe_once(url: str, max_duration_s: float, max_pixels: int) -> tuple[Video, bool]:
+    """One probe: (the Video, whether it failed in transport and is worth trying again)."""
     import av
 
     from pipelines.stages.ingest import _av_message, _check_bounds, _fail, _fill
@@ -146,13 +165,13 @@ def probe_remote(url: str, max_duration_s: float, max_pixels: int) -> Video:
         fs, path = url_to_fs(url)
         info = fs.info(path)
         if info.get("type") == "directory":
-            return error_row("a prefix with no video files under it, not an object")
+            return error_row("a prefix with no video files under it, not an object"), False
         size = info.get("size")
         f = fs.open(path, "rb", block_size=4 << 20, cache_type="readahead")
     except Exception as exc:  # noqa: BLE001 - botocore/aiohttp/gcsfs errors vary
         if isinstance(exc, FileNotFoundError) and url.lower().startswith(("http://", "https://")):
-            return error_row(http_failure(url) or describe_error(exc))  # fsspec says 404 for any status
-        return error_row(describe_error(exc))
+            return error_row(http_failure(url) or describe_error(exc)), False  # fsspec: 404 for any status
+        return error_row(describe_error(exc)), False
     video = Video(video_id="", path=url, sha256="", size_bytes=int(size or 0))
     with f:
         reader = HashingReader(f, size)
@@ -170,13 +189,14 @@ def probe_remote(url: str, max_duration_s: float, max_pixels: int) -> Video:
         try:
             sha = reader.finish()
         except OSError as exc:
-            return error_row(str(exc))
+            return error_row(str(exc)), reader.transport_error is not None
+        if reader.transport_error is not None:  # the demuxer gave up on a failed read: not the data's fault
+            return error_row(f"read failed: {reader.transport_error}"), True
     video.sha256, video.video_id = sha, sha[:ID_LEN]
     video.size_bytes = reader.hashed
     if error is None:
         error = _check_bounds(video, max_duration_s, max_pixels)
-    return video if error is None else _fail(video, error)
-
+    return (video if error is None else _fail(video, error)), False
 
 def http_failure(url: str, timeout_s: float = 20.0) -> str | None:
     """Why an http(s) URL fails, from its status (fsspec's http ``info`` reports every failure as
