@@ -6,6 +6,11 @@ second request, either the same video asked in Chinese (``zh_mode='direct'``) or
 caption refined by a text LLM (``'translate'``). Every caption carries its checks
 (captioner/validate.py) as JSON; failures are recorded, never dropped, and never exported
 (``captioner.validate.exportable`` lets only a valid en + zh pair into a shard).
+
+With ``structured`` (the default for the VLM backends) one request per clip asks for the
+structured description and every caption at once, as JSON under a schema
+(captioner/structured.py, captioner/caption_schema.py); ``zh_mode`` applies to free-text
+captioning only. The signals backend fills the description fields it measures.
 """
 
 from __future__ import annotations
@@ -76,15 +81,23 @@ def signals_captions(task: ClipTask) -> list[Caption]:
     from captioner.signals import signals_caption
     from pipelines.clip_frames import clip_sparse
 
+    from captioner.caption_schema import description_columns, schema_errors
+    from captioner.signals import signals_description
+
     frames = clip_sparse(task)[0] if task.frames_dir else None
-    en, zh = signals_caption(clip_signals(task.clip), frames)
+    signals = clip_signals(task.clip)
+    en, zh = signals_caption(signals, frames)
     en_checks, zh_checks = pair_checks(en, zh)
+    desc = signals_description(signals)
+    if errors := schema_errors(desc, "description"):  # a signal outside the schema's sets: a bug
+        raise ValueError(f"signals description breaks the schema: {errors}")
     common = {
         "clip_id": task.clip.clip_id,
         "kind": "dense",
         "model": SIGNALS_MODEL,
         "backend": "signals",
         "finish_reason": "stop",
+        **description_columns(desc),
     }
     return [
         Caption(lang="en", text=en, checks=json.dumps(en_checks, sort_keys=True), **common),
@@ -191,6 +204,8 @@ class VlmCaptioner:
         except Exception as e:  # an unreadable clip file: this clip fails, the batch goes on
             task.error = f"caption frames: {type(e).__name__}: {e}"
             return
+        if self.s.structured:
+            return await self._caption_structured(task, parts)
         kinds = ["dense", "short"] if self.s.short else ["dense"]
         en = await asyncio.gather(
             *(self.client.complete(self._video_request(clip, k, "en", parts)) for k in kinds)
@@ -218,3 +233,19 @@ class VlmCaptioner:
             task.captions += rows.values()
         if errors:
             task.error = "caption " + "; ".join(errors)[:480]
+
+    async def _caption_structured(self, task: ClipTask, parts: list[dict[str, Any]]) -> None:
+        """One structured request (captioner/structured.py): the description fields and every
+        caption of the clip in one JSON reply; a failed reply is stored with its checks."""
+        from captioner.structured import structured_request, structured_rows
+
+        clip, prompt = task.clip, self.prompts["structured"]
+        req = structured_request(f"{clip.clip_id}:structured", parts, prompt.text, self.params, self.s.short)
+        r = await self.client.complete(req)
+        if r.ok or r.checks is not None:
+            common = {"model": r.model or self.params["model"], "revision": self.s.model_revision,
+                      "prompt_sha": prompt.sha256, "backend": self.s.backend,
+                      "params": json.dumps({**self.params, "response_format": "json_schema"}, sort_keys=True)}
+            task.captions += structured_rows(clip.clip_id, r, self.s.short, common)
+        if not r.ok:
+            task.error = f"caption structured: {r.error}"[:480]

@@ -34,6 +34,7 @@ Retry policy (``complete``):
     200 + choices[0].message.content str      no        - (ok=True; content null -> "")
     200 + invalid JSON / no choices / message yes       "malformed response: ..."
     200 + a failed ``validate`` check         yes       "invalid reply: <check (detail)>, ..."
+      (a structured reply's broken JSON or schema violation is one: "invalid reply: json (...)")
     a body over ``max_reply_bytes``           yes       "reply over <cap> bytes: ..."
     429, 408, 5xx                             yes       "http <status>: <server message>"
     other 4xx (400, 401, 404, 422, ...)       no        "http <status>: <server message>"
@@ -360,6 +361,8 @@ def _detail(check: Mapping[str, Any]) -> str:
         return f" ({check['finish_reason']})"
     if check.get("missing"):
         return f" (missing {check['missing']})"
+    if check.get("error"):  # a structured reply's 'json' / 'schema' check
+        return f" ({str(check['error'])[:120]})"
     return ""
 
 

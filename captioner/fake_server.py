@@ -48,6 +48,8 @@ MODES = {
     "error500": "500 with an OpenAI-style error message",
     "hang": "sleeps hang_s (longer than the client's timeout), then answers good",
     "reset": "closes the socket with an RST, no response",
+    "broken_json": "200, a structured reply cut mid-object (not valid JSON), finish_reason 'stop'",
+    "schema_violation": "200, valid JSON that breaks the clip schema (content_class 'sports', no shot_count)",
 }
 CAPTION_EN = (
     "A woman in a red coat walks along a sunlit street while the camera pans slowly to the left. "
@@ -62,6 +64,34 @@ CAPTION_FR = (
     "Une femme en manteau rouge marche le long d'une rue ensoleillée pendant que la caméra "
     "se déplace lentement vers la gauche."
 )
+SHORT_EN = "The woman walks forward while the camera pans slowly to the left."
+SHORT_ZH = "女子向前走，镜头缓慢向左平移。"
+STRUCTURED_DOC: dict[str, Any] = {  # a valid captioner/caption_schema.py REQUEST_SCHEMA reply
+    "subjects": [{"description": "a woman", "appearance": "red coat", "count": 1},
+                 {"description": "cyclists", "appearance": "in motion behind her", "count": 2}],
+    "actions": [{"subject": "the woman", "action": "walks along the street"},
+                {"subject": "two cyclists", "action": "pass behind her"}],
+    "camera": {"movement": "pan_left", "speed": "slow", "shot_size": "full", "angle": "eye_level"},
+    "scene": "a sunlit street lined with trees",
+    "lighting": {"brightness": "bright", "source": "natural"},
+    "style": "realistic",
+    "content_class": "people",
+    "text_overlays": [],
+    "shot_count": 1,
+    "caption_en": CAPTION_EN, "caption_zh": CAPTION_ZH, "short_en": SHORT_EN, "short_zh": SHORT_ZH,
+}
+
+
+def structured(body: dict[str, Any]) -> bool:
+    """Whether the request asks for structured output: ``response_format`` of type
+    'json_schema' with a name, a schema object and ``strict`` true."""
+    rf = body.get("response_format")
+    spec = rf.get("json_schema") if isinstance(rf, dict) else None
+    return (isinstance(rf, dict) and rf.get("type") == "json_schema" and isinstance(spec, dict)
+            and isinstance(spec.get("name"), str) and isinstance(spec.get("schema"), dict)
+            and spec.get("strict") is True)
+
+
 HTML_PAGE = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><center>"
              b"<h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
 
@@ -106,16 +136,20 @@ class FakeOpenAI:
         record: keep the request log, per-key attempt counts and handling times. False for long
             benchmark runs, so the fake's own memory stays flat (every attempt is then 1).
         model: the served model id.
+        require_schema: answer 400 to a chat request that does not ask for structured output
+            (``structured``), as a server enforcing guided decoding would; either way a
+            structured request's 'good' reply is ``STRUCTURED_DOC`` as JSON.
 
     Each chat reply carries ``x-fake-handle-ms``: the handler's own time, from the parsed
     request to the written response, so a client can subtract it from what it observed.
     """
 
     def __init__(self, script: Script | None = None, latency_s: float = 0.0, hang_s: float = 5.0,
-                 record: bool = True, model: str = "fake-captioner", huge_chars: int = 5_000_000) -> None:
+                 record: bool = True, model: str = "fake-captioner", huge_chars: int = 5_000_000,
+                 require_schema: bool = False) -> None:
         self.script: Script = script or (lambda body, attempt: "good")
         self.latency_s, self.hang_s, self.record, self.model = latency_s, hang_s, record, model
-        self.huge_chars = huge_chars
+        self.huge_chars, self.require_schema = huge_chars, require_schema
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []  # each chat request's Authorization header
@@ -247,6 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
             retry = {"Retry-After": f"{r.retry_after if r.retry_after is not None else 0.05:g}"}
             return self._json(status, {"error": {"message": f"fake {kind} ({status})", "type": kind}},
                               retry if status == 429 else {}, t0)
+        if fake.require_schema and not structured(body):
+            return self._json(400, {"error": {"message": "response_format json_schema (strict) required",
+                                              "type": "invalid_request_error"}}, t0=t0)
         if r.mode == "malformed":
             return self._send(200, b'{"id": "chatcmpl-fake", "choices": [{"mess', "application/json", t0=t0)
         if r.mode == "no_choices":
@@ -260,8 +297,15 @@ class _Handler(BaseHTTPRequestHandler):
         if r.mode not in MODES:
             raise ValueError(f"unknown fake mode {r.mode!r}; one of {sorted(MODES)}")
         text = r.text if r.text is not None else CAPTION_ZH if wants_chinese(body) else CAPTION_EN
+        if r.text is None and structured(body):
+            text = json.dumps(STRUCTURED_DOC, ensure_ascii=False)
         finish = "stop"
-        if r.mode in ("empty", "no_content"):
+        if r.mode == "broken_json":
+            text = json.dumps(STRUCTURED_DOC, ensure_ascii=False)[:300]
+        elif r.mode == "schema_violation":
+            doc = {k: v for k, v in STRUCTURED_DOC.items() if k != "shot_count"}
+            text = json.dumps({**doc, "content_class": "sports"}, ensure_ascii=False)
+        elif r.mode in ("empty", "no_content"):
             text = ""
         elif r.mode == "wrong_language":
             text = CAPTION_FR

@@ -19,9 +19,13 @@ from pathlib import Path
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 
-PROMPT_NAMES: tuple[str, ...] = ("dense_en", "dense_zh", "translate_zh", "short_en", "short_zh")
+PROMPT_NAMES: tuple[str, ...] = (
+    "dense_en", "dense_zh", "translate_zh", "short_en", "short_zh", "structured",
+)  # fmt: skip
 """The packaged prompts: dense captions asked directly in each language, the en -> zh
-translation/refinement by a text LLM, and the short motion-only captions for image-to-video."""
+translation/refinement by a text LLM, the short motion-only captions for image-to-video, and
+the structured request (the description fields with both captions of each kind, as JSON:
+captioner/caption_schema.py)."""
 
 FIELDS: tuple[str, ...] = ("caption",)
 """The placeholder names ``render`` fills; ``caption`` is the English text to translate."""

@@ -218,3 +218,44 @@ def signals_caption(signals: dict[str, Any], frames: np.ndarray | None) -> tuple
         sentences.append((f'On-screen text reads "{ocr}".', f'画面中的文字为"{ocr}"。'))
     kept = [s for s in sentences if s is not None]
     return " ".join(e for e, _ in kept), "".join(z for _, z in kept)
+
+
+# --- the structured description (captioner/caption_schema.py) ---------------------------
+
+_GLOBAL_MOVES = ("pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out")
+_SPEED = ((0.03, "slow"), (0.15, "moderate"), (float("inf"), "fast"))  # the _MOTION bounds
+_BRIGHTNESS = ((50.0, "dark"), (90.0, "dim"), (170.0, "normal"), (float("inf"), "bright"))  # _LIGHT's
+
+
+def signals_description(signals: dict[str, Any]) -> dict[str, Any]:
+    """The description fields a clip's measurements fill; every other field stays unknown.
+
+    - camera movement: the optical-flow label (``camera_motion``); speed: 'none' when static,
+      the motion level (slow / moderate / fast, the ``_MOTION`` bounds) for a pan, tilt or
+      zoom, unknown for 'mixed' (the flow mixes camera and subject motion);
+    - lighting brightness from the mean luma (the ``_LIGHT`` bounds); its source is unknown;
+    - text overlays: the OCR lines (``ocr_text``, ' | '-joined), [] when OCR found none; null
+      when OCR did not run or a crop cut the text away (the clip's own text is not measured);
+    - shot count: 1 for a clip with a ``shot_index`` (a clip lies inside one detected shot).
+
+    Subjects, actions, scene, style, content class, shot size and angle are not measured:
+    'unknown' / null, never guessed.
+    """
+    from captioner.caption_schema import unknown_description
+
+    doc = unknown_description()
+    movement, motion = signals.get("camera_motion"), signals.get("motion")
+    if movement in CAMERA:
+        doc["camera"]["movement"] = movement
+        if movement == "static":
+            doc["camera"]["speed"] = "none"
+        elif movement in _GLOBAL_MOVES and motion is not None:
+            doc["camera"]["speed"] = next(s for bound, s in _SPEED if float(motion) < bound)
+    if signals.get("luma") is not None:
+        doc["lighting"]["brightness"] = next(b for bound, b in _BRIGHTNESS if float(signals["luma"]) < bound)
+    ocr = signals.get("ocr_text")
+    if ocr is not None:
+        doc["text_overlays"] = [line.strip() for line in str(ocr).split(" | ") if line.strip()]
+    if signals.get("shot_index") is not None:
+        doc["shot_count"] = 1
+    return doc

@@ -54,7 +54,15 @@ CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, prompt_sha VARCHAR,
     backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON, revision VARCHAR, params JSON,
     prompt_tokens INTEGER, created_at TIMESTAMP DEFAULT current_timestamp,
+    fields_version VARCHAR, content_class VARCHAR, camera_movement VARCHAR, camera_speed VARCHAR,
+    shot_size VARCHAR, camera_angle VARCHAR, lighting VARCHAR, light_source VARCHAR, style VARCHAR,
+    scene VARCHAR, shot_count INTEGER, subjects JSON, actions JSON, text_overlays JSON, fields JSON,
     PRIMARY KEY (clip_id, lang, kind)
+);
+CREATE TABLE IF NOT EXISTS caption_checks (
+    clip_id VARCHAR, field VARCHAR, captioned VARCHAR, measured VARCHAR, agree BOOLEAN,
+    detail VARCHAR, backend VARCHAR,
+    PRIMARY KEY (clip_id, field)
 );
 CREATE TABLE IF NOT EXISTS shards (
     shard VARCHAR PRIMARY KEY, path VARCHAR, n_samples BIGINT, bytes BIGINT, sha256 VARCHAR,
@@ -80,6 +88,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "shots": tuple(f.name for f in dataclasses.fields(schema.Shot)),
     "clips": tuple(schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)).keys()),
     "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),
+    "caption_checks": tuple(f.name for f in dataclasses.fields(schema.CaptionCheck)),
     "shards": tuple(f.name for f in dataclasses.fields(schema.ShardInfo)),
     "stage_done": ("item_id", "stage", "version", "params_hash"),
     "runs": ("run_id", "started_at", "finished_at", "config_yaml", "git_sha", "counts", "flow_run_id"),
@@ -297,7 +306,9 @@ class Catalog:
     def captions(self, clip_id: str) -> list[schema.Caption]:
         rows = self.dicts("SELECT * FROM captions WHERE clip_id = ? ORDER BY lang, kind", [clip_id])
         for r in rows:
-            r["checks"] = r["checks"] if isinstance(r["checks"], str) else json.dumps(r["checks"])
+            for col in ("checks", "subjects", "actions", "text_overlays", "fields"):
+                if r.get(col) is not None and not isinstance(r[col], str):
+                    r[col] = json.dumps(r[col], ensure_ascii=False, sort_keys=True)
         return [_build(schema.Caption, r) for r in rows]
 
     def counts(self) -> dict[str, Any]:

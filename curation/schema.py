@@ -224,6 +224,39 @@ class Caption:
     revision: str = ""  # the model revision, when known
     params: str = "{}"  # JSON: the sampling params sent
     prompt_tokens: int = 0
+    # The structured description the caption came with (captioner/caption_schema.py); None on a
+    # free-text caption, on a reply that broke the schema, and in catalogs made before it.
+    # Closed sets hold one of their values or 'unknown'; the JSON lists are null when not known.
+    fields_version: str | None = None  # e.g. 'clip-v1'
+    content_class: str | None = None  # nature | people | objects | animation | screen | other
+    camera_movement: str | None = None  # static, pan_left, ..., zoom_in, dolly_in, tracking, ...
+    camera_speed: str | None = None  # none | slow | moderate | fast
+    shot_size: str | None = None  # extreme_close_up ... extreme_wide
+    camera_angle: str | None = None  # eye_level | high | low | overhead | dutch
+    lighting: str | None = None  # brightness: dark | dim | normal | bright
+    light_source: str | None = None  # natural | artificial | mixed
+    style: str | None = None  # realistic, cinematic, documentary, vintage, animated, cgi, ...
+    scene: str | None = None
+    shot_count: int | None = None
+    subjects: str | None = None  # JSON [{"description", "appearance", "count"}]
+    actions: str | None = None  # JSON [{"subject", "action"}], in temporal order
+    text_overlays: str | None = None  # JSON [text, ...]
+    fields: str | None = None  # JSON: the whole description
+
+
+@dataclass(slots=True)
+class CaptionCheck:
+    """One field of a clip's structured caption compared with what was measured
+    (captioner/field_checks.py): ``agree`` None when the two cannot be compared (either side
+    unknown or not measured)."""
+
+    clip_id: str
+    field: str  # 'camera_movement' (vs the optical-flow label), 'text_overlays' (vs OCR)
+    captioned: str | None
+    measured: str | None
+    agree: bool | None
+    detail: str = ""
+    backend: str = ""
 
 
 @dataclass(slots=True)

@@ -9,7 +9,9 @@ failed checks of the stored captions, and ``reply_<lang>`` for a caption asked f
 stored ('' when every caption is there and passed). The decision is then re-run, so the
 caption rules of the config (``reject_failed_checks``, ``require_caption``: off by default) take
 effect. Whatever is recorded here, only valid en + zh pairs are ever exported
-(``captioner.validate.exportable``).
+(``captioner.validate.exportable``). Captions with a structured description also get their
+field agreement rows (``caption_checks``: camera movement vs the optical-flow label, overlay
+text vs OCR; captioner/field_checks.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def caption(
     root: Path, tasks: list[ClipTask], cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, Any]:
     from captioner.captions import failed_names
+    from captioner.field_checks import field_checks
     from pipelines.stages.caption import CaptionStage
 
     stage = CaptionStage.from_config(cfg.caption, root=str(root))
@@ -40,7 +43,8 @@ def caption(
             "caption_error": t.error,
             "caption_failed": failed_names(t.captions, kinds),
         }
-        return {"clips": [row], "captions": [schema.row(c) for c in t.captions]}
+        checks = [schema.row(c) for c in field_checks(t.clip, t.captions)]
+        return {"clips": [row], "captions": [schema.row(c) for c in t.captions], "caption_checks": checks}
 
     return run_step(
         cat,

@@ -117,8 +117,9 @@ def first_frame_jpeg(path: str | Path, quality: int = JPEG_QUALITY) -> bytes:
 
 def _caption_meta(caption: Caption) -> dict[str, Any]:
     meta = {k: v for k, v in dataclasses.asdict(caption).items() if k != "clip_id"}
-    with contextlib.suppress(ValueError):  # not JSON: keep the string as recorded
-        meta["checks"] = json.loads(caption.checks)
+    for col in ("checks", "subjects", "actions", "text_overlays", "fields"):  # the JSON columns
+        with contextlib.suppress(ValueError, TypeError):  # not JSON (or None): keep it as recorded
+            meta[col] = json.loads(meta[col])
     return meta
 
 
@@ -137,7 +138,9 @@ def sample_for_clip(
         first_frame_jpg: add the first frame as ``jpg`` (image-to-video conditioning).
 
     Returns:
-        The sample; its ``json`` is the clip's catalog row plus ``captions``.
+        The sample; its ``json`` is the clip's catalog row plus ``captions`` and, when an
+        exported dense caption carries a structured description, ``fields`` (that description,
+        captioner/caption_schema.py) and ``fields_version``.
 
     Raises:
         ValueError: if the clip has no file, its path leaves ``out_root``, or a caption
@@ -155,10 +158,14 @@ def sample_for_clip(
 
     ordered = sorted(exportable(captions), key=lambda c: (c.lang, c.kind, c.model))
     dense = {c.lang: c.text for c in ordered if c.kind == "dense"}
+    meta: dict[str, Any] = {**clip_row(clip), "captions": [_caption_meta(c) for c in ordered]}
+    described = [c for c in ordered if c.kind == "dense" and c.fields]
+    if described:
+        meta["fields"], meta["fields_version"] = json.loads(described[0].fields or ""), described[0].fields_version
     return ShardSample(
         key=clip.clip_id,
         mp4=path.read_bytes(),
-        meta={**clip_row(clip), "captions": [_caption_meta(c) for c in ordered]},
+        meta=meta,
         en_txt=dense.get("en"),
         zh_txt=dense.get("zh"),
         jpg=first_frame_jpeg(path) if first_frame_jpg else None,

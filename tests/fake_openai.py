@@ -6,12 +6,15 @@ from captioner.fake_server import (
     CAPTION_FR,
     CAPTION_ZH,
     MODES,
+    STRUCTURED_DOC,
     FakeOpenAI,
     Reply,
     fail_then,
+    structured,
     wants_chinese,
 )
 
 __all__ = [
-    "CAPTION_EN", "CAPTION_FR", "CAPTION_ZH", "MODES", "FakeOpenAI", "Reply", "fail_then", "wants_chinese",
+    "CAPTION_EN", "CAPTION_FR", "CAPTION_ZH", "MODES", "STRUCTURED_DOC", "FakeOpenAI", "Reply", "fail_then",
+    "structured", "wants_chinese",
 ]

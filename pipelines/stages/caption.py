@@ -6,6 +6,10 @@ Backends (``CaptionConfig.backend``):
     openai   any OpenAI-compatible chat endpoint.
     vllm     the server ``vidloom caption-server`` started (OpenAI-compatible as well).
 
+``structured`` (VLM backends, default on): one request per clip with ``response_format``
+json_schema for the description fields and the captions together (captioner/structured.py);
+off: the free-text requests (dense, short, zh by ``zh_mode``).
+
 For the VLM backends the stage runs as an actor pool over batches: ``process_batch`` prepares
 each clip's frames in worker threads (the CPU part: decode the extracted clip, sample
 ``n_frames``, JPEG) while the async client streams the requests with bounded concurrency (the
@@ -37,7 +41,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class CaptionStage(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "caption"
-    version: ClassVar[int] = 2  # 2: replies that fail the checks are retried; failed ones are stored
+    # 2: replies that fail the checks are retried; failed ones are stored. 3: structured descriptions
+    version: ClassVar[int] = 3
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
     root: str = field(default="", compare=False)  # the output root the clip paths are relative to
@@ -47,6 +52,7 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
     model_revision: str = ""
     api_key_env: str = field(default="OPENAI_API_KEY", compare=False)
     api_key_hosts: tuple[str, ...] = field(default=("api.openai.com",), compare=False)
+    structured: bool = True  # one JSON request for the description fields and all captions
     zh_mode: str = "translate"
     zh_base_url: str | None = field(default=None, compare=False)
     zh_model: str | None = None
@@ -76,8 +82,12 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
     def params(self) -> dict[str, Any]:
         """What decides the captions: for signals only the backend (and its code version)."""
         p = super().params()
+        from captioner.caption_schema import SCHEMA_VERSION
+
         if self.backend == "signals":
-            return {"backend": "signals"}
+            return {"backend": "signals", "fields": SCHEMA_VERSION}
+        if self.structured:
+            p["fields"] = SCHEMA_VERSION
         p["prompt_shas"] = {k: v.sha256 for k, v in sorted(self.prompts().items())}
         return p
 
@@ -85,7 +95,7 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
         from captioner.prompts import load_prompt
 
         if not self._prompts:
-            names = ["dense_en", "dense_zh", "translate_zh", "short_en", "short_zh"]
+            names = ["dense_en", "dense_zh", "translate_zh", "short_en", "short_zh", "structured"]
             self._prompts = {n: load_prompt(n, self.prompts_dir) for n in names}
         return self._prompts
 
