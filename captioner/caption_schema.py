@@ -57,21 +57,33 @@ def _object(props: dict[str, Any]) -> dict[str, Any]:
 
 _TEXT = {"type": "string"}
 DESCRIPTION_PROPERTIES: dict[str, Any] = {
-    "subjects": {"type": ["array", "null"], "items": _object({
-        "description": _TEXT,  # what it is: 'a woman', 'a red car'
-        "appearance": _TEXT,  # clothing, colours, size, expression
-        "count": {"type": ["integer", "null"], "minimum": 0},
-    })},
-    "actions": {"type": ["array", "null"], "items": _object({  # in temporal order
-        "subject": _TEXT,
-        "action": _TEXT,
-    })},
-    "camera": _object({
-        "movement": _enum(CAMERA_MOVEMENTS),
-        "speed": _enum(CAMERA_SPEEDS),
-        "shot_size": _enum(SHOT_SIZES),
-        "angle": _enum(CAMERA_ANGLES),
-    }),
+    "subjects": {
+        "type": ["array", "null"],
+        "items": _object(
+            {
+                "description": _TEXT,  # what it is: 'a woman', 'a red car'
+                "appearance": _TEXT,  # clothing, colours, size, expression
+                "count": {"type": ["integer", "null"], "minimum": 0},
+            }
+        ),
+    },
+    "actions": {
+        "type": ["array", "null"],
+        "items": _object(
+            {  # in temporal order
+                "subject": _TEXT,
+                "action": _TEXT,
+            }
+        ),
+    },
+    "camera": _object(
+        {
+            "movement": _enum(CAMERA_MOVEMENTS),
+            "speed": _enum(CAMERA_SPEEDS),
+            "shot_size": _enum(SHOT_SIZES),
+            "angle": _enum(CAMERA_ANGLES),
+        }
+    ),
     "scene": _TEXT,
     "lighting": _object({"brightness": _enum(BRIGHTNESS), "source": _enum(LIGHT_SOURCES)}),
     "style": _enum(STYLES),
@@ -104,7 +116,10 @@ ENUM_COLUMNS: dict[str, tuple[str, ...]] = {
 
 def response_format() -> dict[str, Any]:
     """The ``response_format`` of a structured request (OpenAI structured outputs, vLLM guided decoding)."""
-    return {"type": "json_schema", "json_schema": {"name": SCHEMA_NAME, "schema": REQUEST_SCHEMA, "strict": True}}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": SCHEMA_NAME, "schema": REQUEST_SCHEMA, "strict": True},
+    }
 
 
 @functools.lru_cache(maxsize=2)
@@ -138,14 +153,21 @@ def parse_reply(text: str) -> tuple[dict[str, Any] | None, dict[str, dict[str, A
     try:
         doc = json.loads(body)
     except ValueError as e:
-        return None, {"json": {"ok": False, "error": f"{type(e).__name__}: {e}"[:200]},
-                      "schema": {"ok": False, "error": "not reached"}}
+        return None, {
+            "json": {"ok": False, "error": f"{type(e).__name__}: {e}"[:200]},
+            "schema": {"ok": False, "error": "not reached"},
+        }
     if not isinstance(doc, dict):
-        return None, {"json": {"ok": False, "error": f"a JSON {type(doc).__name__}, not an object"},
-                      "schema": {"ok": False, "error": "not reached"}}
+        return None, {
+            "json": {"ok": False, "error": f"a JSON {type(doc).__name__}, not an object"},
+            "schema": {"ok": False, "error": "not reached"},
+        }
     errors = schema_errors(doc)
-    schema = {"ok": True, "version": SCHEMA_VERSION} if not errors else {
-        "ok": False, "version": SCHEMA_VERSION, "errors": errors[:5], "error": errors[0]}
+    schema = (
+        {"ok": True, "version": SCHEMA_VERSION}
+        if not errors
+        else {"ok": False, "version": SCHEMA_VERSION, "errors": errors[:5], "error": errors[0]}
+    )
     return doc, {"json": {"ok": True}, "schema": schema}
 
 

@@ -78,11 +78,9 @@ def failed_names(captions: list[Caption], expected: tuple[str, ...] = ()) -> str
 
 def signals_captions(task: ClipTask) -> list[Caption]:
     """Dense en + zh captions from the clip's signals and its decoded sparse frames."""
-    from captioner.signals import signals_caption
-    from pipelines.clip_frames import clip_sparse
-
     from captioner.caption_schema import description_columns, schema_errors
-    from captioner.signals import signals_description
+    from captioner.signals import signals_caption, signals_description
+    from pipelines.clip_frames import clip_sparse
 
     frames = clip_sparse(task)[0] if task.frames_dir else None
     signals = clip_signals(task.clip)

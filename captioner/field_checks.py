@@ -80,8 +80,16 @@ def field_checks(clip: Clip, captions: list[Caption]) -> list[CaptionCheck]:
     cam_ok, cam_why = camera_check(c.camera_movement, s.camera_motion)
     txt_ok, txt_why = text_check(overlays, ocr)
     return [
-        CaptionCheck(clip.clip_id, "camera_movement", c.camera_movement, s.camera_motion, cam_ok, cam_why,
-                     c.backend),
-        CaptionCheck(clip.clip_id, "text_overlays", None if overlays is None else " | ".join(overlays),
-                     ocr, txt_ok, txt_why, c.backend),
+        CaptionCheck(
+            clip.clip_id, "camera_movement", c.camera_movement, s.camera_motion, cam_ok, cam_why, c.backend
+        ),
+        CaptionCheck(
+            clip.clip_id,
+            "text_overlays",
+            None if overlays is None else " | ".join(overlays),
+            ocr,
+            txt_ok,
+            txt_why,
+            c.backend,
+        ),
     ]

@@ -63,8 +63,9 @@ def _clean(text: str) -> str:
     return clean_caption(text)[:STORED_MAX_CHARS]
 
 
-def structured_request(key: str, parts: list[dict[str, Any]], prompt_text: str, params: dict[str, Any],
-                       short: bool) -> Any:
+def structured_request(
+    key: str, parts: list[dict[str, Any]], prompt_text: str, params: dict[str, Any], short: bool
+) -> Any:
     """The ``ChatRequest`` of one clip: frames + the structured prompt, ``response_format`` in params."""
     from captioner.client import ChatRequest
 
@@ -97,12 +98,22 @@ def structured_rows(clip_id: str, r: Any, short: bool, common: dict[str, Any]) -
         kind, lang = CAPTION_OF_KEY[key]
         value = doc.get(key)
         own = {n[: -len(f"_{kind}_{lang}")]: c for n, c in checks.items() if n.endswith(f"_{kind}_{lang}")}
-        pair = {n[: -len(f"_{kind}")]: c for n, c in checks.items()
-                if n.endswith(f"_{kind}") and n[: -len(f"_{kind}")] in ("numbers", "colours")}
+        pair = {
+            n[: -len(f"_{kind}")]: c
+            for n, c in checks.items()
+            if n.endswith(f"_{kind}") and n[: -len(f"_{kind}")] in ("numbers", "colours")
+        }
         if not isinstance(value, str):
             own = {"schema": reply["schema"], "lang": {"ok": False, "detected": None}, **own}
-        rows.append(Caption(lang=lang, kind=kind, text=_clean(value) if isinstance(value, str) else "",  # type: ignore[arg-type]
-                            checks=_js({**own, **pair, **reply}), **base))
+        rows.append(
+            Caption(
+                lang=lang,
+                kind=kind,
+                text=_clean(value) if isinstance(value, str) else "",  # type: ignore[arg-type]
+                checks=_js({**own, **pair, **reply}),
+                **base,
+            )
+        )
     return rows
 
 

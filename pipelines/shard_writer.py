@@ -161,7 +161,8 @@ def sample_for_clip(
     meta: dict[str, Any] = {**clip_row(clip), "captions": [_caption_meta(c) for c in ordered]}
     described = [c for c in ordered if c.kind == "dense" and c.fields]
     if described:
-        meta["fields"], meta["fields_version"] = json.loads(described[0].fields or ""), described[0].fields_version
+        meta["fields"] = json.loads(described[0].fields or "")
+        meta["fields_version"] = described[0].fields_version
     return ShardSample(
         key=clip.clip_id,
         mp4=path.read_bytes(),

@@ -49,7 +49,9 @@ def request(key: str = "c1:structured") -> ChatRequest:
 def test_the_request_carries_the_schema_and_a_valid_reply_becomes_columns() -> None:
     with FakeOpenAI(require_schema=True) as fake:
         r = complete(fake.url, request())
-        plain = complete(fake.url, ChatRequest("c2:dense_en", [{"role": "user", "content": "hi"}], {"model": "m"}))
+        plain = complete(
+            fake.url, ChatRequest("c2:dense_en", [{"role": "user", "content": "hi"}], {"model": "m"})
+        )
         body = fake.requests[0]
     rf = body["response_format"]
     assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
@@ -62,9 +64,19 @@ def test_the_request_carries_the_schema_and_a_valid_reply_becomes_columns() -> N
     assert rows["short", "en"].text == STRUCTURED_DOC["short_en"]
     for c in rows.values():
         assert (c.fields_version, c.content_class, c.camera_movement, c.camera_speed) == (
-            SCHEMA_VERSION, "people", "pan_left", "slow")
+            SCHEMA_VERSION,
+            "people",
+            "pan_left",
+            "slow",
+        )
         assert (c.shot_size, c.camera_angle, c.lighting, c.light_source, c.style, c.shot_count) == (
-            "full", "eye_level", "bright", "natural", "realistic", 1)
+            "full",
+            "eye_level",
+            "bright",
+            "natural",
+            "realistic",
+            1,
+        )
         assert json.loads(c.actions or "")[1] == {"subject": "two cyclists", "action": "pass behind her"}
         assert "caption_en" not in json.loads(c.fields or "") and json.loads(c.fields or "")["scene"]
     assert exportable(rows.values()) and len(exportable(rows.values())) == 4
@@ -87,7 +99,8 @@ def test_broken_json_and_schema_violations_are_retried_then_recorded_and_never_e
         assert c.fields_version is None and c.content_class is None  # no column from a bad reply
     if mode == "schema_violation":
         assert "content_class" in json.loads(rows[0].checks)["schema"]["error"] or any(
-            "content_class" in e for e in json.loads(rows[0].checks)["schema"]["errors"])
+            "content_class" in e for e in json.loads(rows[0].checks)["schema"]["errors"]
+        )
     with FakeOpenAI(fail_then(1, mode, "good")) as fake:  # one bad reply, then a good one
         again = complete(fake.url, request(), max_retries=2)
     assert again.ok and again.attempts == 2
@@ -106,16 +119,37 @@ def test_schema_rejects_values_outside_the_closed_sets() -> None:
 
 
 def test_signals_fill_what_they_measure_and_leave_the_rest_unknown() -> None:
-    d = signals_description({"camera_motion": "pan_left", "motion": 0.05, "luma": 30.0,
-                             "ocr_text": "SALE | 50% OFF", "shot_index": 2})
-    assert d["camera"] == {"movement": "pan_left", "speed": "moderate", "shot_size": "unknown", "angle": "unknown"}
+    d = signals_description(
+        {
+            "camera_motion": "pan_left",
+            "motion": 0.05,
+            "luma": 30.0,
+            "ocr_text": "SALE | 50% OFF",
+            "shot_index": 2,
+        }
+    )
+    assert d["camera"] == {
+        "movement": "pan_left",
+        "speed": "moderate",
+        "shot_size": "unknown",
+        "angle": "unknown",
+    }
     assert d["lighting"] == {"brightness": "dark", "source": "unknown"}
     assert d["text_overlays"] == ["SALE", "50% OFF"] and d["shot_count"] == 1
     assert (d["content_class"], d["style"], d["scene"], d["subjects"], d["actions"]) == (
-        "unknown", "unknown", "unknown", None, None)
+        "unknown",
+        "unknown",
+        "unknown",
+        None,
+        None,
+    )
     assert schema_errors(d, "description") == []
-    assert signals_description({"camera_motion": "static", "motion": 0.001, "luma": 200.0, "ocr_text": ""})[
-        "camera"]["speed"] == "none"
+    assert (
+        signals_description({"camera_motion": "static", "motion": 0.001, "luma": 200.0, "ocr_text": ""})[
+            "camera"
+        ]["speed"]
+        == "none"
+    )
     nothing = signals_description({"camera_motion": "mixed", "motion": 0.4})
     assert nothing["camera"]["speed"] == "unknown"  # mixed: camera and subject motion, no camera speed
     assert nothing["lighting"]["brightness"] == "unknown" and nothing["text_overlays"] is None
@@ -129,17 +163,25 @@ def test_agreement_checks() -> None:
     assert camera_check("unknown", "static")[0] is None and camera_check("static", None)[0] is None
     assert text_check(["SCENE TWO"], "SCENE TW0 | 12")[0] is True
     assert text_check(["SALE"], "")[0] is False and text_check([], "VIDLOOM DEMO")[0] is False
-    assert text_check([], "")[0] is True and text_check(None, "x")[0] is None and text_check(["x"], None)[0] is None
+    assert (
+        text_check([], "")[0] is True
+        and text_check(None, "x")[0] is None
+        and text_check(["x"], None)[0] is None
+    )
 
 
 def test_an_older_catalog_gains_the_columns_and_stays_readable(tmp_path: Path) -> None:
     db = tmp_path / "catalog.duckdb"
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE captions (clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, "
-                "prompt_sha VARCHAR, backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON, "
-                "revision VARCHAR, params JSON, prompt_tokens INTEGER, PRIMARY KEY (clip_id, lang, kind))")
-    con.execute("INSERT INTO captions VALUES ('c', 'en', 'old text', 'dense', 'm', '', 'signals', 0, 'stop', "
-                "'{}', '', '{}', 0)")
+    con.execute(
+        "CREATE TABLE captions (clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, "
+        "prompt_sha VARCHAR, backend VARCHAR, tokens INTEGER, finish_reason VARCHAR, checks JSON, "
+        "revision VARCHAR, params JSON, prompt_tokens INTEGER, PRIMARY KEY (clip_id, lang, kind))"
+    )
+    con.execute(
+        "INSERT INTO captions VALUES ('c', 'en', 'old text', 'dense', 'm', '', 'signals', 0, 'stop', "
+        "'{}', '', '{}', 0)"
+    )
     con.close()
     with Catalog(db) as cat:
         (old,) = cat.captions("c")
@@ -198,22 +240,38 @@ def test_structured_captions_in_the_catalog_the_checks_and_the_shards(prepared: 
         assert all(b.get("response_format", {}).get("type") == "json_schema" for b in fake.requests)
     run_step_by_name("export", [], out, cfg)
     with Catalog(out / "catalog.duckdb", read_only=True) as cat:
-        clips = {r["clip_id"]: r for r in cat.dicts("SELECT clip_id, caption_error, caption_failed FROM clips")}
-        caps = cat.dicts("SELECT clip_id, kind, lang, camera_movement, content_class, shot_count FROM captions "
-                         "WHERE kind = 'dense' AND lang = 'en'")
-        checks = {(r[0], r[1]): r[2:] for r in cat.query(
-            "SELECT clip_id, field, captioned, measured, agree FROM caption_checks")[1]}
+        clips = {
+            r["clip_id"]: r for r in cat.dicts("SELECT clip_id, caption_error, caption_failed FROM clips")
+        }
+        caps = cat.dicts(
+            "SELECT clip_id, kind, lang, camera_movement, content_class, shot_count FROM captions "
+            "WHERE kind = 'dense' AND lang = 'en'"
+        )
+        checks = {
+            (r[0], r[1]): r[2:]
+            for r in cat.query("SELECT clip_id, field, captioned, measured, agree FROM caption_checks")[1]
+        }
     assert clips[bad]["caption_error"].startswith("caption structured: invalid reply: json")
     assert "json_en" in clips[bad]["caption_failed"]
     by_clip = {c["clip_id"]: c for c in caps}
     assert by_clip[bad]["camera_movement"] is None  # recorded, no fields
-    assert (by_clip[good]["camera_movement"], by_clip[good]["content_class"], by_clip[good]["shot_count"]) == (
-        "pan_left", "people", 1)
+    assert (
+        by_clip[good]["camera_movement"],
+        by_clip[good]["content_class"],
+        by_clip[good]["shot_count"],
+    ) == ("pan_left", "people", 1)
     assert clips[good]["caption_failed"] == "" and clips[good]["caption_error"] is None
     # the caption says pan_left: it agrees with the flow label only where the flow says pan_left
     assert checks[good, "camera_movement"] == ("pan_left", kept[good], kept[good] == "pan_left")
     assert checks[good, "text_overlays"][2] is False  # 'SALE 50%' stated, no OCR text on the clip
     assert (bad, "camera_movement") not in checks
+    from curation.db import query_readonly  # what `vidloom query` runs, sandboxed
+
+    _, disagree = query_readonly(
+        out / "catalog.duckdb",
+        "SELECT field, count(*) FILTER (WHERE NOT agree) FROM caption_checks GROUP BY 1 ORDER BY 1",
+    )
+    assert dict(disagree)["text_overlays"] >= 1
     samples = shard_jsons(out)
     assert set(kept) <= set(samples)
     assert "fields" not in samples[bad] and not samples[bad]["captions"]
@@ -232,10 +290,23 @@ def test_signals_backend_fills_columns_from_measurements(prepared: Path, tmp_pat
             "SELECT c.clip_id, c.camera_movement, c.lighting, c.content_class, c.shot_size, c.subjects, "
             "c.shot_count, k.camera_motion, k.luma, a.agree FROM captions c JOIN clips k USING (clip_id) "
             "JOIN caption_checks a ON a.clip_id = c.clip_id AND a.field = 'camera_movement' "
-            "WHERE c.kind = 'dense' AND c.lang = 'en'")
+            "WHERE c.kind = 'dense' AND c.lang = 'en'"
+        )
     assert rows
     for r in rows:
         assert r["camera_movement"] == r["camera_motion"] and r["agree"] is True
-        assert r["lighting"] == ("dark" if r["luma"] < 50 else "dim" if r["luma"] < 90 else
-                                 "normal" if r["luma"] < 170 else "bright")
-        assert (r["content_class"], r["shot_size"], r["subjects"], r["shot_count"]) == ("unknown", "unknown", None, 1)
+        assert r["lighting"] == (
+            "dark"
+            if r["luma"] < 50
+            else "dim"
+            if r["luma"] < 90
+            else "normal"
+            if r["luma"] < 170
+            else "bright"
+        )
+        assert (r["content_class"], r["shot_size"], r["subjects"], r["shot_count"]) == (
+            "unknown",
+            "unknown",
+            None,
+            1,
+        )
