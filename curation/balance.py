@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,8 +103,11 @@ def view_classes(row: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _shares(labels: Iterable[str], view: str) -> dict[str, float]:
-    counts: dict[str, int] = {c: 0 for c in VIEW_CLASSES[view]}
+Labeler = Callable[[Mapping[str, Any]], dict[str, str]]
+
+
+def _shares(labels: Iterable[str], classes: Sequence[str]) -> dict[str, float]:
+    counts: dict[str, int] = {c: 0 for c in classes}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
     total = sum(counts.values())
@@ -112,19 +115,24 @@ def _shares(labels: Iterable[str], view: str) -> dict[str, float]:
 
 
 def proportions(
-    rows: Sequence[Mapping[str, Any]], views: Iterable[str] = VIEWS
+    rows: Sequence[Mapping[str, Any]], views: Iterable[str] | None = None,
+    label: Labeler = view_classes, classes: Mapping[str, Sequence[str]] = VIEW_CLASSES,
 ) -> dict[str, dict[str, float]]:
-    """Share of ``rows`` in each class of each view (every class listed, 'unknown' when present)."""
-    classes = [view_classes(r) for r in rows]
-    return {v: _shares((c[v] for c in classes), v) for v in views}
+    """Share of ``rows`` in each class of each view (every class listed, 'unknown' when present).
+
+    ``label`` maps a row to its class per view and ``classes`` lists each view's classes (the
+    report's views by default; pipelines/balance_export.py has the export's)."""
+    labels = [label(r) for r in rows]
+    return {v: _shares((c[v] for c in labels), classes[v]) for v in (views or classes)}
 
 
-def normalise(targets: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def normalise(targets: Mapping[str, Mapping[str, float]],
+              classes: Mapping[str, Sequence[str]] = VIEW_CLASSES) -> dict[str, dict[str, float]]:
     """Ratios -> shares summing to 1 per view; views whose ratios are all zero are dropped."""
     out: dict[str, dict[str, float]] = {}
     for view, ratios in targets.items():
-        if view not in VIEW_CLASSES:
-            raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
+        if view not in classes:
+            raise ValueError(f"unknown view {view!r}; views are {', '.join(classes)}")
         total = float(sum(ratios.values()))
         if any(r < 0 for r in ratios.values()):
             raise ValueError(f"negative target ratio in view {view!r}")
@@ -227,25 +235,30 @@ def _cube(pi: np.ndarray, a: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return pi > 0.5
 
 
-def balance(
-    rows: Sequence[Mapping[str, Any]],
-    targets: Mapping[str, Mapping[str, float]] = DEFAULT_TARGETS,
-    n: int | None = None,
-    seed: int = 0,
-) -> BalanceResult:
-    """Choose clips matching ``targets`` on all targeted views at once (see the module docstring).
+@dataclass(slots=True)
+class _Pool:
+    """The rows in clip_id order, their labels, and the calibration's cells and constraints."""
 
-    Args:
-        rows: clip rows with ``clip_id`` and the columns :func:`view_classes` reads.
-        targets: view -> class -> ratio (normalised per view). Clips in a class without a target
-            share (including 'unknown') are not eligible when their view is targeted.
-        n: subset size; None picks the largest reachable one. Capped at the eligible count.
-        seed: seed of the numpy Generator behind every random choice.
-    """
-    shares = normalise(targets)
+    ordered: list[Mapping[str, Any]]
+    labels: list[dict[str, str]]
+    shares: dict[str, dict[str, float]]
+    available: dict[str, dict[str, int]]
+    eligible: list[int]
+    unreachable: list[tuple[str, str]]
+    groups: list[np.ndarray]
+    group_shares: list[np.ndarray]
+    a: np.ndarray
+    cell_of: np.ndarray
+    sizes: np.ndarray
+    cell_groups: list[np.ndarray]
+
+
+def _prepare(rows: Sequence[Mapping[str, Any]], targets: Mapping[str, Mapping[str, float]],
+             label: Labeler, classes: Mapping[str, Sequence[str]]) -> _Pool:
+    shares = normalise(targets, classes)
     ordered = sorted(rows, key=lambda r: str(r["clip_id"]))
-    labels = [view_classes(r) for r in ordered]
-    available = {v: {c: 0 for c in VIEW_CLASSES[v]} for v in VIEWS}
+    labels = [label(r) for r in ordered]
+    available = {v: {c: 0 for c in classes[v]} for v in classes}
     for lab in labels:
         for v, c in lab.items():
             available[v][c] = available[v].get(c, 0) + 1
@@ -272,7 +285,31 @@ def balance(
     cell_of = cell_of.reshape(-1)
     sizes = np.bincount(cell_of, minlength=len(cells)).astype(float)
     cell_groups = [cells[:, k] for k in range(len(groups))]
+    return _Pool(ordered, labels, shares, available, eligible, unreachable, groups, group_shares, a,
+                 cell_of, sizes, cell_groups)
 
+
+def balance(
+    rows: Sequence[Mapping[str, Any]],
+    targets: Mapping[str, Mapping[str, float]] = DEFAULT_TARGETS,
+    n: int | None = None,
+    seed: int = 0,
+    label: Labeler = view_classes,
+    classes: Mapping[str, Sequence[str]] = VIEW_CLASSES,
+) -> BalanceResult:
+    """Choose clips matching ``targets`` on all targeted views at once (see the module docstring).
+
+    Args:
+        rows: clip rows with ``clip_id`` and the columns ``label`` reads.
+        targets: view -> class -> ratio (normalised per view). Clips in a class without a target
+            share (including 'unknown') are not eligible when their view is targeted.
+        n: subset size; None picks the largest reachable one. Capped at the eligible count.
+        seed: seed of the numpy Generator behind every random choice.
+        label: row -> view -> class (:func:`view_classes` by default).
+        classes: view -> its classes, in display order (:data:`VIEW_CLASSES` by default).
+    """
+    p = _prepare(rows, targets, label, classes)
+    eligible, groups, group_shares, sizes, cell_groups = p.eligible, p.groups, p.group_shares, p.sizes, p.cell_groups
     if n is None:
         counts = [np.bincount(g, minlength=len(s)) for g, s in zip(groups, group_shares, strict=True)]
         bound = min([float(len(eligible))] + [float(m / s) for c, sh in zip(counts, group_shares, strict=True)
@@ -291,14 +328,48 @@ def balance(
         raise ValueError(f"n must be >= 0, got {n}")
     n = min(n, len(eligible))
     rng = np.random.default_rng(seed)
-    pi = _rake(cell_groups, group_shares, sizes, n)[0][cell_of] if n else np.zeros(len(eligible))
-    picked = np.flatnonzero(_cube(pi, a, rng))
-    selected = sorted(str(ordered[eligible[k]]["clip_id"]) for k in picked)
+    pi = _rake(cell_groups, group_shares, sizes, n)[0][p.cell_of] if n else np.zeros(len(eligible))
+    picked = np.flatnonzero(_cube(pi, p.a, rng))
+    selected = sorted(str(p.ordered[eligible[k]]["clip_id"]) for k in picked)
 
     chosen = sorted(eligible[k] for k in picked)
-    achieved = {v: _shares((labels[i][v] for i in chosen), v) for v in VIEWS}
-    distance = {v: tv_distance(achieved[v], t) if chosen else 1.0 for v, t in shares.items()}
-    return BalanceResult(selected, achieved, shares, distance, len(rows), available, unreachable)
+    achieved = {v: _shares((p.labels[i][v] for i in chosen), classes[v]) for v in classes}
+    distance = {v: tv_distance(achieved[v], t) if chosen else 1.0 for v, t in p.shares.items()}
+    return BalanceResult(selected, achieved, p.shares, distance, len(rows), p.available, p.unreachable)
+
+
+def balance_weights(
+    rows: Sequence[Mapping[str, Any]],
+    targets: Mapping[str, Mapping[str, float]],
+    label: Labeler = view_classes,
+    classes: Mapping[str, Sequence[str]] = VIEW_CLASSES,
+) -> tuple[dict[str, float], BalanceResult]:
+    """Per-clip sampling weights whose weighted class shares match ``targets`` on every view.
+
+    Raking without the cap of 1 (weights, not inclusion probabilities): the same calibration as
+    :func:`balance` at a vanishing size, scaled so the eligible clips' weights average 1. Clips
+    that are not eligible get weight 0. The result's ``achieved`` / ``distance`` are the weighted
+    (expected) shares; ``selected`` lists the clips with a positive weight.
+    """
+    p = _prepare(rows, targets, label, classes)
+    w = np.zeros(len(p.eligible))
+    if p.eligible:
+        pi = _rake(p.cell_groups, p.group_shares, p.sizes, 1e-6)[0][p.cell_of]
+        w = pi * (len(pi) / pi.sum()) if pi.sum() > 0 else w
+    weights = {str(r["clip_id"]): 0.0 for r in p.ordered}
+    for k, i in enumerate(p.eligible):
+        weights[str(p.ordered[i]["clip_id"])] = float(w[k])
+    total = float(w.sum())
+    achieved: dict[str, dict[str, float]] = {}
+    for v in classes:
+        acc = {c: 0.0 for c in classes[v]}
+        for k, i in enumerate(p.eligible):
+            acc[p.labels[i][v]] = acc.get(p.labels[i][v], 0.0) + (w[k] / total if total else 0.0)
+        achieved[v] = acc
+    distance = {v: tv_distance(achieved[v], t) if total else 1.0 for v, t in p.shares.items()}
+    selected = sorted(c for c, x in weights.items() if x > 0)
+    return weights, BalanceResult(selected, achieved, p.shares, distance, len(rows), p.available,
+                                  p.unreachable)
 
 
 def report_rows(result: BalanceResult) -> list[tuple[str, str, float | None, float, int]]:
