@@ -13,7 +13,10 @@ captions are written by the model together with the fields rather than rendered 
 template reads worse and says less), and the short image-to-video captions hold motion only.
 The request uses OpenAI-compatible structured outputs (``response_format``), which vLLM
 serves by guided decoding; strict mode needs every property required and no extra ones, which
-both schemas keep.
+both schemas keep. The schema carries no ``$schema`` keyword (some strict-mode servers refuse
+keywords outside their subset); it is validated here as JSON Schema draft 2020-12. It compiles
+with outlines-core's ``build_regex_from_schema`` (the outlines guided-decoding backend), and the
+fake server's reply matches the regex; xgrammar and OpenAI's own endpoint were not tried.
 
 ``SCHEMA_VERSION`` names the schema; a change of any field bumps it (the caption step's key
 holds it, so a rerun re-captions). The catalog stores the version, one column per closed field
@@ -92,7 +95,6 @@ DESCRIPTION_PROPERTIES: dict[str, Any] = {
     "shot_count": {"type": ["integer", "null"], "minimum": 1},
 }
 DESCRIPTION_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": SCHEMA_NAME,
     **_object(DESCRIPTION_PROPERTIES),
 }

@@ -118,6 +118,27 @@ def test_schema_rejects_values_outside_the_closed_sets() -> None:
     assert schema_errors(doc) == []  # 'unknown' and null are allowed
 
 
+def test_the_schema_keeps_strict_modes_rules() -> None:
+    """Strict structured outputs: every object lists all its properties as required and allows
+    no others; every closed set allows 'unknown'."""
+    seen = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                assert node["additionalProperties"] is False
+                assert sorted(node["required"]) == sorted(node["properties"])
+                seen.append(node)
+            if "enum" in node:
+                assert "unknown" in node["enum"]
+            for v in node.values():
+                walk(v)
+
+    walk(REQUEST_SCHEMA)
+    assert len(seen) == 5  # the document, a subject, an action, camera, lighting
+    assert "$schema" not in REQUEST_SCHEMA
+
+
 def test_signals_fill_what_they_measure_and_leave_the_rest_unknown() -> None:
     d = signals_description(
         {
