@@ -103,13 +103,11 @@ def structured_rows(clip_id: str, r: Any, short: bool, common: dict[str, Any]) -
             for n, c in checks.items()
             if n.endswith(f"_{kind}") and n[: -len(f"_{kind}")] in ("numbers", "colours")
         }
-        if not isinstance(value, str):
-            own = {"schema": reply["schema"], "lang": {"ok": False, "detected": None}, **own}
-        rows.append(
+        rows.append(  # a caption missing from the reply is '' and fails its lang and length checks
             Caption(
-                lang=lang,
-                kind=kind,
-                text=_clean(value) if isinstance(value, str) else "",  # type: ignore[arg-type]
+                lang=lang,  # type: ignore[arg-type]
+                kind=kind,  # type: ignore[arg-type]
+                text=_clean(value) if isinstance(value, str) else "",
                 checks=_js({**own, **pair, **reply}),
                 **base,
             )
