@@ -68,6 +68,15 @@ CREATE TABLE IF NOT EXISTS shards (
     shard VARCHAR PRIMARY KEY, path VARCHAR, n_samples BIGINT, bytes BIGINT, sha256 VARCHAR,
     bucket VARCHAR, dataset VARCHAR, export_root VARCHAR, selection VARCHAR
 );
+CREATE TABLE IF NOT EXISTS balance_counts (
+    export_root VARCHAR, dataset VARCHAR, mode VARCHAR, view_name VARCHAR, class_name VARCHAR,
+    target DOUBLE, pool_clips BIGINT, pool_share DOUBLE, achieved_share DOUBLE, tv DOUBLE,
+    PRIMARY KEY (export_root, view_name, class_name)
+);
+CREATE OR REPLACE VIEW dup_clusters AS
+    SELECT coalesce(dup_of, clip_id) AS cluster, count(*) AS members,
+           count(*) FILTER (WHERE status = 'kept') AS kept, list(clip_id ORDER BY clip_id) AS clip_ids
+    FROM clips GROUP BY 1 HAVING count(*) > 1;
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, config_yaml VARCHAR,
     git_sha VARCHAR, counts JSON, flow_run_id VARCHAR

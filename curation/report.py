@@ -28,6 +28,7 @@ from PIL import Image
 
 from curation.balance import DEFAULT_TARGETS, VIEW_CLASSES, VIEWS, balance, proportions, tv_distance
 from curation.db import Catalog
+from curation.report_balance import balance_exports_html
 from curation.report_svg import fmt, funnel_svg, histogram_svg
 from curation.schema import ClipScores
 
@@ -305,11 +306,12 @@ def write_report(
         thumbs_html, thumbs = _thumbnails(root, clips, list(funnel["rejected"]), thresholds)
         bucket_html, buckets = _buckets(cat)
         balance_html, bal = _balance(cat, targets)
+        exports_html, exports = balance_exports_html(cat)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>vidloom curation report</title><style>{CSS}</style></head><body>"
         f'<h1>vidloom curation report</h1><p class="sub">catalog {_e(db_path.resolve())}</p>'
-        f"{_funnel_html(funnel)}{hist_html}{thumbs_html}{bucket_html}{balance_html}"
+        f"{_funnel_html(funnel)}{hist_html}{thumbs_html}{bucket_html}{balance_html}{exports_html}"
         f"<script>{SCRIPT}</script></body></html>\n"
     )
     out = Path(out_html)
@@ -318,4 +320,5 @@ def write_report(
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return {"funnel": funnel["counts"], "rejected": funnel["rejected"], "histograms": hist,
-            "thumbnails": thumbs, "buckets": buckets, "balance": bal}
+            "thumbnails": thumbs, "buckets": buckets, "balance": bal,
+            "balanced_exports": exports}

@@ -88,8 +88,13 @@ def export(
     clip_ids: list[str],
     shards_dir: Path,
     selection: str,
+    meta: dict[str, Any] | None = None,
+    sample_meta: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the given clips as bucketed shards under ``shards_dir`` (deterministic, resumable).
+
+    ``meta`` adds manifest fields (a balanced export's ``balance`` record) and ``sample_meta``
+    clip_id -> fields added to that sample's json (its ``sample_weight``).
 
     Clips without a file are cut first. Each export is a new immutable version
     ``shards_dir/<dataset_hash>/`` (its own manifest) and ``shards_dir/latest`` is switched to
@@ -117,14 +122,13 @@ def export(
 
     def samples() -> Any:
         for c in sorted(usable, key=lambda c: (bucket_for(c.width, c.height, c.duration_s), c.clip_id)):
-            yield (
-                bucket_for(c.width, c.height, c.duration_s),
-                sample_for_clip(c, root, cat.captions(c.clip_id), cfg.shards.with_first_frame),
-            )
+            sample = sample_for_clip(c, root, cat.captions(c.clip_id), cfg.shards.with_first_frame)
+            sample.meta.update((sample_meta or {}).get(c.clip_id, {}))
+            yield bucket_for(c.width, c.height, c.duration_s), sample
 
     shards_dir = shards_dir.resolve()
     infos, dataset, version_dir, created = write_version(
-        samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection})
+        samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection, **(meta or {})})
     for info in infos:
         p = Path(info.path)
         info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)

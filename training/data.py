@@ -9,6 +9,9 @@ DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
   depend on the world size, so any world size that divides ``global_batch`` sees one order.
 - Rank ``r`` of ``w`` takes positions ``[r*b/w, (r+1)*b/w)`` of every global batch of size ``b``
   (``rank_slice``); the ranks' slices, concatenated batch by batch, are the global order.
+- Weighted epochs: a manifest with per-sample weights (``balance.weights``, a balanced export in
+  weights mode) draws each epoch's samples by weight instead, in the same order contract
+  (training/weighted_order.py).
 - ``LoaderState(epoch, samples_seen, seed, n_canonical, dataset)`` is the whole resume state: the
   order is recomputed and reading goes on at global position ``samples_seen``.
 - Pinned data: an export directory ``DIR`` holds immutable versions ``DIR/<dataset_hash>/`` and a
@@ -49,6 +52,7 @@ import numpy as np
 import torch
 
 from pipelines.dataset_versions import MANIFEST, pinned, resolve
+from training.weighted_order import epoch_order
 
 SampleMode = Literal["uniform", "first"]
 Assembled = tuple[list[dict[str, Any]], int, int, int]  # micro-batches, samples, state epoch, samples_seen
@@ -287,7 +291,7 @@ class StreamingLoader:
     def _batches(self, epoch: int, start: int) -> list[tuple[int, np.ndarray]]:
         """``(global end position, this rank's indices)`` of each global batch of ``epoch`` from ``start``."""
         st = self.state
-        order = global_order(len(self.dataset), st.seed, epoch, st.n_canonical)
+        order = epoch_order(self.dataset, st.seed, epoch, st.n_canonical)  # by weight if the manifest has them
         per = self.global_batch // self.world_size
         out = []
         for s in range(start, len(order), self.global_batch):

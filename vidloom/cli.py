@@ -139,6 +139,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.db):
         raise FileNotFoundError(f"no catalog at {args.db}")
+    balance_sets = [o for o in args.overrides if o.startswith("balance.")]
+    args.overrides = [o for o in args.overrides if not o.startswith("balance.")]
     cfg = _catalog_config(args.db, args)
     cfg.runtime.runner = args.runner or "sequential"
     import duckdb
@@ -153,6 +155,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.remote import is_url
     from pipelines.remote_export import export_to_url
 
+    if args.balance is not None or balance_sets or args.balance_mode:
+        from pipelines.balance_export import balanced_export
+
+        return balanced_export(args, cfg, ids, balance_sets)
     if args.multi_shot:
         return _export_multishot(args, cfg, ids)
     with Catalog(args.db) as cat:
@@ -360,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples of consecutive selected shots of one video joined at hard cuts, each "
                    "shot's captions with its frame span (limits: shards.multishot_max_shots, "
                    "shards.multishot_max_s, shards.multishot_min_shots)")
+    e.add_argument("--balance", nargs="?", const="", metavar="FILE.yaml",
+                   help="balance the selection over content class, duration, resolution, fps, language "
+                   "and motion (targets: the defaults, then FILE.yaml, then --set balance.*; README "
+                   "'Balanced exports')")
+    e.add_argument("--balance-mode", choices=["subset", "weights"],
+                   help="subset: draw the balanced subset (default); weights: export the selection with "
+                   "per-sample sampling weights the loader draws by")
     e.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("report", help="write the self-contained HTML curation report")
