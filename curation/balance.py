@@ -309,7 +309,8 @@ def balance(
         classes: view -> its classes, in display order (:data:`VIEW_CLASSES` by default).
     """
     p = _prepare(rows, targets, label, classes)
-    eligible, groups, group_shares, sizes, cell_groups = p.eligible, p.groups, p.group_shares, p.sizes, p.cell_groups
+    eligible, groups, group_shares = p.eligible, p.groups, p.group_shares
+    sizes, cell_groups = p.sizes, p.cell_groups
     if n is None:
         counts = [np.bincount(g, minlength=len(s)) for g, s in zip(groups, group_shares, strict=True)]
         bound = min([float(len(eligible))] + [float(m / s) for c, sh in zip(counts, group_shares, strict=True)

@@ -29,11 +29,13 @@ def balance_exports_html(cat: Any) -> tuple[str, dict[str, Any]]:
         for r in mine:
             if r["tv"] is not None:
                 info["tv"][r["view_name"]] = r["tv"]
-            trs.append(f'<tr><td class="l">{escape(r["view_name"])}</td><td class="l">{escape(r["class_name"])}</td>'
-                       f'<td>{_pct(r["target"])}</td><td>{r["pool_clips"]}</td><td>{_pct(r["pool_share"])}</td>'
+            trs.append(f'<tr><td class="l">{escape(r["view_name"])}</td>'
+                       f'<td class="l">{escape(r["class_name"])}</td><td>{_pct(r["target"])}</td>'
+                       f'<td>{r["pool_clips"]}</td><td>{_pct(r["pool_share"])}</td>'
                        f'<td data-achieved="{escape(r["view_name"])}/{escape(r["class_name"])}">'
                        f'{_pct(r["achieved_share"])}</td></tr>')
-        dist = "".join(f'<tr><td class="l">{escape(v)}</td><td data-distance-export="{escape(v)}">{d:.3f}</td></tr>'
+        dist = "".join(f'<tr><td class="l">{escape(v)}</td>'
+                       f'<td data-distance-export="{escape(v)}">{d:.3f}</td></tr>'
                        for v, d in sorted(info["tv"].items()))
         parts.append(
             f'<h3>{escape(root)}</h3><p>mode <b>{escape(info["mode"])}</b>, dataset '

@@ -264,7 +264,8 @@ def record_counts(cat: Any, record: Mapping[str, Any], dataset: str, export_root
     for view, info in record["views"].items():
         target = info["target"] or {}
         for c in dict.fromkeys([*info["pool"], *target, *info["achieved"]]):
-            rows.append((export_root, dataset, record["mode"], view, c, target.get(c) if info["target"] else None,
+            rows.append((export_root, dataset, record["mode"], view, c,
+                         target.get(c) if info["target"] else None,
                          int(info["pool_clips"].get(c, 0)), info["pool"].get(c, 0.0),
                          info["achieved"].get(c, 0.0), info["tv"]))
     with cat.transaction():

@@ -207,7 +207,8 @@ def test_cli_weights_export_loader_report(tmp_path: Path) -> None:
     root = tmp_path / "out"
     ids = _catalog(root, 80, seed=5, files=_tiny_mp4(tmp_path / "t.mp4"))
     with Catalog(root / "catalog.duckdb") as cat:  # two duplicates of the first clip
-        cat.update_columns("clips", [{"clip_id": ids[1], "dup_of": ids[0]}, {"clip_id": ids[2], "dup_of": ids[0]}])
+        cat.update_columns("clips", [{"clip_id": ids[1], "dup_of": ids[0]},
+                                     {"clip_id": ids[2], "dup_of": ids[0]}])
     spec = tmp_path / "balance.yaml"
     spec.write_text("targets:\n  fps: null\n  resolution: null\n  language: null\n", encoding="utf-8")
     shards = tmp_path / "shards"
@@ -218,7 +219,8 @@ def test_cli_weights_export_loader_report(tmp_path: Path) -> None:
     bal = manifest["balance"]
     assert bal["mode"] == "weights" and bal["views"]["fps"]["tv"] is None
     weights = bal["weights"]
-    assert sum(e["n_samples"] for e in manifest["shards"]) == len(weights) < 80  # animation: weight 0, left out
+    # animation has weight 0: left out
+    assert sum(e["n_samples"] for e in manifest["shards"]) == len(weights) < 80
     for view in ("content", "duration"):
         assert bal["views"][view]["tv"] < bal["views"][view]["tv_pool"]
 

@@ -291,7 +291,7 @@ class StreamingLoader:
     def _batches(self, epoch: int, start: int) -> list[tuple[int, np.ndarray]]:
         """``(global end position, this rank's indices)`` of each global batch of ``epoch`` from ``start``."""
         st = self.state
-        order = epoch_order(self.dataset, st.seed, epoch, st.n_canonical)  # by weight if the manifest has them
+        order = epoch_order(self.dataset, st.seed, epoch, st.n_canonical)  # by weight, given weights
         per = self.global_batch // self.world_size
         out = []
         for s in range(start, len(order), self.global_batch):
