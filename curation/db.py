@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS balance_counts (
     target DOUBLE, pool_clips BIGINT, pool_share DOUBLE, achieved_share DOUBLE, tv DOUBLE,
     PRIMARY KEY (export_root, view_name, class_name)
 );
-CREATE OR REPLACE VIEW dup_clusters AS
+CREATE VIEW IF NOT EXISTS dup_clusters AS
     SELECT coalesce(dup_of, clip_id) AS cluster, count(*) AS members,
            count(*) FILTER (WHERE status = 'kept') AS kept, list(clip_id ORDER BY clip_id) AS clip_ids
     FROM clips GROUP BY 1 HAVING count(*) > 1;
