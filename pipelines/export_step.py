@@ -103,7 +103,6 @@ def export(
     points at: its shards, paths inside the version directory and ``dataset`` = the version's hash
     (replacing the rows of an earlier export to the same directory).
     """
-    from pipelines.dataset_versions import write_version
     from pipelines.shard_writer import bucket_for, sample_for_clip
 
     ids = sorted(set(clip_ids))
@@ -126,14 +125,8 @@ def export(
             sample.meta.update((sample_meta or {}).get(c.clip_id, {}))
             yield bucket_for(c.width, c.height, c.duration_s), sample
 
-    shards_dir = shards_dir.resolve()
-    infos, dataset, version_dir, created = write_version(
-        samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection, **(meta or {})})
-    for info in infos:
-        p = Path(info.path)
-        info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
-        info.dataset, info.export_root, info.selection = dataset, str(shards_dir), selection
-    cat.replace_shards(infos, str(shards_dir))
+    infos, dataset, version_dir, created = publish_version(
+        cat, samples(), shards_dir, root, cfg, selection, meta)
     return {
         "shards": len(infos),
         "samples": sum(i.n_samples for i in infos),
@@ -144,3 +137,22 @@ def export(
         "new_version": created,
         "extracted": extracted,
     }
+
+
+def publish_version(
+    cat: Any, samples: Any, shards_dir: Path, root: Path, cfg: Any, selection: str,
+    meta: dict[str, Any] | None = None,
+) -> tuple[list[Any], str, Path, bool]:
+    """Write ``samples`` as a dataset version under ``shards_dir`` and record its shards in the
+    catalog (paths relative to ``root`` when inside it); (infos, dataset, version dir, created)."""
+    from pipelines.dataset_versions import write_version
+
+    shards_dir = shards_dir.resolve()
+    infos, dataset, version_dir, created = write_version(
+        samples, shards_dir, cfg.shards.target_bytes, {"selection": selection, **(meta or {})})
+    for info in infos:
+        p = Path(info.path)
+        info.shard = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        info.dataset, info.export_root, info.selection = dataset, str(shards_dir), selection
+    cat.replace_shards(infos, str(shards_dir))
+    return infos, dataset, version_dir, created

@@ -275,7 +275,7 @@ def export_multishot(root: Path, cfg: CurateConfig, cat: Catalog, clip_ids: list
     ``shards`` table), with samples planned by ``plan_samples`` and cut by ``cut_samples``. The
     manifest's ``multi_shot`` records the limits, the run breaks and any span that failed to cut.
     """
-    from pipelines.dataset_versions import write_version
+    from pipelines.export_step import publish_version
     from pipelines.shard_writer import bucket_for, first_frame_jpeg
 
     plan = plan_samples(cat, clip_ids, cfg.shards)
@@ -301,14 +301,8 @@ def export_multishot(root: Path, cfg: CurateConfig, cat: Catalog, clip_ids: list
         "min_shots": cfg.shards.multishot_min_shots, "breaks": dict(sorted(plan.breaks.items())),
         "short_runs": plan.short_runs, "errors": failed,
     }
-    shards_dir = shards_dir.resolve()
-    infos, dataset, version_dir, created = write_version(
-        samples(), shards_dir, cfg.shards.target_bytes, {"selection": selection, "multi_shot": info})
-    for i in infos:
-        pth = Path(i.path)
-        i.shard = pth.relative_to(root).as_posix() if pth.is_relative_to(root) else str(pth)
-        i.dataset, i.export_root, i.selection = dataset, str(shards_dir), selection
-    cat.replace_shards(infos, str(shards_dir))
+    infos, dataset, version_dir, created = publish_version(
+        cat, samples(), shards_dir, root, cfg, selection, {"multi_shot": info})
     return {
         "shards": len(infos), "samples": sum(i.n_samples for i in infos), "selected": len(set(clip_ids)),
         "multi_shot_samples": len(cut), "shots": sum(len(p.parts) for p, _ in cut),
