@@ -25,6 +25,7 @@ _ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",  # test clusters write no token to ~/.ray
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # see flows/__init__.py
 }
 for _key, _value in _ENV.items():
     os.environ.setdefault(_key, _value)

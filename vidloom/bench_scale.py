@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", help="where the catalogs go (default: a temporary directory, removed)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--planted-only", action="store_true",
-                   help="only LSH recall on the planted pairs at each size (no catalog; all-pairs is out of reach)")
+                   help="only LSH recall on the planted pairs at each size "
+                        "(no catalog; all-pairs is out of reach)")
     args = p.parse_args(argv)
     if args.planted_only:
         rec = bench_record.provenance("vidloom bench scale", argv, "uint64 (hashes)", {"numpy": 1})

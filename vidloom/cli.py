@@ -102,7 +102,6 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
         counts = run_curate(sources, args.out, cfg, rescore=args.rescore)
     else:
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.curate_flow import curate_flow
 
         counts = curate_flow(sources=sources, out=os.path.abspath(args.out), config=to_dict(cfg),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 
@@ -33,7 +32,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if args.where and args.catalog is None:
         raise ValueError("--where selects clips of a --catalog")
     if args.prefect:
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from flows.post_flow import sft_flow
 
         summary = sft_flow(args.base, args.out, data=args.data, catalog=args.catalog, where=args.where,
