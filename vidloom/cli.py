@@ -439,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     from vidloom.cli_data import add_commands as add_data_commands
 
     add_data_commands(sub)  # gc (dataset versions)
+    from vidloom.cli_annotate import add_commands as add_annotate_commands
+
+    add_annotate_commands(sub)  # annotate serve | make-tasks | report, reward-train
+    from vidloom.cli_eval import add_commands as add_eval_commands
+
+    add_eval_commands(sub)  # eval
+    from vidloom.cli_rewrite import add_commands as add_rewrite_commands
+
+    add_rewrite_commands(sub)  # rewrite
     add_log_level(sub)  # after every command is registered
     return p
 

@@ -1,0 +1,1 @@
+"""The evaluation loop: preference annotation, the checkpoint evaluation harness and its suites."""
