@@ -128,7 +128,7 @@ class ClipScores:
         text_stable: the same text box recurs in most sampled frames (subtitle, watermark).
         text_boxes: JSON [[x0, y0, x1, y1], ...], the text boxes of all sampled frames pooled
             (fractions of the frame); the filter step crops them away (pipelines/text_crop.py).
-    Aesthetic (pipelines/aesthetic.py): aesthetic: LAION-style score, about 1-10; embedding:
+    Aesthetic (models/aesthetic.py): aesthetic: LAION-style score, about 1-10; embedding:
         the clip's unit CLIP image embedding, base64 float16 (semantic dedup).
     Duplicates (pipelines/dedup.py):
         content_hash: sha256 of the clip's decoded tiny frames (exact duplicates).

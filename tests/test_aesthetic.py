@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from curation.schema import Clip
-from pipelines.aesthetic import (
+from models.aesthetic import (
     AestheticWeightsMissing,
     aesthetic_head,
     aesthetic_unavailable_reason,

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioner.fake_server import FakeOpenAI, Reply
+from models.aesthetic import aesthetic_head
 from models.rewards.base import Reward, build_reward
 from models.rewards.builtin import AestheticClipReward, CompositeReward, parse_rating, term_stats
 from models.rewards.learned import MotionHead, TextAlignmentConfig, TextAlignmentHead, save_head
 from models.rewards.proxies import AestheticProxyReward, MotionReward, StabilityReward
-from pipelines.aesthetic import aesthetic_head
 from training.reward_trainer import (
     PreferencePair,
     pairs_from_rewards,

@@ -40,7 +40,7 @@ from models.dit.blocks import (
     timestep_features,
 )
 from models.dit.rope import text_positions, text_start, visual_positions
-from training.flow_matching import ModelFn, euler_sample, heun_sample
+from models.dit.sampling import ModelFn, euler_sample, heun_sample
 
 
 @dataclass

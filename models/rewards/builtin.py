@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.aesthetic import CLIP_MEAN, CLIP_MODEL, CLIP_STD, WEIGHTS_HELP, keyframe_indices
 from models.rewards import learned as learned
 from models.rewards import proxies as proxies
 from models.rewards.base import Reward, build_reward, register
-from pipelines.aesthetic import CLIP_MEAN, CLIP_MODEL, CLIP_STD, WEIGHTS_HELP, keyframe_indices
 
 
 def _keyframe_images(video: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ def _keyframe_images(video: torch.Tensor) -> torch.Tensor:
 
 
 def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """Differentiable CLIP preprocessing (as ``pipelines.aesthetic.preprocess``, on tensors).
+    """Differentiable CLIP preprocessing (as ``models.aesthetic.preprocess``, on tensors).
 
     images [N, 3, H, W] in [0, 1] -> [N, 3, size, size]: shorter side to ``size`` (bicubic,
     antialiased), centre crop, normalised with the CLIP mean and std.
@@ -59,13 +59,13 @@ def clip_preprocess(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 @register("aesthetic_clip")
 @dataclass
 class AestheticClipReward:
-    """LAION aesthetic predictor (``pipelines/aesthetic.py``) on the keyframes: mean 1-10 rating [B].
+    """LAION aesthetic predictor (``models/aesthetic.py``) on the keyframes: mean 1-10 rating [B].
 
     Differentiable: preprocessing is done on tensors and nothing runs under no_grad, so gradients
     reach the video through the (frozen) CLIP tower and head.
 
     Attributes:
-        clip_weights: open_clip ViT-L/14 checkpoint (see ``pipelines.aesthetic.WEIGHTS_HELP``).
+        clip_weights: open_clip ViT-L/14 checkpoint (see ``models.aesthetic.WEIGHTS_HELP``).
         mlp_weights: the LAION head ``sac+logos+ava1-l14-linearMSE.pth``.
         encoder, head: already-built modules (image [N, 3, s, s] -> [N, d]; unit [N, d] -> [N, 1]) used
             instead of the paths, e.g. another image model.
@@ -86,7 +86,7 @@ class AestheticClipReward:
             for key, path in (("clip_weights", self.clip_weights), ("mlp_weights", self.mlp_weights)):
                 if not path or not os.path.isfile(path):
                     raise FileNotFoundError(f"aesthetic_clip: {key} = {path!r} is not a file: {WEIGHTS_HELP}")
-            from pipelines.aesthetic import load_aesthetic_head, load_clip_image_encoder
+            from models.aesthetic import load_aesthetic_head, load_clip_image_encoder
 
             self.encoder = load_clip_image_encoder(self.clip_weights, self.model_name)
             self.head = load_aesthetic_head(self.mlp_weights)

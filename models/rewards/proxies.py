@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from models.aesthetic import keyframe_indices
 from models.rewards.base import register
 from models.vae.losses import PerceptualDistance
-from pipelines.aesthetic import keyframe_indices
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights, RGB in [0, 1]
 
