@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from captioner.fake_rewrite import REWRITE_MODES, is_rewrite, rewrite_reply
+
 MODES = {
     "good": "200, the caption (English, or Chinese when the last user message asks for it)",
     "empty": "200, content ''",
@@ -50,6 +52,7 @@ MODES = {
     "reset": "closes the socket with an RST, no response",
     "broken_json": "200, a structured reply cut mid-object (not valid JSON), finish_reason 'stop'",
     "schema_violation": "200, valid JSON that breaks the clip schema (content_class 'sports', no shot_count)",
+    **REWRITE_MODES,  # prompt-rewrite requests (captioner/fake_rewrite.py); 'good' answers them too
 }
 CAPTION_EN = (
     "A woman in a red coat walks along a sunlit street while the camera pans slowly to the left. "
@@ -299,8 +302,12 @@ class _Handler(BaseHTTPRequestHandler):
         text = r.text if r.text is not None else CAPTION_ZH if wants_chinese(body) else CAPTION_EN
         if r.text is None and structured(body):
             text = json.dumps(STRUCTURED_DOC, ensure_ascii=False)
+        if r.text is None and (r.mode in REWRITE_MODES or (r.mode == "good" and is_rewrite(body))):
+            text = rewrite_reply(r.mode)
         finish = "stop"
-        if r.mode == "broken_json":
+        if r.mode in REWRITE_MODES:
+            pass  # the text is already the mode's
+        elif r.mode == "broken_json":
             text = json.dumps(STRUCTURED_DOC, ensure_ascii=False)[:300]
         elif r.mode == "schema_violation":
             doc = {k: v for k, v in STRUCTURED_DOC.items() if k != "shot_count"}
