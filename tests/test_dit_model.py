@@ -11,6 +11,8 @@ from models.dit.model import DiT, DiTConfig, flops_per_step, sample, token_linea
 from models.dit.rope import text_positions, text_start, visual_positions
 from training.flow_matching import flow_matching_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
 C, L = 4, 6
 
 

@@ -32,6 +32,8 @@ from training.refine import (
     upsample_latent,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
 HI = (64, 128)  # refiner output; the base runs at 32x64
 FRAMES = 1
 STEPS = 300

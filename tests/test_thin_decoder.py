@@ -31,6 +31,8 @@ from training.thin_decoder import (
     thin_vae_config,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
 SETTINGS = ["vae_lr=0.005", "num_workers=1", "eval_samples=2", "warmup_steps=2", "ckpt_every=1000",
             "log_every=1000"]
 STEPS = 40

@@ -16,6 +16,8 @@ from models.vae import (
     vae_loss,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
