@@ -187,7 +187,7 @@ def generate(
     n_frames: int | None = None,
     size: tuple[int, int] | None = None,
     fps: float | None = None,
-    steps: int = 30,
+    steps: int | str = 30,
     cfg_scale: float = 4.0,
     seed: int = 0,
     heun: bool = False,
@@ -196,6 +196,8 @@ def generate(
     refine_steps: int | None = None,
     thin_decoder: Any = None,
     timings: dict[str, Any] | None = None,
+    adaptive: Any = None,
+    info: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Sample one video.
 
@@ -206,7 +208,8 @@ def generate(
         n_frames: pixel frames, 1 + dt * k (1 = an image); default the last stage's.
         size: (H, W); default the last stage's.
         fps: validated only (the DiT has no fps input); ``generate_to_file`` writes it.
-        steps: sampler steps (NFE = steps, x2 with Heun, x2 with CFG).
+        steps: sampler steps (NFE = steps, x2 with Heun, x2 with CFG), or "auto": a probe of the
+            velocity field picks them (``training/adaptive_steps.py``; its passes are counted).
         cfg_scale: classifier-free guidance scale; 1 disables the negative pass.
         seed: noise seed.
         heun: second-order sampler.
@@ -217,6 +220,10 @@ def generate(
         refine_steps: refiner sampler steps (default ``steps``).
         thin_decoder: a "thin_decoder" checkpoint or a loaded decoder module, used to decode.
         timings: a dict filled with ``Timer.KEYS`` (seconds and DiT pass counts).
+        adaptive: ``steps="auto"`` settings (``AdaptiveSteps``: budget, bounds, probe times,
+            reference estimate); default ``AdaptiveSteps()``.
+        info: a dict filled with ``steps`` (the steps sampled) and, for "auto", ``adaptive`` (the
+            estimate, the reference, the chosen steps and the probe's passes).
 
     Returns:
         [3, T, H, W] float32 video in [-1, 1] on the CPU.
@@ -232,10 +239,55 @@ def generate(
         hi_thw = refiner.config.vae.latent_shape(n_frames, *size)
         size = refiner.low_size(size)
     n_frames, (h, w), _ = resolve_settings(cfg, n_frames, size, fps)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if steps != "auto" and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be an integer >= 1 or 'auto', got {steps!r}")
     if image is not None and n_frames == 1:
         raise ValueError("image-to-video needs n_frames > 1 (one frame would only reconstruct the image)")
+    device = _device(pipeline)
+    prepared = prepare(pipeline, prompt, image, n_frames, (h, w), cfg_scale, negative_prompt, seed, timer)
+    noise, kwargs, uncond, base_cfg_scale, shift = prepared
+    info = {} if info is None else info
+    if steps == "auto":
+        from training.adaptive_steps import auto_steps
+
+        choice = auto_steps(pipeline, prepared, adaptive, heun, timer,
+                            settings=(image, n_frames, (h, w), cfg_scale, negative_prompt, seed))
+        steps, info["adaptive"] = choice["steps"], choice
+    info["steps"] = int(steps)
+    with _autocast(cfg, device), timer.section("dit_s"):
+        z = sample(timer.counted(pipeline.dit, "dit_passes"), noise, kwargs, steps, shift=shift,
+                   cfg_scale=base_cfg_scale, uncond_kwargs=uncond, heun=heun)
+    z = z.float()
+    if image is not None:  # exact, whatever autocast did to the rest
+        z[:, :, :1] = kwargs["cond"][:, :, :1]
+    vae, stats = pipeline.vae, pipeline.latent_stats
+    if refiner is not None:
+        from training.refine import base_to_refiner_latent, refine_latent
+
+        z = refine_latent(refiner, base_to_refiner_latent(z, stats, refiner), prompt, hi_thw,
+                          steps=refine_steps or steps, cfg_scale=cfg_scale, seed=int(seed) + 1, heun=heun,
+                          negative_prompt=negative_prompt, timer=timer,
+                          autocast=_autocast(refiner.config, device))
+        vae, stats = refiner.vae, refiner.latent_stats
+    decode = vae.decode
+    if thin_decoder is not None:
+        from training.thin_decoder import as_thin_decoder
+
+        decode = as_thin_decoder(thin_decoder, vae.cfg, device)
+    with timer.section("vae_decode_s"):
+        video = decode(stats.denormalize(z))
+    return video[0].float().clamp(-1.0, 1.0).cpu()
+
+
+@torch.no_grad()
+def prepare(pipeline: Pipeline, prompt: str, image: ImageInput | None, n_frames: int, size: tuple[int, int],
+            cfg_scale: float, negative_prompt: str, seed: int, timer: Timer | None = None
+            ) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any] | None, float, float]:
+    """What sampling one prompt starts from: (noise, DiT kwargs, CFG negative kwargs or None, the
+    sampler's CFG scale, the timestep shift); settings already validated (``resolve_settings``)."""
+    cfg = pipeline.config
+    timer = timer or Timer()
+    h, w = size
     device = _device(pipeline)
     lt, lh, lw = cfg.vae.latent_shape(n_frames, h, w)
     shape = (1, cfg.dit.in_channels, lt, lh, lw)
@@ -263,29 +315,7 @@ def generate(
     if cfg.timestep_shift:
         pt, ph, pw = cfg.dit.patch
         shift = resolution_shift((lt // pt) * (lh // ph) * (lw // pw))
-    with _autocast(cfg, device), timer.section("dit_s"):
-        z = sample(timer.counted(pipeline.dit, "dit_passes"), noise, kwargs, steps, shift=shift,
-                   cfg_scale=base_cfg_scale, uncond_kwargs=uncond, heun=heun)
-    z = z.float()
-    if image is not None:  # exact, whatever autocast did to the rest
-        z[:, :, :1] = kwargs["cond"][:, :, :1]
-    vae, stats = pipeline.vae, pipeline.latent_stats
-    if refiner is not None:
-        from training.refine import base_to_refiner_latent, refine_latent
-
-        z = refine_latent(refiner, base_to_refiner_latent(z, stats, refiner), prompt, hi_thw,
-                          steps=refine_steps or steps, cfg_scale=cfg_scale, seed=int(seed) + 1, heun=heun,
-                          negative_prompt=negative_prompt, timer=timer,
-                          autocast=_autocast(refiner.config, device))
-        vae, stats = refiner.vae, refiner.latent_stats
-    decode = vae.decode
-    if thin_decoder is not None:
-        from training.thin_decoder import as_thin_decoder
-
-        decode = as_thin_decoder(thin_decoder, vae.cfg, device)
-    with timer.section("vae_decode_s"):
-        video = decode(stats.denormalize(z))
-    return video[0].float().clamp(-1.0, 1.0).cpu()
+    return noise, kwargs, uncond, base_cfg_scale, shift
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
@@ -352,20 +382,25 @@ def load_for_generation(ckpt: str | os.PathLike[str], refine: Any = None, thin_d
 
 def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.PathLike[str],
                      image: ImageInput | None = None, device: str = "cpu", use_ema: bool = True,
-                     **kw: Any) -> dict[str, Any]:
-    """Load a "dit" checkpoint (file or run directory), generate, write ``out`` as mp4.
+                     rewrite: Any = None, **kw: Any) -> dict[str, Any]:
+    """Load a "dit" checkpoint (file or run directory), generate, write ``out`` as mp4 and the
+    summary next to it (``out`` with suffix ``.json``).
 
     Args:
         ckpt: checkpoint file or run directory (its newest loadable checkpoint).
-        prompt, image, **kw: ``generate``'s arguments (n_frames, size, fps, steps, cfg_scale, seed,
-            heun, negative_prompt, refine, refine_steps, thin_decoder).
+        prompt, image, **kw: ``generate``'s arguments (n_frames, size, fps, steps (or "auto"),
+            adaptive, cfg_scale, seed, heun, negative_prompt, refine, refine_steps, thin_decoder).
         out: output mp4 path.
         device: torch device for the models.
         use_ema: EMA weights (default) or the raw trained weights.
+        rewrite: rewrite the prompt first (``rewrite_prompt``); the record goes in the summary.
 
     Returns:
-        Summary: path, frames, size [H, W], fps, seconds, step, seed, steps, cfg_scale, image, elapsed_s,
-        timings (``Timer.KEYS`` plus load_s and write_s), refine and thin_decoder (paths or None).
+        Summary: path, prompt, frames, size [H, W], fps, seconds, step, seed, steps (the steps sampled),
+        cfg_scale, image, elapsed_s, timings (``Timer.KEYS`` plus load_s and write_s), refine and
+        thin_decoder (paths or None), adaptive (``steps="auto"``'s record, else None), rewrite (the
+        rewrite record: original, rewritten, source, checks, failure; None without one), json (the
+        summary file).
 
     Raises:
         FileNotFoundError: no checkpoint (or conditioning image) at the given path.
@@ -378,19 +413,27 @@ def generate_to_file(ckpt: str | os.PathLike[str], prompt: str, out: str | os.Pa
     timings["load_s"] = round(time.perf_counter() - start, 6)
     n_frames, size, fps = resolve_settings((refine or pipeline).config, kw.pop("n_frames", None),
                                            kw.pop("size", None), kw.pop("fps", None))
-    video = generate(pipeline, prompt, image, n_frames=n_frames, size=size, fps=fps, refine=refine,
-                     thin_decoder=thin, timings=timings, **kw)
+    from training.generate_record import rewrite_prompt, write_summary
+
+    used, record = rewrite_prompt(prompt, rewrite)
+    info: dict[str, Any] = {}
+    video = generate(pipeline, used, image, n_frames=n_frames, size=size, fps=fps, refine=refine,
+                     thin_decoder=thin, timings=timings, info=info, **kw)
     write_start = time.perf_counter()
     path = write_mp4(video, out, fps)
     timings["write_s"] = round(time.perf_counter() - write_start, 6)
     t = int(video.shape[1])
-    return {
-        "path": str(path), "frames": t, "size": [int(video.shape[2]), int(video.shape[3])], "fps": fps,
-        "seconds": t / fps, "step": pipeline.step, "seed": kw.get("seed", 0), "steps": kw.get("steps", 30),
+    summary = {
+        "path": str(path), "prompt": prompt, "frames": t, "size": [int(video.shape[2]), int(video.shape[3])],
+        "fps": fps, "seconds": t / fps, "step": pipeline.step, "seed": kw.get("seed", 0),
+        "steps": info["steps"],
         "cfg_scale": kw.get("cfg_scale", 4.0), "image": None if image is None else str(image),
         "elapsed_s": round(time.perf_counter() - start, 3), "timings": timings,
-        "refine": _source(refine), "thin_decoder": _source(thin),
+        "refine": _source(refine), "thin_decoder": _source(thin), "adaptive": info.get("adaptive"),
+        "rewrite": record, "json": str(Path(path).with_suffix(".json")),
     }
+    write_summary(summary, summary["json"])
+    return summary
 
 
 def _source(obj: Any) -> str | None:

@@ -6,6 +6,11 @@ at least 3 digits) and the slug keeps the prompt's letters and digits (any scrip
 lower-cased) joined by "-", at most ``SLUG_CHARS`` characters ("prompt" when nothing is left). Every
 prompt uses the same ``seed``, so a prompt's video does not depend on its position in the file.
 ``<out_dir>/index.jsonl`` gets one ``generate_to_file``-style summary per video (with the prompt).
+
+``rewrite=`` rewrites each prompt first (``training/generate_record.py``; the record is in its
+summary). ``steps="auto"`` probes every prompt first and then allocates the steps over the whole
+file so that its mean, probe passes included, meets the budget (``AdaptiveSteps.allocate``),
+unless the ``adaptive`` settings carry a reference estimate (then each prompt is picked alone).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from training.generate import _source, generate, load_for_generation, resolve_settings, write_mp4
+from training.generate_record import rewrite_prompt
 
 SLUG_CHARS = 48
 
@@ -43,7 +49,7 @@ def slugify(text: str, max_chars: int = SLUG_CHARS) -> str:
 
 def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike[str],
                    out_dir: str | os.PathLike[str], image: Any = None, device: str = "cpu",
-                   use_ema: bool = True, **kw: Any) -> list[dict[str, Any]]:
+                   use_ema: bool = True, rewrite: Any = None, **kw: Any) -> list[dict[str, Any]]:
     """Generate one mp4 per prompt of ``prompts_file`` into ``out_dir``.
 
     Args:
@@ -51,7 +57,8 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
         prompts_file: UTF-8 text, one prompt per line.
         out_dir: output directory (created).
         image, device, use_ema, **kw: as ``generate_to_file`` (refine, thin_decoder, n_frames, size,
-            fps, steps, cfg_scale, seed, heun, negative_prompt, refine_steps).
+            fps, steps (or "auto"), adaptive, cfg_scale, seed, heun, negative_prompt, refine_steps).
+        rewrite: rewrite every prompt first (``rewrite_prompt``).
 
     Returns:
         One summary per prompt (path, prompt, frames, size, fps, seconds, seed, timings, ...).
@@ -72,20 +79,59 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
     summaries = []
     index = out_dir / "index.jsonl"
     index.write_text("", encoding="utf-8")  # this batch's summaries only
+    rewrites = [rewrite_prompt(p, rewrite) for p in prompts]
+    plan = _plan_steps(pipeline, [used for used, _ in rewrites], image, n_frames, size, refine, kw)
     for i, prompt in enumerate(prompts, 1):
         start = time.perf_counter()
-        timings: dict[str, Any] = {}
-        video = generate(pipeline, prompt, image, n_frames=n_frames, size=size, fps=fps, refine=refine,
-                         thin_decoder=thin, timings=timings, **kw)
+        timings, info = dict(plan[i - 1]["timings"]), {}
+        args = {**kw, "steps": plan[i - 1]["steps"]} if plan[i - 1]["adaptive"] else kw
+        video = generate(pipeline, rewrites[i - 1][0], image, n_frames=n_frames, size=size, fps=fps,
+                         refine=refine, thin_decoder=thin, timings=timings, info=info, **args)
         path = write_mp4(video, out_dir / f"{i:0{digits}d}-{slugify(prompt)}.mp4", fps)
         t = int(video.shape[1])
         summary = {"path": str(path), "prompt": prompt, "frames": t,
                    "size": [int(video.shape[2]), int(video.shape[3])], "fps": fps, "seconds": t / fps,
-                   "step": pipeline.step, "seed": kw.get("seed", 0), "steps": kw.get("steps", 30),
+                   "step": pipeline.step, "seed": kw.get("seed", 0), "steps": info["steps"],
                    "cfg_scale": kw.get("cfg_scale", 4.0), "image": None if image is None else str(image),
                    "elapsed_s": round(time.perf_counter() - start, 3), "timings": timings,
-                   "refine": _source(refine), "thin_decoder": _source(thin)}
+                   "refine": _source(refine), "thin_decoder": _source(thin),
+                   "adaptive": plan[i - 1]["adaptive"], "rewrite": rewrites[i - 1][1]}
         with open(index, "a", encoding="utf-8") as f:
             f.write(json.dumps(summary, ensure_ascii=False) + "\n")
         summaries.append(summary)
     return summaries
+
+
+def _plan_steps(pipeline: Any, prompts: list[str], image: Any, n_frames: int, size: tuple[int, int],
+                refine: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per prompt: the steps to sample, the ``adaptive`` record (None for fixed steps) and the
+    timings its probe already spent (``dit_passes``, ``dit_s``, ``text_s``), which its video's
+    timings start from."""
+    if kw.get("steps", 30) != "auto":
+        return [{"steps": kw.get("steps", 30), "adaptive": None, "timings": {}} for _ in prompts]
+    from training.adaptive_steps import AdaptiveSteps, passes_per_step, probe_prepared
+    from training.generate import Timer, prepare
+
+    picker = kw.get("adaptive") or AdaptiveSteps()
+    low = refine.low_size(size) if refine is not None else size
+    cfg_scale, negative, seed = kw.get("cfg_scale", 4.0), kw.get("negative_prompt", ""), kw.get("seed", 0)
+    rows = []
+    for prompt in prompts:
+        timer = Timer()
+        prepared = prepare(pipeline, prompt, image, n_frames, low, cfg_scale, negative, seed, timer)
+        guided = prepared[2] is not None and prepared[3] != 1.0
+        rows.append({"probe": probe_prepared(pipeline, prepared, picker, timer), "guided": guided,
+                     "timings": timer.out})
+    k = passes_per_step(rows[0]["guided"], bool(kw.get("heun", False)))
+    estimates = [r["probe"]["estimate"] for r in rows]
+    if picker.reference is not None:
+        steps = [picker.pick(e, k, rows[0]["guided"], picker.reference) for e in estimates]
+    else:
+        steps = picker.allocate(estimates, k, rows[0]["guided"])
+    calibration = "given" if picker.reference is not None else "batch"
+    probe_passes = picker.probe_passes(rows[0]["guided"])
+    return [{"steps": n, "timings": r["timings"],
+             "adaptive": {**picker.to_dict(), **r["probe"], "steps": n, "calibration": calibration,
+                          "calibration_passes": 0, "probe_passes": probe_passes, "passes_per_step": k,
+                          "passes": probe_passes + n * k}}
+            for n, r in zip(steps, rows, strict=True)]

@@ -73,21 +73,49 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(text: str) -> int | str:
+    """``--steps``: a positive integer or 'auto'."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"steps must be a positive integer or 'auto', got {text!r}")
+    return int(text)
+
+
+def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``generate_to_file`` / ``generate_batch`` keyword arguments of the generate flags."""
+    kw: dict[str, Any] = {
+        "image": args.image, "n_frames": args.frames, "size": args.size, "fps": args.fps, "steps": args.steps,
+        "cfg_scale": args.cfg, "seed": args.seed, "heun": args.heun, "negative_prompt": args.negative,
+        "device": args.device, "use_ema": not args.no_ema, "refine": args.refine,
+        "refine_steps": args.refine_steps, "thin_decoder": args.thin_decoder,
+    }
+    if args.steps == "auto":
+        from training.adaptive_steps import AdaptiveSteps
+
+        kw["adaptive"] = AdaptiveSteps(budget=args.steps_budget, min_steps=args.steps_min,
+                                       max_steps=args.steps_max, reference=args.steps_ref)
+    if args.rewrite:
+        kw["rewrite"] = {"lang": args.rewrite_lang, "endpoint": args.rewrite_endpoint,
+                         "model": args.rewrite_model}
+        if args.rewrite_endpoint:
+            kw["rewrite"].update(api_key=args.rewrite_api_key, max_retries=args.rewrite_retries)
+    return kw
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.generate import generate_to_file
 
     if args.prompts:
-        from vidloom.cli_infer import cmd_generate_batch
+        from training.generate_batch import generate_batch
 
-        return cmd_generate_batch(args)
+        for row in generate_batch(args.ckpt, args.prompts, args.out, **_generate_options(args)):
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
     if args.prompt is None:
         raise ValueError("vidloom generate needs --prompt or --prompts")
 
-    info = generate_to_file(args.ckpt, args.prompt, args.out, image=args.image, n_frames=args.frames,
-                            size=args.size, fps=args.fps, steps=args.steps, cfg_scale=args.cfg,
-                            seed=args.seed, heun=args.heun, negative_prompt=args.negative,
-                            device=args.device, use_ema=not args.no_ema, refine=args.refine,
-                            refine_steps=args.refine_steps, thin_decoder=args.thin_decoder)
+    info = generate_to_file(args.ckpt, args.prompt, args.out, **_generate_options(args))
     print(json.dumps(info, ensure_ascii=False))
     return 0
 
@@ -139,7 +167,19 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--frames", type=int, help="pixel frames (default: the last training stage's)")
     g.add_argument("--size", type=_size, help="HxW (default: the last training stage's)")
     g.add_argument("--fps", type=float)
-    g.add_argument("--steps", type=int, default=30, help="sampler steps")
+    g.add_argument("--steps", type=_steps, default=30,
+                   help="sampler steps, or 'auto': picked per prompt from a probe of the velocity field")
+    g.add_argument("--steps-budget", type=float, default=30.0,
+                   help="--steps auto: the average steps of the fixed schedule it replaces (probe included)")
+    g.add_argument("--steps-min", type=int, default=2, help="--steps auto: fewest steps")
+    g.add_argument("--steps-max", type=int, help="--steps auto: most steps (default 2 x budget)")
+    g.add_argument("--steps-ref", type=float, help="--steps auto, one prompt: the probe estimate that gets "
+                   "the budget (default: calibrated on built-in prompts; --prompts calibrates on the file)")
+    g.add_argument("--rewrite", action="store_true",
+                   help="expand the prompt into the training captions' dense style first (vidloom rewrite)")
+    from vidloom.cli_rewrite import add_rewrite_options
+
+    add_rewrite_options(g, prefix="rewrite-")
     g.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
     g.add_argument("--negative", default="", help="negative prompt (the CFG unconditional)")
     g.add_argument("--seed", type=int, default=0)

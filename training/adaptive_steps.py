@@ -1,0 +1,208 @@
+"""Adaptive sampling step counts: simple prompts get fewer Euler steps than complex ones.
+
+Euler's error on a rectified-flow ODE grows with how much the velocity field turns along the
+trajectory; a straight path needs one step. A cheap **probe** measures that turn for one prompt
+and its noise: the guided velocity at the sampler's first time (t = 1, on the noise) and, after
+an Euler move there, at the next probe time (default t = 0.5, the same timestep shift the
+sampler uses), the estimate being the mean of ``||v(t_i+1) - v(t_i)|| / ||v(t_i)||``. That is
+``len(probe_ts)`` guided evaluations: 2 DiT passes each with plain CFG, 1 without. Probe
+passes count against the budget (they are counted in ``Timer``'s ``dit_passes``).
+
+The **picker** maps estimates to steps in ``[min_steps, max_steps]``. Minimising the summed
+Euler error ``sum_i e_i / n_i`` at a fixed total ``sum_i n_i`` gives ``n_i ~ sqrt(e_i)``
+(Lagrange), so ``n_i = scale * e_i ** power`` with ``power = 0.5``. The budget is the average
+of a fixed schedule, ``budget`` steps of ``k`` DiT passes each (k = 2 with CFG): adaptive
+prompts may spend ``budget * k - probe_passes`` passes on average, i.e. ``budget - probe_passes /
+k`` steps. ``allocate`` (a prompt set: ``generate --prompts``, the benchmark) finds the scale by
+bisection and rounds by largest remainder so the set's mean is met exactly; ``pick`` (one prompt)
+scales against a ``reference`` estimate, the one that gets exactly the average: from the
+caller, or the median estimate of ``CALIBRATION_PROMPTS`` on the same checkpoint and seed
+(a one-time cost, recorded as ``calibration_passes``).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from models.dit.model import condition_frames, velocity_fn
+from models.dit.sampling import cfg_velocity, shift_t
+
+CALIBRATION_PROMPTS = (
+    "a white wall", "a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
+    "two dogs chase each other in a park", "a city street at night with neon signs and traffic",
+    "a crowd of dancers spins on a stage under flashing lights", "a candle flame in a dark room",
+    "a horse gallops across a snowy field while the camera tracks it",
+)
+
+
+@dataclass
+class AdaptiveSteps:
+    """Settings of ``steps='auto'``: the average budget (in steps of a fixed schedule, probe
+    included), the bounds, the probe times, the exponent and an optional reference estimate."""
+
+    budget: float = 30.0
+    min_steps: int = 2
+    max_steps: int | None = None  # default 2 * budget
+    probe_ts: tuple[float, ...] = (1.0, 0.5)
+    power: float = 0.5
+    reference: float | None = None
+
+    def __post_init__(self) -> None:
+        self.probe_ts = tuple(float(t) for t in self.probe_ts)
+        if len(self.probe_ts) < 2 or any(not 0.0 < t <= 1.0 for t in self.probe_ts) \
+                or list(self.probe_ts) != sorted(self.probe_ts, reverse=True):
+            raise ValueError(f"probe_ts must be >= 2 decreasing times in (0, 1], got {self.probe_ts}")
+        if self.max_steps is None:
+            self.max_steps = max(self.min_steps, int(round(2 * self.budget)))
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.budget <= 0 or self.power < 0:
+            raise ValueError(f"budget must be > 0 and power >= 0, got {self.budget}, {self.power}")
+
+    def probe_passes(self, guided: bool) -> int:
+        """DiT passes of one probe (2 per time with plain CFG)."""
+        return len(self.probe_ts) * (2 if guided else 1)
+
+    def mean_steps(self, passes_per_step: int, guided: bool) -> float:
+        """The average steps left once the probe is paid: ``budget - probe_passes / k``."""
+        return self.budget - self.probe_passes(guided) / passes_per_step
+
+    def pick(self, estimate: float, passes_per_step: int, guided: bool, reference: float) -> int:
+        """Steps for one prompt: ``mean_steps * (estimate / reference) ** power``, clipped, rounded."""
+        ratio = (max(estimate, 0.0) / reference) if reference > 0 else 1.0
+        n = self.mean_steps(passes_per_step, guided) * ratio ** self.power
+        return int(min(self.max_steps, max(self.min_steps, round(n))))  # type: ignore[type-var]
+
+    def allocate(self, estimates: list[float], passes_per_step: int, guided: bool) -> list[int]:
+        """Steps for a prompt set whose sum is ``floor(len * mean_steps)`` (within the bounds)."""
+        total = math.floor(len(estimates) * self.mean_steps(passes_per_step, guided) + 1e-9)
+        return allocate(estimates, total, self.min_steps, int(self.max_steps or 0), self.power)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def allocate(estimates: list[float], total: int, lo: int, hi: int, power: float = 0.5) -> list[int]:
+    """Integers in [lo, hi], ``n_i ~ estimate_i ** power``, summing to ``total`` (clamped to
+    [len * lo, len * hi]): a bisection on the scale, then largest-remainder rounding. Ties go to
+    the earlier prompt, so the result is deterministic."""
+    n = len(estimates)
+    if n == 0:
+        return []
+    total = min(max(total, n * lo), n * hi)
+    w = [max(e, 0.0) ** power for e in estimates]
+    if not any(w):
+        w = [1.0] * n
+
+    def real(scale: float) -> list[float]:
+        return [min(hi, max(lo, scale * x)) for x in w]
+
+    a, b = 0.0, hi / min(x for x in w if x > 0) + 1.0
+    for _ in range(200):
+        mid = (a + b) / 2
+        a, b = (mid, b) if sum(real(mid)) < total else (a, mid)
+    values = real(b)
+    out = [int(math.floor(v)) for v in values]
+    order = sorted(range(n), key=lambda i: (-(values[i] - out[i]), i))
+    short = total - sum(out)
+    for i in order:
+        if short <= 0:
+            break
+        if out[i] < hi:
+            out[i] += 1
+            short -= 1
+    return out
+
+
+@torch.no_grad()
+def probe(model: Any, noise: torch.Tensor, kwargs: dict[str, Any], steps_cfg: AdaptiveSteps,
+          shift: float = 1.0, cfg_scale: float = 1.0, uncond_kwargs: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    """The curvature estimate of one prompt's trajectory (see the module docstring).
+
+    Args:
+        model: the DiT (or a counted wrapper); called as ``sample`` calls it.
+        noise, kwargs, shift, cfg_scale, uncond_kwargs: as ``models.dit.model.sample``.
+        steps_cfg: its ``probe_ts`` are the (unshifted) probe times.
+
+    Returns:
+        ``{"estimate": float, "changes": [per interval], "ts": [shifted times]}``.
+    """
+    x = condition_frames(noise, kwargs.get("cond"), kwargs.get("cond_mask"))
+    if uncond_kwargs is not None and "cond" in kwargs:
+        uncond_kwargs = {**uncond_kwargs, "cond": kwargs["cond"], "cond_mask": kwargs.get("cond_mask")}
+    fn = velocity_fn(model)
+    ts = shift_t(torch.tensor(steps_cfg.probe_ts, dtype=torch.float64), shift).tolist()
+    changes, prev = [], None
+    for i, t in enumerate(ts):
+        tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        v = cfg_velocity(fn, x, tt, kwargs, uncond_kwargs, cfg_scale).float()
+        if prev is not None:
+            changes.append(float((v - prev).norm() / prev.norm().clamp_min(1e-12)))
+        if i + 1 < len(ts):
+            x = x + (ts[i + 1] - t) * v.to(x.dtype)
+        prev = v
+    return {"estimate": round(statistics.fmean(changes), 6), "changes": [round(c, 6) for c in changes],
+            "ts": [round(t, 6) for t in ts]}
+
+
+def passes_per_step(guided: bool, heun: bool) -> int:
+    """DiT passes of one sampler step: x2 with plain CFG, x2 with Heun."""
+    return (2 if guided else 1) * (2 if heun else 1)
+
+
+_REFERENCES: dict[tuple[Any, ...], tuple[float, int]] = {}  # calibration per (model, settings)
+
+
+def probe_prepared(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSteps,
+                   timer: Any) -> dict[str, Any]:
+    """``probe`` on what ``training.generate.prepare`` returned, under the run's autocast, its DiT
+    passes counted in ``timer`` (``dit_passes``, ``dit_s``)."""
+    from training.generate import _autocast
+
+    noise, kwargs, uncond, cfg_scale, shift = prepared
+    device = noise.device
+    with _autocast(pipeline.config, device), timer.section("dit_s"):
+        model = timer.counted(pipeline.dit, "dit_passes")
+        return probe(model, noise, kwargs, picker, shift, cfg_scale, uncond)
+
+
+def calibration_reference(pipeline: Any, picker: AdaptiveSteps,
+                          settings: tuple[Any, ...]) -> tuple[float, int]:
+    """(median probe estimate of ``CALIBRATION_PROMPTS``, DiT passes it took) for ``pipeline`` at
+    ``settings`` = (image, n_frames, size, cfg_scale, negative_prompt, seed); cached per process."""
+    from training.generate import Timer, prepare
+
+    image, n_frames, size, cfg_scale, negative, seed = settings
+    key = (id(pipeline.dit), str(image), n_frames, tuple(size), cfg_scale, negative, seed, picker.probe_ts)
+    if key not in _REFERENCES:
+        timer = Timer()
+        estimates = [probe_prepared(pipeline, prepare(pipeline, p, image, n_frames, size, cfg_scale, negative,
+                                                      seed, timer), picker, timer)["estimate"]
+                     for p in CALIBRATION_PROMPTS]
+        _REFERENCES[key] = (float(statistics.median(estimates)), int(timer.out["dit_passes"]))
+    return _REFERENCES[key]
+
+
+def auto_steps(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSteps | None, heun: bool, timer: Any,
+               settings: tuple[Any, ...]) -> dict[str, Any]:
+    """``steps='auto'`` for one prompt: probe, then ``pick`` against the reference (the picker's,
+    else ``calibration_reference``). Returns the record generation stores under ``adaptive``."""
+    picker = picker or AdaptiveSteps()
+    guided = prepared[2] is not None and prepared[3] != 1.0
+    k = passes_per_step(guided, heun)
+    found = probe_prepared(pipeline, prepared, picker, timer)
+    reference, calibration, calibration_passes = picker.reference, "given", 0
+    if reference is None:
+        reference, calibration_passes = calibration_reference(pipeline, picker, settings)
+        calibration = "builtin"
+    steps = picker.pick(found["estimate"], k, guided, reference)
+    return {**picker.to_dict(), **found, "steps": steps, "reference": round(reference, 6),
+            "calibration": calibration, "calibration_passes": calibration_passes,
+            "probe_passes": picker.probe_passes(guided), "passes_per_step": k,
+            "passes": picker.probe_passes(guided) + steps * k}
