@@ -12,13 +12,13 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from curation import schema, snapshot
+from curation import schema, score_columns, snapshot
 
-DDL = """
+_DDL_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS videos (
     video_id VARCHAR PRIMARY KEY, path VARCHAR, sha256 VARCHAR, status VARCHAR, error VARCHAR,
     duration_s DOUBLE, fps DOUBLE, n_frames BIGINT, width INTEGER, height INTEGER, codec VARCHAR,
@@ -43,12 +43,7 @@ CREATE TABLE IF NOT EXISTS clips (
     caption_failed VARCHAR,
     extract_crop_x INTEGER, extract_crop_y INTEGER, extract_crop_w INTEGER, extract_crop_h INTEGER,
     crop_reason VARCHAR,
-    blur DOUBLE, luma DOUBLE, luma_high DOUBLE, clipped DOUBLE, black_frac DOUBLE, black_border DOUBLE,
-    crop_x INTEGER, crop_y INTEGER, crop_w INTEGER, crop_h INTEGER, frozen DOUBLE, motion DOUBLE,
-    artifacts DOUBLE, bits_per_pixel DOUBLE, blockiness DOUBLE,
-    camera_motion VARCHAR, text_area DOUBLE, ocr_text VARCHAR, text_stable BOOLEAN, text_boxes VARCHAR,
-    aesthetic DOUBLE, embedding VARCHAR,
-    content_hash VARCHAR, phash VARCHAR, dup_of VARCHAR
+    {score_columns}
 );
 CREATE TABLE IF NOT EXISTS captions (
     clip_id VARCHAR, lang VARCHAR, text VARCHAR, kind VARCHAR, model VARCHAR, prompt_sha VARCHAR,
@@ -88,20 +83,57 @@ CREATE TABLE IF NOT EXISTS stage_done (
 );
 """
 
-# column -> DuckDB type, as the DDL declares it (for adding columns to an older catalog)
-_COLUMN_TYPES = dict(re.findall(r"(\w+) (VARCHAR|JSON|DOUBLE|BIGINT|INTEGER|BOOLEAN|TIMESTAMP)\b", DDL))
 
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
-    "files": tuple(f.name for f in dataclasses.fields(schema.InputFile)),
-    "shots": tuple(f.name for f in dataclasses.fields(schema.Shot)),
-    "clips": tuple(schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)).keys()),
-    "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),
-    "caption_checks": tuple(f.name for f in dataclasses.fields(schema.CaptionCheck)),
-    "shards": tuple(f.name for f in dataclasses.fields(schema.ShardInfo)),
-    "stage_done": ("item_id", "stage", "version", "params_hash"),
-    "runs": ("run_id", "started_at", "finished_at", "config_yaml", "git_sha", "counts", "flow_run_id"),
-}
+
+def ddl() -> str:
+    """The catalog's DDL; the clips table's score columns are the registered scorers'
+    (curation/score_columns.py), so a scorer added from its own file gets its columns."""
+    cols = ", ".join(f"{c.name} {c.sql_type}" for c in score_columns.columns())
+    return _DDL_TEMPLATE.replace("{score_columns}", cols)
+
+
+DDL = ddl()  # as of import (the built-in scorers); ddl() has the columns registered since
+
+
+def column_types() -> dict[str, str]:
+    """column -> DuckDB type, as the DDL declares it (for adding columns to an older catalog)."""
+    return dict(re.findall(r"(\w+) (VARCHAR|JSON|DOUBLE|BIGINT|INTEGER|BOOLEAN|TIMESTAMP)\b", ddl()))
+
+
+_COLUMN_TYPES = column_types()
+
+_CLIP_ROW = tuple(k for k in schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)) if k not in
+                  score_columns.names())
+
+
+class _TableColumns(Mapping[str, tuple[str, ...]]):
+    """table -> its columns; the clips table's end with the registered score columns (live)."""
+
+    _static: dict[str, tuple[str, ...]] = {
+        "videos": tuple(f.name for f in dataclasses.fields(schema.Video)),
+        "files": tuple(f.name for f in dataclasses.fields(schema.InputFile)),
+        "shots": tuple(f.name for f in dataclasses.fields(schema.Shot)),
+        "clips": (),
+        "captions": tuple(f.name for f in dataclasses.fields(schema.Caption)),
+        "caption_checks": tuple(f.name for f in dataclasses.fields(schema.CaptionCheck)),
+        "shards": tuple(f.name for f in dataclasses.fields(schema.ShardInfo)),
+        "stage_done": ("item_id", "stage", "version", "params_hash"),
+        "runs": ("run_id", "started_at", "finished_at", "config_yaml", "git_sha", "counts", "flow_run_id"),
+    }
+
+    def __getitem__(self, table: str) -> tuple[str, ...]:
+        if table == "clips":
+            return (*_CLIP_ROW, *score_columns.names())
+        return self._static[table]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._static)
+
+    def __len__(self) -> int:
+        return len(self._static)
+
+
+TABLE_COLUMNS: Mapping[str, tuple[str, ...]] = _TableColumns()
 
 
 class Catalog:
@@ -127,20 +159,28 @@ class Catalog:
         if self.path.exists() and not live.exists():
             snapshot.adopt(self.path)
         self.con = snapshot.connect_retrying(live, read_only=False)
-        self.con.execute(DDL)
+        self.con.execute(ddl())
         self._add_missing_columns()
         if snapshot.is_stale(self.path):
             self.publish()
 
     def _add_missing_columns(self) -> None:
-        """A catalog made by an older vidloom gets the columns added since (as NULLs)."""
+        """A catalog made by an older vidloom, or before a scorer registered, gets the columns
+        added since (as NULLs)."""
+        self._columns_generation = score_columns.generation()
+        types = column_types()
         for table, cols in TABLE_COLUMNS.items():
             have = {r[0] for r in self.con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
             ).fetchall()}
             for c in cols:
                 if c not in have:
-                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {_COLUMN_TYPES.get(c, 'VARCHAR')}")
+                    self.con.execute(f"ALTER TABLE {table} ADD COLUMN {c} {types.get(c, 'VARCHAR')}")
+
+    def sync_columns(self) -> None:
+        """Add the score columns a scorer registered since this catalog was opened (a writer)."""
+        if not self.read_only and self._columns_generation != score_columns.generation():
+            self._add_missing_columns()
 
     def __enter__(self) -> Catalog:
         return self
@@ -177,6 +217,7 @@ class Catalog:
         """Insert or replace rows (by primary key). Returns the number written."""
         if not rows:
             return 0
+        self.sync_columns()
         cols = TABLE_COLUMNS[table]
         placeholders = ", ".join("?" for _ in cols)
         values = [[_sql_value(r.get(c)) for c in cols] for r in rows]
@@ -197,6 +238,7 @@ class Catalog:
         """
         import pyarrow.parquet as pq
 
+        self.sync_columns()
         n = 0
         for table, cols in TABLE_COLUMNS.items():
             files = sorted(
@@ -249,6 +291,7 @@ class Catalog:
             return 0
         import pyarrow as pa
 
+        self.sync_columns()
         cols = [c for c in TABLE_COLUMNS[table] if c in rows[0]]
         data = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows])
         self.con.register("_vidloom_update", data)
@@ -308,7 +351,7 @@ class Catalog:
         rows = self.dicts(f"SELECT * FROM clips WHERE {where} ORDER BY clip_id", params)
         out = []
         for r in rows:
-            scores = schema.ClipScores(**{k: r.pop(k, None) for k in schema.SCORE_COLUMNS})
+            scores = schema.ClipScores(**{k: r.pop(k, None) for k in score_columns.names()})
             out.append(_build(schema.Clip, r, scores=scores))
         return out
 

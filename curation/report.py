@@ -1,7 +1,8 @@
 """The HTML curation report: one self-contained page about a catalog.
 
 The page holds the funnel (videos -> shots -> clips -> kept, with rejections per reason), a histogram of
-every numeric score with its threshold, thumbnails of kept and rejected clips, the shard buckets and the
+every numeric score with its threshold, the registered scorers' columns and the decision order
+(curation/report_scores.py), thumbnails of kept and rejected clips, the shard buckets and the
 multi-view balance of the kept clips (curation/balance.py). Everything is inline: CSS, SVG charts
 (curation/report_svg.py) and JPEG thumbnails as data: URIs, so the file can be mailed or archived as is.
 Key numbers are also in ``data-count`` attributes for tools and tests. The same catalog gives the same
@@ -15,29 +16,28 @@ placeholder, never a broken image.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from curation import score_columns
 from curation.balance import DEFAULT_TARGETS, VIEW_CLASSES, VIEWS, balance, proportions, tv_distance
 from curation.db import Catalog
 from curation.report_balance import balance_exports_html
+from curation.report_scores import scorers_html
 from curation.report_svg import fmt, funnel_svg, histogram_svg
-from curation.schema import ClipScores
 
 THUMBS_PER_GROUP = 6
 THUMB_BOX = (192, 108)  # (width, height) px a thumbnail is fitted into
 JPEG_QUALITY = 80
-NUMERIC_SCORES: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(ClipScores) if str(f.type).split(" ")[0] in ("float", "int")
-)
+# the numeric score columns as of import (the built-in scorers'); _histograms reads the registry
+NUMERIC_SCORES: tuple[str, ...] = score_columns.numeric()
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
@@ -122,7 +122,7 @@ def _histograms(
 ) -> tuple[str, dict[str, int]]:
     figs: list[str] = []
     numbers: dict[str, int] = {}
-    for col in NUMERIC_SCORES:
+    for col in score_columns.numeric():  # every registered scorer's numeric columns
         values = [(float(r[col]), r["status"] == "kept") for r in clips if r.get(col) is not None]
         kept = [v for v, k in values if k and math.isfinite(v)]
         rejected = [v for v, k in values if not k and math.isfinite(v)]
@@ -284,6 +284,7 @@ def write_report(
     out_html: str | Path,
     targets: Mapping[str, Mapping[str, float]] = DEFAULT_TARGETS,
     thresholds: Mapping[str, tuple[str, float]] | None = None,
+    rules: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Write the HTML report of the catalog at ``db_path`` (opened read-only) to ``out_html``.
 
@@ -293,6 +294,8 @@ def write_report(
         targets: balance targets, view -> class -> ratio (curation/balance.py).
         thresholds: score column -> ('min' | 'max', value), drawn on the histograms and used to
             annotate rejected thumbnails.
+        rules: the decision order as (reason, rule owner) (pipelines/decide.py ``rule_table``),
+            listed with the clips each rejected; None leaves the list out.
     Returns:
         The numbers rendered: funnel counts, rejections per reason, values per histogram, thumbnail
         sources per group, samples per bucket and the balance summary.
@@ -307,11 +310,12 @@ def write_report(
         bucket_html, buckets = _buckets(cat)
         balance_html, bal = _balance(cat, targets)
         exports_html, exports = balance_exports_html(cat)
+        scorers_section, scorers = scorers_html(cat, rules)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>vidloom curation report</title><style>{CSS}</style></head><body>"
         f'<h1>vidloom curation report</h1><p class="sub">catalog {_e(db_path.resolve())}</p>'
-        f"{_funnel_html(funnel)}{hist_html}{thumbs_html}{bucket_html}{balance_html}{exports_html}"
+        f"{_funnel_html(funnel)}{hist_html}{scorers_section}{thumbs_html}{bucket_html}{balance_html}{exports_html}"
         f"<script>{SCRIPT}</script></body></html>\n"
     )
     out = Path(out_html)
@@ -321,4 +325,4 @@ def write_report(
     tmp.replace(out)
     return {"funnel": funnel["counts"], "rejected": funnel["rejected"], "histograms": hist,
             "thumbnails": thumbs, "buckets": buckets, "balance": bal,
-            "balanced_exports": exports}
+            "balanced_exports": exports, "scorers": scorers}

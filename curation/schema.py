@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from curation import score_columns
+
 ID_LEN = 16
 
 VideoStatus = Literal["ok", "error"]
@@ -96,71 +98,54 @@ class Shot:
     transition_score: float | None = None
 
 
-@dataclass(slots=True)
 class ClipScores:
     """Per-clip measurements, stored for kept and rejected clips alike. Each is a real catalog
     column; None = not measured. Frame-level scores come from the decode pass's sparse frames
     (about 2 fps, 256x144) or its tiny frames (every frame, 48x27): nothing is decoded again.
 
-    Quality (pipelines/quality.py):
-        blur: variance of the Laplacian of the luma, median over sampled frames (sharp > ~100).
-        luma: mean luma, 0-255.
-        luma_high: 99th-percentile luma, 0-255: how bright the brightest parts are.
-        clipped: fraction of pixels at the ends of the luma range (<= 4 or >= 251).
-        black_frac: fraction of sampled frames that are black.
-        black_border: fraction of the frame area taken by letterbox/pillarbox bars.
-        crop_x, crop_y, crop_w, crop_h: the picture inside the bars, in source pixels.
-        frozen: fraction of consecutive frame pairs that are identical, in runs of >= 0.25 s (tiny frames).
-    Compression (pipelines/artifacts.py; the decode pass's packet sizes and full-resolution
-    luma edge profiles of the sparse frames):
-        artifacts: compression damage, 0 = clean ... 1 = severe (blockiness amplified when
-            the clip is starved of bits).
-        bits_per_pixel: compressed bits of the clip's packets per frame pixel.
-        blockiness: excess luma step on the codec's block grid (2/4/8/16 px) over the
-            picture's own gradient (0 = none; x264 crf 45-51 about 0.2-0.45).
-    Motion (pipelines/motion.py):
-        motion: median optical-flow magnitude, in frame widths per second.
-        camera_motion: 'static', 'pan_left', 'pan_right', 'tilt_up', 'tilt_down', 'zoom_in',
-            'zoom_out' or 'mixed'.
-    Overlay text (pipelines/overlay_text.py):
-        text_area: mean fraction of the frame covered by text boxes.
-        ocr_text: the recognised text, distinct lines joined by ' | '.
-        text_stable: the same text box recurs in most sampled frames (subtitle, watermark).
-        text_boxes: JSON [[x0, y0, x1, y1], ...], the text boxes of all sampled frames pooled
-            (fractions of the frame); the filter step crops them away (pipelines/text_crop.py).
-    Aesthetic (models/aesthetic.py): aesthetic: LAION-style score, about 1-10; embedding:
-        the clip's unit CLIP image embedding, base64 float16 (semantic dedup).
-    Duplicates (pipelines/dedup.py):
-        content_hash: sha256 of the clip's decoded tiny frames (exact duplicates).
-        phash: 64-bit DCT perceptual hashes of the first, middle and last sparse frame, hex.
-        dup_of: the clip_id this clip duplicates.
+    The columns, their types and meanings are the scorers' (curation/score_columns.py: the
+    built-in ones by scorer, and those a scorer registers from its own file), so a new scorer
+    adds attributes here without an edit. ``ClipScores(blur=1.0).blur``; an unknown name is an
+    error (a typo must not drop a score silently); :meth:`as_dict` gives every column.
     """
 
-    blur: float | None = None
-    luma: float | None = None
-    luma_high: float | None = None
-    clipped: float | None = None
-    black_frac: float | None = None
-    black_border: float | None = None
-    crop_x: int | None = None
-    crop_y: int | None = None
-    crop_w: int | None = None
-    crop_h: int | None = None
-    frozen: float | None = None
-    artifacts: float | None = None
-    bits_per_pixel: float | None = None
-    blockiness: float | None = None
-    motion: float | None = None
-    camera_motion: str | None = None
-    text_area: float | None = None
-    ocr_text: str | None = None
-    text_stable: bool | None = None
-    text_boxes: str | None = None
-    aesthetic: float | None = None
-    embedding: str | None = None
-    content_hash: str | None = None
-    phash: str | None = None
-    dup_of: str | None = None
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(score_columns.names())
+        if unknown:
+            raise TypeError(f"unknown score column(s) {sorted(unknown)}; the columns are: "
+                            f"{', '.join(score_columns.names())}")
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_values" and score_columns.get(name) is not None:
+            return self._values.get(name)
+        raise AttributeError(f"ClipScores has no score column {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if score_columns.get(name) is None:
+            raise AttributeError(f"ClipScores has no score column {name!r}; the columns are: "
+                                 f"{', '.join(score_columns.names())}")
+        self._values[name] = value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every registered score column (None where not measured), in catalog order."""
+        return {c: self._values.get(c) for c in score_columns.names()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClipScores) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ClipScores({', '.join(f'{k}={v!r}' for k, v in self._values.items() if v is not None)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(state))
 
 
 @dataclass(slots=True)
@@ -306,7 +291,7 @@ class ShardInfo:
 def clip_row(clip: Clip) -> dict[str, Any]:
     """Flatten a Clip (scores become top-level columns) for the catalog."""
     row = {f.name: getattr(clip, f.name) for f in dataclasses.fields(clip) if f.name != "scores"}
-    row.update(dataclasses.asdict(clip.scores))
+    row.update(clip.scores.as_dict())
     return row
 
 
@@ -323,4 +308,5 @@ CLIP_IDENTITY: tuple[str, ...] = (
     "clip_id", "video_id", "shot_index", "start_frame", "end_frame", "start_s", "end_s",
     "width", "height", "fps", "n_frames", "split_hash",
 )
-SCORE_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ClipScores))
+# the built-in score columns (import time); score_columns.names() also has those registered since
+SCORE_COLUMNS: tuple[str, ...] = score_columns.names()

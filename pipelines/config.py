@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import config_check
+from pipelines import config_check, filters_extra, scorers
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 
@@ -145,7 +145,10 @@ class ArtifactScoreConfig:
 @dataclass
 class ScoreConfig:
     """How clips are measured. Changing a field re-runs that scorer alone (no decode);
-    thresholds live in FilterConfig."""
+    thresholds live in FilterConfig.
+
+    A section per scorer (pipelines/scorers.py): the built-in ones below; a scorer registered
+    with its own config class gets ``scores.<key>`` added (:func:`score_config`)."""
 
     quality: QualityScoreConfig = field(default_factory=QualityScoreConfig)
     motion: MotionScoreConfig = field(default_factory=MotionScoreConfig)
@@ -199,6 +202,10 @@ class FilterConfig:
     dedup: bool = True
     phash_max_distance: int = 10  # of 64 bits, mean over the clip's keyframe hashes
     semantic_dedup_min_cosine: float = 0.97  # when aesthetic embeddings exist
+    # user rules after the built-in ones (pipelines/filters_extra.py): each {name, where, reason},
+    # ``where`` a SQL predicate over the clips table's stored columns, checked at load and run
+    # sandboxed in DuckDB; the first that matches rejects with its reason
+    extra: tuple[dict[str, str], ...] = ()
 
 
 @dataclass
@@ -285,11 +292,25 @@ class CurateConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
-    scores: ScoreConfig = field(default_factory=ScoreConfig)
+    scores: ScoreConfig = field(default_factory=lambda: score_config())
     filters: FilterConfig = field(default_factory=FilterConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def score_config() -> ScoreConfig:
+    """The scores section with every registered scorer's section (pipelines/scorers.py)."""
+    return scorers.score_config_class(ScoreConfig)()  # type: ignore[no-any-return]
+
+
+def check(cfg: Any) -> None:
+    """The checks that span fields, run once every layer is applied: the relations (min <= max)
+    and ``filters.extra`` (each predicate parses, names stored columns, is sandbox-safe)."""
+    config_check.check_relations(cfg)
+    filters = getattr(cfg, "filters", None)
+    if isinstance(filters, FilterConfig):
+        filters_extra.check_rules(filters.extra)
 
 
 def default() -> CurateConfig:
@@ -351,7 +372,7 @@ def apply(cfg: Any, values: dict[str, Any], prefix: str = "", relations: bool = 
         else:
             setattr(cfg, key, config_check.coerce(path, hints[key], value))
     if relations and not prefix:
-        config_check.check_relations(cfg)
+        check(cfg)
 
 
 def load_config(
@@ -373,5 +394,5 @@ def load_config(
             node = node.setdefault(p, {})
         node[parts[-1]] = raw
         apply(cfg, nested, relations=False)
-    config_check.check_relations(cfg)
+    check(cfg)
     return cfg

@@ -119,6 +119,29 @@ RELATIONS: tuple[tuple[str, str], ...] = (
 
 _NULLS = ("", "~", "null", "Null", "NULL", "none", "None")
 
+# Ranges and choices of the config sections scorers register (pipelines/scorers.py), by prefix
+# ('scores.<key>.'): kept apart from the tables above, which name the built-in fields only.
+_SCORER_RANGES: dict[str, dict[str, tuple[float | None, float | None, bool]]] = {}
+_SCORER_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {}
+
+
+def register_checks(prefix: str, ranges: dict[str, Any], choices: dict[str, tuple[Any, ...]]) -> None:
+    """A scorer's ranges and choices, keyed by field name under ``prefix`` ('scores.<key>.')."""
+    _SCORER_RANGES[prefix] = dict(ranges)
+    _SCORER_CHOICES[prefix] = dict(choices)
+
+
+def unregister_checks(prefix: str) -> None:
+    _SCORER_RANGES.pop(prefix, None)
+    _SCORER_CHOICES.pop(prefix, None)
+
+
+def _lookup(table: dict[str, Any], scorer_tables: dict[str, dict[str, Any]], path: str) -> Any:
+    if path in table:
+        return table[path]
+    prefix, _, name = path.rpartition(".")
+    return scorer_tables.get(prefix + ".", {}).get(name)
+
 
 class ConfigError(ValueError):
     """A config key or value that is not valid; the message names the key and what is allowed."""
@@ -227,13 +250,14 @@ def _scalar(path: str, hint: Any, text: str) -> Any:
 def _check_value(path: str, value: Any) -> None:
     if value is None:
         return
-    if path in CHOICES and value not in CHOICES[path]:
-        raise ConfigError(f"{path} must be one of {', '.join(CHOICES[path])}; got {value!r}")
+    choices = _lookup(CHOICES, _SCORER_CHOICES, path)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got {value!r}")
     if path in DEVICE_KEYS and not _DEVICE.match(str(value)):
         raise ConfigError(f"{path} must be a device: cpu, cuda, cuda:N or mps; got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
-    low, high, exclusive = RANGES.get(path, (0, None, False))
+    low, high, exclusive = _lookup(RANGES, _SCORER_RANGES, path) or (0, None, False)
     too_low = low is not None and (value <= low if exclusive else value < low)
     if too_low or (high is not None and value > high):
         lo = "" if low is None else f"{'>' if exclusive else '>='} {low:g}"

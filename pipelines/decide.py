@@ -2,8 +2,10 @@
 
 Every score is measured once and stored (kept and rejected clips alike); deciding is a query
 over those columns, so ``vidloom curate --rescore`` and a changed threshold never decode a
-video. The rules run in a fixed order and the first failing one is the clip's
-``reject_reason`` (datatrove-style: a filter returns keep/drop with a reason):
+video. The rules run in order and the first failing one is the clip's ``reject_reason``
+(datatrove-style: a filter returns keep/drop with a reason). Each scorer registers its own rules
+with their positions (pipelines/scorers.py, in its pipelines/stages/*_scorer.py file); this module
+holds the filter step's own (shape, dedup, extraction, captions) and merges the two. Today:
 
     too_short, too_long, low_resolution, bad_aspect      shape
     black, dark, overexposed, compressed, blurry,        quality (compressed before blurry:
@@ -18,6 +20,8 @@ video. The rules run in a fixed order and the first failing one is the clip's
                                                          both off by default
 
 A score that was not measured (None) never rejects: a disabled scorer is not a failed clip.
+After these come the user's SQL rules, ``filters.extra`` (pipelines/filters_extra.py; the filter
+step evaluates them in DuckDB, pipelines/decide_columns.py).
 
 Overlay text is cropped off when it sits in bands or corners (``crop_columns``,
 pipelines/text_crop.py): the clip keeps ``extract_crop_*`` and ``crop_reason``, and extraction
@@ -29,11 +33,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
+from pipelines import scorers
 from pipelines.config import CaptionConfig, FilterConfig
-from pipelines.quality import CLIP_HIGH
+from pipelines.scorers import Rule
 from pipelines.text_crop import decode_boxes, text_crop, union_area
 
 Row = Mapping[str, Any]
+EPS = 1e-6
 
 
 def _below(col: str, limit: float) -> Callable[[Row], bool]:
@@ -63,45 +71,76 @@ def _captioned_without_valid_caption(r: Row) -> bool:
     return r.get("caption_failed") not in (None, "")
 
 
-def rules(f: FilterConfig, c: CaptionConfig | None = None) -> list[tuple[str, Callable[[Row], bool]]]:
-    """(reason, fails) in decision order. ``c``: the caption rules' settings (default: off)."""
+def _wh(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    return np.nan_to_num(x["width"], nan=0.0), np.nan_to_num(x["height"], nan=0.0)
+
+
+def _caption_check_mask(x: Any, c: CaptionConfig) -> np.ndarray:
+    out = np.zeros(x.n, bool)
+    wanted = set(c.reject_failed_checks)
+    if wanted:
+        idx, values = x.sparse("caption_failed")
+        out[idx] = [bool(wanted & _failed({"caption_failed": v})) for v in values]
+    return out
+
+
+def _failed_any(x: Any) -> np.ndarray:
+    out = np.zeros(x.n, bool)
+    out[x.sparse("caption_failed")[0]] = True
+    return out
+
+
+# The filter step's own rules (section: the caption config). The scorers' rules sit between
+# bad_aspect (40) and duplicate (500): pipelines/stages/*_scorer.py.
+CORE_RULES = [
+    Rule("too_short", 10, lambda x, f, c: (x["end_s"] - x["start_s"]) < f.min_duration_s - EPS,
+         lambda r, f, c: _duration(r) < f.min_duration_s - EPS, ("start_s", "end_s")),
+    Rule("too_long", 20, lambda x, f, c: (x["end_s"] - x["start_s"]) > f.max_duration_s + EPS,
+         lambda r, f, c: _duration(r) > f.max_duration_s + EPS, ("start_s", "end_s")),
+    Rule("low_resolution", 30, lambda x, f, c: (_wh(x)[0] < f.min_width) | (_wh(x)[1] < f.min_height),
+         lambda r, f, c: (r["width"] or 0) < f.min_width or (r["height"] or 0) < f.min_height,
+         ("width", "height")),
+    Rule("bad_aspect", 40,
+         lambda x, f, c: np.maximum(*_wh(x)) > f.max_aspect * np.maximum(1, np.minimum(*_wh(x))),
+         lambda r, f, c: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"])),
+         ("width", "height")),
+    Rule("duplicate", 500, lambda x, f, c: x.present("dup_of") & bool(f.dedup),
+         lambda r, f, c: f.dedup and r.get("dup_of") is not None),
+    Rule("extract_error", 600, lambda x, f, c: x.present("extract_error"),
+         lambda r, f, c: r.get("extract_error") is not None),
+    Rule("caption_check", 700, lambda x, f, c: _caption_check_mask(x, c),
+         lambda r, f, c: bool(set(c.reject_failed_checks) & _failed(r))),
+    Rule("no_caption", 710,
+         lambda x, f, c: (x.present("caption_error") | _failed_any(x)) if c.require_caption else False,
+         lambda r, f, c: c.require_caption and _captioned_without_valid_caption(r)),
+]
+scorers.register_core_rules(CORE_RULES)
+# the rules from 'duplicate' on: dedup candidates are the clips no earlier rule rejects
+AFTER_DEDUP = ("duplicate", "extract_error", "caption_check", "no_caption")
+
+
+def decision_rules() -> list[Rule]:
+    """Every rule in decision order: the filter step's and each registered scorer's."""
+    return scorers.all_rules()
+
+
+def rule_settings(rule: Rule, c: CaptionConfig, scores: Any = None) -> Any:
+    """What ``rule`` reads besides the filters: the caption config for the filter step's own
+    rules, the scorer's ``scores.<key>`` section (defaults when ``scores`` is None) for a scorer's."""
+    return c if rule.owner == "filter" else scorers.get(rule.owner).section(scores)
+
+
+def rules(
+    f: FilterConfig, c: CaptionConfig | None = None, scores: Any = None
+) -> list[tuple[str, Callable[[Row], bool]]]:
+    """(reason, fails) in decision order. ``c``: the caption rules' settings (default: off);
+    ``scores``: the scorers' sections (default: their defaults)."""
     c = c or CaptionConfig()
-    eps = 1e-6
-    return [
-        ("too_short", lambda r: _duration(r) < f.min_duration_s - eps),
-        ("too_long", lambda r: _duration(r) > f.max_duration_s + eps),
-        ("low_resolution", lambda r: (r["width"] or 0) < f.min_width or (r["height"] or 0) < f.min_height),
-        (
-            "bad_aspect",
-            lambda r: max(r["width"], r["height"]) > f.max_aspect * max(1, min(r["width"], r["height"])),
-        ),
-        ("black", _above("black_frac", f.max_black_frac)),
-        # dark: dim throughout; a night or CG scene with lit parts (luma_high) is not (None: luma alone)
-        (
-            "dark",
-            lambda r: _below("luma", f.min_luma)(r) and not _above("luma_high", f.dark_max_highlight)(r),
-        ),
-        # clipped counts both ends: it means blown highlights only when the top 1 % is clipped
-        (
-            "overexposed",
-            lambda r: (
-                _above("luma", f.max_luma)(r)
-                or (_above("clipped", f.max_clipped)(r) and not _below("luma_high", CLIP_HIGH)(r))
-            ),
-        ),
-        ("compressed", _above("artifacts", f.max_artifacts)),
-        ("blurry", _below("blur", f.min_blur)),
-        ("letterbox", _above("black_border", f.max_black_border)),
-        ("frozen", _above("frozen", f.max_frozen)),
-        ("text", lambda r: _above("text_area", f.max_text_area)(r) and r.get("extract_crop_w") is None),
-        ("static", _below("motion", f.min_motion)),
-        ("too_fast", _above("motion", f.max_motion)),
-        ("low_aesthetic", _below("aesthetic", f.min_aesthetic)),
-        ("duplicate", lambda r: f.dedup and r.get("dup_of") is not None),
-        ("extract_error", lambda r: r.get("extract_error") is not None),
-        ("caption_check", lambda r: bool(set(c.reject_failed_checks) & _failed(r))),
-        ("no_caption", lambda r: c.require_caption and _captioned_without_valid_caption(r)),
-    ]
+    out = []
+    for rule in decision_rules():
+        fails, settings = scorers.row_form(rule), rule_settings(rule, c, scores)
+        out.append((rule.reason, lambda r, fails=fails, settings=settings: fails(r, f, settings)))
+    return out
 
 
 REASONS: tuple[str, ...] = tuple(name for name, _ in rules(FilterConfig()))
@@ -139,24 +178,25 @@ def crop_columns(r: Row, f: FilterConfig) -> dict[str, Any]:
     return dict(zip(CROP_COLUMNS, values, strict=True))
 
 
-# score column -> ('min' | 'max', FilterConfig field): the thresholds drawn on the report's histograms
+def _threshold_rules() -> list[Rule]:
+    return [r for r in decision_rules() if r.threshold is not None]
+
+
+# score column -> ('min' | 'max', FilterConfig field): the built-in thresholds drawn on the
+# report's histograms (each rule names its own: ``Rule.threshold``)
 THRESHOLDS: dict[str, tuple[str, str]] = {
-    "black_frac": ("max", "max_black_frac"),
-    "luma": ("min", "min_luma"),
-    "clipped": ("max", "max_clipped"),
-    "artifacts": ("max", "max_artifacts"),
-    "blur": ("min", "min_blur"),
-    "black_border": ("max", "max_black_border"),
-    "frozen": ("max", "max_frozen"),
-    "text_area": ("max", "max_text_area"),
-    "motion": ("min", "min_motion"),
-    "aesthetic": ("min", "min_aesthetic"),
+    r.threshold[0]: (r.threshold[1], r.threshold[2].removeprefix("filters."))  # type: ignore[index]
+    for r in _threshold_rules() if r.threshold[2].startswith("filters.")  # type: ignore[index]
 }
 
 
-def thresholds(f: FilterConfig) -> dict[str, tuple[str, float]]:
-    """score column -> ('min' | 'max', value) under ``f``."""
-    return {col: (kind, float(getattr(f, name))) for col, (kind, name) in THRESHOLDS.items()}
+def thresholds(f: FilterConfig, scores: Any = None) -> dict[str, tuple[str, float]]:
+    """score column -> ('min' | 'max', value) under ``f`` (and the scorers' sections ``scores``)."""
+    out: dict[str, tuple[str, float]] = {}
+    for r in _threshold_rules():
+        col, kind, _ = r.threshold  # type: ignore[misc]
+        out.setdefault(col, (kind, scorers.threshold_value(r, f, rule_settings(r, CaptionConfig(), scores))))
+    return out
 
 
 def reject_reason(
@@ -172,6 +212,5 @@ def reject_reason(
 def dedup_candidates(rows: list[dict[str, Any]], f: FilterConfig) -> list[dict[str, Any]]:
     """The clips that take part in dedup: those no rule before 'duplicate' rejects (a duplicate
     of a clip that is rejected anyway must not lose its place to it)."""
-    after = ("duplicate", "extract_error", "caption_check", "no_caption")
-    before = [r for r in rules(f) if r[0] not in after]
+    before = [r for r in rules(f) if r[0] not in AFTER_DEDUP]
     return [r for r in rows if reject_reason(r, f, before) is None]

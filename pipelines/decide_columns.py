@@ -6,11 +6,11 @@ columns the rules read as Arrow, each rule is one vectorised comparison, and onl
 whose outcome changed are written back.
 
 :func:`reject_reasons` must say what :func:`pipelines.decide.reject_reason` says for every row:
-tests/test_dedup_scale.py compares the two on random rows (nulls, NaN and values on the
-thresholds included), and :data:`RULE_ORDER` is checked against ``decide.REASONS`` at import,
-so a rule added there without its column form here fails at once. Per-row Python remains where
-the rule is not a comparison and few rows take part: the text crop (rows with text boxes) and
-the caption checks (rows with failed checks).
+each registered rule (pipelines/scorers.py ``Rule``) carries both forms, its ``mask`` here and its
+``row`` there, and tests/test_dedup_scale.py compares the two on random rows (nulls, NaN and
+values on the thresholds included). Per-row Python remains where the rule is not a comparison
+and few rows take part: the text crop (rows with text boxes) and the caption checks (rows with
+failed checks). The user's ``filters.extra`` predicates come last, evaluated by DuckDB.
 """
 
 from __future__ import annotations
@@ -19,34 +19,20 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import filters_extra
 from pipelines.config import CaptionConfig, FilterConfig
-from pipelines.decide import CROP_COLUMNS, REASONS, _failed, crop_columns
-from pipelines.quality import CLIP_HIGH
+from pipelines.decide import CROP_COLUMNS, REASONS, crop_columns, decision_rules, rule_settings
 
-RULE_ORDER = (
-    "too_short",
-    "too_long",
-    "low_resolution",
-    "bad_aspect",
-    "black",
-    "dark",
-    "overexposed",
-    "compressed",
-    "blurry",
-    "letterbox",
-    "frozen",
-    "text",
-    "static",
-    "too_fast",
-    "low_aesthetic",
-    "duplicate",
-    "extract_error",
-    "caption_check",
-    "no_caption",
-)
-if RULE_ORDER != REASONS:  # pragma: no cover - a rule changed in decide.py and not here
+RULE_ORDER: tuple[str, ...] = tuple(r.reason for r in decision_rules())  # as of import; rule_order() is live
+if RULE_ORDER != REASONS:  # pragma: no cover - decide.py and this module disagree on the registry
     raise ImportError(f"pipelines/decide_columns.py rules {RULE_ORDER} != decide.REASONS {REASONS}")
 BEFORE_DUPLICATE = RULE_ORDER.index("duplicate")
+
+
+def rule_order() -> tuple[str, ...]:
+    """The reasons in decision order, the scorers registered since import included."""
+    return tuple(r.reason for r in decision_rules())
+
 
 NUMERIC = (
     "start_s",
@@ -67,6 +53,11 @@ NUMERIC = (
 )
 TEXT = ("score_error", "not_scored", "extract_error", "caption_error", "caption_failed")
 CROP_INPUTS = ("text_boxes", "source_width", "source_height", "crop_x", "crop_y", "crop_w", "crop_h")
+
+
+def numeric_columns() -> tuple[str, ...]:
+    """``NUMERIC`` and every other column a registered rule reads (a scorer's own score)."""
+    return tuple(dict.fromkeys([*NUMERIC, *(c for r in decision_rules() for c in r.reads)]))
 
 
 def _num(cols: dict[str, Any], name: str) -> np.ndarray:
@@ -97,11 +88,20 @@ def _below(v: np.ndarray, limit: float) -> np.ndarray:
 
 
 class _Lazy(dict):  # type: ignore[type-arg]
-    """Numeric columns converted on first use (a rule that never runs costs nothing)."""
+    """The columns as a rule's mask reads them (pipelines/scorers.py ``Rule``): ``x[name]`` float64
+    with NaN for null, converted on first use (a rule that never runs costs nothing);
+    ``x.present(name)``, ``x.sparse(name)`` (indices and values of the non-empty strings), ``x.n``."""
 
     def __init__(self, cols: dict[str, Any]) -> None:
         super().__init__()
         self.cols = cols
+        self.n = len(cols["clip_id"])
+
+    def present(self, name: str) -> np.ndarray:
+        return _present(self.cols, name)
+
+    def sparse(self, name: str) -> tuple[np.ndarray, list[Any]]:
+        return _sparse(self.cols, name)
 
     def __missing__(self, key: str) -> np.ndarray:
         self[key] = _num(self.cols, key)
@@ -141,51 +141,30 @@ def _item(v: Any, i: int) -> Any:
 
 
 def reject_reasons(
-    cols: dict[str, Any], f: FilterConfig, c: CaptionConfig | None = None, upto: int | None = None
+    cols: dict[str, Any],
+    f: FilterConfig,
+    c: CaptionConfig | None = None,
+    upto: int | None = None,
+    scores: Any = None,
 ) -> np.ndarray:
-    """int8 [n]: index into ``RULE_ORDER`` of each row's first failing rule, -1 when it passes.
+    """int8 [n]: index into ``rule_order()`` of each row's first failing rule, -1 when it passes.
 
-    ``cols``: the rule columns (``NUMERIC``, ``TEXT``, ``extract_crop_w``, and ``dup_of`` unless
-    ``upto`` stops before 'duplicate'). ``upto``: evaluate only the rules before this index (the
-    dedup candidates are the rows no rule before 'duplicate' rejects). ``score_error`` is not a
-    rule: the caller rejects those rows first.
+    ``cols``: the rule columns (``numeric_columns()``, ``TEXT``, ``extract_crop_w``, and ``dup_of``
+    unless ``upto`` stops before 'duplicate'). ``upto``: evaluate only the rules before this index
+    (the dedup candidates are the rows no rule before 'duplicate' rejects). ``scores``: the
+    scorers' config sections (their defaults when None). ``score_error`` is not a rule: the caller
+    rejects those rows first.
     """
     c = c or CaptionConfig()
     x = _Lazy(cols)
-    eps = 1e-6
-    dur = x["end_s"] - x["start_s"]
-    w, h = np.nan_to_num(x["width"], nan=0.0), np.nan_to_num(x["height"], nan=0.0)
-    masks: list[Any] = [
-        lambda: dur < f.min_duration_s - eps,
-        lambda: dur > f.max_duration_s + eps,
-        lambda: (w < f.min_width) | (h < f.min_height),
-        lambda: np.maximum(w, h) > f.max_aspect * np.maximum(1, np.minimum(w, h)),
-        lambda: _above(x["black_frac"], f.max_black_frac),
-        lambda: _below(x["luma"], f.min_luma) & ~_above(x["luma_high"], f.dark_max_highlight),
-        lambda: (
-            _above(x["luma"], f.max_luma)
-            | (_above(x["clipped"], f.max_clipped) & ~_below(x["luma_high"], CLIP_HIGH))
-        ),
-        lambda: _above(x["artifacts"], f.max_artifacts),
-        lambda: _below(x["blur"], f.min_blur),
-        lambda: _above(x["black_border"], f.max_black_border),
-        lambda: _above(x["frozen"], f.max_frozen),
-        lambda: _above(x["text_area"], f.max_text_area) & ~_present(cols, "extract_crop_w"),
-        lambda: _below(x["motion"], f.min_motion),
-        lambda: _above(x["motion"], f.max_motion),
-        lambda: _below(x["aesthetic"], f.min_aesthetic),
-        lambda: _present(cols, "dup_of") & bool(f.dedup),
-        lambda: _present(cols, "extract_error"),
-        lambda: _caption_check(cols, c),
-        lambda: (_present(cols, "caption_error") | _failed_any(cols)) if c.require_caption else False,
-    ]
-    n = len(dur)
+    rules = decision_rules()
+    n = x.n
     reason = np.full(n, -1, np.int8)
-    for i, mask in enumerate(masks[:upto]):
+    for i, rule in enumerate(rules[:upto]):
         open_ = reason < 0
         if not open_.any():
             break
-        reason[open_ & np.broadcast_to(mask(), (n,))] = i
+        reason[open_ & np.broadcast_to(rule.mask(x, f, rule_settings(rule, c, scores)), (n,))] = i
     return reason
 
 
@@ -203,33 +182,21 @@ def _sparse(cols: dict[str, Any], name: str) -> tuple[np.ndarray, list[Any]]:
     return idx, [v[i] for i in idx]
 
 
-def _failed_any(cols: dict[str, Any]) -> np.ndarray:
-    out = np.zeros(len(cols["clip_id"]), bool)
-    out[_sparse(cols, "caption_failed")[0]] = True
-    return out
-
-
-def _caption_check(cols: dict[str, Any], c: CaptionConfig) -> np.ndarray:
-    out = np.zeros(len(cols["clip_id"]), bool)
-    wanted = set(c.reject_failed_checks)
-    if wanted:
-        idx, values = _sparse(cols, "caption_failed")
-        out[idx] = [bool(wanted & _failed({"caption_failed": x})) for x in values]
-    return out
-
-
 def reason_names(
-    reason: np.ndarray, score_error: np.ndarray, not_scored: np.ndarray | None = None
+    reason: np.ndarray, score_error: np.ndarray, not_scored: np.ndarray | None = None,
+    order: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """Object array of reject reasons (None = kept); a row with a ``score_error`` is 'score_error'.
 
     A clip that every rule would keep but that cost-ordered scoring left without an expensive
     score (``not_scored``: an earlier rule rejected it then, a looser threshold keeps it now, as
     after a ``--rescore``) is 'not_scored' until a run scores it: a score never measured must not
-    pass its rule (a clip with burned-in text would be kept unread).
+    pass its rule (a clip with burned-in text would be kept unread). ``order``: the reasons
+    ``reason`` indexes (default: the decision order, then no ``filters.extra`` rule).
     """
-    names = np.asarray([*RULE_ORDER, None], object)
-    out = names[np.where(reason < 0, len(RULE_ORDER), reason)]
+    order = rule_order() if order is None else order
+    names = np.asarray([*order, None], object)
+    out = names[np.where(reason < 0, len(order), reason)]
     if not_scored is not None:
         out[(reason < 0) & not_scored] = "not_scored"
     out[score_error] = "score_error"
@@ -329,14 +296,15 @@ KEEP_KEYS = (
 
 
 def decide_catalog(
-    cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str, method: str = "auto"
+    cat: Any, f: FilterConfig, c: CaptionConfig, split_hash: str, method: str = "auto", scores: Any = None
 ) -> dict[str, Any]:
     """The filter step over the catalog's columns (pipelines/score_step.py ``decide``).
 
     Loads the columns the rules and dedup read in compact form (:func:`load_columns`: numbers as
     float64, ids and hashes parsed to integers, mostly-null text as sparse Python lists), decides
     every clip of ``split_hash``, and lets DuckDB write back only the clips whose dup_of, status,
-    reason or crop changed (``IS DISTINCT FROM``), in one transaction.
+    reason or crop changed (``IS DISTINCT FROM``), in one transaction. The registered rules run in
+    decision order (``scores``: the scorers' sections), then ``f.extra`` in DuckDB (:func:`extra_reasons`).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -352,7 +320,7 @@ def decide_catalog(
         "bits_per_pixel": "num",
         "content_hash": "content",
         "phash": "phash",
-        **{k: "num" for k in NUMERIC},
+        **{k: "num" for k in numeric_columns()},
         **{k: "sparse" for k in TEXT},
         "text_boxes": "sparse",
         **{k: "num" for k in CROP_INPUTS[3:]},
@@ -370,7 +338,8 @@ def decide_catalog(
     n = len(cols["clip_id"])
     crops = crop_arrays(cols, f)
     cols["extract_crop_w"] = crops["extract_crop_w"]
-    cand = np.flatnonzero(reject_reasons(cols, f, c, upto=BEFORE_DUPLICATE) < 0)
+    order = rule_order()
+    cand = np.flatnonzero(reject_reasons(cols, f, c, upto=order.index("duplicate"), scores=scores) < 0)
     target = np.full(n, -1, np.int64)
     cached = None
     if f.dedup and len(cand):
@@ -397,8 +366,10 @@ def decide_catalog(
         target[rank] = np.where(dup >= 0, rank[np.maximum(dup, 0)], -1)
     dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
     cols["dup_of"] = dup_of
-    reason = pa.array(reason_names(reject_reasons(cols, f, c), _present(cols, "score_error"),
-                                   _present(cols, "not_scored")), pa.string())
+    first = reject_reasons(cols, f, c, scores=scores)
+    reason_idx, order = extra_reasons(cat.con, split_hash, cols["clip_id"], first, order, f)
+    names = reason_names(reason_idx, _present(cols, "score_error"), _present(cols, "not_scored"), order)
+    reason = pa.array(names, pa.string())
     status = pc.if_else(pc.is_null(reason), "kept", "rejected")
     new = pa.table(
         {
@@ -436,6 +407,37 @@ def decide_catalog(
         "written": int(written),
         "pairs_from_store": cached,
     }
+
+
+def extra_reasons(
+    con: Any, split_hash: str, clip_ids: Any, reason: np.ndarray, order: tuple[str, ...], f: FilterConfig
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``reason`` with the ``filters.extra`` rules applied to the rows every registered rule keeps,
+    in order (the first match wins), and the reasons the indices now name: ``order`` then theirs.
+
+    The predicates run sandboxed in DuckDB (pipelines/filters_extra.py), checked again here (the
+    config may come from a dict no loader checked).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipelines.config_check import ConfigError
+
+    rules = filters_extra.check_rules(f.extra)
+    if not rules:
+        return reason, order
+    clash = sorted({r["reason"] for r in rules} & set(order))
+    if clash:
+        raise ConfigError(f"filters.extra: reason(s) {clash} are built-in rules' (the decision order: "
+                          f"{', '.join(order)}); choose others")
+    names = list(order)
+    reason = reason.astype(np.int16)
+    for rule, ids in zip(rules, filters_extra.matches(con, split_hash, rules), strict=True):
+        if rule["reason"] not in names:
+            names.append(rule["reason"])
+        hit = np.asarray(pc.is_in(clip_ids, value_set=pa.array(sorted(ids), pa.string())), bool)
+        reason[(reason < 0) & hit] = names.index(rule["reason"])
+    return reason, tuple(names)
 
 
 def _clip_key(ids: Any) -> np.ndarray:

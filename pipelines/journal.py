@@ -30,7 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.db import DDL, TABLE_COLUMNS, Catalog
+from curation import score_columns
+from curation.db import TABLE_COLUMNS, Catalog, ddl
 from curation.schema import short_hash
 from curation.snapshot import fsync_path
 from pipelines.runner import Runner
@@ -55,13 +56,19 @@ COMMIT_EVERY_S = 30.0
 StageKey = tuple[str, int, str]  # (stage name, version, params hash)
 
 
-@functools.cache
 def arrow_schema(table: str) -> pa.Schema:
     """The Parquet schema of a catalog table: ``TABLE_COLUMNS`` typed by the DuckDB DDL.
 
-    Explicit types keep a part's schema stable when a column is None in every row.
+    Explicit types keep a part's schema stable when a column is None in every row. The clips
+    table's score columns are the registered scorers' (curation/score_columns.py): the cache
+    keys on the registry's generation, so a scorer registered later gets its columns.
     """
-    body = re.search(rf"CREATE TABLE IF NOT EXISTS {table} \((.*?)\n\);", DDL, re.DOTALL)
+    return _arrow_schema(table, score_columns.generation())
+
+
+@functools.cache
+def _arrow_schema(table: str, _generation: int) -> pa.Schema:
+    body = re.search(rf"CREATE TABLE IF NOT EXISTS {table} \((.*?)\n\);", ddl(), re.DOTALL)
     if body is None:
         raise KeyError(f"no DDL for table {table!r}")
     ddl_types = dict(re.findall(r"(\w+) (VARCHAR|JSON|DOUBLE|BIGINT|INTEGER|BOOLEAN|TIMESTAMP)\b", body[1]))

@@ -1,13 +1,15 @@
 """The score and filter steps: measure every clip once, then decide from the stored scores.
 
-score   runs the scorers (quality, compression, motion, duplicate hashes, then overlay text and
-        aesthetic) on every clip of the current split, kept or not, from the decode pass's frames;
+score   runs the registered scorers (pipelines/scorers.py; built in: quality, compression,
+        motion, duplicate hashes, then overlay text and aesthetic) on every clip of the current
+        split, kept or not, from the decode pass's frames;
         cost-ordered by default: the expensive two skip a clip a cheaper score already rejects
         (``not_scored`` says so; ``scores.score_all`` / ``--score-all`` scores everything). Each
         scorer's results are keyed by (clip, scorer, version, params hash), so changing one
         scorer's parameters re-runs that scorer alone, and only on the clips it has not done.
 filter  dedups across the whole catalog and decides kept/rejected with the first failing
-        rule (pipelines/decide.py). It reads columns only: ``--rescore`` is this step alone.
+        rule (pipelines/decide.py: the registered rules in order, then ``filters.extra``). It
+        reads columns only: ``--rescore`` is this step alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from curation import schema
 from curation.db import Catalog
+from pipelines import scorers
 from pipelines.config import CurateConfig
 from pipelines.journal import StepJournal, done_rows, run_step
 from pipelines.runner import Runner
@@ -27,53 +30,38 @@ log = logging.getLogger("vidloom.score")
 
 
 def build_scorers(cfg: CurateConfig) -> tuple[list[Stage[Any, Any]], list[str]]:
-    """The configured scorers, and the reasons any were skipped (logged, recorded in the run)."""
-    from pipelines.aesthetic import aesthetic_unavailable_reason
-    from pipelines.stages.artifact_scorer import ArtifactScorer
-    from pipelines.stages.hash_scorer import HashScorer
-    from pipelines.stages.motion_scorer import MotionScorer
-    from pipelines.stages.quality_scorer import QualityScorer
-
-    sc = cfg.scores
-    scorers: list[Stage[Any, Any]] = [  # cheap first: cost-ordered scoring gates what follows
-        QualityScorer.from_config(sc.quality),
-        ArtifactScorer.from_config(sc.artifacts),
-        MotionScorer.from_config(sc.motion),
-        HashScorer(),
-    ]
+    """The registered scorers (pipelines/scorers.py) in cost order, each built from its
+    ``scores.<key>`` section, and the reasons any were skipped (logged, recorded in the run)."""
+    built: list[Stage[Any, Any]] = []  # cheap first: cost-ordered scoring gates what follows
     skipped = []
-    if sc.text.enabled:
-        from pipelines.stages.text_scorer import OverlayTextScorer
-
-        scorers.append(OverlayTextScorer.from_config(sc.text))
-    else:
-        skipped.append("overlay_text: scores.text.enabled is false")
-    reason = aesthetic_unavailable_reason(sc.aesthetic.clip_weights, sc.aesthetic.mlp_weights)
-    if reason is None:
-        from pipelines.stages.aesthetic_scorer import AestheticScorer
-
-        scorers.append(AestheticScorer.from_config(sc.aesthetic))
-    elif sc.aesthetic.required:
-        raise RuntimeError(f"aesthetic scorer required (scores.aesthetic.required) but unavailable: {reason}")
-    else:
-        skipped.append(f"aesthetic: {reason}")
+    for spec in scorers.specs():
+        section = spec.section(cfg.scores)
+        reason = spec.skip_reason(section)
+        if reason is None:
+            built.append(spec.make(section))
+        elif spec.required is not None and spec.required(section):
+            raise RuntimeError(
+                f"{spec.name} scorer required (scores.{spec.key}.required) but unavailable: {reason}")
+        else:
+            skipped.append(f"{spec.name}: {reason}")
     for s in skipped:
         log.warning("scorer skipped: %s", s)
-    return scorers, skipped
+    return built, skipped
 
 
-def with_gates(scorers: list[Stage[Any, Any]], cfg: CurateConfig) -> list[Stage[Any, Any]]:
+def with_gates(stages: list[Stage[Any, Any]], cfg: CurateConfig) -> list[Stage[Any, Any]]:
     """The scorers with a ScoreGate in front of each expensive one (none with ``scores.score_all``)."""
-    from pipelines.stages.score_gate import GATED, ScoreGate
+    from pipelines.stages.score_gate import ScoreGate
 
     if cfg.scores.score_all:
-        return list(scorers)
-    expensive = [s.name for s in scorers if s.name in GATED]
+        return list(stages)
+    gated = scorers.GATED
+    expensive = [s.name for s in stages if s.name in gated]
     out: list[Stage[Any, Any]] = []
-    for s in scorers:
-        if s.name in GATED:
+    for s in stages:
+        if s.name in gated:
             rest = tuple(expensive[expensive.index(s.name):])
-            out.append(ScoreGate(before=s.name, skip=rest, filters=cfg.filters))
+            out.append(ScoreGate(before=s.name, skip=rest, filters=cfg.filters, scores=cfg.scores))
         out.append(s)
     return out
 
@@ -179,4 +167,4 @@ def decide(cat: Catalog, cfg: CurateConfig, split_hash: str) -> dict[str, Any]:
     """
     from pipelines.decide_columns import decide_catalog
 
-    return decide_catalog(cat, cfg.filters, cfg.caption, split_hash)
+    return decide_catalog(cat, cfg.filters, cfg.caption, split_hash, scores=cfg.scores)

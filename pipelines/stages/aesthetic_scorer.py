@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from pipelines.aesthetic import (
     CLIP_MODEL,
     AestheticWeightsMissing,
+    aesthetic_unavailable_reason,
     keyframe_indices,
     load_aesthetic_head,
     load_clip_image_encoder,
@@ -22,6 +23,7 @@ from pipelines.aesthetic import (
 )
 from pipelines.clip_frames import clip_sparse
 from pipelines.dedup import encode_embedding
+from pipelines.scorers import Rule, ScorerSpec, below, register
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -63,3 +65,18 @@ class AestheticScorer(Stage[ClipTask, ClipTask]):
         task.clip.scores.aesthetic = round(score, 4)
         task.clip.scores.embedding = encode_embedding(embedding)  # for semantic dedup
         return task
+
+
+# expensive: behind a gate that reads motion but not the 'text' rule (it reads the crop the filter
+# step computes); skipped with a logged reason without its weights, an error when ``required``
+register(ScorerSpec(
+    name="aesthetic", stage=AestheticScorer, cost=200, key="aesthetic", columns=AestheticScorer.columns,
+    expensive=True, gate="low_aesthetic", gate_skips=("text",),
+    unavailable=lambda s: aesthetic_unavailable_reason(s.clip_weights, s.mlp_weights),
+    required=lambda s: bool(s.required),
+    rules=(
+        Rule("low_aesthetic", 400, lambda x, f, s: x["aesthetic"] < f.min_aesthetic,
+             lambda r, f, s: below(r, "aesthetic", f.min_aesthetic), ("aesthetic",),
+             ("aesthetic", "min", "filters.min_aesthetic")),
+    ),
+))

@@ -17,6 +17,7 @@ import numpy as np
 from pipelines import artifacts
 from pipelines.clip_frames import clip_edges, clip_packet_bytes, clip_tiny
 from pipelines.quality import identical_pairs
+from pipelines.scorers import Rule, ScorerSpec, above, register
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -68,3 +69,13 @@ class ArtifactScorer(Stage[ClipTask, ClipTask]):
             self.starved_bpp,
         )
         return task
+
+
+# compressed comes before blurry: a crushed clip reads blurry too
+register(ScorerSpec(
+    name="artifacts", stage=ArtifactScorer, cost=20, key="artifacts", columns=ArtifactScorer.columns, rules=(
+        Rule("compressed", 130, lambda x, f, s: x["artifacts"] > f.max_artifacts,
+             lambda r, f, s: above(r, "artifacts", f.max_artifacts), ("artifacts",),
+             ("artifacts", "max", "filters.max_artifacts")),
+    ),
+))

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from pipelines.clip_frames import clip_sparse, clip_tiny
 from pipelines.dedup import clip_phash, content_hash
+from pipelines.scorers import ScorerSpec, register
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -26,3 +27,7 @@ class HashScorer(Stage[ClipTask, ClipTask]):
         task.clip.scores.content_hash = content_hash(clip_tiny(task))
         task.clip.scores.phash = clip_phash(clip_sparse(task)[0])
         return task
+
+
+# no rule of its own: the filter step's 'duplicate' compares the hashes across the catalog
+register(ScorerSpec(name="hash", stage=HashScorer, cost=40, columns=HashScorer.columns))

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipelines import motion
 from pipelines.clip_frames import clip_sparse, clip_tiny
+from pipelines.scorers import Rule, ScorerSpec, above, below, register
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
@@ -54,3 +55,14 @@ class MotionScorer(Stage[ClipTask, ClipTask]):
             pairs, self.static_motion, self.min_explained, self.min_share
         )
         return task
+
+
+register(ScorerSpec(
+    name="motion", stage=MotionScorer, cost=30, key="motion", columns=MotionScorer.columns, rules=(
+        Rule("static", 300, lambda x, f, s: x["motion"] < f.min_motion,
+             lambda r, f, s: below(r, "motion", f.min_motion), ("motion",),
+             ("motion", "min", "filters.min_motion")),
+        Rule("too_fast", 310, lambda x, f, s: x["motion"] > f.max_motion,
+             lambda r, f, s: above(r, "motion", f.max_motion), ("motion",)),
+    ),
+))

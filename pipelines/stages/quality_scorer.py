@@ -13,6 +13,7 @@ import numpy as np
 
 from pipelines import quality
 from pipelines.clip_frames import clip_sparse, clip_tiny, luma
+from pipelines.scorers import Rule, ScorerSpec, above, below, register
 from pipelines.shot_detect import black_frames
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
@@ -72,3 +73,34 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
         min_run = max(1, round(self.frozen_min_s * clip.fps))
         scores.frozen = quality.frozen_fraction(tiny, self.frozen_max_diff, self.frozen_mean_diff, min_run)
         return task
+
+
+# black, dark, overexposed (then compressed: artifact_scorer.py), blurry, letterbox, frozen
+register(ScorerSpec(
+    name="quality", stage=QualityScorer, cost=10, key="quality", columns=QualityScorer.columns, rules=(
+        Rule("black", 100, lambda x, f, s: x["black_frac"] > f.max_black_frac,
+             lambda r, f, s: above(r, "black_frac", f.max_black_frac), ("black_frac",),
+             ("black_frac", "max", "filters.max_black_frac")),
+        # dark: dim throughout; a night or CG scene with lit parts (luma_high) is not (None: luma alone)
+        Rule("dark", 110, lambda x, f, s: (x["luma"] < f.min_luma) & ~(x["luma_high"] > f.dark_max_highlight),
+             lambda r, f, s: below(r, "luma", f.min_luma) and not above(r, "luma_high", f.dark_max_highlight),
+             ("luma", "luma_high"), ("luma", "min", "filters.min_luma")),
+        # clipped counts both ends: it means blown highlights only when the top 1 % is clipped
+        Rule("overexposed", 120,
+             lambda x, f, s: ((x["luma"] > f.max_luma)
+                              | ((x["clipped"] > f.max_clipped) & ~(x["luma_high"] < quality.CLIP_HIGH))),
+             lambda r, f, s: (above(r, "luma", f.max_luma)
+                              or (above(r, "clipped", f.max_clipped)
+                                  and not below(r, "luma_high", quality.CLIP_HIGH))),
+             ("luma", "clipped", "luma_high"), ("clipped", "max", "filters.max_clipped")),
+        Rule("blurry", 140, lambda x, f, s: x["blur"] < f.min_blur,
+             lambda r, f, s: below(r, "blur", f.min_blur),
+             ("blur",), ("blur", "min", "filters.min_blur")),
+        Rule("letterbox", 150, lambda x, f, s: x["black_border"] > f.max_black_border,
+             lambda r, f, s: above(r, "black_border", f.max_black_border), ("black_border",),
+             ("black_border", "max", "filters.max_black_border")),
+        Rule("frozen", 160, lambda x, f, s: x["frozen"] > f.max_frozen,
+             lambda r, f, s: above(r, "frozen", f.max_frozen), ("frozen",),
+             ("frozen", "max", "filters.max_frozen")),
+    ),
+))

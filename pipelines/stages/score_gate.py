@@ -20,27 +20,29 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from curation import schema
+from pipelines import scorers
 from pipelines.config import FilterConfig
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 
-# expensive scorer -> the first rule that reads its scores (the gate uses every rule before it);
-# the 'text' rule is left out of the aesthetic gate: it reads the crop the filter step computes
-GATED: dict[str, str] = {"overlay_text": "text", "aesthetic": "low_aesthetic"}
-_NOT_BEFORE_AESTHETIC = frozenset({"text"})
+# expensive scorer -> the first rule that reads its scores (the gate uses every rule before it but
+# the scorer's ``gate_skips``: the aesthetic gate leaves out 'text', which reads the crop the
+# filter step computes). Both come from the scorer registry (pipelines/scorers.py).
+GATED = scorers.GATED
 
 
-def gate_rules(scorer: str, f: FilterConfig) -> list[tuple[str, Any]]:
+def gate_rules(scorer: str, f: FilterConfig, scores: Any = None) -> list[tuple[str, Any]]:
     """(reason, fails) of the rules a clip must pass before ``scorer`` runs on it."""
     from pipelines.decide import rules
 
+    spec = scorers.get(scorer)
     out = []
-    for name, fails in rules(f):
-        if name == GATED[scorer]:
+    for name, fails in rules(f, scores=scores):
+        if name == spec.gate:
             return out
-        if not (scorer == "aesthetic" and name in _NOT_BEFORE_AESTHETIC):
+        if name not in spec.gate_skips:
             out.append((name, fails))
-    raise KeyError(f"rule {GATED[scorer]!r} is not in the decision order")
+    raise KeyError(f"rule {spec.gate!r} is not in the decision order")
 
 
 @dataclass
@@ -54,16 +56,23 @@ class ScoreGate(Stage[ClipTask, ClipTask]):
     before: str = "overlay_text"
     skip: tuple[str, ...] = ("overlay_text",)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    scores: Any = None  # the scorers' sections, for the rules of a registered scorer that reads its own
 
     def params(self) -> dict[str, Any]:
-        return {"before": self.before, "skip": list(self.skip), "filters": dataclasses.asdict(self.filters)}
+        out = {"before": self.before, "skip": list(self.skip), "filters": dataclasses.asdict(self.filters)}
+        own = {s.key: dataclasses.asdict(s.section(self.scores))
+               for s in scorers.specs() if s.config and s.rules}
+        if own:  # only then: the built-in rules read the filters alone, and their gate keys stay as they were
+            out["scores"] = own
+        return out
 
     def process(self, task: ClipTask) -> ClipTask:
         skip = [n for n in self.skip if task.wants(n)]
         if not skip or task.todo is None:  # the score step always sets todo
             return task
         row = schema.clip_row(task.clip)
-        reason = next((name for name, fails in gate_rules(self.before, self.filters) if fails(row)), None)
+        checks = gate_rules(self.before, self.filters, self.scores)
+        reason = next((name for name, fails in checks if fails(row)), None)
         if reason is not None:
             task.todo = tuple(n for n in task.todo if n not in skip)
             task.clip.not_scored = f"{','.join(skip)}: rejected before {self.before} ({reason})"

@@ -19,6 +19,7 @@ import numpy as np
 
 from pipelines.clip_frames import clip_sparse
 from pipelines.overlay_text import TextBox, boxes_from_ocr, overlay_text
+from pipelines.scorers import Rule, ScorerSpec, above, register
 from pipelines.stage import Resources, Stage
 from pipelines.tasks import ClipTask
 from pipelines.text_crop import encode_boxes, union_boxes
@@ -105,3 +106,16 @@ class OverlayTextScorer(Stage[ClipTask, ClipTask]):
         s.text_area, s.ocr_text, s.text_stable = found.text_area, found.ocr_text, found.text_stable
         s.text_boxes = encode_boxes(union_boxes(boxes, w, h))
         return task
+
+
+# expensive: behind a gate (cost-ordered scoring); 'text' only when no crop cuts the text off
+register(ScorerSpec(
+    name="overlay_text", stage=OverlayTextScorer, cost=100, key="text", columns=OverlayTextScorer.columns,
+    expensive=True, gate="text",
+    unavailable=lambda s: None if s.enabled else "scores.text.enabled is false",
+    rules=(
+        Rule("text", 200, lambda x, f, s: (x["text_area"] > f.max_text_area) & ~x.present("extract_crop_w"),
+             lambda r, f, s: above(r, "text_area", f.max_text_area) and r.get("extract_crop_w") is None,
+             ("text_area",), ("text_area", "max", "filters.max_text_area")),
+    ),
+))
