@@ -145,6 +145,13 @@ def rules(
 
 REASONS: tuple[str, ...] = tuple(name for name, _ in rules(FilterConfig()))
 
+
+def rule_table(f: FilterConfig | None = None) -> list[tuple[str, str]]:
+    """(reason, whose rule) in decision order, ``f.extra``'s last ('filters.extra'): the report lists them."""
+    out = [(r.reason, r.owner) for r in decision_rules()]
+    extra = [(str(e.get("reason") or e.get("name")), "filters.extra") for e in (f.extra if f else ())]
+    return out + [e for e in extra if e[0] not in {r for r, _ in out}]
+
 CROP_COLUMNS = ("extract_crop_x", "extract_crop_y", "extract_crop_w", "extract_crop_h", "crop_reason")
 
 
