@@ -105,7 +105,7 @@ def register_columns(
         owner = _COLUMNS.get(c.name)
         if c.name in reserved or (owner is not None and owner.scorer != scorer):
             who = "the clip row" if c.name in reserved else f"scorer {owner.scorer!r}"  # type: ignore[union-attr]
-            raise ValueError(f"score column {c.name!r} of {scorer!r} is already {who}'s")
+            raise ValueError(f"score column {c.name!r} of {scorer!r} is already a column of {who}")
     for name in [n for n, c in _COLUMNS.items() if c.scorer == scorer]:
         del _COLUMNS[name]
     for c in cols:
