@@ -143,7 +143,7 @@ def matches(
         return []
     cols = sorted({c for r in rules for c in r["columns"].split(",") if c} - {"clip_id"})
     select = ", ".join(["clip_id", *cols])
-    table = con.execute(f"SELECT {select} FROM clips WHERE split_hash = ?", [split_hash]).to_arrow_table()
+    table = con.sql(f"SELECT {select} FROM clips WHERE split_hash = ?", params=[split_hash]).to_arrow_table()
     with duckdb.connect(":memory:") as box:
         box.register("clips", table)
         for setting in ("autoinstall_known_extensions", "autoload_known_extensions",
