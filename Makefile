@@ -35,7 +35,7 @@ demo: install
 	PREFECT_HOME=$${PREFECT_HOME:-$(CURDIR)/.prefect} $(VENV)/bin/vidloom curate samples/demo --out out/demo --preset tiny --set filters.min_duration_s=1.5 --report out/demo/report.html
 	$(VENV)/bin/vidloom train --preset tiny --data out/demo/shards --out out/demo/run --vae-steps 150 --steps 200 --quiet
 	$(VENV)/bin/vidloom generate --ckpt out/demo/run --prompt "A red ball rolls across a blue floor." --out out/demo/generated.mp4
-	@echo "demo video: out/demo/generated.mp4 (a tiny CPU model: blurry colour fields, see README 'Training')"
+	@echo "demo video: out/demo/generated.mp4 (a tiny CPU model: blurry colour fields, see docs/trainers.md 'Training')"
 
 test: install
 	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
@@ -56,7 +56,7 @@ DEVSET ?= $(HOME)/.cache/vidloom/devset
 devset:
 	bash bench/devset/ensure.sh $(DEVSET)
 
-# The CPU benchmarks the README quotes, each writing its JSON (command, date, machine, versions,
+# The CPU benchmarks bench/README.md quotes, each writing its JSON (command, date, machine, versions,
 # precision, threads) under $(BENCH_OUT). Not here: `vidloom bench split --real` (make devset first)
 # and the GPU figures (bench/gpu_check.sh on a GPU machine). About 30 min on 2 quiet cores.
 BENCH_OUT ?= bench/results

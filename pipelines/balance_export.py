@@ -1,4 +1,4 @@
-"""Balanced exports: ``vidloom export --balance [FILE.yaml]`` (README "Balanced exports").
+"""Balanced exports: ``vidloom export --balance [FILE.yaml]`` (docs/data-engineers.md "Balanced exports").
 
 The export's views and their classes (:data:`EXPORT_CLASSES`, :func:`export_classes`):
 

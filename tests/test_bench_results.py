@@ -1,10 +1,10 @@
 """Every benchmark figure the READMEs quote can be traced to a stored result (issue 14, section 6).
 
-README.md and bench/README.md cite ``bench/results/*.json`` files beside their figures. These tests
-read the two documents as they are and fail when a cited file is missing, when a stored result does
-not say which command made it, when, on which machine, with which versions, precision and threads
-(``vidloom/bench_record.py``), when a figures table in the Benchmarks sections cites no result, or
-when a table row shows no number that its cited results hold.
+README.md, bench/README.md and the guides under docs/ cite ``bench/results/*.json`` files beside
+their figures. These tests read the documents as they are and fail when a cited file is missing,
+when a stored result does not say which command made it, when, on which machine, with which
+versions, precision and threads (``vidloom/bench_record.py``), when a figures table in the
+benchmark sections cites no result, or when a table row shows no number that its cited results hold.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from vidloom.bench_record import REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "bench/README.md")
+DOCS = ("README.md", "bench/README.md", "docs/data-engineers.md", "docs/trainers.md")
 RESULTS = ROOT / "bench" / "results"
 CITE = re.compile(r"bench/results/[\w./-]+?\.json")
 DECIMAL = re.compile(r"(?<![\w.])-?\d[\d,]*\.\d+")
@@ -87,12 +87,12 @@ def shown(x: str, values: list[float]) -> bool:
     return any(abs(v - target) <= tol or abs(100 * v - target) <= tol for v in values)
 
 
-BENCH_SECTIONS = (("README.md", "## Benchmarks"), ("README.md", "## Post-training"),
+BENCH_SECTIONS = (("bench/README.md", "## Figures"), ("docs/trainers.md", "## Post-training"),
                   ("bench/README.md", "## Measured here"))
 
 
 def test_the_docs_cite_results() -> None:
-    for doc in DOCS:
+    for doc in ("README.md", "bench/README.md"):  # the guides cite where they quote a figure
         assert cited(text(doc)), f"{doc} cites no bench/results file"
 
 
@@ -115,7 +115,7 @@ def test_every_stored_result_is_cited() -> None:
     stored = {p.relative_to(ROOT).as_posix() for p in RESULTS.rglob("*.json")}
     assert stored, "no results stored"
     orphans = stored - set().union(*(cited(text(d)) for d in DOCS))
-    assert not orphans, f"stored but cited by neither README: {sorted(orphans)}"
+    assert not orphans, f"stored but cited by no document: {sorted(orphans)}"
 
 
 def fenced(block: str) -> str:
@@ -147,7 +147,7 @@ def test_every_figures_table_cites_its_result(doc: str, heading: str) -> None:
 def test_fixture_checks_are_not_quoted_as_measurements() -> None:
     """The post-training section separates mechanics checks on random-weight fixtures from figures
     measured on trained models; only the latter carry numbers, and they cite their result."""
-    post = section("README.md", "## Post-training")
+    post = section("docs/trainers.md", "## Post-training")
     fixture = next((b for b in blocks(post) if b.startswith("**Mechanics checks")), None)
     measured = next((b for b in blocks(post) if b.startswith("**Measured on trained models")), None)
     assert fixture is not None and measured is not None, "post-training lacks its two labelled paragraphs"
@@ -169,14 +169,14 @@ def bench_commands(lines: list[str]) -> set[str]:
 
 
 def test_make_bench_runs_what_the_readme_says() -> None:
-    """The Makefile's ``bench`` recipe and the README's "Reproduce with make bench" block list the same
+    """The Makefile's ``bench`` recipe and bench/README.md's "Reproduce with make bench" block list the same
     commands, with the same result files."""
     make = (ROOT / "Makefile").read_text(encoding="utf-8").split("\nbench:", 1)[1]
     recipe = [ln for ln in make.splitlines()[1:] if ln.startswith("\t") or not ln.strip()]
     recipe = recipe[:next((i for i, ln in enumerate(recipe) if not ln.strip()), len(recipe))]
-    bench = section("README.md", "## Benchmarks")
+    bench = section("bench/README.md", "## Figures")
     fence = re.search(r"`make bench` runs:?\s*\n```bash\n(.*?)```", bench, re.S)
-    assert fence, "README 'Benchmarks' lacks the block of what `make bench` runs"
+    assert fence, "bench/README.md 'Figures' lacks the block of what `make bench` runs"
     assert bench_commands(recipe) == bench_commands(fence.group(1).splitlines())
     assert len(bench_commands(recipe)) >= 2
 

@@ -1,6 +1,6 @@
 """Multi-shot samples on the training side: shot spans of a decoded window, per-shot text routing.
 
-A multi-shot sample (pipelines/multishot.py, README "Shard sample layout") lists its ``shots``
+A multi-shot sample (pipelines/multishot.py, docs/data-engineers.md "Shard sample layout") lists its ``shots``
 with frame spans in the mp4's frames. The loader maps them onto the frames it decoded
 (``window_shots``); the DiT trainer encodes each shot's caption separately, concatenates the
 tokens with a shot id per token (``encode_shot_texts``) and gives every latent frame the id of

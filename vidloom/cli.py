@@ -367,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "shards.multishot_max_s, shards.multishot_min_shots)")
     e.add_argument("--balance", nargs="?", const="", metavar="FILE.yaml",
                    help="balance the selection over content class, duration, resolution, fps, language "
-                   "and motion (targets: the defaults, then FILE.yaml, then --set balance.*; README "
-                   "'Balanced exports')")
+                   "and motion (targets: the defaults, then FILE.yaml, then --set balance.*; "
+                   "docs/data-engineers.md 'Balanced exports')")
     e.add_argument("--balance-mode", choices=["subset", "weights"],
                    help="subset: draw the balanced subset (default); weights: export the selection with "
                    "per-sample sampling weights the loader draws by")
