@@ -1,6 +1,6 @@
 """An async OpenAI-compatible chat-completions client: bounded concurrency, back-pressure, retries.
 
-DESIGN.md (Captioner): "The async OpenAI-compatible client handles batching, back-pressure and
+docs/architecture.md (Captioner): "The async OpenAI-compatible client handles batching, back-pressure and
 retries." It speaks ``POST {base_url}/chat/completions`` and ``GET {base_url}/models`` over one
 pooled ``httpx.AsyncClient``; ``base_url`` includes the ``/v1`` (``http://host:8000/v1``), as
 in the OpenAI SDK.

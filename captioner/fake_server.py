@@ -1,6 +1,6 @@
 """A fake OpenAI-compatible chat-completions server, for tests and benchmarks only.
 
-DESIGN.md (Captioner, Tests): "a real local HTTP server that speaks the chat-completions
+docs/architecture.md (Captioner, Tests): "a real local HTTP server that speaks the chat-completions
 protocol and returns canned text; this is a fake at the process boundary, not a patched
 client." The pipeline never uses it; it lives in the package (not in tests/) so that
 ``vidloom bench caption`` can start it too. Standard library only: a ``ThreadingHTTPServer`` in

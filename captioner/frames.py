@@ -1,4 +1,4 @@
-"""Frames for the captioner, sampled from the extracted clip (DESIGN.md: "The captioner samples
+"""Frames for the captioner, sampled from the extracted clip (docs/architecture.md: "The captioner samples
 its frames from the extracted clip"): ``n`` frames spread evenly over the clip, each scaled to at
 most ``max_pixels`` (aspect kept, even sides) and JPEG-encoded; or the clip itself as a video."""
 

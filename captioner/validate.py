@@ -1,5 +1,5 @@
 """Parse and check captions: strip chat boilerplate, identify the language, bound the length,
-and check that the zh and en captions of a clip agree on numbers and colours (DESIGN.md
+and check that the zh and en captions of a clip agree on numbers and colours (docs/architecture.md
 "Captioner": failures are recorded in ``Caption.checks``, never hidden).
 
 Valid or absent: ``check_reply`` is what the client asks of every model reply (a failed check is

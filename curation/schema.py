@@ -3,7 +3,7 @@
 Every other module imports these; nothing redefines them. This module must not
 import torch (it is loaded by the CLI, the catalog and Ray workers alike).
 
-Identity (DESIGN.md "Identity, resume and nothing lost"):
+Identity (docs/architecture.md "Identity, resume and nothing lost"):
     video_id = first 16 hex chars of the sha256 of the file's bytes.
     clip_id  = sha256(video_id, start_frame, end_frame, split-params hash)[:16].
 """

@@ -1,4 +1,4 @@
-"""The single decode pass (DESIGN.md "Decode once").
+"""The single decode pass (docs/architecture.md "Decode once").
 
 A video is decoded once, streaming, with PyAV frame threading; FFmpeg's filter
 graphs downscale each frame (``scale=...:flags=area`` to rgb24, display rotation

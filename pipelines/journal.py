@@ -1,4 +1,4 @@
-"""The crash-safe step journal (DESIGN.md "Crash safety").
+"""The crash-safe step journal (docs/architecture.md "Crash safety").
 
 Results reach the catalog in two moves. First a *part* is written: a directory
 ``<work_dir>/parts/<step>/<part_id>/`` holding one ``<table>.parquet`` per catalog

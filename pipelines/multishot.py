@@ -4,7 +4,8 @@
 shots (``plan_samples``), cuts each run's span from the source once with the clip cutter
 (pipelines/stages/extract.py: copy or verified re-encode) and writes the samples as shards in
 the usual buckets and versions. A sample's json holds ``shots``, one entry per shot with its
-frame span relative to the sample's mp4 and its own en/zh captions (docs/data-engineers.md "Shard sample layout").
+frame span relative to the sample's mp4 and its own en/zh captions (docs/data-engineers.md
+"Shard sample layout").
 
 Joining rules. Shot ``k+1`` joins the sample that ends with shot ``k`` when all hold:
 

@@ -16,7 +16,7 @@ runner says what the Ray runner does:
   reaches the task run's logs (``vidloom/logs.py`` adds ``pipelines`` to
   Prefect's extra loggers).
 
-Ray mapping (DESIGN.md "Prefect x Ray"): tasks travel as pickled bytes in a
+Ray mapping (docs/architecture.md "Prefect x Ray"): tasks travel as pickled bytes in a
 single binary column, one ``map_batches`` per stage. A stage that declares
 ``resources.actors`` runs on an autoscaling actor pool, each actor calling
 ``setup()`` once; other stages run as Ray tasks with ``num_cpus``/``num_gpus``

@@ -1,6 +1,6 @@
 """WebDataset shard writer: bucketed, size-capped, byte-reproducible and resumable.
 
-Layout (DESIGN.md "Shards"): ``<root>/<bucket>/000000.tar`` with buckets such as
+Layout (docs/architecture.md "Shards"): ``<root>/<bucket>/000000.tar`` with buckets such as
 ``480p/16x9/2-5s``, plus ``<root>/manifest.json`` listing every shard's sample count, bytes,
 sha256 and first/last key. Reproducibility: samples keep the caller's order, tar headers
 have a fixed mtime/uid/gid/uname/gname/mode and the manifest holds no timestamps, so the

@@ -1,6 +1,6 @@
 """Deterministic, resumable, bucketed video loader over vidloom WebDataset shards.
 
-DESIGN.md "Training side: Loader", in the manner of MosaicML streaming:
+docs/architecture.md "Training side: Loader", in the manner of MosaicML streaming:
 
 - The global sample order is a pure function ``global_order(n, seed, epoch, n_canonical)``:
   sample indices (counted over the manifest's shards in order) are cut into ``n_canonical``

@@ -1,4 +1,5 @@
-"""Few-step distillation of the DiT (Seedance 1.0 §4.3 "inference acceleration"; DESIGN.md "Distillation").
+"""Few-step distillation of the DiT (Seedance 1.0 §4.3 "inference acceleration"; docs/architecture.md
+"Distillation").
 
 Two stages, each a ``DiTTrainer`` subclass whose student starts from the teacher checkpoint's EMA
 weights while the teacher stays frozen:

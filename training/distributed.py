@@ -1,4 +1,4 @@
-"""Data-parallel and FSDP training under ``torchrun`` (DESIGN.md "Trainer").
+"""Data-parallel and FSDP training under ``torchrun`` (docs/architecture.md "Trainer").
 
 ``DistInfo.from_env`` reads torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and initialises the
 process group (NCCL on GPUs, gloo on CPU); without them the run is one process and nothing is

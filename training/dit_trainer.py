@@ -1,4 +1,4 @@
-"""DiT training (DESIGN.md "Objective"): flow matching on normalised VAE latents, T2V/I2V/T2I.
+"""DiT training (docs/architecture.md "Objective"): flow matching on normalised VAE latents, T2V/I2V/T2I.
 
 Per sample and step, from the step's generator (so resume replays it exactly):
 

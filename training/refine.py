@@ -1,5 +1,5 @@
-"""Cascade super-resolution refiner (DESIGN.md "DiT", cascade): a DiT that turns a low-res latent into
-a high-res one, initialised from a trained base "dit" checkpoint.
+"""Cascade super-resolution refiner (docs/architecture.md "DiT", cascade): a DiT that turns a low-res
+latent into a high-res one, initialised from a trained base "dit" checkpoint.
 
 Model: ``RefinerDiT`` is the base ``DiT`` (same ``DiTConfig``, so the same weights load) whose patch
 embedding takes ``extra_channels`` more input channels: the normalised low-res latent, upsampled

@@ -1,4 +1,4 @@
-"""RLHF of the DiT by direct reward maximisation (ReFL; Seedance 1.0 §4.1; DESIGN.md "RLHF").
+"""RLHF of the DiT by direct reward maximisation (ReFL; Seedance 1.0 §4.1; docs/architecture.md "RLHF").
 
 ReFL (ImageReward, Xu et al. 2023) adapted to rectified flow. Per prompt and optimizer step:
 

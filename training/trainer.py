@@ -1,4 +1,4 @@
-"""The training loop every vidloom model shares (DESIGN.md "Trainer").
+"""The training loop every vidloom model shares (docs/architecture.md "Trainer").
 
 ``Trainer`` owns what does not depend on the model: AdamW with decoupled weight decay (no decay on
 biases and norm gains), linear warm-up then cosine decay, gradient clipping, a float32 EMA of the

@@ -1,4 +1,4 @@
-"""VAE training on pixel shards (DESIGN.md "VAE"): the shared loop with the L1 + KL objective.
+"""VAE training on pixel shards (docs/architecture.md "VAE"): the shared loop with the L1 + KL objective.
 
 ``vidloom train`` runs it first when no ``--vae`` is given, into ``<out>/vae``. Its checkpoints
 also carry the per-channel mean and std of the posterior mean over a fixed set of training

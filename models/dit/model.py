@@ -1,4 +1,4 @@
-"""Seedance-style video DiT (Seedance 1.0, §2.2; DESIGN.md "DiT").
+"""Seedance-style video DiT (Seedance 1.0, §2.2; docs/architecture.md "DiT").
 
 Architecture choices:
 
@@ -10,7 +10,7 @@ Architecture choices:
 - adaLN-zero timestep conditioning in every block and in the final layer; the final projection is
   zero-initialised, so the model predicts v = 0 at init and every block is the identity.
 - MM-RoPE positions (``rope.py``): 3D on visual tokens, 1D on text placed beyond the visual extent.
-- Unified T2V / I2V / T2I (DESIGN.md): the input is ``concat([x_t, cond * mask, mask], channel)``
+- Unified T2V / I2V / T2I (docs/architecture.md): the input is ``concat([x_t, cond * mask, mask], channel)``
   where ``mask`` is 1 on conditioning latent frames. T2V: no conditioning frames (mask 0).
   I2V: the first latent frame. T2I: T = 1 and no conditioning.
 - Multi-shot: ``shot_of_frame`` [B, T] and ``text_shot`` [B, L] restrict each frame to its own
@@ -89,7 +89,7 @@ class DiTConfig:
 
     @staticmethod
     def b1() -> DiTConfig:
-        """~1 B params: 48-ch latents (DESIGN.md VAE), head_dim 128."""
+        """~1 B params: 48-ch latents (docs/architecture.md VAE), head_dim 128."""
         return DiTConfig(in_channels=48, dim=1536, depth=8, heads=12, text_dim=4096, window=(4, 4))
 
     @property

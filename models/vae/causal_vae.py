@@ -1,4 +1,4 @@
-"""Causal 3D-conv video VAE (Seedance 1.0, §2.1; DESIGN.md "VAE"): an image is a one-frame video.
+"""Causal 3D-conv video VAE (Seedance 1.0, §2.1; docs/architecture.md "VAE"): an image is a one-frame video.
 
 Architecture choices:
 

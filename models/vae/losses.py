@@ -1,4 +1,5 @@
-"""VAE training loss (Seedance 1.0, §2.1; DESIGN.md "VAE"): L1 + KL + optional perceptual and adversarial.
+"""VAE training loss (Seedance 1.0, §2.1; docs/architecture.md "VAE"): L1 + KL + optional perceptual
+and adversarial terms.
 
 - ``vae_loss``: per-pixel L1, KL of the posterior to N(0, I) (mean per latent element), an optional
   perceptual distance (any callable ``(x, recon) -> scalar``) and an optional hinge generator term

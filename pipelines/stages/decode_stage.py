@@ -1,4 +1,4 @@
-"""Decode: the single decode pass over each usable video (DESIGN.md "Decode once").
+"""Decode: the single decode pass over each usable video (docs/architecture.md "Decode once").
 
 Wraps ``pipelines.decode.decode_video``: frames go to ``<work_dir>/frames/<video_id>``,
 so a rerun (same bytes, same parameters) finds them and decodes nothing.

@@ -1,6 +1,6 @@
 """Ingest: find the input files, hash them and probe them with PyAV.
 
-Every input gets a ``Video`` row (DESIGN.md "Every input gets a row"): a file that
+Every input gets a ``Video`` row (docs/architecture.md "Every input gets a row"): a file that
 cannot be used becomes ``status='error'`` with a readable ``error``; ``Probe``
 never raises for a bad file.
 

@@ -1,4 +1,4 @@
-"""Inputs that ingest must survive (DESIGN.md "Every input gets a row"): the run goes on, every
+"""Inputs that ingest must survive (docs/architecture.md "Every input gets a row"): the run goes on, every
 file gets exactly one row with a status, bad ones a readable error, odd-but-valid ones clips."""
 
 from __future__ import annotations

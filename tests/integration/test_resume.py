@@ -1,4 +1,4 @@
-"""Resume and idempotence (DESIGN.md "Crash safety", "Determinism") on real videos.
+"""Resume and idempotence (docs/architecture.md "Crash safety", "Determinism") on real videos.
 
 (a) A rerun over a finished output changes nothing and recomputes nothing.
 (b) ``vidloom curate`` killed with SIGKILL at several points, then rerun with the same
