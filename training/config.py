@@ -55,36 +55,36 @@ class StageConfig:
 class TrainConfig:
     """Everything one training run needs; ``asdict`` of it is stored in each checkpoint."""
 
-    preset: str = "tiny"
-    seed: int = 0
-    steps: int = 200
-    lr: float = 1e-3
+    preset: str = "tiny"  # the preset this config started from (recorded, not re-applied)
+    seed: int = 0  # seeds the weights, the loader order and every per-step random draw
+    steps: int = 200  # DiT optimizer steps over all stages (stage lengths are fractions of it)
+    lr: float = 1e-3  # AdamW peak learning rate
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 10
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    warmup_steps: int = 10  # linear warm-up from 0 to lr
+    weight_decay: float = 0.01  # decoupled (AdamW); not on biases and norm gains
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW betas
+    grad_clip: float = 1.0  # global gradient-norm clip
+    ema_decay: float = 0.995  # float32 EMA of the trainable weights (generation uses it)
     bf16: bool = True  # autocast on CUDA only; CPU runs stay float32 (exact resume)
     compile: bool = False  # CUDA only: torch.compile each DiT block in place (``DiT.compile_blocks``)
     text_dropout: float = 0.1  # empty caption share, for classifier-free guidance
-    caption_lang: Literal["both", "en", "zh"] = "both"
+    caption_lang: Literal["both", "en", "zh"] = "both"  # caption language(s) drawn per sample
     timestep_shift: bool = True  # resolution/length-aware shift of the sampled timesteps
-    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
-    n_canonical: int = 16
-    num_workers: int = 2
-    log_every: int = 10
-    ckpt_every: int = 50
-    keep_ckpts: int = 2
-    eval_every: int = 50
-    eval_samples: int = 4
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])  # progressive stages, in order
+    n_canonical: int = 16  # partitions the global order is shuffled in (it never depends on the world size)
+    num_workers: int = 2  # loader prefetch threads per rank (the output does not depend on it)
+    log_every: int = 10  # steps between log lines
+    ckpt_every: int = 50  # steps between checkpoints
+    keep_ckpts: int = 2  # newest checkpoints kept (older ones are deleted)
+    eval_every: int = 50  # steps between held-out evaluations (fixed samples, timesteps and noise)
+    eval_samples: int = 4  # held-out samples per evaluation
     vae: VAEConfig = field(default_factory=VAEConfig.tiny)
     dit: DiTConfig = field(default_factory=DiTConfig.tiny)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     # The VAE is trained first (same loop, ``VAETrainer``) when ``vidloom train`` is given no --vae.
     vae_steps: int = 300
-    vae_lr: float = 2e-3
-    vae_kl_weight: float = 1e-4
+    vae_lr: float = 2e-3  # the VAE's learning rate
+    vae_kl_weight: float = 1e-4  # weight of the KL term in the VAE loss
     vae_stage: StageConfig = field(
         default_factory=lambda: StageConfig(name="vae", n_frames=9, size=(64, 128), global_batch=4))
 
