@@ -9,7 +9,8 @@ grouped by prompt text across all of them and each group is cut into tasks of 2.
   path relative to the videos directory (``/``-separated). ``video_paths`` are relative to that
   directory, which ``annotate serve --videos`` must be given. A path in an index is tried as given
   (absolute, or relative to the current directory), then relative to the index's directory, then as
-  the file name inside it; a file found nowhere is still added (the page shows it as missing).
+  the file name inside it; a file found nowhere is still added, at the path the index gives relative
+  to its directory (the page shows it as missing).
 - **Mixing sources.** Within a prompt the videos are interleaved index by index before cutting, so a
   task compares checkpoints (or seeds) rather than one index's videos among themselves; the order
   inside a task is then shuffled (seeded by the task id), so position says nothing about the source.
@@ -81,7 +82,7 @@ def _locate(path: str, index: Path) -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    return (index.parent / p.name).resolve()
+    return (p if p.is_absolute() else index.parent / p).resolve()  # missing: where the index says
 
 
 def default_videos_dir(indexes: Sequence[str | Path]) -> Path:
