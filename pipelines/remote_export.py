@@ -19,6 +19,7 @@ from typing import Any
 from curation import schema
 from curation.db import Catalog
 from pipelines.config import CurateConfig
+from pipelines.export_step import export
 from pipelines.remote import upload_version
 from pipelines.runner import Runner
 
@@ -26,8 +27,6 @@ from pipelines.runner import Runner
 def export_to_url(root: Path, cfg: CurateConfig, runner: Runner, cat: Catalog, clip_ids: list[str],
                   url: str, selection: str) -> dict[str, Any]:
     """``pipelines.export_step.export`` to a staging directory, then upload to ``url``."""
-    from pipelines.export_step import export
-
     url = url.rstrip("/")
     staging = (root / ".work" / "export-stage" / schema.short_hash(url)).resolve()
     counts = export(root, cfg, runner, cat, clip_ids, staging, selection)

@@ -115,31 +115,18 @@ class SFTTrainer(DiTTrainer):
 
 def export_selection(catalog: str | Path, where: str, out: str | Path) -> dict[str, Any]:
     """Write the clips of ``catalog`` matching the SQL predicate ``where`` (over ``clips``) as shards
-    in ``out``: what ``vidloom export CATALOG --where WHERE --out OUT`` does (same code, same config:
-    the catalog's ``config.yaml``; missing clip files are cut first, sequentially)."""
-    from curation.db import Catalog
-    from pipelines.config import load_config
-    from pipelines.export_step import export, select_clip_ids
-    from pipelines.runner import make_runner
+    in ``out``: what ``vidloom export CATALOG --where WHERE --out OUT`` does (the same function,
+    ``pipelines.export_selection``, and the catalog's ``config.yaml``; missing clip files are cut
+    first, sequentially)."""
+    from pipelines import export_selection as selection
 
-    db = Path(catalog)
-    if db.is_dir():
-        db = db / "catalog.duckdb"
-    if not db.is_file():
-        raise FileNotFoundError(f"no catalog at {catalog}")
-    saved = db.resolve().parent / "config.yaml"
-    cfg = load_config("default", saved if saved.is_file() else None, [])
+    db = selection.catalog_file(catalog)
+    cfg = selection.catalog_config(db)
     cfg.runtime.runner, cfg.runtime.quiet = "sequential", True
-    import duckdb
-
-    try:
-        ids = select_clip_ids(db, where)
-    except duckdb.Error as e:
-        raise ValueError(f"bad --where {where!r}: {e}") from e
+    ids = selection.selected_clip_ids(db, where)
     if not ids:
         raise ValueError(f"--where {where!r} selects no clip of {db}")
-    with Catalog(db) as cat:
-        counts = export(db.resolve().parent, cfg, make_runner(cfg.runtime), cat, ids, Path(out), where)
+    counts = selection.export_selection(db, cfg, ids, out, where)
     if not counts["samples"]:
         raise ValueError(f"none of the {len(ids)} clips selected by {where!r} could be cut")
     return counts

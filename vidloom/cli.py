@@ -123,18 +123,13 @@ def cmd_curate(args: argparse.Namespace) -> int:
 
 def _catalog_config(db: str, args: argparse.Namespace) -> Any:
     """The config a catalog was curated with (``config.yaml`` beside it), then CLI overrides."""
-    from pipelines.config import load_config
+    from pipelines.export_selection import catalog_config
 
-    saved = os.path.join(os.path.dirname(os.path.abspath(db)), "config.yaml")
-    return load_config(args.preset, saved if os.path.exists(saved) else None, args.overrides)
+    return catalog_config(db, args.preset, args.overrides)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from curation.db import Catalog
-    from pipelines.export_step import export, select_clip_ids
-    from pipelines.runner import make_runner
+    from pipelines.export_selection import export_selection, selected_clip_ids
 
     if not os.path.exists(args.db):
         raise FileNotFoundError(f"no catalog at {args.db}")
@@ -142,31 +137,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     args.overrides = [o for o in args.overrides if not o.startswith("balance.")]
     cfg = _catalog_config(args.db, args)
     cfg.runtime.runner = args.runner or "sequential"
-    import duckdb
-
-    from curation.sandbox import UnsafeSQL
-
     try:
-        ids = select_clip_ids(Path(args.db), args.where)
-    except (duckdb.Error, UnsafeSQL) as e:  # bad SQL, or anything but one predicate over clips
-        print(f"vidloom export: bad --where {args.where!r}: {e}", file=sys.stderr)
+        ids = selected_clip_ids(args.db, args.where)
+    except ValueError as e:  # bad SQL, or anything but one predicate over clips
+        print(f"vidloom export: {e}", file=sys.stderr)
         return 2
-    from pipelines.remote import is_url
-    from pipelines.remote_export import export_to_url
-
     if args.balance is not None or balance_sets or args.balance_mode:
         from pipelines.balance_export import balanced_export
 
         return balanced_export(args, cfg, ids, balance_sets)
     if args.multi_shot:
         return _export_multishot(args, cfg, ids)
-    with Catalog(args.db) as cat:
-        if is_url(args.out):  # an object store: staged locally, uploaded (pipelines/remote_export.py)
-            counts = export_to_url(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
-                                   args.out, args.where)
-        else:
-            counts = export(Path(args.db).resolve().parent, cfg, make_runner(cfg.runtime), cat, ids,
-                            Path(args.out), args.where)
+    counts = export_selection(args.db, cfg, ids, args.out, args.where)
     print(f"vidloom export: {counts['selected']} clips selected, {counts['samples']} samples in "
           f"{counts['shards']} shards under {args.out} (dataset {counts['dataset'][:16]})")
     if counts["unavailable"]:
