@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from models.dit.model import condition_frames, velocity_fn
-from models.dit.sampling import cfg_velocity, shift_t
+from models.dit.sampling import cfg_velocity, sampling_schedule, shift_t
 
 CALIBRATION_PROMPTS = (
     "a white wall", "a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
@@ -68,20 +68,36 @@ class AdaptiveSteps:
         """DiT passes of one probe (2 per time with plain CFG)."""
         return len(self.probe_ts) * (2 if guided else 1)
 
-    def mean_steps(self, passes_per_step: int, guided: bool) -> float:
-        """The average steps left once the probe is paid: ``budget - probe_passes / k``."""
-        return self.budget - self.probe_passes(guided) / passes_per_step
+    def reuses_first(self, heun: bool) -> bool:
+        """Whether the Euler sampler takes the probe's t = 1 velocity as its first step's."""
+        return not heun and self.probe_ts[0] == 1.0
 
-    def pick(self, estimate: float, passes_per_step: int, guided: bool, reference: float) -> int:
+    def extra_passes(self, guided: bool, heun: bool = False) -> int:
+        """The probe's passes that sampling does not reuse."""
+        return self.probe_passes(guided) - ((2 if guided else 1) if self.reuses_first(heun) else 0)
+
+    def mean_steps(self, guided: bool, heun: bool = False) -> float:
+        """The average steps left once the probe is paid: ``budget - extra_passes / k``."""
+        return self.budget - self.extra_passes(guided, heun) / passes_per_step(guided, heun)
+
+    def pick(self, estimate: float, reference: float, guided: bool, heun: bool = False) -> int:
         """Steps for one prompt: ``mean_steps * (estimate / reference) ** power``, clipped, rounded."""
         ratio = (max(estimate, 0.0) / reference) if reference > 0 else 1.0
-        n = self.mean_steps(passes_per_step, guided) * ratio ** self.power
+        n = self.mean_steps(guided, heun) * ratio ** self.power
         return int(min(self.max_steps, max(self.min_steps, round(n))))  # type: ignore[type-var]
 
-    def allocate(self, estimates: list[float], passes_per_step: int, guided: bool) -> list[int]:
+    def allocate(self, estimates: list[float], guided: bool, heun: bool = False) -> list[int]:
         """Steps for a prompt set whose sum is ``floor(len * mean_steps)`` (within the bounds)."""
-        total = math.floor(len(estimates) * self.mean_steps(passes_per_step, guided) + 1e-9)
+        total = math.floor(len(estimates) * self.mean_steps(guided, heun) + 1e-9)
         return allocate(estimates, total, self.min_steps, int(self.max_steps or 0), self.power)
+
+    def record(self, found: dict[str, Any], steps: int, guided: bool, heun: bool,
+               **extra: Any) -> dict[str, Any]:
+        """What generation stores under ``adaptive``: settings, probe, steps and the passes spent."""
+        k = passes_per_step(guided, heun)
+        return {**self.to_dict(), **found, "steps": steps, "probe_passes": self.probe_passes(guided),
+                "reused_first": self.reuses_first(heun), "passes_per_step": k,
+                "passes": self.extra_passes(guided, heun) + steps * k, **extra}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +138,7 @@ def allocate(estimates: list[float], total: int, lo: int, hi: int, power: float 
 @torch.no_grad()
 def probe(model: Any, noise: torch.Tensor, kwargs: dict[str, Any], steps_cfg: AdaptiveSteps,
           shift: float = 1.0, cfg_scale: float = 1.0, uncond_kwargs: dict[str, Any] | None = None
-          ) -> dict[str, Any]:
+          ) -> tuple[dict[str, Any], torch.Tensor]:
     """The curvature estimate of one prompt's trajectory (see the module docstring).
 
     Args:
@@ -131,24 +147,50 @@ def probe(model: Any, noise: torch.Tensor, kwargs: dict[str, Any], steps_cfg: Ad
         steps_cfg: its ``probe_ts`` are the (unshifted) probe times.
 
     Returns:
-        ``{"estimate": float, "changes": [per interval], "ts": [shifted times]}``.
+        (``{"estimate": float, "changes": [per interval], "ts": [shifted times]}``, the guided
+        velocity at the first probe time, which ``sample_euler`` can reuse as its first step's).
     """
     x = condition_frames(noise, kwargs.get("cond"), kwargs.get("cond_mask"))
     if uncond_kwargs is not None and "cond" in kwargs:
         uncond_kwargs = {**uncond_kwargs, "cond": kwargs["cond"], "cond_mask": kwargs.get("cond_mask")}
     fn = velocity_fn(model)
     ts = shift_t(torch.tensor(steps_cfg.probe_ts, dtype=torch.float64), shift).tolist()
-    changes, prev = [], None
+    changes, prev, first = [], None, None
     for i, t in enumerate(ts):
         tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        v = cfg_velocity(fn, x, tt, kwargs, uncond_kwargs, cfg_scale).float()
+        v = cfg_velocity(fn, x, tt, kwargs, uncond_kwargs, cfg_scale)
+        first = v if first is None else first
         if prev is not None:
-            changes.append(float((v - prev).norm() / prev.norm().clamp_min(1e-12)))
+            changes.append(float((v.float() - prev.float()).norm() / prev.float().norm().clamp_min(1e-12)))
         if i + 1 < len(ts):
-            x = x + (ts[i + 1] - t) * v.to(x.dtype)
+            x = x + (ts[i + 1] - t) * v
         prev = v
-    return {"estimate": round(statistics.fmean(changes), 6), "changes": [round(c, 6) for c in changes],
-            "ts": [round(t, 6) for t in ts]}
+    record = {"estimate": round(statistics.fmean(changes), 6), "changes": [round(c, 6) for c in changes],
+              "ts": [round(t, 6) for t in ts]}
+    assert first is not None
+    return record, first
+
+
+@torch.no_grad()
+def sample_euler(model: Any, noise: torch.Tensor, kwargs: dict[str, Any], steps: int, shift: float = 1.0,
+                 cfg_scale: float = 1.0, uncond_kwargs: dict[str, Any] | None = None,
+                 first_velocity: torch.Tensor | None = None) -> torch.Tensor:
+    """``models.dit.model.sample`` (Euler), whose first step may take ``first_velocity``, the probe's
+    guided velocity at t = 1 on the same noise, instead of computing it again: then the probe's
+    first time costs nothing extra. Without it, the same result as ``sample`` step for step."""
+    x = condition_frames(noise, kwargs.get("cond"), kwargs.get("cond_mask"))
+    if uncond_kwargs is not None and "cond" in kwargs:
+        uncond_kwargs = {**uncond_kwargs, "cond": kwargs["cond"], "cond_mask": kwargs.get("cond_mask")}
+    fn = velocity_fn(model)
+    ts = sampling_schedule(steps, shift).tolist()
+    for i, (t_cur, t_next) in enumerate(zip(ts[:-1], ts[1:], strict=True)):
+        if i == 0 and first_velocity is not None:
+            v = first_velocity
+        else:
+            tt = torch.full((x.shape[0],), t_cur, dtype=noise.dtype, device=noise.device)
+            v = cfg_velocity(fn, x, tt, kwargs, uncond_kwargs, cfg_scale)
+        x = x + (t_next - t_cur) * v
+    return x
 
 
 def passes_per_step(guided: bool, heun: bool) -> int:
@@ -156,18 +198,31 @@ def passes_per_step(guided: bool, heun: bool) -> int:
     return (2 if guided else 1) * (2 if heun else 1)
 
 
+@dataclass
+class Plan:
+    """The steps chosen for one prompt, their record, and the probe's t = 1 velocity to reuse."""
+
+    steps: int
+    record: dict[str, Any]
+    first_velocity: torch.Tensor | None
+
+
 _REFERENCES: dict[tuple[Any, ...], tuple[float, int]] = {}  # calibration per (model, settings)
 
 
+def is_guided(prepared: tuple[Any, ...]) -> bool:
+    """Plain CFG (two passes per velocity) for what ``training.generate.prepare`` returned."""
+    return prepared[2] is not None and prepared[3] != 1.0
+
+
 def probe_prepared(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSteps,
-                   timer: Any) -> dict[str, Any]:
+                   timer: Any) -> tuple[dict[str, Any], torch.Tensor]:
     """``probe`` on what ``training.generate.prepare`` returned, under the run's autocast, its DiT
     passes counted in ``timer`` (``dit_passes``, ``dit_s``)."""
     from training.generate import _autocast
 
     noise, kwargs, uncond, cfg_scale, shift = prepared
-    device = noise.device
-    with _autocast(pipeline.config, device), timer.section("dit_s"):
+    with _autocast(pipeline.config, noise.device), timer.section("dit_s"):
         model = timer.counted(pipeline.dit, "dit_passes")
         return probe(model, noise, kwargs, picker, shift, cfg_scale, uncond)
 
@@ -183,26 +238,24 @@ def calibration_reference(pipeline: Any, picker: AdaptiveSteps,
     if key not in _REFERENCES:
         timer = Timer()
         estimates = [probe_prepared(pipeline, prepare(pipeline, p, image, n_frames, size, cfg_scale, negative,
-                                                      seed, timer), picker, timer)["estimate"]
+                                                      seed, timer), picker, timer)[0]["estimate"]
                      for p in CALIBRATION_PROMPTS]
         _REFERENCES[key] = (float(statistics.median(estimates)), int(timer.out["dit_passes"]))
     return _REFERENCES[key]
 
 
 def auto_steps(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSteps | None, heun: bool, timer: Any,
-               settings: tuple[Any, ...]) -> dict[str, Any]:
+               settings: tuple[Any, ...]) -> Plan:
     """``steps='auto'`` for one prompt: probe, then ``pick`` against the reference (the picker's,
-    else ``calibration_reference``). Returns the record generation stores under ``adaptive``."""
+    else ``calibration_reference``)."""
     picker = picker or AdaptiveSteps()
-    guided = prepared[2] is not None and prepared[3] != 1.0
-    k = passes_per_step(guided, heun)
-    found = probe_prepared(pipeline, prepared, picker, timer)
+    guided = is_guided(prepared)
+    found, first = probe_prepared(pipeline, prepared, picker, timer)
     reference, calibration, calibration_passes = picker.reference, "given", 0
     if reference is None:
         reference, calibration_passes = calibration_reference(pipeline, picker, settings)
         calibration = "builtin"
-    steps = picker.pick(found["estimate"], k, guided, reference)
-    return {**picker.to_dict(), **found, "steps": steps, "reference": round(reference, 6),
-            "calibration": calibration, "calibration_passes": calibration_passes,
-            "probe_passes": picker.probe_passes(guided), "passes_per_step": k,
-            "passes": picker.probe_passes(guided) + steps * k}
+    steps = picker.pick(found["estimate"], reference, guided, heun)
+    record = picker.record(found, steps, guided, heun, reference=round(reference, 6), calibration=calibration,
+                           calibration_passes=calibration_passes)
+    return Plan(steps, record, first if picker.reuses_first(heun) else None)

@@ -221,7 +221,8 @@ def generate(
         thin_decoder: a "thin_decoder" checkpoint or a loaded decoder module, used to decode.
         timings: a dict filled with ``Timer.KEYS`` (seconds and DiT pass counts).
         adaptive: ``steps="auto"`` settings (``AdaptiveSteps``: budget, bounds, probe times,
-            reference estimate); default ``AdaptiveSteps()``.
+            reference estimate; default ``AdaptiveSteps()``), or a ``Plan`` made ahead (a batch
+            allocates its steps over every prompt first).
         info: a dict filled with ``steps`` (the steps sampled) and, for "auto", ``adaptive`` (the
             estimate, the reference, the chosen steps and the probe's passes).
 
@@ -247,16 +248,24 @@ def generate(
     prepared = prepare(pipeline, prompt, image, n_frames, (h, w), cfg_scale, negative_prompt, seed, timer)
     noise, kwargs, uncond, base_cfg_scale, shift = prepared
     info = {} if info is None else info
+    first_velocity = None
     if steps == "auto":
-        from training.adaptive_steps import auto_steps
+        from training.adaptive_steps import Plan, auto_steps
 
-        choice = auto_steps(pipeline, prepared, adaptive, heun, timer,
-                            settings=(image, n_frames, (h, w), cfg_scale, negative_prompt, seed))
-        steps, info["adaptive"] = choice["steps"], choice
+        plan = adaptive if isinstance(adaptive, Plan) else auto_steps(
+            pipeline, prepared, adaptive, heun, timer, settings=(image, n_frames, (h, w), cfg_scale,
+                                                                 negative_prompt, seed))
+        steps, info["adaptive"], first_velocity = plan.steps, plan.record, plan.first_velocity
     info["steps"] = int(steps)
     with _autocast(cfg, device), timer.section("dit_s"):
-        z = sample(timer.counted(pipeline.dit, "dit_passes"), noise, kwargs, steps, shift=shift,
-                   cfg_scale=base_cfg_scale, uncond_kwargs=uncond, heun=heun)
+        model = timer.counted(pipeline.dit, "dit_passes")
+        if first_velocity is not None:  # the probe's t = 1 velocity is the first Euler step's
+            from training.adaptive_steps import sample_euler
+
+            z = sample_euler(model, noise, kwargs, int(steps), shift, base_cfg_scale, uncond, first_velocity)
+        else:
+            z = sample(model, noise, kwargs, steps, shift=shift, cfg_scale=base_cfg_scale,
+                       uncond_kwargs=uncond, heun=heun)
     z = z.float()
     if image is not None:  # exact, whatever autocast did to the rest
         z[:, :, :1] = kwargs["cond"][:, :, :1]

@@ -84,9 +84,8 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
     for i, prompt in enumerate(prompts, 1):
         start = time.perf_counter()
         timings, info = dict(plan[i - 1]["timings"]), {}
-        args = {**kw, "steps": plan[i - 1]["steps"]} if plan[i - 1]["adaptive"] else kw
         video = generate(pipeline, rewrites[i - 1][0], image, n_frames=n_frames, size=size, fps=fps,
-                         refine=refine, thin_decoder=thin, timings=timings, info=info, **args)
+                         refine=refine, thin_decoder=thin, timings=timings, info=info, **plan[i - 1]["kw"])
         path = write_mp4(video, out_dir / f"{i:0{digits}d}-{slugify(prompt)}.mp4", fps)
         t = int(video.shape[1])
         summary = {"path": str(path), "prompt": prompt, "frames": t,
@@ -95,7 +94,7 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
                    "cfg_scale": kw.get("cfg_scale", 4.0), "image": None if image is None else str(image),
                    "elapsed_s": round(time.perf_counter() - start, 3), "timings": timings,
                    "refine": _source(refine), "thin_decoder": _source(thin),
-                   "adaptive": plan[i - 1]["adaptive"], "rewrite": rewrites[i - 1][1]}
+                   "adaptive": info.get("adaptive"), "rewrite": rewrites[i - 1][1]}
         with open(index, "a", encoding="utf-8") as f:
             f.write(json.dumps(summary, ensure_ascii=False) + "\n")
         summaries.append(summary)
@@ -104,34 +103,34 @@ def generate_batch(ckpt: str | os.PathLike[str], prompts_file: str | os.PathLike
 
 def _plan_steps(pipeline: Any, prompts: list[str], image: Any, n_frames: int, size: tuple[int, int],
                 refine: Any, kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per prompt: the steps to sample, the ``adaptive`` record (None for fixed steps) and the
-    timings its probe already spent (``dit_passes``, ``dit_s``, ``text_s``), which its video's
-    timings start from."""
+    """Per prompt: the keyword arguments of its ``generate`` call (fixed steps, or ``steps="auto"``
+    with its ``Plan``) and the timings its probe already spent (``dit_passes``, ``dit_s``,
+    ``text_s``), which its video's timings start from."""
     if kw.get("steps", 30) != "auto":
-        return [{"steps": kw.get("steps", 30), "adaptive": None, "timings": {}} for _ in prompts]
-    from training.adaptive_steps import AdaptiveSteps, passes_per_step, probe_prepared
+        return [{"kw": kw, "timings": {}} for _ in prompts]
+    from training.adaptive_steps import AdaptiveSteps, Plan, is_guided, probe_prepared
     from training.generate import Timer, prepare
 
     picker = kw.get("adaptive") or AdaptiveSteps()
+    heun = bool(kw.get("heun", False))
     low = refine.low_size(size) if refine is not None else size
     cfg_scale, negative, seed = kw.get("cfg_scale", 4.0), kw.get("negative_prompt", ""), kw.get("seed", 0)
     rows = []
     for prompt in prompts:
         timer = Timer()
         prepared = prepare(pipeline, prompt, image, n_frames, low, cfg_scale, negative, seed, timer)
-        guided = prepared[2] is not None and prepared[3] != 1.0
-        rows.append({"probe": probe_prepared(pipeline, prepared, picker, timer), "guided": guided,
-                     "timings": timer.out})
-    k = passes_per_step(rows[0]["guided"], bool(kw.get("heun", False)))
-    estimates = [r["probe"]["estimate"] for r in rows]
+        found, first = probe_prepared(pipeline, prepared, picker, timer)
+        rows.append({"found": found, "first": first, "guided": is_guided(prepared), "timings": timer.out})
+    guided = rows[0]["guided"]
+    estimates = [r["found"]["estimate"] for r in rows]
     if picker.reference is not None:
-        steps = [picker.pick(e, k, rows[0]["guided"], picker.reference) for e in estimates]
+        steps = [picker.pick(e, picker.reference, guided, heun) for e in estimates]
     else:
-        steps = picker.allocate(estimates, k, rows[0]["guided"])
-    calibration = "given" if picker.reference is not None else "batch"
-    probe_passes = picker.probe_passes(rows[0]["guided"])
-    return [{"steps": n, "timings": r["timings"],
-             "adaptive": {**picker.to_dict(), **r["probe"], "steps": n, "calibration": calibration,
-                          "calibration_passes": 0, "probe_passes": probe_passes, "passes_per_step": k,
-                          "passes": probe_passes + n * k}}
-            for n, r in zip(steps, rows, strict=True)]
+        steps = picker.allocate(estimates, guided, heun)
+    out = []
+    for n, r in zip(steps, rows, strict=True):
+        calibration = "given" if picker.reference is not None else "batch"
+        record = picker.record(r["found"], n, guided, heun, calibration=calibration, calibration_passes=0)
+        plan = Plan(n, record, r["first"] if picker.reuses_first(heun) else None)
+        out.append({"kw": {**kw, "adaptive": plan}, "timings": r["timings"]})
+    return out

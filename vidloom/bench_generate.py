@@ -16,6 +16,9 @@ run directories, e.g. ``<tscd run>/segments_4``); without ``--teacher`` a tiny r
 built and both students are distilled from it in memory (``--fit-steps``), for the CPU.
 ``--thin-decoder CKPT`` (``training/thin_decoder.py``) adds the thin decoder's decode speedup and PSNR
 change on the TSCD latents.
+
+``--adaptive`` runs another benchmark instead: adaptive step counts (``generate --steps auto``)
+against a fixed schedule at the same average DiT passes (``vidloom/bench_generate_adaptive.py``).
 """
 
 from __future__ import annotations
@@ -107,6 +110,10 @@ def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "--adaptive" in (sys.argv[1:] if argv is None else argv):  # adaptive vs fixed step counts
+        from vidloom.bench_generate_adaptive import main as adaptive_main
+
+        return adaptive_main(argv)
     p = argparse.ArgumentParser(prog="vidloom bench generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", help="teacher 'dit' checkpoint or run (default: a tiny random one)")
     p.add_argument("--cfg-student", help="CFG-distilled student checkpoint or run")
