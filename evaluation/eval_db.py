@@ -42,20 +42,23 @@ CREATE TABLE IF NOT EXISTS eval_winrates (
 
 
 def has_table(db: str | Path, table: str) -> bool:
-    """Whether ``db`` exists and holds ``table`` (opened read-only)."""
-    import duckdb
+    """Whether ``db`` exists and holds ``table`` (read-only; waits out another process's lock)."""
+    from curation.snapshot import connect_retrying
 
     if not Path(db).is_file():
         return False
-    with duckdb.connect(str(db), read_only=True) as con:
+    con = connect_retrying(Path(db), read_only=True)
+    try:
         row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                           [table]).fetchone()
+    finally:
+        con.close()
     return bool(row and row[0])
 
 
 def record(db: str | Path, result: dict[str, Any], created: datetime.datetime) -> None:
     """Append one run (``harness.run_eval``'s result) in a single transaction."""
-    import duckdb
+    from curation.snapshot import connect_retrying
 
     run_id = result["run_id"]
     by_label = {c["label"]: c for c in result["ckpts"]}
@@ -67,7 +70,7 @@ def record(db: str | Path, result: dict[str, Any], created: datetime.datetime) -
     wins = [(run_id, w["metric"], w["dimension"], w["a"], w["b"], w["n"], w["wins"], w["ties"], w["losses"],
              w["win_rate"], w["ci_low"], w["ci_high"], w["ci_method"]) for w in result["winrates"]]
     Path(db).parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(db)) as con:
+    with connect_retrying(Path(db), read_only=False) as con:
         con.execute(SCHEMA)
         con.execute("BEGIN")
         con.execute("INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -21,17 +21,15 @@ multi-shot prompt), ``Scorer.score`` returns metric -> value:
 ``human_scores`` reads the annotation page's ``preferences`` table (evaluation/preferences.py):
 per video id, the mean 1-5 rubric score over the labellers (``human_motion``, ``human_structure``,
 ``human_fidelity``, ``human_alignment``), their mean ``human_mean`` and the number of labels
-``human_n``. Skipped tasks are ignored. Human metrics are kept out of the composite (only labelled
-videos have them) and get their own win-rate row.
+``human_n``, and ``human_best_worst`` from the best/worst picks. Skipped tasks are ignored. Human
+metrics are kept out of the composite (only labelled videos have them) and get their own win-rate rows.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -40,7 +38,6 @@ from models.rewards.base import Reward, build_reward
 PROXIES = ("motion", "stability", "aesthetic_proxy")
 DEFAULT_WEIGHTS = {"motion": 1.0, "stability": 1.0, "aesthetic_proxy": 1.0, "data_fidelity": 1.0,
                    "cross_shot_consistency": 1.0}
-RUBRIC = ("motion", "structure", "fidelity", "alignment")
 HIST_BINS = 8
 FIDELITY_DB = 40.0
 
@@ -145,39 +142,34 @@ def composite(metrics: dict[str, float], weights: dict[str, float]) -> float:
 
 
 def human_scores(db: str | Path, video_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Mean human rubric scores per video id from a ``preferences`` table (none: {}).
+    """Human rubric scores per video id from the ``preferences`` table of ``db`` (none: {}).
 
-    ``db`` is opened read-only; a missing file or table gives {}. Only the ids in ``video_ids`` are
-    returned; a label row's ``scores`` JSON maps video id -> {motion, structure, fidelity, alignment}.
+    Read with ``evaluation.preferences.read_preferences`` (read-only, waits out a writer's lock);
+    skipped tasks are ignored; only the ids in ``video_ids`` are returned. Per video: the mean of each
+    1-5 rubric score over its labels (``human_<dimension>``), their mean ``human_mean``, the number of
+    labels ``human_n`` and ``human_best_worst`` = (times picked best - times picked worst) / labels.
     """
-    import duckdb
+    from evaluation.preferences import RUBRIC, read_preferences
 
-    if not Path(db).is_file():
-        return {}
     wanted = set(video_ids)
-    with duckdb.connect(str(db), read_only=True) as con:
-        have = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'preferences'"
-                           ).fetchone()
-        if not have or not have[0]:
-            return {}
-        rows = con.execute("SELECT scores FROM preferences WHERE NOT coalesce(skipped, false) "
-                           "AND scores IS NOT NULL").fetchall()
-    sums: dict[str, dict[str, list[float]]] = {}
-    for (raw,) in rows:
-        scores: Any = json.loads(raw) if isinstance(raw, str) else raw
-        for vid, dims in (scores or {}).items():
+    acc: dict[str, dict[str, list[float]]] = {}
+    picks: dict[str, list[float]] = {}
+    for row in read_preferences(db, include_skipped=False):
+        for vid, dims in (row.get("scores") or {}).items():
             if vid not in wanted or not isinstance(dims, dict):
                 continue
-            acc = sums.setdefault(vid, {d: [] for d in RUBRIC})
+            per = acc.setdefault(vid, {d: [] for d in RUBRIC})
             for d in RUBRIC:
                 v = dims.get(d)
                 if isinstance(v, int | float) and 1 <= v <= 5:
-                    acc[d].append(float(v))
+                    per[d].append(float(v))
+            picks.setdefault(vid, []).append(float(row.get("best") == vid) - float(row.get("worst") == vid))
     out: dict[str, dict[str, float]] = {}
-    for vid, acc in sums.items():
-        m = {f"human_{d}": sum(v) / len(v) for d, v in acc.items() if v}
+    for vid, per in acc.items():
+        m = {f"human_{d}": sum(v) / len(v) for d, v in per.items() if v}
         if m:
             m["human_mean"] = sum(m.values()) / len(m)
-            m["human_n"] = float(max(len(v) for v in acc.values()))
+            m["human_n"] = float(len(picks[vid]))
+            m["human_best_worst"] = sum(picks[vid]) / len(picks[vid])
             out[vid] = m
     return out
