@@ -40,12 +40,11 @@ from torch import Tensor, nn
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
 from training.checkpoint import resolve_checkpoint
-from training.config import StageConfig, TrainConfig
+from training.config import TrainConfig
 from training.distributed import DistInfo
 from training.dit_trainer import DiTNet, DiTTrainer
 from training.flow_matching import ModelFn, logit_normal_t, shift_t
 from training.rlhf import (
-    ListLoader,
     RLHFTrainer,
     build_rewards,
     collate_items,
@@ -131,10 +130,6 @@ class FlowDPOTrainer(DiTTrainer):
 
     def build_net(self) -> nn.Module:
         return load_policy_net(self.base_path, self.cfg)
-
-    def make_loader(self, stage: StageConfig, global_batch: int | None = None) -> ListLoader:  # type: ignore[override]
-        return ListLoader(self.items, self.cfg.seed, global_batch or stage.global_batch, self.dist.rank,
-                          self.dist.world_size)
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {**super().checkpoint_extra(), "rlhf": {"method": "flow_dpo", "base": str(self.base_path),

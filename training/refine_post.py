@@ -38,7 +38,6 @@ from training.distributed import DistInfo
 from training.refine import SCALE, RefinerNet, RefinerTrainer
 from training.reward_tally import RewardTally, reward_stats
 from training.rlhf import (
-    ListLoader,
     build_rewards,
     decode_video,
     latent_shape,
@@ -152,10 +151,6 @@ class RefinerRLHFTrainer(_FromRefiner):
         self.beta, self.sample_steps, self.grad_steps = float(beta), int(sample_steps), int(grad_steps)
         self.base_steps = int(base_steps)
         self.eval_prompts = list(eval_prompts)
-
-    def make_loader(self, stage: StageConfig, global_batch: int | None = None) -> ListLoader:  # type: ignore[override]
-        return ListLoader(self.items, self.cfg.seed, global_batch or stage.global_batch, self.dist.rank,
-                          self.dist.world_size)
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {**super().checkpoint_extra(), "refine_rlhf": {

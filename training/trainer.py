@@ -41,6 +41,7 @@ from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from training.config import StageConfig, TrainConfig, to_dict
 from training.data import StreamingLoader
 from training.distributed import DistInfo
+from training.list_loader import ListLoader
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Trainer:
     """Base loop. Subclasses implement ``build_net`` and ``forward_backward_step``."""
 
     kind = "base"
+    items: list[Any] | None = None  # in-memory items (prompts, pairs) instead of shards: see make_loader
 
     def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path,
                  device: str | torch.device | None = None, dist: DistInfo | None = None) -> None:
@@ -163,7 +165,13 @@ class Trainer:
     def stage(self) -> StageConfig:
         return self.stage_plan()[self.stage_index][0]
 
-    def make_loader(self, stage: StageConfig, global_batch: int | None = None) -> StreamingLoader:
+    def make_loader(self, stage: StageConfig,
+                    global_batch: int | None = None) -> StreamingLoader | ListLoader:
+        """The stage's loader: over ``self.items`` when the trainer holds in-memory items (prompts,
+        preference pairs), else streaming the stage's shards."""
+        if self.items is not None:
+            return ListLoader(self.items, self.cfg.seed, global_batch or stage.global_batch, self.dist.rank,
+                              self.dist.world_size)
         return StreamingLoader(
             stage.data or self.data, seed=self.cfg.seed, global_batch=global_batch or stage.global_batch,
             n_canonical=self.cfg.n_canonical, rank=self.dist.rank, world_size=self.dist.world_size,
