@@ -117,3 +117,24 @@ def test_reward_train_without_usable_labels_fails_clearly(tmp_path: Path,
     argv = ["reward-train", "--db", str(db), "--videos", str(tmp_path), "--out", str(tmp_path / "h.pt")]
     assert main(argv) == 2
     assert "no labelled pair" in capsys.readouterr().err and not (tmp_path / "h.pt").exists()
+
+
+def test_reward_train_text_head_on_alignment(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             request: pytest.FixtureRequest) -> None:
+    """``--kind text`` trains the text-alignment head from the "alignment" scores (a smoke run: few steps)."""
+    a = make_batch(tmp_path / "gen" / "a", ["p1", "p2"], seed=1)
+    b = make_batch(tmp_path / "gen" / "b", ["p1", "p2"], seed=2)
+    db = tmp_path / "l.duckdb"
+    make_tasks([a, b], db, per_task=2)
+    for t in preferences.read_tasks(db):
+        x, y = t["video_ids"]
+        preferences.insert_label(db, t, "al", {x: _s(3, 3, 3, 5), y: _s(3, 3, 3, 2)}, x, y, False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    out = tmp_path / "text.pt"
+    assert main(["reward-train", "--db", str(db), "--videos", str(tmp_path / "gen"), "--out", str(out),
+                 "--kind", "text", "--text-encoder", "byte", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "text head ['text_alignment'] <- rubric {'alignment': 'text_alignment'}: 2 training pairs" in text
+    assert load_head(str(out), "text_alignment").dimensions == ("text_alignment",)

@@ -102,6 +102,7 @@
 
   document.addEventListener("keydown", function (e) {
     if (e.target && (e.target.tagName === "INPUT" || e.target.tagName === "TEXTAREA")) return;
+    if (e.target && e.target.closest && e.target.closest("#who")) return;  // the labeller form's own keys
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const cell = focused();
     const vid = cell ? cell.dataset.vid : null;
