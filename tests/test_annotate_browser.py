@@ -19,6 +19,7 @@ import pytest
 from annotate_helpers import Browser, chromium_exe, live_server, make_batch
 from PIL import Image
 
+from evaluation import preferences
 from evaluation.annotate_app import create_app
 from evaluation.annotate_tasks import make_tasks
 
@@ -43,6 +44,8 @@ def test_label_in_headless_chromium(tmp_path: Path) -> None:
     ib = make_batch(videos / "ckpt-b", PROMPTS, seed=2, speed=3)
     db = tmp_path / "labels.duckdb"
     assert make_tasks([ia, ib], db, per_task=2).added == 2
+    second = preferences.read_tasks(db)[1]
+    (videos / second["video_paths"][0]).unlink()  # the second task has lost a file: shown, then skipped
     app = create_app(db, videos)
     with live_server(app) as url:
         browser = Browser(tmp_path / "profile")
@@ -66,6 +69,11 @@ def test_label_in_headless_chromium(tmp_path: Path) -> None:
             browser.key("Enter")
             browser.wait(f"document.body.dataset.task && document.body.dataset.task !== '{first}'")
             assert browser.js("document.getElementById('progress').dataset.labelled") == "1"
+            assert browser.js("document.body.dataset.task") == second["task_id"]
+            assert "Video file missing (404)" in browser.js("document.querySelector('.missing').textContent")
+            browser.wait("(v => v.readyState >= 2 && v.currentTime > 0)(document.querySelector('video'))")
+            browser.key("Enter")  # refused on the page: one playable video cannot be compared
+            assert "skip" in browser.wait("document.getElementById('status').textContent")
             browser.key("s")  # skip the second task
             browser.wait("document.body.dataset.done === 'true'")
         finally:
