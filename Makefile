@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidloom-installed
-EXTRAS ?= video,flows,caption,text,dev
+EXTRAS ?= video,flows,caption,text,dev,annotate
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE=1
 export TRANSFORMERS_OFFLINE=1
