@@ -49,7 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    who = f"?labeller={args.labeller}" if args.labeller else "?labeller=YOUR_NAME"
+    from urllib.parse import urlencode
+
+    who = "?" + urlencode({"labeller": args.labeller or "YOUR_NAME"})
     print(f"annotation page: http://{args.host}:{args.port}/{who}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
