@@ -304,7 +304,8 @@ def decide_catalog(
     float64, ids and hashes parsed to integers, mostly-null text as sparse Python lists), decides
     every clip of ``split_hash``, and lets DuckDB write back only the clips whose dup_of, status,
     reason or crop changed (``IS DISTINCT FROM``), in one transaction. The registered rules run in
-    decision order (``scores``: the scorers' sections), then ``f.extra`` in DuckDB (:func:`extra_reasons`).
+    decision order (``scores``: the scorers' sections), then ``f.extra`` in DuckDB
+    (pipelines/filters_extra.py ``apply_rules``).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -367,7 +368,7 @@ def decide_catalog(
     dup_of = cols["clip_id"].take(pa.array(target, mask=target < 0))
     cols["dup_of"] = dup_of
     first = reject_reasons(cols, f, c, scores=scores)
-    reason_idx, order = extra_reasons(cat.con, split_hash, cols["clip_id"], first, order, f)
+    reason_idx, order = filters_extra.apply_rules(cat.con, split_hash, cols["clip_id"], first, order, f)
     names = reason_names(reason_idx, _present(cols, "score_error"), _present(cols, "not_scored"), order)
     reason = pa.array(names, pa.string())
     status = pc.if_else(pc.is_null(reason), "kept", "rejected")
@@ -407,37 +408,6 @@ def decide_catalog(
         "written": int(written),
         "pairs_from_store": cached,
     }
-
-
-def extra_reasons(
-    con: Any, split_hash: str, clip_ids: Any, reason: np.ndarray, order: tuple[str, ...], f: FilterConfig
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``reason`` with the ``filters.extra`` rules applied to the rows every registered rule keeps,
-    in order (the first match wins), and the reasons the indices now name: ``order`` then theirs.
-
-    The predicates run sandboxed in DuckDB (pipelines/filters_extra.py), checked again here (the
-    config may come from a dict no loader checked).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipelines.config_check import ConfigError
-
-    rules = filters_extra.check_rules(f.extra)
-    if not rules:
-        return reason, order
-    clash = sorted({r["reason"] for r in rules} & set(order))
-    if clash:
-        raise ConfigError(f"filters.extra: reason(s) {clash} are built-in rules' (the decision order: "
-                          f"{', '.join(order)}); choose others")
-    names = list(order)
-    reason = reason.astype(np.int16)
-    for rule, ids in zip(rules, filters_extra.matches(con, split_hash, rules), strict=True):
-        if rule["reason"] not in names:
-            names.append(rule["reason"])
-        hit = np.asarray(pc.is_in(clip_ids, value_set=pa.array(sorted(ids), pa.string())), bool)
-        reason[(reason < 0) & hit] = names.index(rule["reason"])
-    return reason, tuple(names)
 
 
 def _clip_key(ids: Any) -> np.ndarray:

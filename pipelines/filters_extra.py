@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from curation.db import TABLE_COLUMNS
 from curation.sandbox import UnsafeSQL, check_where
@@ -153,3 +154,33 @@ def matches(
         # the newlines keep a trailing '--' comment in a predicate from eating the closing parenthesis
         sql = "SELECT clip_id FROM clips WHERE (\n{}\n)"
         return [{row[0] for row in box.execute(sql.format(r["where"])).fetchall()} for r in rules]
+
+
+def apply_rules(
+    con: Any, split_hash: str, clip_ids: Any, reason: np.ndarray, order: tuple[str, ...], f: Any
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``reason`` with the ``filters.extra`` rules applied to the rows every registered rule keeps,
+    in order (the first match wins), and the reasons the indices now name: ``order`` then theirs.
+
+    The predicates are checked again here (the config may come from a dict no loader checked)
+    and run sandboxed (:func:`matches`). ``reason``: int indices into ``order`` (-1: kept);
+    ``clip_ids``: the rows' ids (Arrow strings); ``f``: the FilterConfig.
+    """
+    import pyarrow as pa  # not at import: the config loader imports this module for check_rules
+    import pyarrow.compute as pc
+
+    rules = check_rules(f.extra)
+    if not rules:
+        return reason, order
+    clash = sorted({r["reason"] for r in rules} & set(order))
+    if clash:
+        raise ConfigError(f"filters.extra: reason(s) {clash} are built-in rules' (the decision order: "
+                          f"{', '.join(order)}); choose others")
+    names = list(order)
+    reason = reason.astype(np.int16)
+    for rule, ids in zip(rules, matches(con, split_hash, rules), strict=True):
+        if rule["reason"] not in names:
+            names.append(rule["reason"])
+        hit = np.asarray(pc.is_in(clip_ids, value_set=pa.array(sorted(ids), pa.string())), bool)
+        reason[(reason < 0) & hit] = names.index(rule["reason"])
+    return reason, tuple(names)
