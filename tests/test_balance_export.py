@@ -201,7 +201,7 @@ def _epoch_keys(loader: Any, limit: int | None = None) -> list[str]:
 
 def test_cli_weights_export_loader_report(tmp_path: Path) -> None:
     from curation.report import write_report
-    from training.data import StreamingLoader
+    from training.loader import StreamingLoader
     from vidloom.cli import main
 
     root = tmp_path / "out"

@@ -39,9 +39,9 @@ from pipelines.remote import as_path
 from training import checkpoint as ckpt_files
 from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import StageConfig, TrainConfig, to_dict
-from training.data import StreamingLoader
 from training.distributed import DistInfo
 from training.list_loader import ListLoader
+from training.loader import StreamingLoader
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
