@@ -64,7 +64,9 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    # exact at the ends (the formula gives 1 - 1e-16 for p = 1), so the interval always holds p
+    return (0.0 if successes == 0 else min(lo, p)), (1.0 if successes == n else max(hi, p))
 
 
 def bootstrap_interval(outcomes: Sequence[float], clusters: Sequence[str], n_boot: int = 2000,
