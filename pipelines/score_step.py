@@ -56,12 +56,15 @@ def with_gates(stages: list[Stage[Any, Any]], cfg: CurateConfig) -> list[Stage[A
     if cfg.scores.score_all:
         return list(stages)
     gated = scorers.GATED
+    # the sections of scorers with a config class of their own (picklable for Ray, unlike a
+    # ScoreConfig with sections added); the built-in rules read the filters only
+    own = {sp.key: sp.section(cfg.scores) for sp in scorers.specs() if sp.config is not None and sp.key}
     expensive = [s.name for s in stages if s.name in gated]
     out: list[Stage[Any, Any]] = []
     for s in stages:
         if s.name in gated:
             rest = tuple(expensive[expensive.index(s.name):])
-            out.append(ScoreGate(before=s.name, skip=rest, filters=cfg.filters, scores=cfg.scores))
+            out.append(ScoreGate(before=s.name, skip=rest, filters=cfg.filters, scores=own))
         out.append(s)
     return out
 

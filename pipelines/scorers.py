@@ -18,12 +18,14 @@ Like datatrove's filter blocks (each returns keep/drop with a reason) and NeMo C
 The score step (``build_scorers``), the filter step (pipelines/decide.py and its columnar twin
 pipelines/decide_columns.py), the gates and the report read this registry; nothing lists the
 scorers by hand. The built-in scorers are the ``pipelines/stages/*_scorer.py`` modules, imported
-on first use.
+on first use; a scorer kept elsewhere is a module named in ``$VIDLOOM_SCORERS`` (imported before
+the config is read, and by Ray workers when they unpickle its stage).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -90,7 +92,7 @@ class ScorerSpec:
         """This scorer's section of ``scores`` (a ScoreConfig; None: the defaults)."""
         if self.key is None:
             return None
-        got = getattr(scores, self.key, None) if scores is not None else None
+        got = scores.get(self.key) if isinstance(scores, Mapping) else getattr(scores, self.key, None)
         if got is not None:
             return got
         return self.config() if self.config is not None else None  # built-in rules read filters only
@@ -164,8 +166,22 @@ def _with_owner(spec: ScorerSpec) -> ScorerSpec:
     return ScorerSpec(**{**{f.name: getattr(spec, f.name) for f in fields(spec)}, "rules": rules})
 
 
+PLUGINS_ENV = "VIDLOOM_SCORERS"
+_plugins: set[str] = set()
+
+
+def load_plugins() -> None:
+    """Import the modules named in ``$VIDLOOM_SCORERS`` (comma-separated), once each: a scorer
+    kept outside vidloom registers itself at import, before the config (its section) is read."""
+    for name in (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",")):
+        if name and name not in _plugins:
+            _plugins.add(name)
+            importlib.import_module(name)
+
+
 def load_builtin() -> None:
-    """Import every ``pipelines/stages/*_scorer.py`` once (each registers itself)."""
+    """Import every ``pipelines/stages/*_scorer.py`` once (each registers itself), and the plugins."""
+    load_plugins()
     if _loaded[0]:
         return
     _loaded[0] = True
@@ -224,6 +240,7 @@ _CLASSES: dict[tuple[str, ...], type] = {}
 def score_config_class(base: type) -> type:
     """``base`` (pipelines.config.ScoreConfig) with a section for every registered scorer that
     brings its own config class; ``base`` itself when none does (the built-ins' are its fields)."""
+    load_plugins()
     extra = [s for s in sorted(_SPECS.values(), key=lambda s: s.name) if s.config is not None and s.key]
     if not extra:
         return base

@@ -217,3 +217,56 @@ def test_unregistering_removes_the_column_from_the_row() -> None:
     assert "probe_value" not in TABLE_COLUMNS["clips"]
     with pytest.raises(TypeError):
         schema.ClipScores(probe_value=1)
+
+
+PLUGIN = '''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from curation.score_columns import ScoreColumn
+from pipelines.scorers import Rule, ScorerSpec, register
+from pipelines.stage import Stage
+
+
+@dataclass
+class SizeConfig:
+    min_pixels: int = 100
+
+
+@dataclass
+class SizeScorer(Stage):
+    name: ClassVar[str] = "plugin_size"
+    columns: ClassVar[tuple[str, ...]] = ("plugin_pixels",)
+
+    def process(self, task):
+        task.clip.scores.plugin_pixels = task.clip.width * task.clip.height
+        return task
+
+
+register(ScorerSpec(name="plugin_size", stage=SizeScorer, cost=50, key="plugin_size", config=SizeConfig,
+                    columns=(ScoreColumn("plugin_pixels", "BIGINT", "width x height"),),
+                    rules=(Rule("too_few_pixels", 450, lambda x, f, s: x["plugin_pixels"] < s.min_pixels,
+                                reads=("plugin_pixels",)),)))
+'''
+
+
+def test_a_scorer_outside_vidloom_is_loaded_from_vidloom_scorers(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pipelines.config import load_config
+    from pipelines.decide import decision_rules
+    from pipelines.score_step import build_scorers
+
+    (tmp_path / "my_size_scorer.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(scorers.PLUGINS_ENV, "my_size_scorer")
+    try:
+        cfg = load_config("tiny", None, ["scores.plugin_size.min_pixels=5", "scores.text.enabled=false"])
+        assert cfg.scores.plugin_size.min_pixels == 5
+        assert "plugin_size" in [s.name for s in build_scorers(cfg)[0]]
+        assert [r.reason for r in decision_rules()][-5] == "too_few_pixels"  # 450: before 'duplicate'
+    finally:
+        scorers.unregister("plugin_size")
+        scorers._plugins.discard("my_size_scorer")
+        sys.modules.pop("my_size_scorer", None)

@@ -56,7 +56,7 @@ class ScoreGate(Stage[ClipTask, ClipTask]):
     before: str = "overlay_text"
     skip: tuple[str, ...] = ("overlay_text",)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    scores: Any = None  # the scorers' sections, for the rules of a registered scorer that reads its own
+    scores: dict[str, Any] = field(default_factory=dict)  # key -> section of scorers with their own config
 
     def params(self) -> dict[str, Any]:
         out = {"before": self.before, "skip": list(self.skip), "filters": dataclasses.asdict(self.filters)}
