@@ -30,8 +30,8 @@ from pipelines.tasks import ClipTask
 def caption(
     root: Path, tasks: list[ClipTask], cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, Any]:
-    from captioner.captions import failed_names
     from captioner.field_checks import field_checks
+    from pipelines.captioning import failed_names
     from pipelines.stages.caption import CaptionStage
 
     stage = CaptionStage.from_config(cfg.caption, root=str(root))

@@ -164,7 +164,7 @@ def test_only_a_valid_pair_is_exportable() -> None:
 
 
 def test_caption_failed_names_every_failed_or_missing_caption() -> None:
-    from captioner.captions import failed_names
+    from pipelines.captioning import failed_names
 
     both = [cap("en"), cap("zh"), cap("en", "short"), cap("zh", "short")]
     assert failed_names(both, ("dense", "short")) == ""

@@ -115,7 +115,7 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
     def process(self, task: ClipTask) -> ClipTask:
         if self.backend != "signals":
             return self.process_batch([task])[0]
-        from captioner.captions import signals_captions
+        from pipelines.captioning import signals_captions
 
         task.captions = signals_captions(task)
         return task
@@ -127,8 +127,8 @@ class CaptionStage(Stage[ClipTask, ClipTask]):
         return asyncio.run(self._caption_batch(tasks))
 
     async def _caption_batch(self, tasks: list[ClipTask]) -> list[ClipTask]:
-        from captioner.captions import VlmCaptioner
         from captioner.client import ChatClient
+        from pipelines.captioning import VlmCaptioner
 
         url = self.base_url or VLLM_DEFAULT_URL
         key = os.environ.get(self.api_key_env) or None

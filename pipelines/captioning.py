@@ -1,4 +1,5 @@
-"""From a clip to its Caption rows: the signals backend, and the VLM request plan.
+"""From a clip to its Caption rows: the signals backend, and the VLM request plan (the caption
+stage's work; the captioner package is the library it calls: client, prompts, schema, checks).
 
 A clip gets a dense caption and (``short``) a short motion-only one, each in English and
 Chinese. With a VLM the English captions come from the video request; the Chinese ones from a
