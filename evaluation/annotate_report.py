@@ -68,7 +68,7 @@ def _tables(rep: dict[str, Any]) -> list[tuple[str, list[str], list[tuple[Any, .
 
 
 def print_report(rep: dict[str, Any], out: TextIO | None = None) -> None:
-    from vidloom.cli import print_table
+    from curation.tables import print_table
 
     print(f"{rep['db']}: {rep['tasks']} tasks, {rep['labels']} labels, {rep['skipped']} skipped, "
           f"{len(rep['labellers'])} labellers", file=out)

@@ -14,6 +14,8 @@ import os
 import sys
 from typing import Any
 
+from curation.tables import print_table  # noqa: F401  (also used by vidloom query)
+
 EXAMPLE_QUERIES = [
     "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
     "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' LIMIT 5",
@@ -46,18 +48,6 @@ def _load(args: argparse.Namespace) -> Any:
     if args.quiet:
         cfg.runtime.quiet = True
     return cfg
-
-
-def print_table(cols: list[str], rows: list[tuple[Any, ...]], out: Any = None) -> None:
-    out = out or sys.stdout
-    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
-    print(line(cols), file=out)
-    print("-+-".join("-" * w for w in widths), file=out)
-    for r in cells:
-        print(line(r), file=out)
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=out)
 
 
 def print_summary(out_dir: str, counts: dict[str, Any], outcome: Any = None) -> None:
