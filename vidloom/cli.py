@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from curation.tables import print_table  # noqa: F401  (also used by vidloom query)
+from curation.tables import print_table
 
 EXAMPLE_QUERIES = [
     "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
