@@ -173,7 +173,7 @@ def model_rewrite_result(prompt: str, endpoint: str, model: str, lang: str = "au
         validate=lambda text, finish: reply_checks(text, finish, prompt, lang),
     )
     client = ChatClient(endpoint, api_key, concurrency=1, **client_kw)
-    result = next(iter(client.run_sync([req])))
+    (result,) = list(client.run_sync([req]))  # run to the end: the client's loop and thread are done
     doc = parse_rewrite(result.text)[0] if result.text else None
     checks = result.checks or {}
     failure = None if result.ok else f"model: {result.error}"

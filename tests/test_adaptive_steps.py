@@ -29,7 +29,8 @@ def test_allocate_meets_the_total_within_bounds_and_follows_sqrt() -> None:
 
 
 def test_the_budget_counts_the_probe() -> None:
-    a = AdaptiveSteps(budget=8)
+    assert AdaptiveSteps().power == 0.8  # the default (see the module docstring); sqrt here
+    a = AdaptiveSteps(budget=8, power=0.5)
     assert a.max_steps == 16 and a.probe_passes(True) == 4 and a.probe_passes(False) == 2
     assert a.extra_passes(True) == 2 and a.mean_steps(True) == 7  # t = 1 is the first step's: 1 extra
     assert a.extra_passes(True, heun=True) == 4 and a.mean_steps(True, heun=True) == 7  # 8 - 4/4

@@ -14,7 +14,9 @@ Rows: mean passes, mean / min / max steps, latent relative error against the tea
 prompts of ``||z - z_ref|| / ||z_ref||``), and the composite reward (``motion + stability +
 aesthetic_proxy``, training/distill_eval.py ``load_reward``) of the decoded videos, with the
 teacher's for scale. A diagnostic row per budget: the Spearman correlation between the probe's
-estimate and fixed-N's per-prompt error (does the probe see which prompts are hard?).
+estimate and fixed-N's per-prompt error (does the probe see which prompts are hard?), and an
+**oracle-N** row: steps allocated by fixed-N's own per-prompt errors with no probe paid, the bound
+on what any allocation could gain at that budget (not a schedule one can run).
 
 Checkpoint: ``--ckpt RUN`` (a "dit" checkpoint or run directory), else a tiny model is trained
 here (``--train-steps``) on toy clips whose captions are the prompts: a static colour screen is
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompt", action="append", dest="prompts", help="repeatable (default: the toy captions)")
     p.add_argument("--budgets", default="4,8,16", help="fixed-schedule step counts to match, comma-separated")
     p.add_argument("--teacher-steps", type=int, default=50)
+    p.add_argument("--power", type=float, help="AdaptiveSteps.power (default: its default)")
+    p.add_argument("--probe-ts", help="AdaptiveSteps.probe_ts, comma-separated (default: its default)")
     p.add_argument("--cfg", type=float, default=4.0, help="CFG scale")
     p.add_argument("--seed", type=int, default=0, help="prompt i starts from the noise of seed + i")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     record = bench_record.provenance("vidloom bench generate", argv, "fp32", torch.get_num_threads())
 
-    from training.adaptive_steps import AdaptiveSteps, probe_prepared
+    from training.adaptive_steps import AdaptiveSteps, allocate, probe_prepared
     from training.checkpoint import load_pipeline
     from training.distill_eval import load_reward
     from training.generate import Timer, prepare, resolve_settings
@@ -183,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     n_frames, size, _ = resolve_settings(pipeline.config)
     reward = load_reward()
     start = time.perf_counter()
-    picker = AdaptiveSteps(budget=budgets[0])
+    options: dict[str, Any] = {}
+    if args.power is not None:
+        options["power"] = args.power
+    if args.probe_ts:
+        options["probe_ts"] = tuple(float(t) for t in args.probe_ts.split(","))
+    picker = AdaptiveSteps(budget=budgets[0], **options)
     timer, estimates, firsts = Timer(), [], []
     for i, prompt in enumerate(prompts):
         prepared = prepare(pipeline, prompt, None, n_frames, size, args.cfg, "", args.seed + i)
@@ -210,12 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     for n in budgets:
         same = [n] * len(prompts)
         fixed = score(run_schedule(pipeline, prompts, same, args.seed, args.cfg, n_frames, size), teacher)
-        steps = AdaptiveSteps(budget=n, min_steps=1).allocate(estimates, guided)
+        steps = AdaptiveSteps(budget=n, min_steps=1, **options).allocate(estimates, guided)
         adaptive = score(run_schedule(pipeline, prompts, steps, args.seed, args.cfg, n_frames, size, firsts),
                          teacher)
         rows.append({"name": f"fixed-{n}", "budget": n, "passes": n * k, "steps": same, **fixed})
         passes = round(extra + statistics.fmean(steps) * k, 3)
         rows.append({"name": f"adaptive-{n}", "budget": n, "passes": passes, "steps": steps, **adaptive})
+        # a bound, not a method: steps ~ sqrt(the fixed schedule's own per-prompt error), no probe paid
+        best = allocate(fixed["per_prompt_err"], n * len(prompts), 1, 4 * n, 0.5)
+        oracle = score(run_schedule(pipeline, prompts, best, args.seed, args.cfg, n_frames, size), teacher)
+        rows.append({"name": f"oracle-{n}", "budget": n, "passes": round(statistics.fmean(best) * k, 3),
+                     "steps": best, **oracle})
         diagnostics.append({"budget": n, "spearman_estimate_vs_fixed_err": _spearman(estimates,
                                                                                     fixed["per_prompt_err"])})
     table = [[r["name"], r["passes"], statistics.fmean(r.get("steps", [args.teacher_steps])),
@@ -228,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
               "trained": trained,
               "probe": {"ts": list(picker.probe_ts), "passes": picker.probe_passes(guided),
                         "extra_passes": extra, "estimates": estimates, "power": picker.power},
+              "oracle": "oracle-N: steps ~ sqrt(fixed-N's per-prompt error), no probe: the best an "
+                        "allocation could do if it knew the errors; not a usable schedule",
               "reward": "composite(motion, stability, aesthetic_proxy)" if reward is not None else None,
               "reference": ref_row, "rows": rows, "diagnostics": diagnostics,
               "seconds": round(time.perf_counter() - start, 1)}
