@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import captioner.vlm_reward  # noqa: F401  (registers vlm_foundational)
 from captioner.fake_server import FakeOpenAI, Reply
 from models.aesthetic import aesthetic_head
 from models.rewards.base import Reward, build_reward

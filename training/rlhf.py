@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import captioner.vlm_reward  # noqa: F401  (registers the vlm_foundational reward)
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
 from training.checkpoint import LatentStats, load_checkpoint, resolve_checkpoint

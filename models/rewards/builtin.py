@@ -9,7 +9,8 @@ Registered names (Seedance 1.0, §4.1: RLHF with several reward models, one per 
     text_alignment    learned    yes             a trained head by path (None: untrained head)
     motion_learned    learned    yes             a trained head by path
     aesthetic_clip    here       yes             CLIP ViT-L/14 + LAION MLP weights by path
-    vlm_foundational  here       no              an OpenAI-compatible VLM endpoint
+    vlm_foundational  captioner  no              an OpenAI-compatible VLM endpoint (import
+                                                 captioner.vlm_reward to register it)
     composite         here       if all terms    the weights of the rewards it sums
 
 Rewards loaded from files raise ``FileNotFoundError`` naming the missing file; nothing is downloaded.
@@ -17,13 +18,11 @@ Rewards loaded from files raise ``FileNotFoundError`` naming the missing file; n
 
 from __future__ import annotations
 
-import io
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +33,7 @@ from models.rewards import proxies as proxies
 from models.rewards.base import Reward, build_reward, register
 
 
-def _keyframe_images(video: torch.Tensor) -> torch.Tensor:
+def keyframe_images(video: torch.Tensor) -> torch.Tensor:
     """[B, 3, T, H, W] in [-1, 1] -> first/middle/last frames [B, K, 3, H, W] in [0, 1]."""
     frames = video[:, :, keyframe_indices(video.shape[2])].transpose(1, 2)
     return ((frames.float() + 1) / 2).clamp(0, 1)
@@ -95,7 +94,7 @@ class AestheticClipReward:
 
     def __call__(self, video: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         assert self.encoder is not None and self.head is not None
-        frames = _keyframe_images(video)  # [B, K, 3, H, W]
+        frames = keyframe_images(video)  # [B, K, 3, H, W]
         B, K = frames.shape[:2]
         p = next(self.encoder.parameters())
         x = clip_preprocess(frames.flatten(0, 1), self.size).to(p.device, p.dtype)
@@ -103,11 +102,6 @@ class AestheticClipReward:
         return self.head(emb).view(B, K).mean(1).float()
 
 
-VLM_INSTRUCTION = (
-    "These are frames of a generated video for the prompt: \"{prompt}\". Rate the video's overall "
-    "quality from 1 (very poor) to 10 (excellent), considering visual quality, plausible motion and "
-    "how well it matches the prompt. Answer with a single integer from 1 to 10 and nothing else."
-)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -118,75 +112,6 @@ def parse_rating(text: str | None, low: float = 1.0, high: float = 10.0) -> floa
         return None
     value = float(match.group())
     return value if low <= value <= high else None
-
-
-def _jpeg(image: torch.Tensor, quality: int = 90) -> bytes:
-    """[3, H, W] in [0, 1] -> JPEG bytes."""
-    from PIL import Image
-
-    arr = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-@register("vlm_foundational")
-@dataclass
-class VLMReward:
-    """A VLM's 1-10 rating of the keyframes for the prompt, over an OpenAI-compatible endpoint.
-
-    Not differentiable (the frames leave the graph as JPEGs). A request that fails or an answer
-    without a rating in [1, 10] raises RuntimeError naming the sample: a silently missing reward would
-    bias the RLHF advantage.
-
-    Attributes:
-        base_url: the endpoint including ``/v1`` (``http://host:8000/v1``).
-        model: the served model id.
-        instruction: the user text, with ``{prompt}``.
-        params: extra request body fields (e.g. ``{"seed": 0}``).
-    """
-
-    base_url: str = ""
-    model: str = ""
-    instruction: str = VLM_INSTRUCTION
-    max_tokens: int = 8
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    api_key: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    name: str = "vlm_foundational"
-    differentiable: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.base_url:
-            raise ValueError("vlm_foundational needs base_url, an OpenAI-compatible endpoint (…/v1)")
-
-    def __call__(self, video: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        from captioner.client import ChatClient, ChatRequest
-        from captioner.frames import image_parts
-
-        frames = _keyframe_images(video)
-        params = {"model": self.model, "max_tokens": self.max_tokens, "temperature": 0.0, **self.params}
-        requests = [
-            ChatRequest(str(i), [{"role": "user", "content": [
-                *image_parts([_jpeg(f) for f in frames[i]]),
-                {"type": "text", "text": self.instruction.format(prompt=prompts[i])},
-            ]}], params)
-            for i in range(video.shape[0])
-        ]  # fmt: skip
-        client = ChatClient(self.base_url, self.api_key, self.concurrency, self.timeout_s)
-        scores: dict[int, float] = {}
-        errors = []
-        for res in client.run_sync(requests):
-            rating = parse_rating(res.text) if res.ok else None
-            if rating is None:
-                errors.append(f"sample {res.key}: {res.error or f'no 1-10 rating in {res.text!r}'}")
-            else:
-                scores[int(res.key)] = rating
-        if errors:
-            raise RuntimeError(f"vlm_foundational failed for {len(errors)} sample(s): {'; '.join(errors)}")
-        ordered = [scores[i] for i in range(video.shape[0])]
-        return torch.tensor(ordered, dtype=torch.float32, device=video.device)
 
 
 @register("composite")
