@@ -236,6 +236,7 @@ def test_text_is_read_in_both_languages(curated: dict[str, Any]) -> None:
     assert "北京" in texts or "你好" in texts
 
 
+@pytest.mark.usefixtures("one_thread")  # a tiny model: see conftest.one_thread
 def test_tiny_preset_learns_on_the_demo_shards(curated: dict[str, Any], tmp_path: Path) -> None:
     """`vidloom train --preset tiny` on these shards: VAE reconstruction error and the DiT's held-out
     flow-matching loss (fixed samples, timesteps and noise) fall clearly within a CI-sized run."""
