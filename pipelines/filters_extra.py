@@ -15,7 +15,8 @@ not reject. ``vidloom curate --rescore`` re-applies them (the filter step is all
 User SQL is sandboxed as ``vidloom query`` and ``--where`` are (curation/sandbox.py):
 :func:`curation.sandbox.check_where` refuses anything but one boolean expression over
 ``clips``; on top of it a predicate may read only stored columns (not the filter step's own
-outputs: ``status``, ``reject_reason``, ``dup_of``, the extraction crop), holds no subquery, and
+outputs, ``status``, ``reject_reason``, ``dup_of``, the extraction crop, nor the extraction's:
+:data:`DECISION_COLUMNS`), holds no subquery, and
 calls only the scalar functions in :data:`FUNCTIONS` (no ``read_csv``, ``read_text``, ``getenv``
 ...; ``COPY`` and ``ATTACH`` are statements, which the shape check already refuses). The checks
 run at config load (a bad rule fails before any work, naming the valid columns) and again
@@ -38,9 +39,10 @@ from curation.sandbox import UnsafeSQL, check_where
 from pipelines.config_check import ConfigError
 
 KEYS = ("name", "where", "reason")
-# what the filter step itself writes: a rule reading them would read the previous decision
+# what the filter step itself writes, and the extraction after it: a rule reading them would read
+# the previous run's decision or cut
 DECISION_COLUMNS = ("status", "reject_reason", "dup_of", "extract_crop_x", "extract_crop_y", "extract_crop_w",
-                    "extract_crop_h", "crop_reason")
+                    "extract_crop_h", "crop_reason", "path", "codec", "extract_mode", "bytes")
 RESERVED_REASONS = ("score_error", "not_scored")
 # expression nodes a predicate may hold (json_serialize_sql classes); SUBQUERY, WINDOW, STAR,
 # PARAMETER, LAMBDA ... are refused
