@@ -28,7 +28,7 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -127,6 +127,9 @@ def register(spec: ScorerSpec) -> ScorerSpec:
         raise ValueError(f"scorer {spec.name!r}: columns {missing} are declared nowhere (give ScoreColumns)")
     taken = {r.reason: r.owner for r in all_rules(load=False) if r.owner != spec.name}
     orders = {r.order: r.reason for r in all_rules(load=False) if r.owner != spec.name}
+    n = len(spec.rules)
+    if len({r.reason for r in spec.rules}) < n or len({r.order for r in spec.rules}) < n:
+        raise ValueError(f"scorer {spec.name!r}: two of its rules share a reason or a position")
     for r in spec.rules:
         if r.reason in taken:
             raise ValueError(f"scorer {spec.name!r}: reason {r.reason!r} is already {taken[r.reason]!r}'s")
@@ -157,13 +160,11 @@ def unregister(name: str) -> None:
 
 def register_core_rules(rules: list[Rule]) -> None:
     """The filter step's own rules (shape, dedup, extraction, captions): pipelines/decide.py."""
-    _CORE[:] = [Rule(**{**{f.name: getattr(r, f.name) for f in fields(r)}, "owner": "filter"}) for r in rules]
+    _CORE[:] = [replace(r, owner="filter") for r in rules]
 
 
 def _with_owner(spec: ScorerSpec) -> ScorerSpec:
-    rules = tuple(Rule(**{**{f.name: getattr(r, f.name) for f in fields(r)}, "owner": spec.name})
-                  for r in spec.rules)
-    return ScorerSpec(**{**{f.name: getattr(spec, f.name) for f in fields(spec)}, "rules": rules})
+    return replace(spec, rules=tuple(replace(r, owner=spec.name) for r in spec.rules))
 
 
 PLUGINS_ENV = "VIDLOOM_SCORERS"
@@ -244,6 +245,9 @@ def score_config_class(base: type) -> type:
     extra = [s for s in sorted(_SPECS.values(), key=lambda s: s.name) if s.config is not None and s.key]
     if not extra:
         return base
+    clash = sorted({s.key for s in extra} & {f.name for f in fields(base)})  # type: ignore[arg-type]
+    if clash:
+        raise ValueError(f"scorer config section(s) {clash} are already sections of scores")
     ident = tuple(f"{s.key}:{s.config.__qualname__}" for s in extra)  # type: ignore[union-attr]
     if ident not in _CLASSES:
         _CLASSES[ident] = make_dataclass(
@@ -268,6 +272,8 @@ def below(r: Row, col: str, limit: float) -> bool:
 class OneRow(dict):  # type: ignore[type-arg]
     """A row as the one-row column table a mask reads (the row form of a mask-only rule)."""
 
+    n = 1
+
     def __init__(self, row: Row) -> None:
         super().__init__()
         self.row = row
@@ -278,6 +284,10 @@ class OneRow(dict):  # type: ignore[type-arg]
 
     def present(self, key: str) -> np.ndarray:
         return np.asarray([self.row.get(key) is not None])
+
+    def sparse(self, key: str) -> tuple[np.ndarray, list[Any]]:
+        v = self.row.get(key)
+        return (np.asarray([0]), [v]) if v not in (None, "") else (np.zeros(0, np.int64), [])
 
 
 def row_form(rule: Rule) -> Callable[[Row, Any, Any], bool]:
