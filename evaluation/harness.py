@@ -165,7 +165,6 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
     """
     from evaluation import eval_db, eval_report
     from evaluation.scoring import Scorer, human_scores
-    from evaluation.winrate import pairwise
     from training.generate import generate, load_for_generation, resolve_settings, write_mp4
 
     if not specs:
@@ -221,7 +220,7 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
         human = human_scores(labels, [v["video_id"] for v in videos])
         for v in videos:
             v["metrics"].update(human.get(v["video_id"], {}))
-    winrates = compare(videos, suite, settings.ci, pairwise)
+    winrates = compare(videos, suite, settings.ci)
     result = {
         "run_id": run_id, "created_at": created.isoformat(timespec="seconds"), "suite": suite.name,
         "suite_path": suite.path, "suite_sha": suite.sha, "out": str(out.resolve()), "db": str(db),
@@ -236,9 +235,11 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
     return result
 
 
-def compare(videos: Sequence[dict[str, Any]], suite: Suite, ci: str, pairwise: Any) -> list[dict[str, Any]]:
+def compare(videos: Sequence[dict[str, Any]], suite: Suite, ci: str = "wilson") -> list[dict[str, Any]]:
     """Win-rate rows: composite overall and per dimension, then every other metric overall (the
     human ones included when two checkpoints share labelled units)."""
+    from evaluation.winrate import pairwise
+
     labels = list(dict.fromkeys(v["ckpt"] for v in videos))
     if len(labels) < 2:
         return []

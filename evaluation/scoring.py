@@ -87,9 +87,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 100.0 if mse <= 1e-10 else 10 * math.log10(4.0 / mse)
 
 
-def nearest_psnr(video: torch.Tensor, references: torch.Tensor) -> float | None:
-    """PSNR of ``video`` [3, T, H, W] against the closest of ``references`` [N, 3, T', H, W] that has
-    its shape (None when none has)."""
+def nearest_psnr(video: torch.Tensor, references: torch.Tensor | Sequence[torch.Tensor]) -> float | None:
+    """PSNR of ``video`` [3, T, H, W] against the closest of ``references`` (``[N, 3, T, H, W]`` or a
+    list of clips) that has its shape (None when none has)."""
     same = [r for r in references if tuple(r.shape) == tuple(video.shape)]
     if not same:
         return None
@@ -114,7 +114,7 @@ class Scorer:
 
     @torch.no_grad()
     def score(self, shots: Sequence[torch.Tensor], texts: Sequence[str],
-              references: torch.Tensor | None = None) -> dict[str, float]:
+              references: torch.Tensor | Sequence[torch.Tensor] | None = None) -> dict[str, float]:
         """Metrics of one video: ``shots`` [3, T, H, W] each, ``texts`` their prompts."""
         if not shots or len(shots) != len(texts):
             raise ValueError(f"need one prompt per shot, got {len(shots)} shots and {len(texts)} prompts")
