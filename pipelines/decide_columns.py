@@ -23,9 +23,9 @@ from pipelines import filters_extra
 from pipelines.config import CaptionConfig, FilterConfig
 from pipelines.decide import CROP_COLUMNS, REASONS, crop_columns, decision_rules, rule_settings
 
-RULE_ORDER: tuple[str, ...] = tuple(r.reason for r in decision_rules())  # as of import; rule_order() is live
-if RULE_ORDER != REASONS:  # pragma: no cover - decide.py and this module disagree on the registry
-    raise ImportError(f"pipelines/decide_columns.py rules {RULE_ORDER} != decide.REASONS {REASONS}")
+# the decision order as decide.py first saw it (the built-in rules); rule_order() is live. Both
+# forms of a rule are registered together (pipelines/scorers.py Rule), so they cannot disagree.
+RULE_ORDER: tuple[str, ...] = REASONS
 BEFORE_DUPLICATE = RULE_ORDER.index("duplicate")
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+import pipelines.decide_columns  # noqa: F401  (the import-time constants REASONS/RULE_ORDER: built-ins only)
 from curation.db import Catalog
 from curation.score_columns import ScoreColumn
 from pipelines import config_check, scorers
