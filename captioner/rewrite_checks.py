@@ -52,10 +52,9 @@ def keep_checks(prompt: str, text: str, lang: str) -> dict[str, dict[str, Any]]:
     p_lang = prompt_language(prompt)
     if p_lang != lang:  # the zh<->en agreement check, prompt on one side, rewrite on the other
         en, zh = (prompt, text) if p_lang == "en" else (text, prompt)
-        agree = check_agreement(en, zh)
-        side = {"en": "en", "zh": "zh"}
-        p_num, r_num = agree["numbers"][side[p_lang]], agree["numbers"][side[lang]]
-        p_col, r_col = agree["colours"][side[p_lang]], agree["colours"][side[lang]]
+        agree = check_agreement(en, zh)  # its lists are keyed by language
+        p_num, r_num = agree["numbers"][p_lang], agree["numbers"][lang]
+        p_col, r_col = agree["colours"][p_lang], agree["colours"][lang]
     else:
         p_num, r_num = _numbers(prompt, lang), _numbers(text, lang)
         p_col, r_col = _colours(prompt, lang), _colours(text, lang)

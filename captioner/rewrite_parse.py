@@ -112,6 +112,8 @@ def _parse_en(text: str, out: Parsed) -> None:
     words = [w for w, _ in tokens]
     taken: set[int] = set()
     for i, word in enumerate(words):
+        if i - 1 in taken and _is_action(word):  # 'a woman waves': a verb after its subject
+            continue
         for key, forms, _, kind in lex.ENTITIES:
             if any(_en_word_is(word, f, stem=False) for f in forms):
                 count, colours, j = None, [], i - 1
@@ -147,10 +149,13 @@ def _parse_en(text: str, out: Parsed) -> None:
             j += 1
         if j < len(words) and j not in taken and words[j] not in lex.EN_STOPWORDS \
                 and _en_count(words[j]) is None and not any(w in words[j] for w in ("'",)):
-            if not any(_en_word_is(words[j], s, True) for _, stems, _ in lex.ACTIONS for s in stems) \
-                    and words[j] not in _OTHER_FORMS:
+            if not _is_action(words[j]) and words[j] not in _OTHER_FORMS:
                 out.candidates.append(words[j])
     out.candidates = sorted(set(out.candidates), key=out.candidates.index)
+
+
+def _is_action(word: str) -> bool:
+    return any(_en_word_is(word, s, stem=True) for _, stems, _ in lex.ACTIONS for s in stems)
 
 
 def _subject_before(subjects: list[Subject], pos: int) -> str:
