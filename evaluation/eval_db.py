@@ -5,7 +5,7 @@ Tables (created when missing; nothing is ever updated or deleted)::
     eval_runs(run_id, created_at, suite, suite_sha, suite_path, ckpts JSON, settings JSON, out_dir,
               n_videos, elapsed_s)
     eval_videos(run_id, ckpt, ckpt_path, ckpt_step, prompt_id, dimension, lang, seed, video_id, path,
-                frames, gen_s)
+                frames, gen_s, steps (sampled, per shot), dit_passes)
     eval_scores(run_id, ckpt, prompt_id, seed, metric, value)
     eval_winrates(run_id, metric, dimension, ckpt_a, ckpt_b, n, wins, ties, losses, win_rate,
                   ci_low, ci_high, ci_method)
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS eval_runs (
 CREATE TABLE IF NOT EXISTS eval_videos (
     run_id VARCHAR, ckpt VARCHAR, ckpt_path VARCHAR, ckpt_step INTEGER, prompt_id VARCHAR,
     dimension VARCHAR, lang VARCHAR, seed INTEGER, video_id VARCHAR, path VARCHAR, frames INTEGER,
-    gen_s DOUBLE);
+    gen_s DOUBLE, steps INTEGER[], dit_passes INTEGER);
 CREATE TABLE IF NOT EXISTS eval_scores (
     run_id VARCHAR, ckpt VARCHAR, prompt_id VARCHAR, seed INTEGER, metric VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS eval_winrates (
@@ -63,7 +63,8 @@ def record(db: str | Path, result: dict[str, Any], created: datetime.datetime) -
     run_id = result["run_id"]
     by_label = {c["label"]: c for c in result["ckpts"]}
     videos = [(run_id, v["ckpt"], by_label[v["ckpt"]]["path"], by_label[v["ckpt"]]["step"], v["prompt_id"],
-               v["dimension"], v["lang"], v["seed"], v["video_id"], v["path"], v["frames"], v["gen_s"])
+               v["dimension"], v["lang"], v["seed"], v["video_id"], v["path"], v["frames"], v["gen_s"],
+               v["steps"], v["dit_passes"])
               for v in result["videos"]]
     scores = [(run_id, v["ckpt"], v["prompt_id"], v["seed"], m, float(x))
               for v in result["videos"] for m, x in v["metrics"].items()]
@@ -77,7 +78,7 @@ def record(db: str | Path, result: dict[str, Any], created: datetime.datetime) -
                     [run_id, created.replace(tzinfo=None), result["suite"], result["suite_sha"],
                      result["suite_path"], json.dumps(result["ckpts"]), json.dumps(result["settings"]),
                      result["out"], len(result["videos"]), result["elapsed_s"]])
-        con.executemany("INSERT INTO eval_videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", videos)
+        con.executemany("INSERT INTO eval_videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", videos)
         if scores:
             con.executemany("INSERT INTO eval_scores VALUES (?, ?, ?, ?, ?, ?)", scores)
         if wins:

@@ -166,7 +166,8 @@ def index_lines(result: dict[str, Any]) -> list[dict[str, Any]]:
     gen = result["settings"]["generation"]
     return [{"path": v["path"], "prompt": v["prompt"], "frames": v["frames"], "size": gen["size"],
              "fps": gen["fps"], "seconds": v["frames"] / gen["fps"], "step": by_label[v["ckpt"]]["step"],
-             "seed": v["seed"], "steps": gen["steps"], "cfg_scale": gen["cfg_scale"], "image": None,
+             "seed": v["seed"], "steps": v["steps"][0] if len(v["steps"]) == 1 else v["steps"],
+             "dit_passes": v["dit_passes"], "cfg_scale": gen["cfg_scale"], "image": None,
              "elapsed_s": v["gen_s"], "video_id": v["video_id"], "ckpt": v["ckpt"],
              "ckpt_path": by_label[v["ckpt"]]["path"], "prompt_id": v["prompt_id"],
              "dimension": v["dimension"], "lang": v["lang"], "shots": v["shots"], "run_id": result["run_id"]}

@@ -63,7 +63,7 @@ class EvalSettings:
     """Generation and comparison settings shared by every checkpoint of a run."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])
-    steps: int = 20
+    steps: int | str = 20  # or "auto": generate's adaptive step count per prompt
     cfg_scale: float = 4.0
     n_frames: int | None = None
     size: tuple[int, int] | None = None
@@ -199,10 +199,16 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
         for prompt in suite.prompts:
             for seed in settings.seeds:
                 v0 = time.perf_counter()
-                shots = [generate(pipeline, text, n_frames=gen["n_frames"], size=tuple(gen["size"]),
-                                  fps=gen["fps"], steps=settings.steps, cfg_scale=settings.cfg_scale,
-                                  seed=seed, negative_prompt=settings.negative_prompt)
-                         for text in prompt.texts]
+                timings: dict[str, Any] = {}
+                sampled: list[int] = []
+                shots = []
+                for text in prompt.texts:
+                    info: dict[str, Any] = {}
+                    shots.append(generate(pipeline, text, n_frames=gen["n_frames"], size=tuple(gen["size"]),
+                                          fps=gen["fps"], steps=settings.steps, cfg_scale=settings.cfg_scale,
+                                          seed=seed, negative_prompt=settings.negative_prompt,
+                                          timings=timings, info=info))
+                    sampled.append(int(info.get("steps", settings.steps)))
                 vid = video_id(ck["label"], prompt.id, seed, video_key(ck, prompt.texts, seed, gen))
                 write_mp4(torch.cat(shots, dim=1), out / vid, gen["fps"])
                 metrics = scorer.score(shots, prompt.texts, refs)
@@ -210,7 +216,8 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
                                "lang": prompt.lang, "prompt": prompt.text, "shots": list(prompt.shots),
                                "seed": seed, "video_id": vid, "path": str((out / vid).resolve()),
                                "frames": int(sum(s.shape[1] for s in shots)), "gen_s":
-                               round(time.perf_counter() - v0, 3), "metrics": metrics})
+                               round(time.perf_counter() - v0, 3), "steps": sampled,
+                               "dit_passes": int(timings.get("dit_passes", 0)), "metrics": metrics})
         del pipeline
         log(f"  {ck['label']}: {len(suite.prompts) * len(settings.seeds)} videos in "
             f"{time.perf_counter() - t0:.1f}s")

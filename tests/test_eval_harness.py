@@ -84,6 +84,10 @@ def test_eval_twice_history_page_labels(ckpts: tuple[Path, Path], tmp_path: Path
     (shot_video,) = _sql(db, "SELECT video_id FROM eval_videos WHERE prompt_id = 'ms-runner-en' "
                              "AND ckpt = 'early' AND seed = 0")[0]
     assert _frames(out / shot_video) == 10  # two shots of 5 frames
+    # 2 steps x 2 passes (CFG) per shot, recorded per video
+    passes = _sql(db, "SELECT DISTINCT prompt_id = 'ms-runner-en', steps::VARCHAR, dit_passes "
+                      "FROM eval_videos")
+    assert sorted(passes) == [(False, "[2]", 4), (True, "[2, 2]", 8)]
     assert _sql(db, "SELECT count(*) FROM eval_scores WHERE metric = 'cross_shot_consistency'") == [(4,)]
     index = [json.loads(x) for x in (out / "index.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {x["video_id"] for x in index} == ids and all(Path(x["path"]).is_file() for x in index)
@@ -139,3 +143,17 @@ def test_video_ids_and_bad_input(ckpts: tuple[Path, Path], tmp_path: Path,
     assert main(["eval", "--ckpt", str(early), "--out", str(out), "--suite", str(bad)]) == 2
     assert "dimension must be one of" in capsys.readouterr().err
     assert not (out / "eval.duckdb").exists()  # nothing recorded for a run that did not start
+
+
+def test_adaptive_steps_are_recorded(ckpts: tuple[Path, Path], tmp_path: Path) -> None:
+    early, _ = ckpts
+    out = tmp_path / "auto"
+    assert main(["eval", "--ckpt", str(early), "--out", str(out), "--suite", "tiny", "--seeds", "0",
+                 "--steps", "auto"]) == 0
+    rows = _sql(out / "eval.duckdb", "SELECT steps, dit_passes FROM eval_videos")
+    assert len(rows) == 5
+    for steps, passes in rows:
+        assert all(isinstance(n, int) and n >= 1 for n in steps)
+        assert passes >= 2 * sum(steps)  # CFG passes, plus the probe's
+    (settings,) = _sql(out / "eval.duckdb", "SELECT settings FROM eval_runs")[0]
+    assert json.loads(settings)["steps"] == "auto"

@@ -24,6 +24,14 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _steps(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--steps must be an integer >= 1 or 'auto', got {text!r}")
+    return int(text)
+
+
 def _weights(text: str) -> dict[str, float]:
     out = {}
     for item in text.split(","):
@@ -83,7 +91,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="default", help="suite YAML file or built-in name (default | tiny)")
     p.add_argument("--out", required=True, help="output directory (videos, report.html, runs/, eval.duckdb)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1], help="comma-separated noise seeds (default 0,1)")
-    p.add_argument("--steps", type=int, default=20, help="sampler steps (default 20)")
+    p.add_argument("--steps", type=_steps, default=20,
+                   help="sampler steps (default 20), or auto: generate's adaptive count per prompt")
     p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--frames", type=int, help="pixel frames (default: the first checkpoint's last stage)")
