@@ -12,7 +12,8 @@ on its step-25 and step-150 checkpoints twice, with the training shards as ``--r
   figures say how the proxies behave on out-of-distribution prompts, not that the model follows them.
 
 Prints and stores, per suite, the mean scores per dimension and checkpoint and the late-over-early
-composite win rates with Wilson 95 % intervals (ties half, per prompt x seed).
+composite win rates with Wilson 95 % intervals (ties half, per prompt x seed), and the same win rates
+with the cluster-bootstrap interval over prompts (evaluation/winrate.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from evaluation.eval_report import format_report
-    from evaluation.harness import CheckpointSpec, EvalSettings, run_eval
+    from evaluation.harness import CheckpointSpec, EvalSettings, compare, run_eval
     from evaluation.suite import load_suite
     from evaluation.tiny_runs import step_checkpoint, train_tiny_run
     from vidloom import bench_record
@@ -61,9 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                                 references=str(shards))
         suites: dict[str, Any] = {}
         for name in args.suites.split(","):
-            result = run_eval(specs, load_suite(name), work / f"eval-{name}", settings)
+            suite = load_suite(name)
+            result = run_eval(specs, suite, work / f"eval-{name}", settings)
             print(format_report(result))
             suites[name] = summarise(result)
+            boot = {**result, "winrates": compare(result["videos"], suite, "bootstrap")}
+            suites[name]["late_over_early_bootstrap"] = summarise(boot)["late_over_early"]
     used = result["settings"]
     out = {"train": {"steps": args.steps, "early": args.early, "seconds": round(train_s, 1)},
            "settings": {"seeds": settings.seeds, "sample_steps": args.sample_steps,
