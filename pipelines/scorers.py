@@ -36,7 +36,7 @@ import numpy as np
 from curation import score_columns
 from curation.schema import Clip
 from curation.score_columns import ScoreColumn
-from pipelines import config_check
+from pipelines import config_check, stages
 
 Row = Mapping[str, Any]
 
@@ -186,8 +186,6 @@ def load_builtin() -> None:
     if _loaded[0]:
         return
     _loaded[0] = True
-    import pipelines.stages as stages
-
     for info in sorted(pkgutil.iter_modules(stages.__path__), key=lambda m: m.name):
         if info.name.endswith("_scorer"):
             importlib.import_module(f"pipelines.stages.{info.name}")
