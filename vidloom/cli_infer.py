@@ -9,7 +9,6 @@ runs/tiny/vae --data out/demo/shards --out runs/thin`` trains a half-width VAE d
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 
@@ -45,21 +44,6 @@ def cmd_thin_decoder(args: argparse.Namespace) -> int:
                                  generator_steps=args.generator_steps, guidance=args.guidance,
                                  device=args.device, progress=not args.quiet)
     _print_summary("thin-decoder", summary)
-    return 0
-
-
-def cmd_generate_batch(args: argparse.Namespace) -> int:
-    """``vidloom generate --prompts FILE``: one mp4 per prompt into the directory ``--out``."""
-    from training.generate_batch import generate_batch
-
-    rows = generate_batch(args.ckpt, args.prompts, args.out, image=args.image, n_frames=args.frames,
-                          size=args.size, fps=args.fps, steps=args.steps, cfg_scale=args.cfg, seed=args.seed,
-                          heun=args.heun, negative_prompt=args.negative, device=args.device,
-                          use_ema=not args.no_ema, refine=getattr(args, "refine", None),
-                          refine_steps=getattr(args, "refine_steps", None),
-                          thin_decoder=getattr(args, "thin_decoder", None))
-    for row in rows:
-        print(json.dumps(row, ensure_ascii=False))
     return 0
 
 
