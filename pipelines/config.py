@@ -14,6 +14,11 @@ from typing import Any
 import yaml
 
 from pipelines import config_check, filters_extra, scorers
+from pipelines.stages.aesthetic_scorer import AestheticScoreConfig
+from pipelines.stages.artifact_scorer import ArtifactScoreConfig
+from pipelines.stages.motion_scorer import MotionScoreConfig
+from pipelines.stages.quality_scorer import QualityScoreConfig
+from pipelines.stages.text_scorer import TextScoreConfig
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 
@@ -73,82 +78,14 @@ class ExtractConfig:
 
 
 @dataclass
-class QualityScoreConfig:
-    """pipelines/stages/quality_scorer.py: blur, exposure, black frames, bars, frozen frames."""
-
-    black_luma: float = 20.0  # a frame is black below this mean luma (and flat)
-    border_luma: float = 10.0  # a bar line's 95th-percentile luma is at most this
-    bar_frames: float = 0.8  # ... in at least this fraction of the non-black frames
-    bar_step: float = 8.0  # the picture inside a bar is at least this much brighter
-    min_picture: float = 0.2  # bars leaving less of a side than this are dark content
-    frozen_max_diff: int = 4  # identical tiny frames differ by at most this ...
-    frozen_mean_diff: float = 0.05  # ... and by at most this on average (0-255)
-    frozen_min_s: float = 0.25  # identical pairs count only in runs this long (pipelines/quality.py)
-
-
-@dataclass
-class MotionScoreConfig:
-    """pipelines/stages/motion_scorer.py: Farneback flow on the sparse frames, camera label."""
-
-    flow_size: int = 128  # long side of the flow images, px
-    static_motion: float = 0.005  # frame widths/s: below this the camera is 'static'
-    min_explained: float = 0.5  # flow energy the camera model must explain, else 'mixed'
-    min_share: float = 0.5  # share of the speed the dominant pan/tilt/zoom must carry
-    fast_motion: float = 0.5  # frame widths/s: above this consecutive tiny frames measure a pair
-    tiny_every_s: float = 0.5  # tiny-frame spacing for clips shorter than the sparse step
-
-
-@dataclass
-class TextScoreConfig:
-    """pipelines/stages/text_scorer.py: RapidOCR (PP-OCR, zh + en) on sampled sparse frames."""
-
-    enabled: bool = True
-    every_s: float = 2.0  # one OCR frame per this many seconds of clip
-    max_frames: int = 16  # at most this many frames per clip, spread evenly
-    min_confidence: float = 0.6  # recognition score below which a line is ignored
-    max_line_height: float = 0.4  # taller boxes (fraction of frame height) are not text lines
-    det_side: int = 288  # the text detector's input, shorter side in pixels
-    max_chars: int = 500
-    stable_iou: float = 0.5  # text_stable: same box above this IoU ...
-    stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
-    threads: int = 1
-
-
-@dataclass
-class AestheticScoreConfig:
-    """pipelines/stages/aesthetic_scorer.py: open_clip ViT-L/14 + LAION aesthetic MLP.
-
-    Weights are given by path (model hubs are not reached): without both files the scorer is
-    skipped with a logged reason, or the run fails when ``required``.
-    """
-
-    clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
-    mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
-    clip_model: str = "ViT-L-14-quickgelu"
-    device: str = "cpu"
-    required: bool = False
-
-
-@dataclass
-class ArtifactScoreConfig:
-    """pipelines/stages/artifact_scorer.py: compression damage from the decode pass's packet sizes
-    and full-resolution edge profiles (constants measured in pipelines/artifacts.py)."""
-
-    periods: tuple[int, ...] = (2, 4, 8, 16)  # block grids measured, px
-    visibility: float = 2.0  # luma levels added to the interior gradient
-    clean_blockiness: float = 0.08  # artifacts reads 0 at or below (clean footage 0.00-0.11)
-    severe_blockiness: float = 0.8  # ... and 1 at or above (Indeo 4: 0.83)
-    clean_bpp: float = 0.02  # bits per pixel at or above which bits do not amplify blocking
-    starved_bpp: float = 0.002  # ... at or below which they double it
-
-
-@dataclass
 class ScoreConfig:
     """How clips are measured. Changing a field re-runs that scorer alone (no decode);
     thresholds live in FilterConfig.
 
-    A section per scorer (pipelines/scorers.py): the built-in ones below; a scorer registered
-    with its own config class gets ``scores.<key>`` added (:func:`score_config`)."""
+    A section per scorer, each defined in its scorer's file (pipelines/stages/*_scorer.py): the
+    built-in ones are fields here; any other scorer registered with its config class
+    (pipelines/scorers.py ``ScorerSpec.config``) gets ``scores.<key>`` added (:func:`score_config`),
+    so a new scorer needs no edit here."""
 
     quality: QualityScoreConfig = field(default_factory=QualityScoreConfig)
     motion: MotionScoreConfig = field(default_factory=MotionScoreConfig)

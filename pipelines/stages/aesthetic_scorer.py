@@ -29,6 +29,21 @@ from pipelines.tasks import ClipTask
 
 
 @dataclass
+class AestheticScoreConfig:
+    """scores.aesthetic: open_clip ViT-L/14 + LAION aesthetic MLP.
+
+    Weights are given by path (model hubs are not reached): without both files the scorer is
+    skipped with a logged reason, or the run fails when ``required``.
+    """
+
+    clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
+    mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
+    clip_model: str = "ViT-L-14-quickgelu"
+    device: str = "cpu"
+    required: bool = False
+
+
+@dataclass
 class AestheticScorer(Stage[ClipTask, ClipTask]):
     """Sets ``aesthetic`` (about 1-10); the filter step's ``low_aesthetic`` rule reads it. A clip
     whose span holds no sparse frame is left unmeasured (None)."""

@@ -25,6 +25,19 @@ log = logging.getLogger("vidloom.score")
 
 
 @dataclass
+class ArtifactScoreConfig:
+    """scores.artifacts: compression damage from the decode pass's packet sizes
+    and full-resolution edge profiles (constants measured in pipelines/artifacts.py)."""
+
+    periods: tuple[int, ...] = (2, 4, 8, 16)  # block grids measured, px
+    visibility: float = 2.0  # luma levels added to the interior gradient
+    clean_blockiness: float = 0.08  # artifacts reads 0 at or below (clean footage 0.00-0.11)
+    severe_blockiness: float = 0.8  # ... and 1 at or above (Indeo 4: 0.83)
+    clean_bpp: float = 0.02  # bits per pixel at or above which bits do not amplify blocking
+    starved_bpp: float = 0.002  # ... at or below which they double it
+
+
+@dataclass
 class ArtifactScorer(Stage[ClipTask, ClipTask]):
     """Sets ``blockiness``, ``bits_per_pixel`` and ``artifacts`` on every clip (kept or rejected);
     the decide step rejects ``artifacts`` above ``filters.max_artifacts`` as 'compressed'.

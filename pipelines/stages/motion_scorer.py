@@ -18,6 +18,18 @@ from pipelines.tasks import ClipTask
 
 
 @dataclass
+class MotionScoreConfig:
+    """scores.motion: Farneback flow on the sparse frames, camera label."""
+
+    flow_size: int = 128  # long side of the flow images, px
+    static_motion: float = 0.005  # frame widths/s: below this the camera is 'static'
+    min_explained: float = 0.5  # flow energy the camera model must explain, else 'mixed'
+    min_share: float = 0.5  # share of the speed the dominant pan/tilt/zoom must carry
+    fast_motion: float = 0.5  # frame widths/s: above this consecutive tiny frames measure a pair
+    tiny_every_s: float = 0.5  # tiny-frame spacing for clips shorter than the sparse step
+
+
+@dataclass
 class MotionScorer(Stage[ClipTask, ClipTask]):
     """Sets ``motion`` (frame widths per second) and ``camera_motion`` on every clip (kept or
     rejected); the decide step filters on them. Fields are measuring parameters.

@@ -65,6 +65,22 @@ def ocr_frames(
 
 
 @dataclass
+class TextScoreConfig:
+    """scores.text: RapidOCR (PP-OCR, zh + en) on sampled sparse frames."""
+
+    enabled: bool = True
+    every_s: float = 2.0  # one OCR frame per this many seconds of clip
+    max_frames: int = 16  # at most this many frames per clip, spread evenly
+    min_confidence: float = 0.6  # recognition score below which a line is ignored
+    max_line_height: float = 0.4  # taller boxes (fraction of frame height) are not text lines
+    det_side: int = 288  # the text detector's input, shorter side in pixels
+    max_chars: int = 500
+    stable_iou: float = 0.5  # text_stable: same box above this IoU ...
+    stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
+    threads: int = 1
+
+
+@dataclass
 class OverlayTextScorer(Stage[ClipTask, ClipTask]):
     """Sets ``text_area``, ``ocr_text``, ``text_stable`` and ``text_boxes``; the filter step's
     ``text`` rule reads ``text_area`` and crops by ``text_boxes``. A clip whose span holds no
