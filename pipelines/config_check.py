@@ -37,7 +37,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 DEVICE_KEYS = ("split.device", "scores.aesthetic.device")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
-# (low, high, low is exclusive): None means unbounded. Unlisted numbers: >= 0.
+# (low, high, low is exclusive): None means unbounded. Unlisted numbers: >= 0. The scorers'
+# sections (scores.<key>) bring their own, in their files (pipelines/scorers.py ``ScorerSpec.ranges``).
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "ingest.max_duration_s": (0, None, True),
     "ingest.max_pixels": (0, None, True),
@@ -51,24 +52,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "clips.max_s": (0, None, True),
     "clips.stride_s": (0, None, True),
     "extract.crf": (0, 63, False),
-    "scores.quality.black_luma": (0, 255, False),
-    "scores.quality.border_luma": (0, 255, False),
-    "scores.quality.bar_frames": (0, 1, False),
-    "scores.quality.min_picture": (0, 1, False),
-    "scores.quality.frozen_max_diff": (0, 255, False),
-    "scores.quality.frozen_mean_diff": (0, 255, False),
-    "scores.motion.flow_size": (16, None, False),
-    "scores.motion.min_explained": (0, 1, False),
-    "scores.motion.min_share": (0, 1, False),
-    "scores.motion.tiny_every_s": (0, None, True),
-    "scores.text.every_s": (0, None, True),
-    "scores.text.max_frames": (1, None, False),
-    "scores.text.min_confidence": (0, 1, False),
-    "scores.text.max_line_height": (0, 1, False),
-    "scores.text.det_side": (32, None, False),
-    "scores.text.stable_iou": (0, 1, False),
-    "scores.text.stable_fraction": (0, 1, False),
-    "scores.artifacts.severe_blockiness": (0, None, True),
     "filters.max_aspect": (1, None, False),
     "filters.max_black_frac": (0, 1, False),
     "filters.min_luma": (0, 255, False),

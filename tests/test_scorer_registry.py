@@ -271,3 +271,18 @@ def test_a_scorer_outside_vidloom_is_loaded_from_vidloom_scorers(tmp_path: Path,
         scorers.unregister("plugin_size")
         scorers._plugins.discard("my_size_scorer")
         sys.modules.pop("my_size_scorer", None)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("scores.text.max_frames=0", "scores.text.max_frames must be >= 1; got 0"),
+    ("scores.quality.bar_frames=2", "scores.quality.bar_frames must be >= 0 and <= 1; got 2.0"),
+    ("scores.motion.flow_size=3", "scores.motion.flow_size must be >= 16; got 3"),
+    ("scores.artifacts.severe_blockiness=0", "scores.artifacts.severe_blockiness must be > 0; got 0.0"),
+])
+def test_the_built_in_sections_ranges_come_from_their_scorer_files(override: str, message: str) -> None:
+    from pipelines.config import load_config
+
+    with pytest.raises(config_check.ConfigError) as e:
+        load_config("default", None, [override])
+    assert message in str(e.value)
+    assert not any(k.startswith("scores.") for k in config_check.RANGES)  # one place: the scorer's file

@@ -86,7 +86,11 @@ class ArtifactScorer(Stage[ClipTask, ClipTask]):
 
 # compressed comes before blurry: a crushed clip reads blurry too
 register(ScorerSpec(
-    name="artifacts", stage=ArtifactScorer, cost=20, key="artifacts", columns=ArtifactScorer.columns, rules=(
+    name="artifacts", stage=ArtifactScorer, cost=20, key="artifacts",
+    ranges={
+        "severe_blockiness": (0, None, True),
+    },
+    columns=ArtifactScorer.columns, rules=(
         Rule("compressed", 130, lambda x, f, s: x["artifacts"] > f.max_artifacts,
              lambda r, f, s: above(r, "artifacts", f.max_artifacts), ("artifacts",),
              ("artifacts", "max", "filters.max_artifacts")),

@@ -70,7 +70,14 @@ class MotionScorer(Stage[ClipTask, ClipTask]):
 
 
 register(ScorerSpec(
-    name="motion", stage=MotionScorer, cost=30, key="motion", columns=MotionScorer.columns, rules=(
+    name="motion", stage=MotionScorer, cost=30, key="motion",
+    ranges={
+        "flow_size": (16, None, False),
+        "min_explained": (0, 1, False),
+        "min_share": (0, 1, False),
+        "tiny_every_s": (0, None, True),
+    },
+    columns=MotionScorer.columns, rules=(
         Rule("static", 300, lambda x, f, s: x["motion"] < f.min_motion,
              lambda r, f, s: below(r, "motion", f.min_motion), ("motion",),
              ("motion", "min", "filters.min_motion")),

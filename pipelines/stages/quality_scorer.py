@@ -91,7 +91,16 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
 
 # black, dark, overexposed (then compressed: artifact_scorer.py), blurry, letterbox, frozen
 register(ScorerSpec(
-    name="quality", stage=QualityScorer, cost=10, key="quality", columns=QualityScorer.columns, rules=(
+    name="quality", stage=QualityScorer, cost=10, key="quality",
+    ranges={
+        "black_luma": (0, 255, False),
+        "border_luma": (0, 255, False),
+        "bar_frames": (0, 1, False),
+        "min_picture": (0, 1, False),
+        "frozen_max_diff": (0, 255, False),
+        "frozen_mean_diff": (0, 255, False),
+    },
+    columns=QualityScorer.columns, rules=(
         Rule("black", 100, lambda x, f, s: x["black_frac"] > f.max_black_frac,
              lambda r, f, s: above(r, "black_frac", f.max_black_frac), ("black_frac",),
              ("black_frac", "max", "filters.max_black_frac")),

@@ -68,16 +68,16 @@ def ocr_frames(
 class TextScoreConfig:
     """scores.text: RapidOCR (PP-OCR, zh + en) on sampled sparse frames."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: no OCR (the overlay_text scorer is skipped)
     every_s: float = 2.0  # one OCR frame per this many seconds of clip
     max_frames: int = 16  # at most this many frames per clip, spread evenly
     min_confidence: float = 0.6  # recognition score below which a line is ignored
     max_line_height: float = 0.4  # taller boxes (fraction of frame height) are not text lines
     det_side: int = 288  # the text detector's input, shorter side in pixels
-    max_chars: int = 500
+    max_chars: int = 500  # ocr_text length cap
     stable_iou: float = 0.5  # text_stable: same box above this IoU ...
     stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
-    threads: int = 1
+    threads: int = 1  # RapidOCR intra-op threads per actor
 
 
 @dataclass
@@ -126,7 +126,17 @@ class OverlayTextScorer(Stage[ClipTask, ClipTask]):
 
 # expensive: behind a gate (cost-ordered scoring); 'text' only when no crop cuts the text off
 register(ScorerSpec(
-    name="overlay_text", stage=OverlayTextScorer, cost=100, key="text", columns=OverlayTextScorer.columns,
+    name="overlay_text", stage=OverlayTextScorer, cost=100, key="text",
+    ranges={
+        "every_s": (0, None, True),
+        "max_frames": (1, None, False),
+        "min_confidence": (0, 1, False),
+        "max_line_height": (0, 1, False),
+        "det_side": (32, None, False),
+        "stable_iou": (0, 1, False),
+        "stable_fraction": (0, 1, False),
+    },
+    columns=OverlayTextScorer.columns,
     expensive=True, gate="text",
     unavailable=lambda s: None if s.enabled else "scores.text.enabled is false",
     rules=(
