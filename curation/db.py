@@ -84,7 +84,6 @@ CREATE TABLE IF NOT EXISTS stage_done (
 """
 
 
-
 def ddl() -> str:
     """The catalog's DDL; the clips table's score columns are the registered scorers'
     (curation/score_columns.py), so a scorer added from its own file gets its columns."""
@@ -99,8 +98,6 @@ def column_types() -> dict[str, str]:
     """column -> DuckDB type, as the DDL declares it (for adding columns to an older catalog)."""
     return dict(re.findall(r"(\w+) (VARCHAR|JSON|DOUBLE|BIGINT|INTEGER|BOOLEAN|TIMESTAMP)\b", ddl()))
 
-
-_COLUMN_TYPES = column_types()
 
 _CLIP_ROW = tuple(k for k in schema.clip_row(schema.Clip("", "", 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)) if k not in
                   score_columns.names())
