@@ -8,9 +8,10 @@ Like datatrove's filter blocks (each returns keep/drop with a reason) and NeMo C
 - its **columns** (:class:`curation.score_columns.ScoreColumn`: name, DuckDB type, meaning), which
   become catalog columns, ``ClipScores`` attributes and report histograms (the built-in scorers'
   are declared in curation/score_columns.py, which cannot import the stages, and named here);
-- its **config**: the section ``scores.<key>`` (a dataclass with defaults; the built-in sections are
-  fields of ``pipelines.config.ScoreConfig``, a new scorer's class is added to it), with the
-  ``ranges`` and ``choices`` that ``pipelines/config_check.py`` checks at load time;
+- its **config**: the section ``scores.<key>``, a dataclass with defaults defined in the same file
+  (the built-in ones are also named fields of ``pipelines.config.ScoreConfig``; a new scorer's
+  class is added to it as a field), with the ``ranges`` and ``choices`` that
+  ``pipelines/config_check.py`` checks at load time;
 - its reject **rules** (:class:`Rule`), each with a reason and a position in the decision order;
 - when it cannot run: ``unavailable(section)`` gives the reason (logged, recorded in the run),
   and ``required(section)`` makes that an error.
