@@ -84,7 +84,7 @@ def winrate_table(result: dict[str, Any], metrics: Sequence[str] = ("composite",
 
 
 def text_table(cols: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    from vidloom.cli import print_table
+    from curation.tables import print_table
 
     buf = io.StringIO()
     print_table(list(cols), [tuple(r) for r in rows], out=buf)
