@@ -13,6 +13,7 @@ import duckdb
 import pytest
 import torch
 
+from evaluation.annotate_tasks import make_tasks
 from evaluation.harness import video_id
 from evaluation.preferences import insert_label
 from models.dit.model import DiT
@@ -91,6 +92,11 @@ def test_eval_twice_history_page_labels(ckpts: tuple[Path, Path], tmp_path: Path
     assert _sql(db, "SELECT count(*) FROM eval_scores WHERE metric = 'cross_shot_consistency'") == [(4,)]
     index = [json.loads(x) for x in (out / "index.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {x["video_id"] for x in index} == ids and all(Path(x["path"]).is_file() for x in index)
+
+    # the annotation page's make-tasks reads this index: its tasks carry these ids, paths under --out
+    made = make_tasks([out / "index.jsonl"], tmp_path / "tasks.duckdb")
+    assert made.added and {v for t in made.tasks for v in t["video_ids"]} == ids
+    assert all((out / p).is_file() for t in made.tasks for p in t["video_paths"])
 
     # two labellers score one unit of both checkpoints; a third skips; an unrelated id is ignored
     vid_e = next(x["video_id"] for x in index if x["ckpt"] == "early" and x["prompt_id"] == "vq-city-night-en"
