@@ -25,16 +25,17 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".m
 
 @dataclass
 class IngestConfig:
+    # file extensions ingest picks up from directories and globs
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     max_duration_s: float = 6 * 3600.0  # longer files are recorded as 'absurd' errors
-    max_pixels: int = 8192 * 8192
+    max_pixels: int = 8192 * 8192  # larger frames (width x height) are recorded as 'absurd' errors
 
 
 @dataclass
 class DecodeConfig:
-    sparse_fps: float = 2.0
-    sparse_width: int = 256
-    sparse_height: int = 144
+    sparse_fps: float = 2.0  # the decode pass's sparse frames for the scorers, per second
+    sparse_width: int = 256  # ... their width, px
+    sparse_height: int = 144  # ... and height, px
     threads: int = 0  # 0 = let FFmpeg decide
 
 
@@ -48,8 +49,9 @@ class SplitConfig:
     """
 
     detector: str = "transnetv2"
+    # TransNetV2 single-frame transition probability above which a transition event starts
     threshold: float = 0.5
-    min_shot_frames: int = 1
+    min_shot_frames: int = 1  # a shot shorter than this many frames is merged into the previous one
     flash_max_frames: int = 8  # A-[<=N frames]-A with A similar on both sides is not a cut
     cascade_context: int = 8  # TransNetV2 context frames on proposal ranges (full model: 25)
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
@@ -59,20 +61,22 @@ class SplitConfig:
 
 @dataclass
 class ClipConfig:
+    # shortest useful clip, seconds (shorter spans still get a row; filters.min_duration_s rejects them)
     min_s: float = 2.0
-    max_s: float = 10.0
+    max_s: float = 10.0  # longer shots are cut into windows of at most this
     stride_s: float = 10.0  # window start step for shots longer than max_s
+    # frames dropped at the start of each shot (a cut often leaves a frame of motion)
     trim_start_frames: int = 2
-    trim_end_frames: int = 2
+    trim_end_frames: int = 2  # frames dropped at the end of each shot
     # move clip boundaries up to this far onto keyframes so the clip is a stream copy (0: off)
     keyframe_align_s: float = 0.5
 
 
 @dataclass
 class ExtractConfig:
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "veryfast"
+    codec: str = "libx264"  # ffmpeg encoder of re-encoded clips
+    crf: int = 18  # its constant rate factor
+    preset: str = "veryfast"  # its speed preset
     stream_copy: bool = True  # copy when the span starts on a keyframe
     threads: int = 1  # per ffmpeg process; Ray runs several in parallel
 
@@ -105,19 +109,19 @@ class FilterConfig:
     videos (clean vs planted defects), see tests/integration/test_filters_e2e.py.
     """
 
-    min_duration_s: float = 2.0
-    max_duration_s: float = 60.0
-    min_width: int = 64
-    min_height: int = 64
-    max_aspect: float = 4.0
-    max_black_frac: float = 0.34
-    min_luma: float = 40.0
+    min_duration_s: float = 2.0  # 'too_short' below this
+    max_duration_s: float = 60.0  # 'too_long' above this
+    min_width: int = 64  # 'low_resolution' below this width, px
+    min_height: int = 64  # ... or this height, px
+    max_aspect: float = 4.0  # 'bad_aspect' when w/h or h/w exceeds this
+    max_black_frac: float = 0.34  # 'black' above this share of black frames
+    min_luma: float = 40.0  # 'dark' below this mean luma (0-255) ...
     # ... unless the 99th-percentile luma exceeds this: dev set (issue 13) Megamind.avi's dark
     # restaurant mean 36 / p99 191, world.mp4's globe on black 8 / 109, the demo's planted dark
     # shot (mandelbrot at 20 %) 28 / 38
     dark_max_highlight: float = 70.0
-    max_luma: float = 220.0
-    max_clipped: float = 0.35
+    max_luma: float = 220.0  # 'overexposed' above this mean luma
+    max_clipped: float = 0.35  # 'overexposed' above this share of clipped pixels
     # compression damage, 0-1 (pipelines/artifacts.py): clean real footage <= 0.07 per clip, x264
     # crf >= 45 and MPEG-2/4 at q 31 >= 0.24 (one clip 0.17), Cinepak 0.29-0.34, SVQ1 0.11-0.18
     max_artifacts: float = 0.15
@@ -135,7 +139,8 @@ class FilterConfig:
     # rejected 14 talking-head clips as 'static' (a fixed camera, but the person moves)
     min_motion: float = 0.001
     max_motion: float = 1.0  # whip pans
-    min_aesthetic: float = 4.5
+    min_aesthetic: float = 4.5  # 'low_aesthetic' below this (1-10; only when scored)
+    # near/exact duplicates across the catalog are rejected as 'duplicate' (the best copy is kept)
     dedup: bool = True
     phash_max_distance: int = 10  # of 64 bits, mean over the clip's keyframe hashes
     semantic_dedup_min_cosine: float = 0.97  # when aesthetic embeddings exist
@@ -168,28 +173,28 @@ class CaptionConfig:
     max_reply_bytes: a reply is read up to this many bytes, then given up and retried.
     """
 
-    backend: str = "signals"
-    base_url: str | None = None
+    backend: str = "signals"  # 'signals' | 'openai' | 'vllm' (above)
+    base_url: str | None = None  # the endpoint including /v1
     model: str = "tarsier2-7b"  # the served model name
-    model_revision: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
+    model_revision: str = ""  # recorded with every caption (the served weights' revision)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key
     api_key_hosts: tuple[str, ...] = ("api.openai.com",)  # never the local vLLM server by default
     structured: bool = True  # description fields + captions as one JSON reply (VLM backends)
     zh_mode: str = "translate"
-    zh_base_url: str | None = None
-    zh_model: str | None = None
+    zh_base_url: str | None = None  # zh_mode 'translate': the text LLM's endpoint (default: base_url)
+    zh_model: str | None = None  # ... and its model (default: model)
     short: bool = True  # also a short motion-only caption (image-to-video)
-    n_frames: int = 16
-    max_pixels: int = 460_800
+    n_frames: int = 16  # frames sent per clip
+    max_pixels: int = 460_800  # each frame is resized to at most this many pixels
     send_as: str = "images"  # 'images' (JPEG data URIs) | 'video' (the clip as an mp4 data URI)
-    prompts_dir: str | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
-    seed: int = 0
-    concurrency: int = 8
-    batch_size: int = 32
-    timeout_s: float = 120.0
-    max_retries: int = 4
+    prompts_dir: str | None = None  # a directory of prompt files replacing captioner/prompts
+    max_tokens: int = 512  # per request
+    temperature: float = 0.0  # sampling temperature
+    seed: int = 0  # request seed
+    concurrency: int = 8  # requests in flight
+    batch_size: int = 32  # clips per Ray batch
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 4  # retries of a failed or invalid reply
     max_reply_bytes: int = 262_144  # a dense caption reply is a few KB
     reject_failed_checks: tuple[str, ...] = ()
     require_caption: bool = False  # a captioned clip without a valid caption set is rejected ('no_caption')
@@ -197,20 +202,20 @@ class CaptionConfig:
 
 @dataclass
 class ShardConfig:
-    target_bytes: int = 1_000_000_000
+    target_bytes: int = 1_000_000_000  # a shard is closed once it reaches this size
     with_first_frame: bool = True  # 'jpg' field for image-to-video
     # ``export --multi-shot`` (pipelines/multishot.py): shots per sample and the sample's length
     multishot_max_shots: int = 4
-    multishot_min_shots: int = 2
-    multishot_max_s: float = 20.0
+    multishot_min_shots: int = 2  # fewest shots in a multi-shot sample
+    multishot_max_s: float = 20.0  # longest multi-shot sample, seconds
 
 
 @dataclass
 class RuntimeConfig:
     runner: str = "ray"  # 'ray' | 'sequential'
-    ray_address: str | None = None
-    num_cpus: int | None = None
-    quiet: bool = False
+    ray_address: str | None = None  # a running Ray cluster to join (default: start a local one)
+    num_cpus: int | None = None  # CPUs of the local Ray cluster (default: all)
+    quiet: bool = False  # no progress bars
     # the largest actor pool of a model stage, by stage name (shot_split, text, aesthetic,
     # caption); unset: as many as the cluster has room for (pipelines/ray_plan.py)
     actors: dict[str, int] = field(default_factory=dict)

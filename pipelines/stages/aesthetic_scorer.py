@@ -38,9 +38,9 @@ class AestheticScoreConfig:
 
     clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
     mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
-    clip_model: str = "ViT-L-14-quickgelu"
-    device: str = "cpu"
-    required: bool = False
+    clip_model: str = "ViT-L-14-quickgelu"  # open_clip architecture name
+    device: str = "cpu"  # torch device of the CLIP model
+    required: bool = False  # fail the run when the weights are missing (else skip, with a logged reason)
 
 
 @dataclass
