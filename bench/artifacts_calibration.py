@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from vidloom import bench_record  # noqa: E402  (after the path insert)
+from bench import record as bench_record  # noqa: E402  (after the path insert)
 
 # dev-set videos judged by eye; unlisted ones are 'clean'
 DAMAGED = {"libextractor/matroska_flame.mkv", "libextractor/riff_flame.avi", "opencv/tree.avi",

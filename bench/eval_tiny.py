@@ -2,7 +2,7 @@
 
     python bench/eval_tiny.py --json bench/results/eval_tiny.json
 
-Trains one tiny run (evaluation/tiny_runs.py: synthetic shards, ``vidloom train``'s code path, 150
+Trains one tiny run (bench/tiny_runs.py: synthetic shards, ``vidloom train``'s code path, 150
 DiT steps, checkpoints every 25 kept), then runs the ``vidloom eval`` harness (evaluation/harness.py)
 on its step-25 and step-150 checkpoints twice, with the training shards as ``--reference``:
 
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bench import record as bench_record
+    from bench.tiny_runs import step_checkpoint, train_tiny_run
     from evaluation.eval_report import format_report
     from evaluation.harness import CheckpointSpec, EvalSettings, compare, run_eval
     from evaluation.suite import load_suite
-    from evaluation.tiny_runs import step_checkpoint, train_tiny_run
-    from vidloom import bench_record
 
     torch.set_num_threads(args.threads)
     record = bench_record.provenance("python bench/eval_tiny.py", argv, "fp32", args.threads)

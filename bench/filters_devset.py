@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from vidloom import bench_record  # noqa: E402  (after the path insert)
+from bench import record as bench_record  # noqa: E402  (after the path insert)
 
 # reason -> the score column it reads (drawn on the contact sheet)
 SCORE_OF = {

@@ -23,13 +23,13 @@ run() {
 has() { [[ ",$PARTS," == *",$1,"* ]]; }
 has tests && run 170 gpu_tests python3 -m pytest -q -p no:cacheprovider -m "gpu and not slow" tests/test_train_gpu.py
 has post && run 170 post_gpu python3 -m pytest -q -p no:cacheprovider tests/test_posttrain_gpu.py
-has mfu && run 200 mfu_high python3 -m vidloom.bench_train --mfu --compile --mfu-stage video-high --steps 6 --warmup 3 --json "$OUT/mfu_high.json"
-has mfu && run 150 mfu_low python3 -m vidloom.bench_train --mfu --compile --mfu-stage video-low --mfu-batch 4 --steps 6 --warmup 3 --json "$OUT/mfu_low.json"
-has attention && run 90 attention python3 -m vidloom.bench_attention --dim 512 --heads 8 --text-len 256 --sizes 8x16x16,16x32x32,31x32x56 --budget-s 80 --json "$OUT/attention.json"
+has mfu && run 200 mfu_high python3 -m bench.train --mfu --compile --mfu-stage video-high --steps 6 --warmup 3 --json "$OUT/mfu_high.json"
+has mfu && run 150 mfu_low python3 -m bench.train --mfu --compile --mfu-stage video-low --mfu-batch 4 --steps 6 --warmup 3 --json "$OUT/mfu_low.json"
+has attention && run 90 attention python3 -m bench.attention --dim 512 --heads 8 --text-len 256 --sizes 8x16x16,16x32x32,31x32x56 --budget-s 80 --json "$OUT/attention.json"
 # TransNetV2 alone on CUDA and on this machine's CPU, each at fp32 and bf16 (CUDA / CPU only at equal precision)
 has transnet && run 120 transnet python3 bench/transnet_gpu.py --frames 20000 --cpu-frames 1000 --json "$OUT/transnet_gpu.json"
-has generate && run 120 generate python3 -m vidloom.bench_generate --device cuda --json "$OUT/generate.json"
+has generate && run 120 generate python3 -m bench.generate --device cuda --json "$OUT/generate.json"
 # trained demo teacher and students copied into .gpu_data/ (teacher, cfg, tscd4, thin; see bench/README.md)
-has trained && run 240 generate_trained python3 -m vidloom.bench_generate --device cuda --teacher .gpu_data/teacher \
+has trained && run 240 generate_trained python3 -m bench.generate --device cuda --teacher .gpu_data/teacher \
   --cfg-student .gpu_data/cfg --tscd-student .gpu_data/tscd4 --thin-decoder .gpu_data/thin --json "$OUT/generate_trained.json"
 exit $FAILED

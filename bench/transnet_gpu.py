@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vidloom import bench_record  # noqa: E402  (after the path insert)
+from bench import record as bench_record  # noqa: E402  (after the path insert)
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ def ray_cluster() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def demo_samples(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """The demo videos (vidloom.samples): ``(directory, samples.json manifest)``."""
-    from vidloom.samples import generate_demo_samples
+    """The demo videos (samplegen.samples): ``(directory, samples.json manifest)``."""
+    from samplegen.samples import generate_demo_samples
 
     directory = tmp_path_factory.mktemp("demo")
     return directory, generate_demo_samples(directory)
@@ -98,7 +98,7 @@ def demo_inputs(demo_samples: tuple[Path, dict[str, dict[str, Any]]], tmp_path: 
 @pytest.fixture(scope="session")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Inputs that ingest must survive: ``(directory, {relative name: what it is})``."""
-    from vidloom.samples import generate_bad_inputs
+    from samplegen.samples import generate_bad_inputs
 
     directory = tmp_path_factory.mktemp("bad")
     return directory, generate_bad_inputs(directory)

@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidloom.cut_videos import GroundTruth
+from samplegen.cut_videos import GroundTruth
 
 CUT_MIN = 30.0  # mean |dY| (0-255) across a planted hard cut is above this
 SHOT_MAX = 12.0  # and between consecutive frames of one plain shot below this

@@ -3,7 +3,7 @@
 README.md, bench/README.md and the guides under docs/ cite ``bench/results/*.json`` files beside
 their figures. These tests read the documents as they are and fail when a cited file is missing,
 when a stored result does not say which command made it, when, on which machine, with which
-versions, precision and threads (``vidloom/bench_record.py``), when a figures table in the
+versions, precision and threads (``bench/record.py``), when a figures table in the
 benchmark sections cites no result, or when a table row shows no number that its cited results hold.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vidloom.bench_record import REQUIRED
+from bench.record import REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", "bench/README.md", "docs/data-engineers.md", "docs/trainers.md")

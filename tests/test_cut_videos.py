@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from frame_checks import check_against_frames, decode
 
-from vidloom.cut_videos import GroundTruth, Segment, make_transition_video, plan_ground_truth
-from vidloom.detection_suite import SUITE, detection_suite, suite_plan
+from samplegen.cut_videos import GroundTruth, Segment, make_transition_video, plan_ground_truth
+from samplegen.detection_suite import SUITE, detection_suite, suite_plan
 
 PLAN = [
     Segment("testsrc2", 20),

@@ -22,8 +22,8 @@ from pipelines import dataset_versions as dv
 from pipelines.config import tiny
 from pipelines.export_step import export
 from pipelines.runner import SequentialRunner
+from samplegen.synthetic_shards import make_mp4
 from training.loader import StreamingLoader
-from vidloom.synthetic_shards import make_mp4
 
 N_CLIPS = 10
 

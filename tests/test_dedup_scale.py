@@ -1,7 +1,7 @@
 """Dedup and the filter step at catalog scale (issue 15, section 3).
 
 - LSH dedup (pipelines/dedup_bands.py) against all-pairs on synthetic catalogs with planted
-  near-duplicate groups (vidloom/bench_scale.py ``synthetic_hashes``): recall >= 0.99, and no pair
+  near-duplicate groups (bench/scale.py ``synthetic_hashes``): recall >= 0.99, and no pair
   it reports is farther than the threshold.
 - The columnar forms must decide what the row forms decide: keep order, the rules, and the whole
   filter step on a real DuckDB catalog (the row-wise filter step as it was before, kept here as the
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench import scale as bench_scale
 from pipelines import dedup_bands
 from pipelines.config import CaptionConfig, FilterConfig, load_config
 from pipelines.decide import CROP_COLUMNS, crop_columns, dedup_candidates, reject_reason, rules
@@ -31,7 +32,6 @@ from pipelines.dedup import (
     parse_phash,
     phash_distance_matrix,
 )
-from vidloom import bench_scale
 
 
 def reference_duplicates(

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from vidloom.synthetic_shards import write_test_shards
+    from samplegen.synthetic_shards import write_test_shards
 
     root = tmp_path_factory.mktemp("adv")
     cfg = tiny()  # DiT depth 2 (spatial + temporal pairs): the discriminator takes the first pair

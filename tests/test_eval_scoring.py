@@ -12,9 +12,9 @@ import torch
 
 from evaluation.scoring import DEFAULT_WEIGHTS, Scorer, composite, cross_shot_consistency, nearest_psnr
 from models.rewards.learned import MotionHead, TextAlignmentConfig, TextAlignmentHead, save_head
+from samplegen.synthetic_shards import write_test_shards
 from tests.test_eval_harness import _ckpt
 from vidloom.cli import main
-from vidloom.synthetic_shards import write_test_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,6 +1,6 @@
 """The issue's check: a checkpoint trained longer wins against its earlier self on the suite.
 
-One tiny run (evaluation/tiny_runs.py: ``vidloom train``'s code path on synthetic shards) keeps its
+One tiny run (bench/tiny_runs.py: ``vidloom train``'s code path on synthetic shards) keeps its
 step-25 and step-150 checkpoints; ``vidloom eval`` compares them on the ``synthetic`` suite (the
 training captions, en and zh, one multi-shot pair each) with ``--reference`` the training shards, so
 the composite holds data_fidelity (PSNR to the nearest training clip through the VAE) next to the
@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from evaluation.tiny_runs import step_checkpoint, train_tiny_run
+from bench.tiny_runs import step_checkpoint, train_tiny_run
 from vidloom.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

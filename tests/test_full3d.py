@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench import attention as bench_attention
 from models.dit.attention import AttentionConfig
 from models.dit.blocks import Modulation, SpatialBlock, TemporalBlock
 from models.dit.full3d import (
@@ -20,7 +21,6 @@ from models.dit.full3d import (
 )
 from models.dit.model import DiT, DiTConfig
 from models.dit.rope import text_positions, text_start, visual_positions
-from vidloom import bench_attention
 
 T, H, W, L, C = 4, 4, 4, 5, 32
 CFG = AttentionConfig(dim=C, heads=2, window=(2, 2))

@@ -177,7 +177,7 @@ def test_each_shot_caption_reaches_only_its_frames() -> None:
 def curated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     from pipelines.config import load_config
     from pipelines.curate import run_step_by_name
-    from vidloom.cut_videos import Segment, make_transition_video
+    from samplegen.cut_videos import Segment, make_transition_video
 
     root = tmp_path_factory.mktemp("multishot")
     plan = [Segment("testsrc2_pan", 40, seed=21), Segment("mandelbrot_valley", 40, seed=22),

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from frame_checks import CUT_MIN, SHOT_MAX, decode, frame_diffs
 
-from vidloom.cut_videos import Segment, _segment_frames, plan_ground_truth
-from vidloom.samples import (
+from samplegen.cut_videos import Segment, _segment_frames, plan_ground_truth
+from samplegen.samples import (
     CLIP_TRIM_FRAMES,
     MANIFEST,
     MAX_ASPECT,
@@ -338,7 +338,7 @@ def test_bad_inputs_are_what_they_claim(tmp_path: Path) -> None:
 
 
 def test_cli_writes_bad_inputs(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "vidloom.samples", "bad", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "samplegen.samples", "bad", str(tmp_path)],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
     assert sorted(json.loads(out.stdout)) == sorted(
         p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.mp4"))

@@ -13,7 +13,7 @@ from pipelines.decode import decode_video, load_tiny
 from pipelines.pixel_cuts import pixel_cuts
 from pipelines.shot_eval import score_transitions
 from pipelines.stages.shot_split import detect_transitions, make_shots
-from vidloom.detection_suite import detection_suite
+from samplegen.detection_suite import detection_suite
 
 SUITE = ["suite_320x180_24", "suite_640x360_30", "suite_1280x720_25"]
 

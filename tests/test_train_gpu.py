@@ -30,7 +30,7 @@ def test_tiny_trains_in_bf16_on_cuda_and_generates(tmp_path: Path) -> None:
 
 
 def test_b1_step_runs_and_reports_mfu() -> None:
-    from vidloom.bench_train import measure_mfu
+    from bench.train import measure_mfu
 
     r = measure_mfu("b1", "video-low", batch=1, steps=2, warmup=1)
     assert r["params_m"] > 900 and 0 < r["mfu"] < 1, r

@@ -1,5 +1,5 @@
-"""Tiny real WebDataset shards for the training tests (see ``vidloom/synthetic_shards.py``)."""
+"""Tiny real WebDataset shards for the training tests (see ``samplegen/synthetic_shards.py``)."""
 
-from vidloom.synthetic_shards import make_mp4, write_test_shards
+from samplegen.synthetic_shards import make_mp4, write_test_shards
 
 __all__ = ["make_mp4", "write_test_shards"]

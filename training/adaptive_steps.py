@@ -9,7 +9,7 @@ far the field at the end of a one-step path has turned from the straight line it
 That is ``len(probe_ts)`` guided evaluations: 2 DiT passes each with plain CFG, 1 without. The
 first (t = 1) is the Euler sampler's first evaluation too and is reused (``sample_euler``), so a
 two-time probe costs one extra evaluation; every probe pass counts against the budget (and in
-``Timer``'s ``dit_passes``). Why t = 0.1: on the benchmark's toy model (vidloom/bench_generate_
+``Timer``'s ``dit_passes``). Why t = 0.1: on the benchmark's toy model (bench/generate_
 adaptive.py), over 30 prompt/noise pairs (seeds 1000-3000, not the benchmark's), the estimate's
 Spearman correlation with the fixed schedule's per-prompt error against the 50-step teacher was
 about 0.75 at 4, 8 and 16 steps for t = 0.1 and 0.05, 0.4 at 0.2, and -0.5 at 0.5 (the early

@@ -229,21 +229,21 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "split":
-        from vidloom.bench_split import main as bench_main
+        from bench.split import main as bench_main
     elif args.what == "filters":
-        from vidloom.bench_filters import main as bench_main
+        from bench.filters import main as bench_main
     elif args.what == "caption":
-        from vidloom.bench_caption import main as bench_main
+        from bench.caption import main as bench_main
     elif args.what == "train":
-        from vidloom.bench_train import main as bench_main
+        from bench.train import main as bench_main
     elif args.what == "attention":
-        from vidloom.bench_attention import main as bench_main
+        from bench.attention import main as bench_main
     elif args.what == "generate":
-        from vidloom.bench_generate import main as bench_main
+        from bench.generate import main as bench_main
     elif args.what == "scale":
-        from vidloom.bench_scale import main as bench_main
+        from bench.scale import main as bench_main
     else:
-        from vidloom.bench_curate import main as bench_main
+        from bench.curate import main as bench_main
     return bench_main(args.rest)
 
 
@@ -254,7 +254,7 @@ def cmd_caption_server(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from vidloom.samples import main as samples_main
+    from samplegen.samples import main as samples_main
 
     return samples_main([args.kind, args.dir])
 

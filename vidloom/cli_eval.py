@@ -68,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         import torch
 
-        from vidloom import bench_record
+        from bench import record as bench_record
 
         record = bench_record.provenance("vidloom eval", args.argv, "fp32", torch.get_num_threads())
     result = run_eval(specs, suite, args.out, settings, db=args.db, labels_db=args.labels)
@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"page: {args.out}/report.html  results: {args.out}/runs/{result['run_id']}/results.json  "
           f"db: {result['db']}")
     if args.json and record is not None:
-        from vidloom import bench_record
+        from bench import record as bench_record
 
         summary = {k: result[k] for k in ("run_id", "suite", "suite_sha", "ckpts", "settings", "elapsed_s",
                                           "dimensions", "winrates")}

@@ -142,10 +142,10 @@ def render() -> str:
     from training import config as train_config
 
     parts = [HEADER]
-    parts.append("\n## Curation\n\n`vidloom curate`, `export`, `report` and `deploy` read this tree (`--preset "
-                 + " | ".join(curate_config.PRESETS) + "`); the resolved config is written next to every "
-                 "output as `config.yaml` and into the catalog's `runs` table. Defaults of the `default` "
-                 "preset:\n\n")
+    parts.append("\n## Curation\n\n`vidloom curate`, `export`, `report` and `deploy` read this tree "
+                 "(`--preset " + " | ".join(curate_config.PRESETS) + "`); the resolved config is written "
+                 "next to every output as `config.yaml` and into the catalog's `runs` table. Defaults of "
+                 "the `default` preset:\n\n")
     parts.append(table(curate_config.default()))
     parts.append("\nPresets:\n\n" + preset_changes(curate_config.PRESETS, "default"))
     parts.append("\n## Training\n\n`vidloom train` (`--preset " + " | ".join(train_config.PRESETS)

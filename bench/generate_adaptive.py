@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidloom import bench_record
-from vidloom.bench_split import print_rows
+from bench import record as bench_record
+from bench.split import print_rows
 
 # (caption, kind): the toy clips the bench trains on; the captions are the evaluation prompts
 TOY_CLIPS = (

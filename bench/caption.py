@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench import record as bench_record
+from bench.split import print_rows
 from captioner.client import ChatClient, ChatRequest
 from captioner.fake_server import FakeOpenAI
-from vidloom import bench_record
-from vidloom.bench_split import print_rows
 
 CONCURRENCIES = (1, 8, 64)
 SLOW_SERVER_S = 0.1  # the last row: a server that takes 100 ms, where the slots must all be kept busy

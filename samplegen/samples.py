@@ -1,5 +1,5 @@
 """Sample videos for ``make demo`` and for tests: a demo set, a set of bad inputs, and
-(from :mod:`vidloom.cut_videos`) the shot-detection suite.
+(from :mod:`samplegen.cut_videos`) the shot-detection suite.
 
 Every file is a pure function of the code: ffmpeg runs with bitexact flags and no
 metadata, so regenerating gives the same bytes. Each generator skips files that
@@ -7,9 +7,9 @@ already exist, and writes through a temporary name so a killed run leaves no hal
 
 CLI::
 
-    python -m vidloom.samples demo DIR    # demo videos + DIR/samples.json
-    python -m vidloom.samples bad DIR     # inputs that ingest must survive
-    python -m vidloom.samples suite DIR   # detection suite + <name>.json ground truth
+    python -m samplegen.samples demo DIR    # demo videos + DIR/samples.json
+    python -m samplegen.samples bad DIR     # inputs that ingest must survive
+    python -m samplegen.samples suite DIR   # detection suite + <name>.json ground truth
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vidloom.cut_videos import (
+from samplegen.cut_videos import (
     BITEXACT,
     FFMPEG,
     FONT_CJK,
@@ -33,7 +33,7 @@ from vidloom.cut_videos import (
     make_transition_video,
     plan_ground_truth,
 )
-from vidloom.detection_suite import detection_suite
+from samplegen.detection_suite import detection_suite
 
 MANIFEST = "samples.json"
 
@@ -212,7 +212,7 @@ def generate_demo_samples(directory: str | Path) -> dict[str, dict[str, Any]]:
     The manifest, ``samples.json``, maps each file name to a dict with ``description``,
     ``kind`` ('video', 'duplicate', 'remux_duplicate', 'near_duplicate' or 'corrupt'), and
     for decodable files ``width``, ``height``, ``fps``, ``n_frames``, ``cuts`` and
-    ``gradual`` (frame indices, see :mod:`vidloom.cut_videos`) and ``segments``: each
+    ``gradual`` (frame indices, see :mod:`samplegen.cut_videos`) and ``segments``: each
     shot's clean frames ``start``/``end``, ``source``, ``effect``, ``text`` and ``expect``,
     the reason every clip cut from that shot must be rejected with under the 'tiny'
     preset, or 'kept' (``segment_expect``). In the copies, clips the original keeps expect
@@ -347,7 +347,7 @@ def generate_bad_inputs(directory: str | Path) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidloom.samples", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m samplegen.samples", description=__doc__.split("\n\n")[0])
     parser.add_argument("set", choices=["demo", "bad", "suite"], help="which set of videos to write")
     parser.add_argument("directory", type=Path)
     args = parser.parse_args(argv)

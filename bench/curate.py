@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidloom import bench_record
-from vidloom.bench_split import cpu_s, ensure_video, loadavg, n_cores, print_rows, timed
+from bench import record as bench_record
+from bench.split import cpu_s, ensure_video, loadavg, n_cores, print_rows, timed
 
 NOTES = [
     "video h/core-h = video s / (wall s x cores): every core of the machine is charged.",
@@ -219,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the output directories")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--real", metavar="DIR", help="real footage instead (the dev set + a 5 min 720p file): "
-                   "decode-only, the split step and the whole curation (vidloom/bench_curate_real.py)")
+                   "decode-only, the split step and the whole curation (bench/curate_real.py)")
     p.add_argument("--runner", default="ray", help="with --real: sequential or ray")
     p.add_argument("--split-only", action="store_true", help="with --real: decode-only and the split step")
     p.add_argument("--score-all", action="store_true", help="with --real: every scorer on every clip")
     args = p.parse_args(argv)
     if args.real:
-        from vidloom.bench_curate_real import run as run_real
+        from bench.curate_real import run as run_real
 
         return run_real(args.real, args.runner, args.score_all, args.split_only, argv, args.json)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

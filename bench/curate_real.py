@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vidloom import bench_record
-from vidloom.bench_split import CACHE, cpu_s, loadavg, n_cores, print_rows
+from bench import record as bench_record
+from bench.split import CACHE, cpu_s, loadavg, n_cores, print_rows
 
 LONG_SOURCE = "libopenshot/sintel_trailer-720p.mp4"  # 1280x720 24 fps, 52.2 s, in the dev set
 LONG_LOOPS = 6
@@ -155,9 +155,9 @@ def figures(wall: float, cpu: float, base_wall: float, cores: int) -> dict[str, 
 
 def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: list[str] | None,
         json_path: str | None, compare: bool = True) -> int:
+    from bench.curate import TreeCpu, bench_precision
     from pipelines.curate import STEPS
     from pipelines.runner import make_runner
-    from vidloom.bench_curate import TreeCpu, bench_precision
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -1,6 +1,6 @@
 """A tiny trained run with an early and a late checkpoint, for the "trained longer wins" checks.
 
-``train_tiny_run(root)`` writes synthetic shards (vidloom/synthetic_shards.py: ``clips`` testsrc2
+``train_tiny_run(root)`` writes synthetic shards (samplegen/synthetic_shards.py: ``clips`` testsrc2
 patterns, captions "clip {i}" / "片段 {i}"), trains the tiny preset on them with ``vidloom train``'s
 code path (``training.run.train``: the VAE first, then the DiT) on one 9-frame 32x64 stage, and keeps
 every ``ckpt_every``-th checkpoint, so ``checkpoints/step_<early>.pt`` is the same run's earlier self.
@@ -22,9 +22,9 @@ def train_tiny_run(root: str | Path, steps: int = 150, vae_steps: int = 40, clip
 
     Clips are 64x32, 30 frames at 25 fps (so 9 frames at 8 fps fit), hue-rotated 40 degrees apart.
     """
+    from samplegen.synthetic_shards import write_test_shards
     from training.config import load_train_config
     from training.run import train
-    from vidloom.synthetic_shards import write_test_shards
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """``vidloom bench filters``: clips/s of each scorer and of the whole filter stage, on this machine.
 
-The cached bench videos (vidloom/bench_curate.py) are curated once with the sequential runner,
+The cached bench videos (bench/curate.py) are curated once with the sequential runner,
 every step timed. Then, in the same process, each scorer is run again alone over every clip
 (its model set up first, outside the timing) from the frames the decode pass left: the
 scorers never decode, so this is their whole cost. Reported:
@@ -21,17 +21,17 @@ import shutil
 import sys
 import time
 
-from vidloom import bench_record
-from vidloom.bench_curate import bench_precision, decode_only, make_inputs, rates, run_once
-from vidloom.bench_split import cpu_s, loadavg, n_cores, print_rows
+from bench import record as bench_record
+from bench.curate import bench_precision, decode_only, make_inputs, rates, run_once
+from bench.split import cpu_s, loadavg, n_cores, print_rows
 
 
 def time_scorers(out: str, cores: int) -> tuple[int, dict[str, dict[str, float]]]:
     """Each scorer alone over every clip of the run in ``out``: (clips, {scorer: timings})."""
+    from bench.curate import bench_config
     from curation.db import Catalog
     from pipelines.curate import Paths, split_hash
     from pipelines.score_step import build_scorers, clip_tasks_from_catalog
-    from vidloom.bench_curate import bench_config
 
     cfg = bench_config("sequential", cores)
     paths = Paths(out)

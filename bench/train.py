@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from vidloom import bench_record
-from vidloom.bench_split import print_rows
+from bench import record as bench_record
+from bench.split import print_rows
 
 DEMO_SHARDS = Path("out/demo/shards")
 
@@ -41,7 +41,7 @@ def bench_data(root: Path) -> Path:
     """The demo shards when present, else 16 generated 3 s clips at 640x360."""
     if (DEMO_SHARDS / "latest" / "manifest.json").is_file() or (DEMO_SHARDS / "manifest.json").is_file():
         return DEMO_SHARDS
-    from vidloom.synthetic_shards import write_test_shards
+    from samplegen.synthetic_shards import write_test_shards
 
     return write_test_shards(root, [("640x360", 75)] * 16, target_bytes=5_000_000)
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidloom import bench_record
+from bench import record as bench_record
 
 DEFAULT_SIZES: tuple[tuple[int, int, int], ...] = (
     (4, 8, 8),
@@ -272,7 +272,7 @@ def _parse_sizes(text: str) -> list[tuple[int, int, int]]:
 
 
 def print_report(r: dict[str, Any]) -> None:
-    from vidloom.bench_split import print_rows
+    from bench.split import print_rows
 
     c = r["config"]
     print(

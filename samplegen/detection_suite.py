@@ -1,8 +1,8 @@
 """The shot-detection suite: videos holding every planted event kind, with exact ground truth.
 
 Three sizes and frame rates (``SUITE``), each rendered from :func:`suite_plan` by
-:func:`vidloom.cut_videos.make_transition_video`; ``<name>.json`` beside each video holds its
-:class:`~vidloom.cut_videos.GroundTruth`, and a video whose json matches its plan is reused.
+:func:`samplegen.cut_videos.make_transition_video`; ``<name>.json`` beside each video holds its
+:class:`~samplegen.cut_videos.GroundTruth`, and a video whose json matches its plan is reused.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidloom.cut_videos import GroundTruth, Segment, make_transition_video, plan_ground_truth
+from samplegen.cut_videos import GroundTruth, Segment, make_transition_video, plan_ground_truth
 
 
 def write_ground_truth(video: Path, gt: GroundTruth) -> Path:

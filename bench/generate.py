@@ -18,7 +18,7 @@ built and both students are distilled from it in memory (``--fit-steps``), for t
 change on the TSCD latents.
 
 ``--adaptive`` runs another benchmark instead: adaptive step counts (``generate --steps auto``)
-against a fixed schedule at the same average DiT passes (``vidloom/bench_generate_adaptive.py``).
+against a fixed schedule at the same average DiT passes (``bench/generate_adaptive.py``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from vidloom import bench_record
-from vidloom.bench_split import print_rows
+from bench import record as bench_record
+from bench.split import print_rows
 
 PROMPTS = ["a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
            "a city street at night with neon signs"]
@@ -111,7 +111,7 @@ def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference
 
 def main(argv: list[str] | None = None) -> int:
     if "--adaptive" in (sys.argv[1:] if argv is None else argv):  # adaptive vs fixed step counts
-        from vidloom.bench_generate_adaptive import main as adaptive_main
+        from bench.generate_adaptive import main as adaptive_main
 
         return adaptive_main(argv)
     p = argparse.ArgumentParser(prog="vidloom bench generate", description=__doc__.split("\n\n")[0])

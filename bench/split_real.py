@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from bench import record as bench_record
+from bench.split import n_cores, print_rows, scenes_to_transitions
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import MatchScore, match_transitions
-from vidloom import bench_record
-from vidloom.bench_split import n_cores, print_rows, scenes_to_transitions
 
 TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_truth.json"
 METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
