@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.random_runs import random_dit_run
 from training.adaptive_steps import AdaptiveSteps, allocate, passes_per_step, probe, sample_euler
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -50,25 +51,7 @@ def test_the_budget_counts_the_probe() -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny "dit" run (random weights, woken up), 5 frames of 32x64."""
-    from models.dit.model import DiT
-    from models.text_encoder import ByteEncoder
-    from models.vae.causal_vae import VAE
-    from training.checkpoint import save_dit_run
-    from training.config import StageConfig, tiny
-
-    root = tmp_path_factory.mktemp("adaptive_run")
-    cfg = tiny()
-    cfg.stages[-1] = StageConfig("video", 1.0, n_frames=5, size=(32, 64), fps=8.0, global_batch=2)
-    torch.manual_seed(0)
-    dit = DiT(cfg.dit)
-    with torch.no_grad():
-        for param in dit.parameters():
-            if not param.any():
-                param.normal_(0.0, 0.05)
-    c = cfg.vae.latent_channels
-    save_dit_run(root, 1, cfg, dit, ByteEncoder(cfg.text.byte), VAE(cfg.vae),
-                 {"mean": torch.zeros(c), "std": torch.ones(c)})
-    return root
+    return random_dit_run(tmp_path_factory.mktemp("adaptive_run"))
 
 
 def test_probe_is_deterministic_and_its_first_velocity_is_the_first_step(run_dir: Path) -> None:

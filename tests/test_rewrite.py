@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from fake_openai import FakeOpenAI
 
 from captioner import fake_rewrite
@@ -20,6 +19,7 @@ from captioner.rewrite_checks import keep_checks
 from captioner.rewrite_parse import parse_prompt
 from captioner.rewrite_template import template_rewrite
 from captioner.validate import en_colours, en_numbers, zh_colours, zh_numbers
+from tests.random_runs import random_dit_run
 
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 10.0, "max_retries": 2}
 PROMPT = fake_rewrite.REWRITE_PROMPT  # "two dogs chase a red ball on a beach"
@@ -142,25 +142,7 @@ def test_cli_rewrite_prints_the_rewrite_and_the_record() -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny "dit" run (random weights, woken up), 5 frames of 32x64."""
-    from models.dit.model import DiT
-    from models.text_encoder import ByteEncoder
-    from models.vae.causal_vae import VAE
-    from training.checkpoint import save_dit_run
-    from training.config import StageConfig, tiny
-
-    root = tmp_path_factory.mktemp("rewrite_run")
-    cfg = tiny()
-    cfg.stages[-1] = StageConfig("video", 1.0, n_frames=5, size=(32, 64), fps=8.0, global_batch=2)
-    torch.manual_seed(0)
-    dit = DiT(cfg.dit)
-    with torch.no_grad():
-        for param in dit.parameters():
-            if not param.any():
-                param.normal_(0.0, 0.05)
-    c = cfg.vae.latent_channels
-    save_dit_run(root, 1, cfg, dit, ByteEncoder(cfg.text.byte), VAE(cfg.vae),
-                 {"mean": torch.zeros(c), "std": torch.ones(c)})
-    return root
+    return random_dit_run(tmp_path_factory.mktemp("rewrite_run"))
 
 
 def _generate(argv: list[str]) -> int:
