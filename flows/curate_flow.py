@@ -55,10 +55,7 @@ def record_task(out: str, config: dict[str, Any], started_at: str, steps: dict[s
 @task(name="report", task_run_name="report")
 def report_task(out: str, config: dict[str, Any], report: str) -> str:
     """Write the HTML report of ``out``'s catalog to ``report``; returns its absolute path."""
-    from curation.report import write_report
-    from pipelines.decide import thresholds
-
-    write_report(Path(out) / "catalog.duckdb", report, thresholds=thresholds(_cfg(config).filters))
+    curate.write_report(Path(out) / "catalog.duckdb", report, _cfg(config))
     return str(Path(report).resolve())
 
 

@@ -29,9 +29,11 @@ import numpy as np
 
 from curation import schema
 from curation.db import Catalog
+from curation.report import write_report as render_report
 from pipelines import scratch
 from pipelines.clip_spans import align_to_keyframes, clip_spans
 from pipelines.config import CurateConfig, to_yaml
+from pipelines.decide import rule_table, thresholds
 from pipelines.journal import StepJournal, run_step
 from pipelines.remote import is_url
 from pipelines.remote import item_id as remote_item_id
@@ -376,3 +378,11 @@ def git_sha() -> str:
         return res.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def write_report(db: str | Path, out_html: str | Path, cfg: CurateConfig) -> dict[str, Any]:
+    """The HTML report of the catalog ``db`` with ``cfg``'s thresholds and decision order (the
+    scorers' rules and ``filters.extra``): what ``vidloom report``, ``curate --report`` and the
+    flow's report task write."""
+    return render_report(db, out_html, thresholds=thresholds(cfg.filters, cfg.scores),
+                         rules=rule_table(cfg.filters))

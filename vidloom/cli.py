@@ -170,10 +170,9 @@ def _export_multishot(args: argparse.Namespace, cfg: Any, ids: list[str]) -> int
 
 
 def write_report(db: str, out: str, cfg: Any) -> None:
-    from curation.report import write_report as build
-    from pipelines.decide import rule_table, thresholds
+    from pipelines.curate import write_report as build
 
-    build(db, out, thresholds=thresholds(cfg.filters, cfg.scores), rules=rule_table(cfg.filters))
+    build(db, out, cfg)
     print(f"  report      {os.path.abspath(out)}")
 
 
