@@ -11,26 +11,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vidloom.cli_common import add_distill_options, distill_config_from_args, print_distill_summary
+
 
 def cmd_distill_adv(args: argparse.Namespace) -> int:
     from training.distill_adv import AdversarialDistillTrainer
-    from vidloom.cli_distill import _config, _summary
-
     init = args.init or args.teacher
-    cfg = _config(args, init)
+    cfg = distill_config_from_args(args, init)
     segments = tuple(int(s) for s in args.segments.split(","))
     trainer = AdversarialDistillTrainer(
         cfg, args.data, args.out, args.teacher, init=init, device=args.device, guidance=args.guidance,
         segments=segments, teacher_steps=args.teacher_steps, disc_blocks=args.disc_blocks,
         disc_lr=args.disc_lr, reg_weight=args.reg_weight)
-    _summary(trainer.train(progress=not args.quiet))
+    print_distill_summary(trainer.train(progress=not args.quiet))
     return 0
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    from vidloom.cli_distill import _common
-
-    _common(p)  # --teacher --data --out --steps --set --device --quiet
+    add_distill_options(p)  # --teacher --data --out --steps --set --device --quiet
     p.add_argument("--init", help="student init: a TSCD / CFG-distilled run (default: --teacher)")
     p.add_argument("--guidance", type=float, default=4.0, help="CFG scale (teacher targets, student input)")
     p.add_argument("--segments", default="4", help="student steps (segment counts of successive phases)")

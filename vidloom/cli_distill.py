@@ -14,42 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, help="'dit' checkpoint or run directory giving the targets")
-    p.add_argument("--data", required=True, help="shards directory (pixels or `vidloom encode` latents)")
-    p.add_argument("--out", required=True, help="student run directory")
-    from vidloom.cli_train import add_run_options
-
-    add_run_options(p, "optimizer steps (default: the teacher config's)",
-                    "config overrides over the teacher's config (lr=..., stages=..., ...)")
-
-
-def _config(args: argparse.Namespace, source: str) -> Any:
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
-    from training.distill import distill_config
-
-    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
-    embed = True
-    if source != args.teacher:  # TSCD: the student keeps its init checkpoint's architecture
-        embed = bool(load_checkpoint(resolve_checkpoint(source))["config"]["dit"].get("guidance_embed"))
-    return distill_config(source, overrides, guidance_embed=embed)
-
-
-def _summary(summary: dict[str, Any]) -> None:
-    print(json.dumps({k: summary[k] for k in ("kind", "steps", "out")}))
-    for row in summary["eval"]:
-        print(f"  step {row['step']:>6} {row['stage']:<11} {row['when']:<5} "
-              f"eval_distill_loss {row.get('eval_distill_loss', float('nan')):.5f}")
+from vidloom.cli_common import add_distill_options, distill_config_from_args, print_distill_summary
 
 
 def cmd_distill_cfg(args: argparse.Namespace) -> int:
     from training.distill import CFGDistillTrainer
 
-    cfg = _config(args, args.teacher)
+    cfg = distill_config_from_args(args, args.teacher)
     trainer = CFGDistillTrainer(cfg, args.data, args.out, args.teacher, device=args.device,
                                 guidance_range=tuple(args.guidance_range))
-    _summary(trainer.train(progress=not args.quiet))
+    print_distill_summary(trainer.train(progress=not args.quiet))
     return 0
 
 
@@ -57,12 +31,12 @@ def cmd_distill_tscd(args: argparse.Namespace) -> int:
     from training.distill import TSCDTrainer
 
     init = args.init or args.teacher
-    cfg = _config(args, init)
+    cfg = distill_config_from_args(args, init)
     segments = tuple(int(s) for s in args.segments.split(","))
     trainer = TSCDTrainer(cfg, args.data, args.out, args.teacher, init=init, device=args.device,
                           guidance=args.guidance, segments=segments, teacher_steps=args.teacher_steps,
                           substeps=args.substeps, heun=args.heun)
-    _summary(trainer.train(progress=not args.quiet))
+    print_distill_summary(trainer.train(progress=not args.quiet))
     return 0
 
 
@@ -96,12 +70,12 @@ def add_commands(sub: Any) -> None:
     dsub = d.add_subparsers(dest="distill_cmd", required=True)
 
     c = dsub.add_parser("cfg", help="CFG distillation into a guidance-embedding student (1 pass, not 2)")
-    _common(c)
+    add_distill_options(c)
     c.add_argument("--guidance-range", type=float, nargs=2, default=(1.0, 6.0), metavar=("LO", "HI"))
     c.set_defaults(fn=cmd_distill_cfg)
 
     t = dsub.add_parser("tscd", help="trajectory-segmented consistency distillation (8 -> 4 -> 2 -> 1)")
-    _common(t)
+    add_distill_options(t)
     t.add_argument("--init", help="student init checkpoint (default: --teacher, e.g. the CFG-distilled run)")
     t.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the targets")
     t.add_argument("--segments", default="8,4,2,1", help="segment counts of the successive phases")

@@ -11,27 +11,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vidloom.cli_common import add_distill_options, distill_config_from_args, print_distill_summary
+
 
 def cmd_distill_dmd(args: argparse.Namespace) -> int:
     from training.distill_dmd import ScoreDistillTrainer
-    from vidloom.cli_distill import _config, _summary
-
     init = args.init or args.teacher
     trainer = ScoreDistillTrainer(
-        _config(args, init), args.data, args.out, args.teacher, init=init, device=args.device,
+        distill_config_from_args(args, init), args.data, args.out, args.teacher, init=init,
+        device=args.device,
         guidance=args.guidance, segments=tuple(int(s) for s in args.segments.split(",")),
         teacher_steps=args.teacher_steps, critic_lr=args.critic_lr, fake_updates=args.fake_updates,
         dmd_weight=args.dmd_weight, reg_weight=args.reg_weight)
-    _summary(trainer.train(progress=not args.quiet))
+    print_distill_summary(trainer.train(progress=not args.quiet))
     return 0
 
 
 def add_dmd_parser(distill_sub: Any) -> None:
     """``dmd`` under the ``vidloom distill`` sub-commands."""
-    from vidloom.cli_distill import _common
-
     p = distill_sub.add_parser("dmd", help="score distillation: distribution matching, fake-score critic")
-    _common(p)  # --teacher --data --out --steps --set --device --quiet
+    add_distill_options(p)  # --teacher --data --out --steps --set --device --quiet
     p.add_argument("--init", help="student init: a TSCD / CFG-distilled run (default: --teacher)")
     p.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the real score (student input)")
     p.add_argument("--segments", default="4", help="student steps (segment counts of successive phases)")

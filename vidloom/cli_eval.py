@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vidloom.cli_common import parse_size
+
 
 def _seeds(text: str) -> list[int]:
     try:
@@ -50,14 +52,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evaluation.harness import CheckpointSpec, EvalSettings, run_eval
     from evaluation.scoring import DEFAULT_WEIGHTS
     from evaluation.suite import load_suite
-    from vidloom.cli_train import _size
 
     suite = load_suite(args.suite)
     weights = None
     if args.weights:
         weights = {**DEFAULT_WEIGHTS, **_weights(args.weights)}
     settings = EvalSettings(seeds=args.seeds, steps=args.steps, cfg_scale=args.cfg, n_frames=args.frames,
-                            size=_size(args.size) if args.size else None, fps=args.fps,
+                            size=parse_size(args.size) if args.size else None, fps=args.fps,
                             negative_prompt=args.negative, device=args.device, use_ema=not args.no_ema,
                             heads=list(args.reward_head), references=args.reference,
                             max_references=args.max_references, weights=weights, ci=args.ci)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _size(text: str) -> tuple[int, int]:
-    from vidloom.cli_train import _size as parse
-
-    return parse(text)
+from vidloom.cli_common import add_run_options, parse_size
 
 
 def _print_summary(name: str, summary: dict[str, Any]) -> None:
@@ -48,15 +44,13 @@ def cmd_thin_decoder(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from vidloom.cli_train import add_run_options
-
     r = sub.add_parser("refine", help="train the cascade super-resolution refiner from a base DiT checkpoint")
     r.add_argument("--base", required=True, help="base DiT checkpoint or run directory")
     r.add_argument("--data", required=True, help="pixel shards directory")
     r.add_argument("--out", required=True, help="refiner run directory (resumes)")
     add_run_options(r, "optimizer steps (default: the refine preset's)",
                     "config override over the refine preset (e.g. lr=1e-4); DiT/VAE/text stay the base's")
-    r.add_argument("--size", type=_size,
+    r.add_argument("--size", type=parse_size,
                    help="output HxW of the refiner (default 64x128); the base runs at half")
     r.add_argument("--frames", type=int, help="pixel frames per training sample (default 9)")
     r.add_argument("--upsample", choices=["nearest", "trilinear"], default="trilinear",

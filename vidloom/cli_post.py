@@ -13,6 +13,8 @@ import argparse
 import json
 from typing import Any
 
+from vidloom.cli_common import add_run_options, add_selection_options
+
 
 def _weights(text: str) -> list[float]:
     """``w1,w2,...`` -> floats."""
@@ -67,16 +69,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_selection_options(p: argparse.ArgumentParser, data_help: str) -> None:
-    """The fine-tuning data: ``--data`` shards, or a ``--catalog`` and its ``--where`` selection."""
-    p.add_argument("--data", help=data_help)
-    p.add_argument("--catalog", help="catalog.duckdb whose --where selection is exported to OUT/data")
-    p.add_argument("--where", help="SQL predicate over the clips table (with --catalog)")
-
-
 def add_commands(sub: Any) -> None:
-    from vidloom.cli_train import add_run_options
-
     s = sub.add_parser("sft", help="fine-tune a trained DiT on shards or a catalog selection; resumes")
     s.add_argument("--base", required=True, help="base DiT checkpoint or run directory")
     add_selection_options(s, "shards directory (pixels or `vidloom encode` latents)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vidloom.cli_rlhf import _prompts, _weight
+from vidloom.cli_common import add_run_options, add_selection_options, parse_weight, read_prompt_file
 
 
 def cmd_refine_sft(args: argparse.Namespace) -> int:
@@ -28,13 +28,14 @@ def cmd_refine_sft(args: argparse.Namespace) -> int:
 def cmd_refine_rlhf(args: argparse.Namespace) -> int:
     from training.refine_post import refiner_rlhf
 
-    prompts = _prompts(args.prompts)
+    prompts = read_prompt_file(args.prompts)
     if prompts is None and args.data is None:
         raise ValueError("give --prompts FILE or --data SHARDS (their captions are the prompts)")
     result = refiner_rlhf(args.refiner, args.out, prompts=prompts, data=args.data, steps=args.steps,
                           global_batch=args.batch, lr=args.lr, rewards=dict(args.reward or []) or None,
                           beta=args.beta, sample_steps=args.sample_steps, grad_steps=args.grad_steps,
-                          base_steps=args.base_steps, eval_prompts=_prompts(args.heldout_prompts) or (),
+                          base_steps=args.base_steps,
+                          eval_prompts=read_prompt_file(args.heldout_prompts) or (),
                           progress=not args.quiet, device=args.device)
     evals = result["summary"].get("eval") or []
     if evals and "eval/composite" in evals[0]:
@@ -44,8 +45,6 @@ def cmd_refine_rlhf(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from vidloom.cli_post import add_selection_options
-    from vidloom.cli_train import add_run_options
 
     s = sub.add_parser("refine-sft", help="fine-tune a refiner on pixel shards or a catalog selection")
     s.add_argument("--refiner", required=True, help="refiner checkpoint or run directory")
@@ -61,7 +60,7 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--prompts", help="prompt file (one per line)")
     r.add_argument("--data", help="shards directory whose captions are the prompts")
     r.add_argument("--heldout-prompts", help="prompt file scored with fixed noise at each evaluation")
-    r.add_argument("--reward", type=_weight, action="append", metavar="NAME[=WEIGHT]",
+    r.add_argument("--reward", type=parse_weight, action="append", metavar="NAME[=WEIGHT]",
                    help="optimised reward (repeatable; default motion=1, aesthetic_proxy=1)")
     r.add_argument("--steps", type=int, default=100)
     r.add_argument("--batch", type=int, default=4, help="global batch (prompts per step)")

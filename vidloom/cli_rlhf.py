@@ -13,25 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vidloom.cli_train import _size
-
-
-def _weight(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    try:
-        return name, float(value) if sep else 1.0
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"reward {text!r} must look like NAME or NAME=WEIGHT") from e
-
-
-def _prompts(path: str | None) -> list[str] | None:
-    if path is None:
-        return None
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in lines if line and not line.startswith("#")]
-    if not prompts:
-        raise ValueError(f"{path} has no prompts (one per line)")
-    return prompts
+from vidloom.cli_common import parse_size, parse_weight, read_prompt_file
 
 
 def _refl(args: argparse.Namespace) -> dict[str, Any]:
@@ -42,12 +24,13 @@ def _refl(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_rlhf(args: argparse.Namespace) -> int:
     from training.flow_dpo import rlhf_rounds
 
-    prompts = _prompts(args.prompts)
+    prompts = read_prompt_file(args.prompts)
     if prompts is None and args.data is None:
         raise ValueError("give --prompts FILE or --data SHARDS (their captions are the prompts)")
     result = rlhf_rounds(args.base, args.out, prompts=prompts, data=args.data, rounds=args.rounds,
                          steps_per_round=args.steps_per_round, reward_weights=dict(args.reward or []) or None,
-                         heldout_reward=args.heldout_reward, heldout_prompts=_prompts(args.heldout_prompts),
+                         heldout_reward=args.heldout_reward,
+                         heldout_prompts=read_prompt_file(args.heldout_prompts),
                          n_heldout=args.n_heldout, n_frames=args.frames, size=args.size,
                          global_batch=args.batch, lr=args.lr, device=args.device, **_refl(args))
     held = f"heldout/{args.heldout_reward}"
@@ -63,8 +46,8 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
 def cmd_rlhf_compare(args: argparse.Namespace) -> int:
     from training.flow_dpo import compare_refl_dpo, format_table
 
-    prompts = _prompts(args.prompts) or []
-    held = _prompts(args.heldout_prompts)
+    prompts = read_prompt_file(args.prompts) or []
+    held = read_prompt_file(args.heldout_prompts)
     if held is None:
         prompts, held = prompts[: -args.n_heldout], prompts[-args.n_heldout :]
     if not prompts:
@@ -86,7 +69,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", help="text file, one prompt per line")
     p.add_argument("--heldout-prompts", help="evaluation prompts (default: the last --n-heldout prompts)")
     p.add_argument("--n-heldout", type=int, default=4)
-    p.add_argument("--reward", type=_weight, action="append", metavar="NAME=WEIGHT",
+    p.add_argument("--reward", type=parse_weight, action="append", metavar="NAME=WEIGHT",
                    help="optimised reward and weight (repeat; default motion=1, aesthetic_proxy=1)")
     p.add_argument("--heldout-reward", default="stability", help="reward monitored, never optimised")
     p.add_argument("--beta", type=float, default=0.1, help="reference-velocity regulariser weight")
@@ -96,7 +79,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch", type=int, default=4, help="prompts per optimizer step")
     p.add_argument("--frames", type=int, help="pixel frames (default: the base run's last stage)")
-    p.add_argument("--size", type=_size, help="HxW (default: the base run's last stage)")
+    p.add_argument("--size", type=parse_size, help="HxW (default: the base run's last stage)")
     p.add_argument("--device", help="torch device (default: cuda when available)")
 
 

@@ -11,16 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
-
-def _size(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit():
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like HxW, e.g. 64x128")
-    return int(h), int(w)
+from vidloom.cli_common import add_run_options, parse_size
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -120,14 +113,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_run_options(p: argparse.ArgumentParser, steps_help: str, set_help: str | None = None) -> None:
-    """``--steps``, ``--set KEY=VALUE``, ``--device`` and ``--quiet``: what every training command takes."""
-    p.add_argument("--steps", type=int, help=steps_help)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
-    p.add_argument("--device", help="torch device (default: cuda:LOCAL_RANK when available, else cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def add_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="train the VAE (unless --vae) and the DiT on shards; resumes")
     t.add_argument("--preset", default="tiny", help="tiny (CPU) | small (1 GPU) | b1 (multi-GPU)")
@@ -147,7 +132,7 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--vae", required=True, help="VAE checkpoint or run directory")
     e.add_argument("--out", required=True, help="latent shards directory")
     e.add_argument("--frames", type=int, default=9, help="pixel frames per sample (1 + 4k)")
-    e.add_argument("--size", type=_size, default=(64, 128), help="HxW")
+    e.add_argument("--size", type=parse_size, default=(64, 128), help="HxW")
     e.add_argument("--fps", type=float, default=8.0)
     e.add_argument("--text-encoder", choices=["minilm", "hf"], help="also store text embeddings (frozen)")
     e.add_argument("--text-weights", help="local model directory for --text-encoder hf")
@@ -165,7 +150,7 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--image", help="first frame (png/jpg) for image-to-video")
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--frames", type=int, help="pixel frames (default: the last training stage's)")
-    g.add_argument("--size", type=_size, help="HxW (default: the last training stage's)")
+    g.add_argument("--size", type=parse_size, help="HxW (default: the last training stage's)")
     g.add_argument("--fps", type=float)
     g.add_argument("--steps", type=_steps, default=30,
                    help="sampler steps, or 'auto': picked per prompt from a probe of the velocity field")
@@ -187,13 +172,3 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--device", default="cpu", help="torch device")
     g.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     g.set_defaults(fn=cmd_generate)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from vidloom.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
