@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from models.rewards.base import Reward, build_reward
+from models.rewards.base import Reward
+from models.rewards.builtin import build_reward
 
 PROXIES = ("motion", "stability", "aesthetic_proxy")
 DEFAULT_WEIGHTS = {"motion": 1.0, "stability": 1.0, "aesthetic_proxy": 1.0, "data_fidelity": 1.0,

@@ -16,8 +16,14 @@ from torch import nn
 import captioner.vlm_reward  # noqa: F401  (registers vlm_foundational)
 from captioner.fake_server import FakeOpenAI, Reply
 from models.aesthetic import aesthetic_head
-from models.rewards.base import Reward, build_reward
-from models.rewards.builtin import AestheticClipReward, CompositeReward, parse_rating, term_stats
+from models.rewards.base import Reward
+from models.rewards.builtin import (
+    AestheticClipReward,
+    CompositeReward,
+    build_reward,
+    parse_rating,
+    term_stats,
+)
 from models.rewards.learned import MotionHead, TextAlignmentConfig, TextAlignmentHead, save_head
 from models.rewards.proxies import AestheticProxyReward, MotionReward, StabilityReward
 from training.reward_trainer import (

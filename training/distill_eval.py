@@ -264,7 +264,7 @@ def load_reward(name: str = "composite", **kw: Any) -> Any:
     if name == "composite":
         kw.setdefault("weights", DEFAULT_REWARD_WEIGHTS)
     try:
-        from models.rewards.base import build_reward
+        from models.rewards.builtin import build_reward
 
         return build_reward(name, **kw)
     except (ImportError, ValueError, FileNotFoundError, OSError):

@@ -12,7 +12,7 @@ none downloads anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -41,12 +41,3 @@ def register(name: str) -> Callable[[Callable[..., Reward]], Callable[..., Rewar
         return factory
 
     return add
-
-
-def build_reward(name: str, **kwargs: Any) -> Reward:
-    """Build a registered reward (importing the built-in ones first)."""
-    import models.rewards.builtin  # noqa: F401  (registers the built-in rewards)
-
-    if name not in REGISTRY:
-        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REGISTRY)}")
-    return REGISTRY[name](**kwargs)

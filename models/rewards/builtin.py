@@ -1,4 +1,4 @@
-"""The built-in rewards: importing this module registers them (``build_reward`` does so first).
+"""The built-in rewards, registered when this module is imported, and ``build_reward`` (by name).
 
 Registered names (Seedance 1.0, §4.1: RLHF with several reward models, one per quality dimension):
 
@@ -30,8 +30,15 @@ from torch import nn
 from models.aesthetic import CLIP_MEAN, CLIP_MODEL, CLIP_STD, WEIGHTS_HELP, keyframe_indices
 from models.rewards import learned as learned
 from models.rewards import proxies as proxies
-from models.rewards.base import Reward, build_reward, register
+from models.rewards.base import REGISTRY, Reward, register
 
+
+def build_reward(name: str, **kwargs: Any) -> Reward:
+    """Build a registered reward: the built-in ones (this module) and any registered elsewhere
+    (``captioner.vlm_reward`` registers ``vlm_foundational`` when imported)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REGISTRY)}")
+    return REGISTRY[name](**kwargs)
 
 def keyframe_images(video: torch.Tensor) -> torch.Tensor:
     """[B, 3, T, H, W] in [-1, 1] -> first/middle/last frames [B, K, 3, H, W] in [0, 1]."""
