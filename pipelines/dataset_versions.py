@@ -49,7 +49,7 @@ from typing import Any
 MANIFEST = "manifest.json"  # the shard writer's manifest name (pipelines/shard_writer.py)
 LATEST = "latest"
 STAGING_PREFIX = ".staging-"
-_HASH = re.compile(r"[0-9a-f]{64}")
+HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +97,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 def export_root(version_dir: str | Path) -> Path | None:
     """The export directory a resolved version directory belongs to (None for a flat layout)."""
     p = Path(version_dir).resolve()
-    return p.parent if _HASH.fullmatch(p.name) else None
+    return p.parent if HASH.fullmatch(p.name) else None
 
 
 def pinned(source: str | Path, dataset: str) -> Path:
@@ -197,7 +197,7 @@ def versions(root: str | Path) -> list[Version]:
     current = latest_dir(r)
     out = []
     for p in r.iterdir() if r.is_dir() else ():
-        if not (_HASH.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()):
+        if not (HASH.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()):
             continue
         manifest = json.loads((p / MANIFEST).read_text(encoding="utf-8"))
         out.append(Version(p.name, p, p.stat().st_mtime, int(manifest.get("n_samples", 0)),
@@ -273,37 +273,3 @@ def _fsync_tree(root: Path) -> None:
     """Directory entries durable before the rename publishes them (the shard files are fsynced)."""
     for dirpath, _, _ in os.walk(root):
         _fsync_dir(Path(dirpath))
-
-
-def write_version(samples: Any, root: str | Path, target_bytes: int,
-                  meta: dict[str, Any] | None = None) -> tuple[list[Any], str, Path, bool]:
-    """Write ``samples`` as a new version of the export directory ``root`` and publish it.
-
-    Args:
-        samples: what ``pipelines.shard_writer.write_shards`` takes.
-        root: the export directory ``DIR``.
-        target_bytes: the shard size cap.
-        meta: extra manifest fields.
-
-    Returns:
-        ``(shard infos with paths inside the version, dataset hash, version dir, new)``; ``new`` is
-        False when an identical version existed (only ``latest`` moved, if it pointed elsewhere).
-    """
-    from pipelines.shard_writer import write_shards
-
-    r = Path(root)
-    if _HASH.fullmatch(r.resolve().name) and (r / MANIFEST).is_file():
-        raise ValueError(f"{root} is a published version (immutable): export to {r.resolve().parent}")
-    reference = latest_dir(r) or (r if (r / MANIFEST).is_file() else None)  # a flat layout: link from it
-    for dead in stale_staging(r, min_age_s=None):  # a killed export of this host: never published
-        shutil.rmtree(dead, ignore_errors=True)
-    staging = new_staging(r)
-    try:
-        infos, dataset = write_shards(samples, staging, target_bytes, meta, reference=reference)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    final, created = publish(r, staging, dataset)
-    for info in infos:
-        info.path = str(final / info.shard)
-    return infos, dataset, final, created

@@ -22,6 +22,7 @@ from pipelines.runner import Runner
 from pipelines.score_step import clip_tasks_from_catalog
 from pipelines.stages.extract import ClipExtract
 from pipelines.tasks import ClipTask
+from pipelines.version_writer import write_version
 
 EXTRACT_COLUMNS = (
     "clip_id",
@@ -145,8 +146,6 @@ def publish_version(
 ) -> tuple[list[Any], str, Path, bool]:
     """Write ``samples`` as a dataset version under ``shards_dir`` and record its shards in the
     catalog (paths relative to ``root`` when inside it); (infos, dataset, version dir, created)."""
-    from pipelines.dataset_versions import write_version
-
     shards_dir = shards_dir.resolve()
     infos, dataset, version_dir, created = write_version(
         samples, shards_dir, cfg.shards.target_bytes, {"selection": selection, **(meta or {})})
