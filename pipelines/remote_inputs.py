@@ -2,7 +2,7 @@
 
 ``discover_sources`` expands a mixed list of sources into ``Inputs``:
 
-- a local file, directory or glob: as ``pipelines.stages.ingest.discover_inputs``;
+- a local file, directory or glob: as ``pipelines.probe.discover_inputs``;
 - a URL (``s3://``, ``gs://``, ``http(s)://``, ...): a prefix is listed recursively, a glob is
   matched, anything else is one input (pipelines/remote.py);
 - a manifest, a local or remote file ending ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet``: one
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.schema import ID_LEN, Video
+from pipelines.probe import av_message, check_bounds, discover_inputs, error_video, fill_from_container
 from pipelines.remote import HashingReader, describe_error, discover_url, is_url, url_to_fs
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
@@ -55,8 +56,6 @@ def is_manifest(src: str) -> bool:
 
 def discover_sources(sources: list[str], extensions: Any) -> Inputs:
     """Expand ``sources`` (local paths, globs, URLs, manifests) into sorted, unique ``Inputs``."""
-    from pipelines.stages.ingest import discover_inputs
-
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     out = Inputs()
     local = [s for s in sources if not is_url(s) and not is_manifest(s)]
@@ -155,8 +154,6 @@ def _probe_once(url: str, max_duration_s: float, max_pixels: int) -> tuple[Video
     """One probe: (the Video, whether it failed in transport and is worth trying again)."""
     import av
 
-    from pipelines.stages.ingest import _av_message, _check_bounds, _fail, _fill
-
     def error_row(reason: str) -> Video:
         sha = hashlib.sha256(f"path:{url}".encode()).hexdigest()
         return Video(video_id=sha[:ID_LEN], path=url, sha256=sha, status="error", error=reason)
@@ -181,9 +178,9 @@ def _probe_once(url: str, max_duration_s: float, max_pixels: int) -> tuple[Video
         else:
             try:
                 with av.open(reader, mode="r") as container:  # type: ignore[arg-type]
-                    error = _fill(video, container)
+                    error = fill_from_container(video, container)
             except av.FFmpegError as e:
-                error = f"cannot open: {_av_message(e)}"
+                error = f"cannot open: {av_message(e)}"
             except Exception as e:  # noqa: BLE001 - PyAV re-raises the reader's own errors
                 error = f"cannot open: {describe_error(e)}"
         try:
@@ -195,8 +192,8 @@ def _probe_once(url: str, max_duration_s: float, max_pixels: int) -> tuple[Video
     video.sha256, video.video_id = sha, sha[:ID_LEN]
     video.size_bytes = reader.hashed
     if error is None:
-        error = _check_bounds(video, max_duration_s, max_pixels)
-    return (video if error is None else _fail(video, error)), False
+        error = check_bounds(video, max_duration_s, max_pixels)
+    return (video if error is None else error_video(video, error)), False
 
 def http_failure(url: str, timeout_s: float = 20.0) -> str | None:
     """Why an http(s) URL fails, from its status (fsspec's http ``info`` reports every failure as

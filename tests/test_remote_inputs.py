@@ -148,8 +148,8 @@ def test_hashing_reader_hashes_in_one_pass_while_the_demuxer_seeks(tmp_path: Pat
     import av
 
     from curation.schema import Video
+    from pipelines.probe import fill_from_container as _fill
     from pipelines.remote import HashingReader
-    from pipelines.stages.ingest import _fill
 
     path = tmp_path / "v.mp4"
     data = make_mp4(path, "320x180", 400, 30)  # more packets than the probe demuxes
