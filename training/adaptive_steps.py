@@ -40,6 +40,7 @@ import torch
 
 from models.dit.model import condition_frames, velocity_fn
 from models.dit.sampling import cfg_velocity, sampling_schedule, shift_t
+from training.sampling_setup import Timer, autocast_for, prepare
 
 CALIBRATION_PROMPTS = (
     "a white wall", "a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
@@ -228,10 +229,8 @@ def probe_prepared(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSte
                    timer: Any) -> tuple[dict[str, Any], torch.Tensor]:
     """``probe`` on what ``training.generate.prepare`` returned, under the run's autocast, its DiT
     passes counted in ``timer`` (``dit_passes``, ``dit_s``)."""
-    from training.generate import _autocast
-
     noise, kwargs, uncond, cfg_scale, shift = prepared
-    with _autocast(pipeline.config, noise.device), timer.section("dit_s"):
+    with autocast_for(pipeline.config, noise.device), timer.section("dit_s"):
         model = timer.counted(pipeline.dit, "dit_passes")
         return probe(model, noise, kwargs, picker, shift, cfg_scale, uncond)
 
@@ -240,8 +239,6 @@ def calibration_reference(pipeline: Any, picker: AdaptiveSteps,
                           settings: tuple[Any, ...]) -> tuple[float, int]:
     """(median probe estimate of ``CALIBRATION_PROMPTS``, DiT passes it took) for ``pipeline`` at
     ``settings`` = (image, n_frames, size, cfg_scale, negative_prompt, seed); cached per process."""
-    from training.generate import Timer, prepare
-
     image, n_frames, size, cfg_scale, negative, seed = settings
     key = (id(pipeline.dit), str(image), n_frames, tuple(size), cfg_scale, negative, seed, picker.probe_ts)
     if key not in _REFERENCES:

@@ -31,6 +31,7 @@ from models.dit.model import DiT, sample, velocity_fn
 from training.checkpoint import Pipeline
 from training.distill import GUIDANCE_RANGE, cfg_distill_loss, guided_velocity, segments_at, tscd_loss
 from training.flow_matching import resolution_shift
+from training.sampling_setup import resolve_settings
 
 
 @dataclass
@@ -298,8 +299,6 @@ def distill_report(teacher: Pipeline, students: list[Variant], prompts: list[str
         ``{"reference": row, "rows": [row, ...], "reward": name or None}``; a row has name, nfe, seconds,
         latent_rel_err, latent_rmse, psnr_db (decode), reward and reward_retained (with a reward).
     """
-    from training.generate import resolve_settings
-
     cfg = teacher.config
     n_frames, (h, w), _ = resolve_settings(cfg, n_frames, size, None)
     shape = (cfg.dit.in_channels, *cfg.vae.latent_shape(n_frames, h, w))

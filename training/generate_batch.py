@@ -109,7 +109,7 @@ def _plan_steps(pipeline: Any, prompts: list[str], image: Any, n_frames: int, si
     if kw.get("steps", 30) != "auto":
         return [{"kw": kw, "timings": {}} for _ in prompts]
     from training.adaptive_steps import AdaptiveSteps, Plan, is_guided, probe_prepared
-    from training.generate import Timer, prepare
+    from training.sampling_setup import Timer, prepare
 
     picker = kw.get("adaptive") or AdaptiveSteps()
     heun = bool(kw.get("heun", False))

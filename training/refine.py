@@ -46,6 +46,7 @@ from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
 from training.distributed import DistInfo
 from training.dit_trainer import EVAL_T, DiTNet, DiTTrainer
 from training.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
+from training.sampling_setup import Timer
 from training.trainer import Batch
 from training.vae_trainer import trim_frames
 
@@ -338,8 +339,6 @@ def refine_latent(refiner: RefinerPipeline, z_lo: torch.Tensor, prompt: str, thw
     """Sample the normalised high-res latent [1, C, T, H, W] (grid ``thw``) given the normalised low-res
     latent ``z_lo`` (refiner's statistics) with the refiner; noise from ``seed``."""
     import contextlib
-
-    from training.generate import Timer
 
     timer = timer or Timer()
     cfg = refiner.config

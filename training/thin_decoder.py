@@ -44,6 +44,7 @@ from torch import nn
 from models.vae.causal_vae import Decoder, VAEConfig
 from training.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
 from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
+from training.distill_eval import Prompts, _shift, run_sampler
 from training.distributed import DistInfo
 from training.trainer import Batch, Trainer
 from training.vae_trainer import trim_frames
@@ -141,8 +142,6 @@ class ThinDecoderTrainer(Trainer):
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_gen, full(z_gen)): latents the generator samples for the batch's English captions (fresh
         noise from ``gen``, shaped like ``like``), unnormalised, and the full decoder's output."""
-        from training.distill_eval import Prompts, _shift, run_sampler
-
         pipe = self.gen_pipe
         assert pipe is not None
         captions = [c or "" for c in (mb.get("caption_en") or [""] * like.shape[0])]
