@@ -276,19 +276,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def to_yaml(cfg: CurateConfig) -> str:
-    return yaml.safe_dump(_plain(to_dict(cfg)), sort_keys=True)
+    return yaml.safe_dump(plain(to_dict(cfg)), sort_keys=True)
 
 
-def _plain(x: Any) -> Any:
+def plain(x: Any) -> Any:
+    """``x`` with tuples as lists, nested: what YAML, JSON and Prefect parameters hold."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: plain(v) for k, v in x.items()}
     if isinstance(x, tuple | list):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     return x
 
 
 def apply(cfg: Any, values: dict[str, Any], prefix: str = "", relations: bool = True) -> None:
-    """Recursively set dataclass fields from a nested dict, checking every key and value.
+    """Recursively set dataclass fields from a nested dict, checking every key and value (the one
+    mechanism behind presets + YAML + ``--set`` for curation and training, ``training/config.py``).
 
     Keys must be fields; values are typed from the field annotations and checked against the
     ranges and choices of ``pipelines/config_check.py`` (a ``ConfigError``, a ValueError, names

@@ -21,7 +21,7 @@ import yaml
 from models.dit.model import DiTConfig
 from models.text_encoder import ByteEncoderConfig, TextEncoderConfig
 from models.vae.causal_vae import VAEConfig
-from pipelines.config import _plain, apply
+from pipelines.config import apply, plain
 
 
 @dataclass
@@ -159,7 +159,7 @@ PRESETS = {"tiny": tiny, "small": small, "b1": b1}
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """Plain nested dict (tuples as lists): what checkpoints and config.yaml store."""
-    return _plain(dataclasses.asdict(cfg))
+    return plain(dataclasses.asdict(cfg))
 
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:
