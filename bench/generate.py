@@ -1,6 +1,6 @@
 """``vidloom bench generate``: end-to-end generation time of the teacher and its distilled students.
 
-In one run, same prompts, same fixed noise, same device (``training/distill_eval.py:distill_report``):
+In one run, same prompts, same fixed noise, same device (``training/post/distill_eval.py:distill_report``):
 
 - **teacher**: ``--steps`` (50) Euler steps with CFG = 2 x 50 = 100 DiT passes (the reference);
 - **cfg-distilled**: the guidance-embedding student, 50 steps, 50 passes;
@@ -14,7 +14,7 @@ composite reward and "reward retained" (student / teacher).
 Checkpoints come by path (``--teacher``, ``--cfg-student``, ``--tscd-student``: "dit" checkpoints or
 run directories, e.g. ``<tscd run>/segments_4``); without ``--teacher`` a tiny random teacher is
 built and both students are distilled from it in memory (``--fit-steps``), for the CPU.
-``--thin-decoder CKPT`` (``training/thin_decoder.py``) adds the thin decoder's decode speedup and PSNR
+``--thin-decoder CKPT`` (``training/post/thin_decoder.py``) adds the thin decoder's decode speedup and PSNR
 change on the TSCD latents.
 
 ``--adaptive`` runs another benchmark instead: adaptive step counts (``generate --steps auto``)
@@ -43,7 +43,7 @@ PROMPTS = ["a red ball rolls across a wooden table", "waves break on a rocky bea
 
 
 def _save_dit(run_dir: Path, cfg: Any, dit: Any, text: Any, vae: Any, stats: dict[str, Any]) -> Path:
-    from training.checkpoint import save_dit_run
+    from training.loop.checkpoint import save_dit_run
 
     save_dit_run(run_dir, 0, dataclasses.replace(cfg, dit=dit.cfg), dit, text, vae, stats)
     return run_dir
@@ -56,7 +56,7 @@ def build_tiny(root: Path, guidance: float, fit_steps: int, n_frames: int, size:
     from models.text_encoder import ByteEncoder
     from models.vae.causal_vae import VAE
     from training.config import StageConfig, tiny
-    from training.distill_eval import Prompts, fit_cfg_student, fit_tscd_student, teacher_pairs, wake
+    from training.post.distill_eval import Prompts, fit_cfg_student, fit_tscd_student, teacher_pairs, wake
 
     cfg = tiny()
     cfg.stages[-1] = StageConfig("video", 1.0, n_frames=n_frames, size=size, fps=8.0, global_batch=2)
@@ -82,8 +82,8 @@ def thin_decoder_rows(path: str, pipeline: Any, latents: torch.Tensor, reference
     """Decode time (median of ``repeats`` interleaved rounds), PSNR vs the teacher's fully decoded
     reference, and PSNR vs the full decoder on the same latents (the thin decoder's own fidelity), of
     the full and thin decoders."""
-    from training.distill_eval import psnr
-    from training.thin_decoder import as_thin_decoder
+    from training.post.distill_eval import psnr
+    from training.post.thin_decoder import as_thin_decoder
 
     thin = as_thin_decoder(path, pipeline.vae.cfg, device)
     decoders = {"full decoder": pipeline.vae.decode, "thin decoder": thin}
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, help="pixel frames (default: the teacher's last stage)")
     p.add_argument("--size", help="HxW (default: the teacher's last stage)")
     p.add_argument("--fit-steps", type=int, default=200, help="in-memory distillation steps (tiny mode)")
-    p.add_argument("--thin-decoder", help="thin decoder checkpoint (training/thin_decoder.py)")
+    p.add_argument("--thin-decoder", help="thin decoder checkpoint (training/post/thin_decoder.py)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="timing rounds, interleaved; the median counts")
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "bf16 autocast for the DiT when the run trained in bf16 (CUDA)" if args.device.startswith("cuda")
         else "fp32", torch.get_num_threads())
 
-    from training.checkpoint import load_pipeline
-    from training.distill_eval import Variant, distill_report, variant_outputs
+    from training.loop.checkpoint import load_pipeline
+    from training.post.distill_eval import Variant, distill_report, variant_outputs
 
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     prompts = args.prompts or PROMPTS
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _noise(teacher: Any, prompts: list[str], args: argparse.Namespace, size: Any) -> torch.Tensor:
     """The report's fixed noise (``seed + i`` per prompt)."""
-    from training.generate import resolve_settings
+    from training.inference.generate import resolve_settings
 
     cfg = teacher.config
     n_frames, (h, w), _ = resolve_settings(cfg, args.frames, size, None)

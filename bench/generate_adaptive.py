@@ -5,14 +5,14 @@ For each budget ``N`` (``--budgets``, fixed-schedule steps), on a prompt set (``
 
 - **teacher**: ``--teacher-steps`` (50) CFG Euler steps, the reference;
 - **fixed-N**: N CFG Euler steps for every prompt: ``2 N`` DiT passes each;
-- **adaptive-N**: the probe (training/adaptive_steps.py: ``len(probe_ts)`` guided evaluations, 4
+- **adaptive-N**: the probe (training/inference/adaptive_steps.py: ``len(probe_ts)`` guided evaluations, 4
   passes, the first of which is the first Euler step's, so 2 are extra) and then the steps
   ``AdaptiveSteps.allocate`` gives each prompt, so that the set's mean, probe included, is ``2 N``
   passes too (at most: the allocation rounds down).
 
 Rows: mean passes, mean / min / max steps, latent relative error against the teacher (mean over
 prompts of ``||z - z_ref|| / ||z_ref||``), and the composite reward (``motion + stability +
-aesthetic_proxy``, training/distill_eval.py ``load_reward``) of the decoded videos, with the
+aesthetic_proxy``, training/post/distill_eval.py ``load_reward``) of the decoded videos, with the
 teacher's for scale. A diagnostic row per budget: the Spearman correlation between the probe's
 estimate and fixed-N's per-prompt error (does the probe see which prompts are hard?), and an
 **oracle-N** row: steps allocated by fixed-N's own per-prompt errors with no probe paid, the bound
@@ -91,7 +91,7 @@ def toy_shards(root: Path, variants: int = 3, seed: int = 0) -> Path:
     """Shards of ``TOY_CLIPS`` (``variants`` phases each), captioned in en (and the same in zh)."""
     from curation.schema import ShardSample
     from pipelines.shard_writer import write_shards
-    from training.generate import write_mp4
+    from training.inference.generate import write_mp4
 
     rng = np.random.default_rng(seed)
     pairs = []
@@ -108,7 +108,7 @@ def toy_shards(root: Path, variants: int = 3, seed: int = 0) -> Path:
 def train_tiny(root: Path, steps: int, vae_steps: int) -> Path:
     """A tiny DiT (and its VAE) trained on ``toy_shards``: the run directory."""
     from training.config import load_train_config
-    from training.run import train
+    from training.loop.run import train
 
     shards = toy_shards(root)
     stages = ("stages=[{name: image, fraction: 0.2, n_frames: 1, size: [32, 64], global_batch: 8},"
@@ -124,8 +124,8 @@ def run_schedule(pipeline: Any, prompts: list[str], steps: list[int], seed: int,
                  n_frames: int, size: tuple[int, int], firsts: list[Any] | None = None) -> dict[str, Any]:
     """Latents [P, ...] and decoded videos of each prompt at its own step count (Euler, CFG);
     ``firsts``: the probe's t = 1 velocities, reused as the first steps' (as ``generate`` does)."""
-    from training.adaptive_steps import sample_euler
-    from training.generate import prepare
+    from training.inference.adaptive_steps import sample_euler
+    from training.inference.generate import prepare
 
     zs, videos = [], []
     for i, (prompt, n) in enumerate(zip(prompts, steps, strict=True)):
@@ -168,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     record = bench_record.provenance("vidloom bench generate", argv, "fp32", torch.get_num_threads())
 
-    from training.adaptive_steps import AdaptiveSteps, allocate, probe_prepared
-    from training.checkpoint import load_pipeline
-    from training.distill_eval import load_reward
-    from training.generate import Timer, prepare, resolve_settings
+    from training.inference.adaptive_steps import AdaptiveSteps, allocate, probe_prepared
+    from training.inference.generate import Timer, prepare, resolve_settings
+    from training.loop.checkpoint import load_pipeline
+    from training.post.distill_eval import load_reward
 
     prompts = args.prompts or PROMPTS
     budgets = [int(b) for b in args.budgets.split(",")]

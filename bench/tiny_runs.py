@@ -2,7 +2,7 @@
 
 ``train_tiny_run(root)`` writes synthetic shards (samplegen/synthetic_shards.py: ``clips`` testsrc2
 patterns, captions "clip {i}" / "片段 {i}"), trains the tiny preset on them with ``vidloom train``'s
-code path (``training.run.train``: the VAE first, then the DiT) on one 9-frame 32x64 stage, and keeps
+code path (``training.loop.run.train``: the VAE first, then the DiT) on one 9-frame 32x64 stage, and keeps
 every ``ckpt_every``-th checkpoint, so ``checkpoints/step_<early>.pt`` is the same run's earlier self.
 Used by tests/test_eval_trained.py and bench/eval_tiny.py with the ``synthetic`` suite, whose prompts
 are those captions.
@@ -24,7 +24,7 @@ def train_tiny_run(root: str | Path, steps: int = 150, vae_steps: int = 40, clip
     """
     from samplegen.synthetic_shards import write_test_shards
     from training.config import load_train_config
-    from training.run import train
+    from training.loop.run import train
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

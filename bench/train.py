@@ -49,8 +49,8 @@ def bench_data(root: Path) -> Path:
 def random_vae_checkpoint(cfg: Any, run_dir: Path) -> Path:
     """A "vae" checkpoint with initial weights (for timing only)."""
     from models.vae.causal_vae import VAE
-    from training.checkpoint import save_checkpoint
     from training.config import to_dict
+    from training.loop.checkpoint import save_checkpoint
 
     state = {f"vae.{k}": v for k, v in VAE(cfg.vae).state_dict().items()}
     return save_checkpoint(run_dir, 0, {"kind": "vae", "config": to_dict(cfg), "net": state, "ema": state,
@@ -77,13 +77,13 @@ def _sync(device: torch.device) -> None:
 
 def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | None, workers: int,
                  batches: int, steps: int, warmup: int, device: str, kind: str = "pixels") -> dict[str, Any]:
-    from training.dit_trainer import DiTTrainer
+    from training.loop.dit_trainer import DiTTrainer
 
     cfg = _config(preset, stage, batch, workers, steps + warmup)
     vae = random_vae_checkpoint(cfg, work / f"{preset}-vae")
     if kind == "latents":  # `vidloom encode` first, outside the timing
-        from training.latents import encode_shards
-        from training.run import adapt_stages_to_latents
+        from training.data.latents import encode_shards
+        from training.loop.run import adapt_stages_to_latents
 
         st = cfg.stages[0]
         latents = work / f"{preset}-latents"
@@ -102,7 +102,7 @@ def bench_preset(preset: str, data: Path, work: Path, stage: str, batch: int | N
     loader_sps = batches * gb / (time.perf_counter() - t0)
     it.close()
 
-    from training.trainer import step_generator
+    from training.loop.trainer import step_generator
 
     def step(i: int, micro: list[dict[str, Any]]) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -144,7 +144,7 @@ def measure_mfu(preset: str = "b1", stage: str = "video-high", batch: int = 1, s
     """
     from models.dit.model import DiT, flops_per_step
     from training.config import load_train_config
-    from training.flow_matching import flow_matching_loss
+    from training.loop.flow_matching import flow_matching_loss
 
     cfg = load_train_config(preset)
     st = next(s for s in cfg.stages if s.name == stage)

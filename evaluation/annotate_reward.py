@@ -1,7 +1,7 @@
 """``vidloom reward-train``: fit a learned reward head to the annotation page's labels.
 
 Reads ``preferences`` and ``annotation_tasks`` from the DuckDB file, turns each labelled task into
-``PreferencePair`` s (training/reward_labels.py: per head dimension from strict score differences,
+``PreferencePair`` s (training/post/reward_labels.py: per head dimension from strict score differences,
 ties broken by best/worst), loads each video once at the head's input size, trains with
 ``train_reward_model`` (Bradley-Terry), saves with ``save_head`` and reports the preference accuracy
 on the training pairs and, with enough tasks, on held-out tasks (every ``holdout``-th task by id).
@@ -30,8 +30,8 @@ from models.rewards.learned import (
     save_head,
 )
 from training.data import decode_video
-from training.reward_labels import DIMENSION_MAP, pairs_from_labels
-from training.reward_trainer import preference_accuracy, train_reward_model
+from training.post.reward_labels import DIMENSION_MAP, pairs_from_labels
+from training.post.reward_trainer import preference_accuracy, train_reward_model
 
 
 def load_clip(path: Path, frames: int, size: int) -> torch.Tensor:

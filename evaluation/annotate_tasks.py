@@ -1,6 +1,7 @@
 """``vidloom annotate make-tasks``: labelling tasks from batch-generation indexes.
 
-An index is ``DIR/index.jsonl`` as ``vidloom generate --prompts FILE --out DIR`` (training/generate_batch.py)
+An index is ``DIR/index.jsonl`` as ``vidloom generate --prompts FILE --out DIR``
+(training/inference/generate_batch.py)
 or ``vidloom eval`` writes it: one JSON summary per video with at least ``path`` and ``prompt``. Several
 seeds or checkpoints per prompt means several indexes (or one with repeated prompts); videos are
 grouped by prompt text across all of them and each group is cut into tasks of 2..``per_task`` videos.

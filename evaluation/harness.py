@@ -1,7 +1,7 @@
 """The checkpoint evaluation harness: generate a suite with fixed seeds per checkpoint, score, compare.
 
 ``run_eval(ckpts, suite, out, settings)``: for each checkpoint (models loaded once), each prompt and
-each seed, ``training.generate.generate`` samples a video with that seed (the same noise for every
+each seed, ``training.inference.generate.generate`` samples a video with that seed (the same noise for every
 checkpoint), ``write_mp4`` writes it, ``evaluation.scoring.Scorer`` scores it; human labels from a
 ``preferences`` table are joined on the video id; win rates and per-dimension tables follow
 (evaluation/winrate.py, evaluation/eval_report.py) and everything is appended to DuckDB
@@ -16,8 +16,8 @@ new id. The HTML page lives in ``--out`` too, so the id is also its link to the 
 ``vidloom annotate`` at ``--out`` (or use ``<out>/index.jsonl``, one ``generate --prompts``-style
 summary per video plus ``video_id``) so its labels use these ids.
 
-**Multi-shot prompts.** ``training/generate.py`` samples one caption per video (the DiT's per-shot
-text routing, training/multishot.py, is used in training only), so each shot is generated from its
+**Multi-shot prompts.** ``training/inference/generate.py`` samples one caption per video (the DiT's per-shot
+text routing, training/data/multishot.py, is used in training only), so each shot is generated from its
 own prompt with the same seed, the shots are joined into one mp4, each shot is scored on its own and
 ``cross_shot_consistency`` compares consecutive shots (evaluation/scoring.py).
 """
@@ -96,7 +96,7 @@ def resolve_ckpts(specs: Sequence[CheckpointSpec]) -> list[dict[str, Any]]:
         FileNotFoundError: no checkpoint at a path.
         ValueError: two specs with the same label.
     """
-    from training.checkpoint import checkpoint_meta, resolve_checkpoint
+    from training.loop.checkpoint import checkpoint_meta, resolve_checkpoint
 
     out = []
     for spec in specs:
@@ -165,7 +165,7 @@ def run_eval(specs: Sequence[CheckpointSpec], suite: Suite, out: str | Path, set
     """
     from evaluation import eval_db, eval_report
     from evaluation.scoring import Scorer, human_scores
-    from training.generate import generate, load_for_generation, resolve_settings, write_mp4
+    from training.inference.generate import generate, load_for_generation, resolve_settings, write_mp4
 
     if not specs:
         raise ValueError("vidloom eval needs at least one --ckpt")

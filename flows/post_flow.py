@@ -1,5 +1,5 @@
-"""Post-training flows: SFT of a trained DiT (``training.sft.sft``) and checkpoint merging
-(``training.merge.merge_checkpoints``) as Prefect flows.
+"""Post-training flows: SFT of a trained DiT (``training.post.sft.sft``) and checkpoint merging
+(``training.post.merge.merge_checkpoints``) as Prefect flows.
 
 ``sft_flow`` runs in the flow's process like ``vidloom-train`` (flows/train_flow.py): when given a
 catalog and a SQL selection it first exports the selected clips to ``out/data`` (a task of its
@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger, task
 @task(name="export-selection")
 def export_task(catalog: str, where: str, out: str) -> dict[str, Any]:
     """Export the catalog's clips matching ``where`` as shards to ``out/data``
-    (``training.sft.prepare_selection``: a complete export of the same selection is kept)."""
-    from training.sft import prepare_selection
+    (``training.post.sft.prepare_selection``: a complete export of the same selection is kept)."""
+    from training.post.sft import prepare_selection
 
     counts = prepare_selection(catalog, where, out)
     return {k: counts[k] for k in ("reused", "shards", "samples", "dataset")}
@@ -29,8 +29,8 @@ def export_task(catalog: str, where: str, out: str) -> dict[str, Any]:
 @task(name="sft", retries=1, retry_delay_seconds=10)
 def sft_task(base: str, out: str, data: str | None, catalog: str | None, where: str | None,
              steps: int | None, overrides: list[str], init: str, device: str | None) -> dict[str, Any]:
-    """``training.sft.sft``; resumes, so a retry goes on."""
-    from training.sft import sft
+    """``training.post.sft.sft``; resumes, so a retry goes on."""
+    from training.post.sft import sft
 
     return sft(base, data=data, catalog=catalog, where=where, out=out, steps=steps, overrides=overrides,
                init=init, progress=False, device=device)  # type: ignore[arg-type]
@@ -52,7 +52,7 @@ def sft_flow(base: str, out: str, data: str | None = None, catalog: str | None =
         init: start from the base's "ema" weights (default) or its raw "net" weights.
         device: torch device (default: cuda when available, else cpu).
 
-    Returns ``training.sft.sft``'s summary (``checkpoint``, ``dit`` with the eval history, ...).
+    Returns ``training.post.sft.sft``'s summary (``checkpoint``, ``dit`` with the eval history, ...).
     """
     if (data is None) == (catalog is None) or (catalog is not None and not where):
         raise ValueError("give either data, or catalog and where")
@@ -78,7 +78,7 @@ def merge_flow(checkpoints: list[str], out: str, weights: list[float] | None = N
         out: the merged file (``*.pt``) or a run directory.
         weights: one weight per checkpoint, normalised to sum 1 (default: uniform).
     """
-    from training.merge import merge_checkpoints
+    from training.post.merge import merge_checkpoints
 
     path = merge_checkpoints([str(Path(c).resolve()) for c in checkpoints], weights, out=out)
     get_run_logger().info("merged %d checkpoints -> %s", len(checkpoints), path)

@@ -16,7 +16,7 @@ from prefect import flow, task
 def rlhf_task(base: str, out: str, prompts: list[str] | None, data: str | None, rounds: int,
               steps_per_round: int, reward_weights: dict[str, float] | None, heldout_reward: str,
               device: str | None) -> dict[str, Any]:
-    from training.flow_dpo import rlhf_rounds
+    from training.post.flow_dpo import rlhf_rounds
 
     return rlhf_rounds(base, out, prompts=prompts, data=data, rounds=rounds, steps_per_round=steps_per_round,
                        reward_weights=reward_weights, heldout_reward=heldout_reward, device=device)
@@ -37,10 +37,10 @@ DISTILL_MODES = ("cfg", "tscd", "dmd", "adv")
 @task(name="distill", retries=1, retry_delay_seconds=10)
 def distill_task(mode: str, teacher: str, data: str, out: str, init: str | None, steps: int | None,
                  overrides: list[str], device: str | None) -> dict[str, Any]:
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
-    from training.distill import CFGDistillTrainer, TSCDTrainer, distill_config
-    from training.distill_adv import AdversarialDistillTrainer
-    from training.distill_dmd import ScoreDistillTrainer
+    from training.loop.checkpoint import load_checkpoint, resolve_checkpoint
+    from training.post.distill import CFGDistillTrainer, TSCDTrainer, distill_config
+    from training.post.distill_adv import AdversarialDistillTrainer
+    from training.post.distill_dmd import ScoreDistillTrainer
 
     if mode not in DISTILL_MODES:
         raise ValueError(f"distill mode {mode!r}: expected one of {', '.join(DISTILL_MODES)}")
@@ -67,7 +67,7 @@ def distill_flow(mode: str, teacher: str, data: str, out: str, init: str | None 
 @task(name="refine", retries=1, retry_delay_seconds=10)
 def refine_task(base: str, data: str, out: str, steps: int | None, overrides: list[str],
                 device: str | None) -> dict[str, Any]:
-    from training.refine import train_refiner
+    from training.post.refine import train_refiner
 
     return train_refiner(base, data, out, steps=steps, overrides=overrides, device=device, progress=False)
 

@@ -1,13 +1,13 @@
 """The training flow: ``vidloom train`` (VAE unless given, then the DiT) as a Prefect flow.
 
 Prefect holds the parameters, run history and schedules; the training itself is
-``training.run.train`` in the flow's process (one process; multi-GPU runs use ``torchrun
+``training.loop.run.train`` in the flow's process (one process; multi-GPU runs use ``torchrun
 -m vidloom.cli train``). Training resumes from the newest checkpoints of ``out``, so a rerun of
 the flow, a Prefect retry after a crash or the next scheduled run goes on where the last one
 stopped; a finished run is not retrained.
 
 Steps: a rerun may ask for more DiT ``steps`` than the run directory was started with: the flow
-then updates ``out/config.yaml`` (``training.run.extend_steps``: the only change accepted; any
+then updates ``out/config.yaml`` (``training.loop.run.extend_steps``: the only change accepted; any
 other config change is refused) and training continues from the last checkpoint to the new total. The schedule
 follows the new total (stage bounds and cosine decay are fractions of ``steps``).
 """
@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from training.config import TrainConfig, load_train_config, to_dict
-from training.run import extend_steps
+from training.loop.run import extend_steps
 
 
 def _config(preset: str, config_file: str | None, steps: int | None, vae_steps: int | None,
@@ -48,9 +48,9 @@ def prepare_task(data: str, out: str, preset: str, config_file: str | None, step
 @task(name="train", retries=1, retry_delay_seconds=10)
 def train_task(config: dict[str, Any], data: str, out: str, vae: str | None,
                device: str | None) -> dict[str, Any]:
-    """``training.run.train``: VAE (unless ``vae``), then DiT; resumes, so a retry goes on."""
+    """``training.loop.run.train``: VAE (unless ``vae``), then DiT; resumes, so a retry goes on."""
     from training.config import from_dict
-    from training.run import train
+    from training.loop.run import train
 
     return train(from_dict(config), data, out, vae=vae, progress=False, device=device)
 
@@ -72,7 +72,7 @@ def train_flow(data: str, out: str, preset: str = "tiny", steps: int | None = No
         config_file: YAML file with config overrides (applied before ``overrides``).
         device: torch device (default: cuda when available, else cpu).
 
-    Returns ``training.run.train``'s summary: ``out``, ``checkpoint``, ``dit`` (and ``vae``) with
+    Returns ``training.loop.run.train``'s summary: ``out``, ``checkpoint``, ``dit`` (and ``vae``) with
     the steps done and the eval history.
     """
     data, out = str(Path(data).resolve()), str(Path(out).resolve())

@@ -26,7 +26,7 @@ Two modes: ``subset`` draws the balanced subset with the cube sampler (curation/
 :func:`curation.balance.balance`); ``weights`` exports every clip with a positive weight and
 records per-sample sampling weights (:func:`curation.balance.balance_weights`) in the manifest's
 ``balance.weights`` and each sample's json ``sample_weight``; the loader then draws by weight
-(training/weighted_order.py).
+(training/data/weighted_order.py).
 """
 
 from __future__ import annotations

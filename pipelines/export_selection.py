@@ -1,5 +1,5 @@
 """Export a SQL selection of a catalog: the one path behind ``vidloom export`` and SFT's
-``--catalog DB --where SQL`` (training/sft.py).
+``--catalog DB --where SQL`` (training/post/sft.py).
 
 The selection is one predicate over ``clips``, run sandboxed (curation/sandbox.py); a bad or
 refused predicate is a ``ValueError`` naming it. The config is the one the catalog was curated

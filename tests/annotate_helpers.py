@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from training.generate import write_mp4
+from training.inference.generate import write_mp4
 
 
 def moving_square(seed: int, frames: int = 8, size: int = 32, speed: int = 2) -> torch.Tensor:

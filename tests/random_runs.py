@@ -15,8 +15,8 @@ def random_dit_run(root: Path, n_frames: int = 5, size: tuple[int, int] = (32, 6
     from models.dit.model import DiT
     from models.text_encoder import ByteEncoder
     from models.vae.causal_vae import VAE
-    from training.checkpoint import save_dit_run
     from training.config import StageConfig, tiny
+    from training.loop.checkpoint import save_dit_run
 
     cfg = tiny()
     cfg.stages[-1] = StageConfig("video", 1.0, n_frames=n_frames, size=size, fps=fps,

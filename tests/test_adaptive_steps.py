@@ -1,4 +1,4 @@
-"""Adaptive step counts (training/adaptive_steps.py, ``generate --steps auto``): the picker's budget
+"""Adaptive step counts (training/inference/adaptive_steps.py, ``generate --steps auto``): the picker's budget
 and mapping on hand-made estimates, the probe on a tiny DiT, and the CLI end to end."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.random_runs import random_dit_run
-from training.adaptive_steps import AdaptiveSteps, allocate, passes_per_step, probe, sample_euler
+from training.inference.adaptive_steps import AdaptiveSteps, allocate, passes_per_step, probe, sample_euler
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -56,8 +56,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_probe_is_deterministic_and_its_first_velocity_is_the_first_step(run_dir: Path) -> None:
     from models.dit.model import sample
-    from training.checkpoint import load_pipeline
-    from training.generate import Timer, generate, prepare
+    from training.inference.generate import Timer, generate, prepare
+    from training.loop.checkpoint import load_pipeline
 
     pipe = load_pipeline(run_dir)
     a = AdaptiveSteps(budget=4)

@@ -1,4 +1,5 @@
-"""Preference rows -> PreferencePairs (training/reward_labels.py); ``vidloom reward-train`` on real labels."""
+"""Preference rows -> PreferencePairs (training/post/reward_labels.py); ``vidloom reward-train`` on real
+labels."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from evaluation import preferences
 from evaluation.annotate_reward import load_clip
 from evaluation.annotate_tasks import make_tasks
 from models.rewards.learned import load_head
-from training.reward_labels import DIMENSION_MAP, label_pairs, pairs_from_labels
+from training.post.reward_labels import DIMENSION_MAP, label_pairs, pairs_from_labels
 from vidloom.cli import main
 
 

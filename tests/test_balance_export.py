@@ -24,7 +24,7 @@ from pipelines.balance_export import (
     plan,
     pool_rows,
 )
-from training.weighted_order import weighted_order
+from training.data.weighted_order import weighted_order
 
 OK_CHECKS = json.dumps({name: {"ok": True} for name in ("lang", "length", "numbers", "colours")})
 SPLIT = "cd" * 8
@@ -201,7 +201,7 @@ def _epoch_keys(loader: Any, limit: int | None = None) -> list[str]:
 
 def test_cli_weights_export_loader_report(tmp_path: Path) -> None:
     from curation.report import write_report
-    from training.loader import StreamingLoader
+    from training.data.loader import StreamingLoader
     from vidloom.cli import main
 
     root = tmp_path / "out"

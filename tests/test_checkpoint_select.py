@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from tests.train_shards import write_test_shards
-from training.checkpoint import checkpoint_candidates, checkpoint_meta, latest_checkpoint, save_checkpoint
+from training.loop.checkpoint import (
+    checkpoint_candidates,
+    checkpoint_meta,
+    latest_checkpoint,
+    save_checkpoint,
+)
 
 BIG = 8_000_000  # float32 elements: a 32 MB tensor per checkpoint
 

@@ -23,7 +23,7 @@ from pipelines.config import tiny
 from pipelines.export_step import export
 from pipelines.runner import SequentialRunner
 from samplegen.synthetic_shards import make_mp4
-from training.loader import StreamingLoader
+from training.data.loader import StreamingLoader
 
 N_CLIPS = 10
 
@@ -197,7 +197,7 @@ def test_an_export_into_a_version_is_refused(catalog: Path, tmp_path: Path) -> N
 
 RANKS_SCRIPT = """
 import sys, torch.distributed as tdist
-from training.loader import StreamingLoader
+from training.data.loader import StreamingLoader
 tdist.init_process_group("gloo")
 rank = tdist.get_rank()
 path = sys.argv[1 + rank]  # as if latest had moved between the ranks' starts

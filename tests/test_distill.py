@@ -1,4 +1,4 @@
-"""training/distill.py: guidance embedding, CFG distillation, TSCD, segment schedule, the trainers.
+"""training/post/distill.py: guidance embedding, CFG distillation, TSCD, segment schedule, the trainers.
 
 The teacher is a tiny random DiT whose zero-initialised parameters are "woken" with random values
 (``wake``), so its velocity depends on x, t and the text. Tolerances (stated where asserted):
@@ -19,14 +19,15 @@ import torch
 from models.dit.model import DiT, DiTConfig, velocity_fn
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import (
+from training.config import StageConfig, tiny
+from training.loop.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_pipeline,
     save_dit_run,
 )
-from training.config import StageConfig, tiny
-from training.distill import (
+from training.loop.flow_matching import shift_t
+from training.post.distill import (
     CFGDistillTrainer,
     TSCDTrainer,
     cfg_distill_loss,
@@ -36,7 +37,7 @@ from training.distill import (
     segment_boundaries,
     segments_at,
 )
-from training.distill_eval import (
+from training.post.distill_eval import (
     Prompts,
     Variant,
     distill_report,
@@ -47,7 +48,6 @@ from training.distill_eval import (
     teacher_pairs,
     wake,
 )
-from training.flow_matching import shift_t
 
 SHAPE = (4, 1, 8, 8)  # [C, T, H, W] latents: one frame, a 4x4 patch grid
 GUIDANCE = 3.0

@@ -1,4 +1,4 @@
-"""training/distill_adv.py: the adversarial distillation stage on tiny real shards.
+"""training/post/distill_adv.py: the adversarial distillation stage on tiny real shards.
 
 A tiny random ("woken") teacher is saved as a "dit" run; the student starts from it (segments=(1,),
 a one-step generator) and trains a few steps against the DiT-initialised discriminator. Checks: the
@@ -21,17 +21,17 @@ import torch
 from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import (
+from training.config import StageConfig, tiny
+from training.loop.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_pipeline,
     save_dit_run,
     sub_state,
 )
-from training.config import StageConfig, tiny
-from training.distill import distill_config
-from training.distill_adv import AdversarialDistillTrainer, DiTDiscriminator, hinge_d_loss
-from training.distill_eval import wake
+from training.post.distill import distill_config
+from training.post.distill_adv import AdversarialDistillTrainer, DiTDiscriminator, hinge_d_loss
+from training.post.distill_eval import wake
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -1,4 +1,4 @@
-"""training/distill_dmd.py: distribution-matching score distillation.
+"""training/post/distill_dmd.py: distribution-matching score distillation.
 
 The loss is checked on its own (its gradient, and that it moves a Gaussian generator onto the data
 distribution when given exact real and fake denoisers), then the stage runs on the tiny teacher of
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from tests.test_distill_adv import teacher_run  # noqa: F401  (shared fixture)
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, sub_state
-from training.distill import distill_config
-from training.distill_dmd import ScoreDistillTrainer, dmd_loss
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, sub_state
+from training.post.distill import distill_config
+from training.post.distill_dmd import ScoreDistillTrainer, dmd_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -31,9 +31,9 @@ import pytest
 import torch
 
 from tests.train_shards import write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, load_vae
 from training.config import from_dict
 from training.data import ShardDataset, global_order, rank_slice
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, load_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = [("128x64", 20)] * 8
@@ -84,8 +84,8 @@ def _final(run: Path) -> dict[str, Any]:
 def _param_names(ckpt: dict[str, Any]) -> list[str]:
     """Parameter names in the order of the optimizer's param ids (decay group, then no-decay)."""
     from models.vae.causal_vae import VAE
-    from training.dit_trainer import DiTNet
-    from training.vae_trainer import VAENet
+    from training.loop.dit_trainer import DiTNet
+    from training.loop.vae_trainer import VAENet
 
     cfg = from_dict(ckpt["config"])
     net = VAENet(VAE(cfg.vae)) if ckpt["kind"] == "vae" else DiTNet(cfg)

@@ -9,7 +9,7 @@ from torch import nn
 from models.dit.blocks import SpatialBlock, TemporalBlock
 from models.dit.model import DiT, DiTConfig, flops_per_step, sample, token_linear_params, velocity_fn
 from models.dit.rope import text_positions, text_start, visual_positions
-from training.flow_matching import flow_matching_loss
+from training.loop.flow_matching import flow_matching_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -19,9 +19,9 @@ from evaluation.preferences import insert_label
 from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import save_dit_run
 from training.config import StageConfig, tiny
-from training.distill_eval import wake
+from training.loop.checkpoint import save_dit_run
+from training.post.distill_eval import wake
 from vidloom.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one intra-op thread is fastest

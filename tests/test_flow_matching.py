@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.flow_matching import (
+from training.loop.flow_matching import (
     cfg_velocity,
     euler_sample,
     flow_matching_loss,

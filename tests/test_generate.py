@@ -1,4 +1,5 @@
-"""training/generate.py: checkpoint -> video tensor -> mp4, on a tiny random-weight "dit" checkpoint."""
+"""training/inference/generate.py: checkpoint -> video tensor -> mp4, on a tiny random-weight "dit"
+checkpoint."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from PIL import Image
 from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import load_pipeline, save_checkpoint, save_dit_run
 from training.config import StageConfig, tiny, to_dict
-from training.generate import generate, generate_to_file, load_image, resolve_settings, write_mp4
+from training.inference.generate import generate, generate_to_file, load_image, resolve_settings, write_mp4
+from training.loop.checkpoint import load_pipeline, save_checkpoint, save_dit_run
 
 STEPS = 3
 FAST = {"n_frames": 5, "size": (32, 64), "steps": STEPS}  # 2 latent frames, 4x8 latent grid

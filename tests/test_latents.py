@@ -16,11 +16,11 @@ import torch
 from models.text_encoder import MiniLMEncoder, TextEncoderConfig
 from models.vae.causal_vae import VAE
 from tests.train_shards import write_test_shards
-from training.checkpoint import load_vae, save_checkpoint
 from training.config import tiny, to_dict
 from training.data import ShardDataset
-from training.latents import LatentShardDataset, encode_shards, open_dataset
-from training.loader import StreamingLoader
+from training.data.latents import LatentShardDataset, encode_shards, open_dataset
+from training.data.loader import StreamingLoader
+from training.loop.checkpoint import load_vae, save_checkpoint
 
 # six 20-frame clips (9 frames at 12.5 fps -> 3 latent frames) and one of 6 frames (3 frames -> 1)
 CLIPS = [("64x32", 20)] * 6 + [("64x32", 6)]

@@ -21,7 +21,7 @@ from curation import schema
 from curation.db import Catalog
 from pipelines.config import ShardConfig
 from pipelines.multishot import plan_samples
-from training.multishot import encode_shot_texts, latent_shot_ids, window_shots
+from training.data.multishot import encode_shot_texts, latent_shot_ids, window_shots
 
 VIDEO = "ab" * 8
 SPLIT = "cd" * 8
@@ -125,7 +125,7 @@ def test_window_shots_and_latent_ids() -> None:
 
 def test_shot_inputs_mix_multi_and_single_shot_samples() -> None:
     from training.data import collate
-    from training.multishot import shot_inputs
+    from training.data.multishot import shot_inputs
 
     multi = {"key": "m", "video": torch.zeros(3, 9, 2, 2), "caption_en": "a\nb", "caption_zh": "甲\n乙",
              **window_shots([{"start_frame": 0, "end_frame": 6, "caption_en": "a", "caption_zh": "甲"},
@@ -142,7 +142,7 @@ def test_shot_inputs_mix_multi_and_single_shot_samples() -> None:
 
 def test_each_shot_caption_reaches_only_its_frames() -> None:
     from training.config import load_train_config
-    from training.dit_trainer import DiTNet
+    from training.loop.dit_trainer import DiTNet
 
     cfg = load_train_config("tiny", None, [])
     cfg.dit = dataclasses.replace(cfg.dit, temporal=False)  # only spatial layers: no mixing across frames
@@ -205,7 +205,7 @@ def _decode(path: Path | bytes) -> np.ndarray:
 def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_path: Path) -> None:
     from training.config import load_train_config
     from training.data import ShardDataset
-    from training.run import train
+    from training.loop.run import train
     from vidloom.cli import main
 
     root, gt = curated
@@ -269,7 +269,7 @@ def test_curate_export_multishot_load_and_train(curated: tuple[Path, Any], tmp_p
         "vae_stage={name: vae, n_frames: 5, size: [32, 64], global_batch: 2}",
         "stages=[{name: video, fraction: 1.0, n_frames: 9, fps: 4.0, size: [32, 64], global_batch: 2,"
         " i2v_share: 0.0}]"])
-    import training.dit_trainer as dt
+    import training.loop.dit_trainer as dt
 
     original = dt.DiT.forward
 

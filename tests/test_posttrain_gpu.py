@@ -24,16 +24,16 @@ def _finite(summary: dict) -> bool:
 def run_all_stages(root: Path, device: str) -> dict[str, dict]:
     """Base (train) -> SFT -> CFG distil -> TSCD -> DMD -> adversarial; ReFL; refiner; the cascade."""
     from tests.train_shards import write_test_shards
-    from training.checkpoint import load_pipeline
     from training.config import load_train_config
-    from training.distill import CFGDistillTrainer, TSCDTrainer, distill_config
-    from training.distill_adv import AdversarialDistillTrainer
-    from training.distill_dmd import ScoreDistillTrainer
-    from training.generate import generate
-    from training.refine import train_refiner
-    from training.rlhf import RLHFTrainer, rlhf_config
-    from training.run import train
-    from training.sft import sft
+    from training.inference.generate import generate
+    from training.loop.checkpoint import load_pipeline
+    from training.loop.run import train
+    from training.post.distill import CFGDistillTrainer, TSCDTrainer, distill_config
+    from training.post.distill_adv import AdversarialDistillTrainer
+    from training.post.distill_dmd import ScoreDistillTrainer
+    from training.post.refine import train_refiner
+    from training.post.rlhf import RLHFTrainer, rlhf_config
+    from training.post.sft import sft
 
     data = write_test_shards(root, [("128x64", 30)] * 6)
     cfg = load_train_config("tiny", overrides=["vae_steps=20", "steps=12", *QUICK])

@@ -1,4 +1,4 @@
-"""training/refine.py: the cascade super-resolution refiner, its training on tiny real shards, cascade
+"""training/post/refine.py: the cascade super-resolution refiner, its training on tiny real shards, cascade
 generation (``generate(..., refine=)``), timings and batch generation from a prompt file."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
 from tests.train_shards import make_mp4, write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
 from training.config import StageConfig, tiny, to_dict
 from training.data import ShardDataset, decode_video
-from training.generate import generate, generate_to_file, write_mp4
-from training.generate_batch import generate_batch, read_prompts, slugify
-from training.refine import (
+from training.inference.generate import generate, generate_to_file, write_mp4
+from training.inference.generate_batch import generate_batch, read_prompts, slugify
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
+from training.post.refine import (
     RefinerDiT,
     RefinerTrainer,
     apply_overrides,

@@ -1,4 +1,4 @@
-"""training/refine_post.py: refiner SFT and refiner RLHF (ReFL) on a tiny base + tiny trained refiner."""
+"""training/post/refine_post.py: refiner SFT and refiner RLHF (ReFL) on a tiny base + tiny trained refiner."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
 from tests.test_refine import _stats
 from tests.train_shards import write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import StageConfig, tiny, to_dict
-from training.refine import RefinerTrainer, apply_overrides, load_refiner, refine_preset
-from training.refine_post import RefinerRLHFTrainer, RefinerSFTTrainer, refiner_rlhf, refiner_sft
-from training.rlhf import rlhf_config
-from training.sft import sft_config
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.post.refine import RefinerTrainer, apply_overrides, load_refiner, refine_preset
+from training.post.refine_post import RefinerRLHFTrainer, RefinerSFTTrainer, refiner_rlhf, refiner_sft
+from training.post.rlhf import rlhf_config
+from training.post.sft import sft_config
 
 HI = (64, 128)
 SETTINGS = ["num_workers=0", "eval_samples=2", "ckpt_every=1000", "log_every=1000", "ema_decay=0.9",

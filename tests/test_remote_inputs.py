@@ -217,7 +217,7 @@ def test_curate_from_a_bucket_export_to_a_bucket_and_train_from_it(
     from pipelines.dataset_versions import pinned
     from training.config import load_train_config
     from training.data import ShardDataset
-    from training.run import train
+    from training.loop.run import train
     from vidloom.cli import main
 
     base_url, http_root, served = http

@@ -1,4 +1,4 @@
-"""Reward models (models/rewards/) and reward-model training (training/reward_trainer.py).
+"""Reward models (models/rewards/) and reward-model training (training/post/reward_trainer.py).
 
 Every reward runs for real on tiny generated videos: sinusoid patterns translated over time, random
 flicker, checkerboards; the learned heads are trained for real on CPU.
@@ -26,7 +26,7 @@ from models.rewards.builtin import (
 )
 from models.rewards.learned import MotionHead, TextAlignmentConfig, TextAlignmentHead, save_head
 from models.rewards.proxies import AestheticProxyReward, MotionReward, StabilityReward
-from training.reward_trainer import (
+from training.post.reward_trainer import (
     PreferencePair,
     pairs_from_rewards,
     preference_accuracy,

@@ -152,8 +152,8 @@ def _generate(argv: list[str]) -> int:
 
 
 def test_generate_rewrite_records_the_rewrite_in_the_json(run_dir: Path, tmp_path: Path) -> None:
-    from training.checkpoint import load_pipeline
-    from training.generate import generate
+    from training.inference.generate import generate
+    from training.loop.checkpoint import load_pipeline
 
     out = tmp_path / "dogs.mp4"
     assert _generate(["--ckpt", str(run_dir), "--prompt", PROMPT, "--out", str(out), "--steps", "2",

@@ -1,4 +1,5 @@
-"""RLHF (training/rlhf.py: ReFL) and Flow-DPO (training/flow_dpo.py) on a tiny random-weight checkpoint."""
+"""RLHF (training/post/rlhf.py: ReFL) and Flow-DPO (training/post/flow_dpo.py) on a tiny random-weight
+checkpoint."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from models.rewards.builtin import build_reward
 from models.rewards.learned import MotionHead, MotionHeadConfig, save_head
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import (
+from training.config import StageConfig, tiny
+from training.loop.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_pipeline,
     save_dit_run,
 )
-from training.config import StageConfig, tiny
-from training.flow_dpo import (
+from training.post.flow_dpo import (
     FlowDPOTrainer,
     compare_refl_dpo,
     flow_dpo_loss,
@@ -29,7 +30,7 @@ from training.flow_dpo import (
     latent_pairs,
     rlhf_rounds,
 )
-from training.rlhf import (
+from training.post.rlhf import (
     ListLoader,
     RLHFTrainer,
     prompt_items,

@@ -1,5 +1,5 @@
-"""Post-training: SFT from a base DiT checkpoint (training/sft.py) and checkpoint merging
-(training/merge.py), with their CLI commands (vidloom/cli_post.py).
+"""Post-training: SFT from a base DiT checkpoint (training/post/sft.py) and checkpoint merging
+(training/post/merge.py), with their CLI commands (vidloom/cli_post.py).
 
 One tiny base run (VAE 2 steps, DiT 4 steps on shards A, 5-frame 32x64 samples) is fine-tuned on
 other shards B; the SFT starts from the base's weights exactly, lowers the fixed-noise eval loss
@@ -19,11 +19,11 @@ import torch
 
 from pipelines.dataset_versions import read_manifest, resolve
 from tests.train_shards import make_mp4, write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
 from training.config import from_dict, load_train_config
-from training.merge import average_states, merge_checkpoints, normalize_weights
-from training.run import train
-from training.sft import SFTTrainer, evaluate_checkpoint, sft, sft_config
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
+from training.loop.run import train
+from training.post.merge import average_states, merge_checkpoints, normalize_weights
+from training.post.sft import SFTTrainer, evaluate_checkpoint, sft, sft_config
 
 BASE = ["num_workers=0", "eval_samples=2", "warmup_steps=1", "ckpt_every=100", "log_every=1",
         "vae_stage={name: vae, n_frames: 5, size: [32, 64], global_batch: 2}",

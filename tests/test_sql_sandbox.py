@@ -152,7 +152,7 @@ def test_export_where_attack_writes_nothing(world: dict[str, Path],
 
 
 def test_sft_selection_uses_the_sandbox(world: dict[str, Path]) -> None:
-    from training.sft import export_selection
+    from training.post.sft import export_selection
 
     before = snapshot_tree(world["root"])
     with pytest.raises(ValueError, match="single boolean expression|not a SQL expression"):

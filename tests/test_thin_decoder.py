@@ -1,4 +1,5 @@
-"""training/thin_decoder.py: a half-width VAE decoder retrained against a frozen VAE on tiny real shards."""
+"""training/post/thin_decoder.py: a half-width VAE decoder retrained against a frozen VAE on tiny real
+shards."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from models.dit.model import DiT
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
 from tests.train_shards import write_test_shards
-from training.checkpoint import (
+from training.config import StageConfig, TrainConfig, tiny, to_dict
+from training.inference.generate import generate
+from training.loop.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_pipeline,
     save_checkpoint,
     save_dit_run,
 )
-from training.config import StageConfig, TrainConfig, tiny, to_dict
-from training.generate import generate
-from training.thin_decoder import (
+from training.post.thin_decoder import (
     ThinDecoderTrainer,
     as_thin_decoder,
     init_from_full,

@@ -18,7 +18,7 @@ import pytest
 
 from flows.train_flow import train_flow, training_deployment
 from tests.train_shards import write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint
 
 OVERRIDES = ["vae_steps=2", "ckpt_every=2", "num_workers=0", "eval_samples=1", "warmup_steps=1",
              "log_every=1"]
@@ -118,7 +118,7 @@ def test_training_deployment_registers_schedule_and_parameters(tmp_path: Path) -
 
 def test_post_training_flows_distill_refine_rlhf_from_a_trained_base(shards: Path, tmp_path: Path) -> None:
     from flows.posttrain_flow import distill_flow, refine_flow, rlhf_flow
-    from training.checkpoint import load_pipeline
+    from training.loop.checkpoint import load_pipeline
 
     base = Path(_run(shards, tmp_path / "base", steps=2)["checkpoint"])
     quick = ["num_workers=0", "eval_samples=1", "warmup_steps=1", "ckpt_every=2"]

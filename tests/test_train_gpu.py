@@ -16,8 +16,8 @@ pytestmark = [pytest.mark.gpu,
 
 def test_tiny_trains_in_bf16_on_cuda_and_generates(tmp_path: Path) -> None:
     from training.config import load_train_config
-    from training.generate import generate_to_file
-    from training.run import train
+    from training.inference.generate import generate_to_file
+    from training.loop.run import train
 
     data = write_test_shards(tmp_path, [("128x64", 30)] * 8)
     cfg = load_train_config("tiny", overrides=["vae_steps=40", "steps=60", "num_workers=2"])
@@ -65,10 +65,10 @@ def test_training_with_compiled_blocks_saves_plain_checkpoints(tmp_path: Path) -
 
     Slow: every stage shape, eval and generation recompile each block (it did not finish in the ~110 s
     left of one H200 check), so it runs only with ``-m "gpu and slow"``."""
-    from training.checkpoint import load_pipeline
     from training.config import load_train_config
-    from training.generate import generate
-    from training.run import train
+    from training.inference.generate import generate
+    from training.loop.checkpoint import load_pipeline
+    from training.loop.run import train
 
     data = write_test_shards(tmp_path, [("128x64", 30)] * 4)
     cfg = load_train_config("tiny", overrides=["vae_steps=10", "steps=20", "num_workers=2", "compile=true"])

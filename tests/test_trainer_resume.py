@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from tests.train_shards import write_test_shards
-from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.config import tiny
-from training.trainer import lr_at, step_generator
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint
+from training.loop.trainer import lr_at, step_generator
 
 CLIPS = [("128x64", 20 + 2 * i) for i in range(8)]
 SETTINGS = ["vae_steps=6", "steps=10", "ckpt_every=2", "num_workers=2", "log_every=1", "eval_samples=2",

@@ -12,7 +12,7 @@ import torch
 
 from tests.train_shards import write_test_shards
 from training.data import global_order, rank_slice
-from training.loader import StreamingLoader
+from training.data.loader import StreamingLoader
 
 # (size, frames at 25 fps): two frame shapes and durations both under and over the 6-frame window
 CLIPS = [("64x48", 10), ("64x48", 20), ("48x64", 12), ("64x48", 16), ("48x64", 20),

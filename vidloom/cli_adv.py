@@ -1,4 +1,4 @@
-"""Adversarial distillation command of the ``vidloom`` CLI (``training/distill_adv.py``).
+"""Adversarial distillation command of the ``vidloom`` CLI (``training/post/distill_adv.py``).
 
 ``vidloom distill adv --teacher runs/cfg --init runs/tscd/segments_4 --data SHARDS --out runs/adv``:
 the few-step student from ``--init`` trained against a discriminator built on the teacher DiT's first
@@ -15,7 +15,7 @@ from vidloom.cli_common import add_distill_options, distill_config_from_args, pr
 
 
 def cmd_distill_adv(args: argparse.Namespace) -> int:
-    from training.distill_adv import AdversarialDistillTrainer
+    from training.post.distill_adv import AdversarialDistillTrainer
     init = args.init or args.teacher
     cfg = distill_config_from_args(args, init)
     segments = tuple(int(s) for s in args.segments.split(","))

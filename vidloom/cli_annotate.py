@@ -7,7 +7,7 @@
 - ``annotate report --db DB [--out report.html]``: labels per labeller, Krippendorff's alpha per rubric
   dimension, best/worst consistency (evaluation/annotate_report.py).
 - ``reward-train --db DB --videos DIR --out HEAD.pt [--kind text|motion] [--steps N]``: a learned reward
-  head from the labels (evaluation/annotate_reward.py, training/reward_labels.py).
+  head from the labels (evaluation/annotate_reward.py, training/post/reward_labels.py).
 """
 
 from __future__ import annotations

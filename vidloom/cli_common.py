@@ -59,8 +59,8 @@ def add_distill_options(p: argparse.ArgumentParser) -> None:
 
 
 def distill_config_from_args(args: argparse.Namespace, source: str) -> Any:
-    from training.checkpoint import load_checkpoint, resolve_checkpoint
-    from training.distill import distill_config
+    from training.loop.checkpoint import load_checkpoint, resolve_checkpoint
+    from training.post.distill import distill_config
 
     overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
     embed = True

@@ -1,4 +1,4 @@
-"""Distillation commands of the ``vidloom`` CLI (``training/distill.py``).
+"""Distillation commands of the ``vidloom`` CLI (``training/post/distill.py``).
 
 ``vidloom distill cfg --teacher runs/tiny --data SHARDS --out runs/cfg``: CFG distillation into a
 guidance-embedding student. ``vidloom distill tscd --teacher runs/cfg --data SHARDS --out runs/tscd``:
@@ -18,7 +18,7 @@ from vidloom.cli_common import add_distill_options, distill_config_from_args, pr
 
 
 def cmd_distill_cfg(args: argparse.Namespace) -> int:
-    from training.distill import CFGDistillTrainer
+    from training.post.distill import CFGDistillTrainer
 
     cfg = distill_config_from_args(args, args.teacher)
     trainer = CFGDistillTrainer(cfg, args.data, args.out, args.teacher, device=args.device,
@@ -28,7 +28,7 @@ def cmd_distill_cfg(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_tscd(args: argparse.Namespace) -> int:
-    from training.distill import TSCDTrainer
+    from training.post.distill import TSCDTrainer
 
     init = args.init or args.teacher
     cfg = distill_config_from_args(args, init)
@@ -41,8 +41,8 @@ def cmd_distill_tscd(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_report(args: argparse.Namespace) -> int:
-    from training.checkpoint import load_pipeline
-    from training.distill_eval import Variant, distill_report
+    from training.loop.checkpoint import load_pipeline
+    from training.post.distill_eval import Variant, distill_report
 
     device = args.device or "cpu"
     teacher = load_pipeline(args.teacher, device=device)

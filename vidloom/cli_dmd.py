@@ -1,4 +1,4 @@
-"""Score-distillation command of the ``vidloom`` CLI (``training/distill_dmd.py``).
+"""Score-distillation command of the ``vidloom`` CLI (``training/post/distill_dmd.py``).
 
 ``vidloom distill dmd --teacher runs/tiny --init runs/tscd/segments_4 --data SHARDS --out runs/dmd``:
 the few-step student from ``--init`` trained by distribution matching against the guided teacher
@@ -15,7 +15,7 @@ from vidloom.cli_common import add_distill_options, distill_config_from_args, pr
 
 
 def cmd_distill_dmd(args: argparse.Namespace) -> int:
-    from training.distill_dmd import ScoreDistillTrainer
+    from training.post.distill_dmd import ScoreDistillTrainer
     init = args.init or args.teacher
     trainer = ScoreDistillTrainer(
         distill_config_from_args(args, init), args.data, args.out, args.teacher, init=init,

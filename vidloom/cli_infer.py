@@ -1,9 +1,9 @@
 """Inference-side training commands of the ``vidloom`` CLI: refine, thin-decoder.
 
 ``vidloom refine --base runs/tiny --data out/demo/shards --out runs/refine --steps 200`` trains the
-cascade refiner (``training/refine.py``) from a base "dit" checkpoint; ``vidloom thin-decoder --vae
+cascade refiner (``training/post/refine.py``) from a base "dit" checkpoint; ``vidloom thin-decoder --vae
 runs/tiny/vae --data out/demo/shards --out runs/thin`` trains a half-width VAE decoder
-(``training/thin_decoder.py``). Both resume from the newest checkpoint of ``--out``.
+(``training/post/thin_decoder.py``). Both resume from the newest checkpoint of ``--out``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _print_summary(name: str, summary: dict[str, Any]) -> None:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from training.refine import train_refiner
+    from training.post.refine import train_refiner
 
     summary = train_refiner(args.base, args.data, args.out, steps=args.steps, overrides=list(args.overrides),
                             size=args.size, n_frames=args.frames, device=args.device,
@@ -32,7 +32,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 
 def cmd_thin_decoder(args: argparse.Namespace) -> int:
-    from training.thin_decoder import train_thin_decoder
+    from training.post.thin_decoder import train_thin_decoder
 
     summary = train_thin_decoder(args.vae, args.data, args.out, steps=args.steps,
                                  overrides=list(args.overrides), width=args.width, perturb=args.perturb,

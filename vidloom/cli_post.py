@@ -25,7 +25,7 @@ def _weights(text: str) -> list[float]:
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
-    from training.sft import sft
+    from training.post.sft import sft
 
     if (args.data is None) == (args.catalog is None):
         raise ValueError("give --data SHARDS or --catalog DB --where SQL")
@@ -60,8 +60,8 @@ def _print_sft_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from training.checkpoint import load_checkpoint
-    from training.merge import merge_checkpoints
+    from training.loop.checkpoint import load_checkpoint
+    from training.post.merge import merge_checkpoints
 
     path = merge_checkpoints(args.ckpts, args.weights, out=args.out)
     info = load_checkpoint(path)["merge"]

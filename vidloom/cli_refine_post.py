@@ -1,4 +1,4 @@
-"""Refiner post-training commands of the ``vidloom`` CLI (training/refine_post.py).
+"""Refiner post-training commands of the ``vidloom`` CLI (training/post/refine_post.py).
 
 ``vidloom refine-sft --refiner runs/refiner --data shards --out runs/refiner-sft`` fine-tunes a refiner;
 ``vidloom refine-rlhf --refiner runs/refiner --prompts prompts.txt --out runs/refiner-rlhf
@@ -14,7 +14,7 @@ from vidloom.cli_common import add_run_options, add_selection_options, parse_wei
 
 
 def cmd_refine_sft(args: argparse.Namespace) -> int:
-    from training.refine_post import refiner_sft
+    from training.post.refine_post import refiner_sft
 
     result = refiner_sft(args.refiner, data=args.data, catalog=args.catalog, where=args.where, out=args.out,
                          steps=args.steps, overrides=args.overrides, progress=not args.quiet,
@@ -26,7 +26,7 @@ def cmd_refine_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_refine_rlhf(args: argparse.Namespace) -> int:
-    from training.refine_post import refiner_rlhf
+    from training.post.refine_post import refiner_rlhf
 
     prompts = read_prompt_file(args.prompts)
     if prompts is None and args.data is None:

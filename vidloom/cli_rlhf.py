@@ -2,7 +2,7 @@
 
 ``vidloom rlhf --base runs/tiny --out runs/tiny-rlhf --prompts prompts.txt --reward motion=1
 --reward aesthetic_proxy=1 --heldout-reward stability`` trains the policy for ``--rounds`` rounds
-(training/rlhf.py, training/flow_dpo.py) and prints one line per round: the optimised rewards on the
+(training/post/rlhf.py, training/post/flow_dpo.py) and prints one line per round: the optimised rewards on the
 held-out prompts and the held-out (never optimised) reward's change since the base model.
 """
 
@@ -22,7 +22,7 @@ def _refl(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_rlhf(args: argparse.Namespace) -> int:
-    from training.flow_dpo import rlhf_rounds
+    from training.post.flow_dpo import rlhf_rounds
 
     prompts = read_prompt_file(args.prompts)
     if prompts is None and args.data is None:
@@ -44,7 +44,7 @@ def cmd_rlhf(args: argparse.Namespace) -> int:
 
 
 def cmd_rlhf_compare(args: argparse.Namespace) -> int:
-    from training.flow_dpo import compare_refl_dpo, format_table
+    from training.post.flow_dpo import compare_refl_dpo, format_table
 
     prompts = read_prompt_file(args.prompts) or []
     held = read_prompt_file(args.heldout_prompts)

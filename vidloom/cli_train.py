@@ -18,7 +18,7 @@ from vidloom.cli_common import add_run_options, parse_size
 
 def cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_train_config
-    from training.run import train
+    from training.loop.run import train
 
     overrides = list(args.overrides)
     if args.steps is not None:
@@ -55,7 +55,7 @@ def _print_train_summary(summary: dict[str, Any]) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from models.text_encoder import TextEncoderConfig
-    from training.latents import encode_shards
+    from training.data.latents import encode_shards
 
     text = TextEncoderConfig(kind=args.text_encoder) if args.text_encoder else None
     if text is not None and args.text_weights:
@@ -84,7 +84,7 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
         "refine_steps": args.refine_steps, "thin_decoder": args.thin_decoder,
     }
     if args.steps == "auto":
-        from training.adaptive_steps import AdaptiveSteps
+        from training.inference.adaptive_steps import AdaptiveSteps
 
         kw["adaptive"] = AdaptiveSteps(budget=args.steps_budget, min_steps=args.steps_min,
                                        max_steps=args.steps_max, reference=args.steps_ref)
@@ -97,10 +97,10 @@ def _generate_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from training.generate import generate_to_file
+    from training.inference.generate import generate_to_file
 
     if args.prompts:
-        from training.generate_batch import generate_batch
+        from training.inference.generate_batch import generate_batch
 
         for row in generate_batch(args.ckpt, args.prompts, args.out, **_generate_options(args)):
             print(json.dumps(row, ensure_ascii=False))

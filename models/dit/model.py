@@ -60,7 +60,7 @@ class DiTConfig:
         cond: channel-concat ``cond * mask`` and ``mask`` (C + 1 extra input channels) for I2V.
         temporal: include the temporal blocks.
         guidance_embed: add a guidance-scale embedding to the timestep embedding (CFG distillation,
-            ``training/distill.py``): one pass with ``guidance=w`` stands in for the two passes of
+            ``training/post/distill.py``): one pass with ``guidance=w`` stands in for the two passes of
             classifier-free guidance. Off by default, so older checkpoints load unchanged.
     """
 
@@ -106,7 +106,7 @@ class DiTConfig:
 
 
 class DiT(nn.Module):
-    """v = DiT(x_t, t, text, ...): velocity of the rectified flow (``training/flow_matching.py``)."""
+    """v = DiT(x_t, t, text, ...): velocity of the rectified flow (``training/loop/flow_matching.py``)."""
 
     Config = DiTConfig
 
@@ -261,7 +261,7 @@ def condition_frames(
 
 
 def velocity_fn(model: DiT) -> ModelFn:
-    """``model_fn(x_t, t, kwargs) -> v`` for ``training/flow_matching.py``; ``kwargs`` are DiT.forward's.
+    """``model_fn(x_t, t, kwargs) -> v`` for ``training/loop/flow_matching.py``; ``kwargs`` are DiT.forward's.
 
     The conditioning frames of x_t are set to the clean condition and their velocity to 0, so
     samplers keep them fixed; use the same function for training (with the loss masked off those

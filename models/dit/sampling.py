@@ -1,6 +1,6 @@
 """Flow-matching samplers: integrate the velocity field from noise (t = 1) to data (t = 0).
 
-The convention is the training objective's (``training/flow_matching.py``): ``x_t = (1 - t) x0 +
+The convention is the training objective's (``training/loop/flow_matching.py``): ``x_t = (1 - t) x0 +
 t noise`` and the model predicts ``v = noise - x0``. These live with the model so that sampling
 (``DiT.sample``) needs nothing from training.
 """

@@ -1,4 +1,4 @@
-"""Small learned reward heads, trained on preference pairs (``training/reward_trainer.py``).
+"""Small learned reward heads, trained on preference pairs (``training/post/reward_trainer.py``).
 
 Seedance 1.0 (§4.1, RLHF): rewards are learned from human preferences collected per dimension
 (text alignment, motion, ...). These heads are the CPU-sized versions of those reward models:
@@ -197,7 +197,7 @@ def load_head(path: str, kind: str | None = None, map_location: str = "cpu") -> 
     """
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(
-            f"reward head weights {path!r} not found: train one with training/reward_trainer.py "
+            f"reward head weights {path!r} not found: train one with training/post/reward_trainer.py "
             "and save it with models.rewards.learned.save_head"
         )
     ckpt: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)

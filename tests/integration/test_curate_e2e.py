@@ -241,7 +241,7 @@ def test_tiny_preset_learns_on_the_demo_shards(curated: dict[str, Any], tmp_path
     """`vidloom train --preset tiny` on these shards: VAE reconstruction error and the DiT's held-out
     flow-matching loss (fixed samples, timesteps and noise) fall clearly within a CI-sized run."""
     from training.config import load_train_config
-    from training.run import train
+    from training.loop.run import train
 
     cfg = load_train_config("tiny", overrides=["vae_steps=80", "steps=120", "ckpt_every=60"])
     summary = train(cfg, curated["out"] / "shards", tmp_path / "run", progress=False)

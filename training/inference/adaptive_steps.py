@@ -40,7 +40,7 @@ import torch
 
 from models.dit.model import condition_frames, velocity_fn
 from models.dit.sampling import cfg_velocity, sampling_schedule, shift_t
-from training.sampling_setup import Timer, autocast_for, prepare
+from training.inference.sampling_setup import Timer, autocast_for, prepare
 
 CALIBRATION_PROMPTS = (
     "a white wall", "a red ball rolls across a wooden table", "waves break on a rocky beach at sunset",
@@ -221,13 +221,13 @@ _REFERENCES: dict[tuple[Any, ...], tuple[float, int]] = {}  # calibration per (m
 
 
 def is_guided(prepared: tuple[Any, ...]) -> bool:
-    """Plain CFG (two passes per velocity) for what ``training.generate.prepare`` returned."""
+    """Plain CFG (two passes per velocity) for what ``training.inference.generate.prepare`` returned."""
     return prepared[2] is not None and prepared[3] != 1.0
 
 
 def probe_prepared(pipeline: Any, prepared: tuple[Any, ...], picker: AdaptiveSteps,
                    timer: Any) -> tuple[dict[str, Any], torch.Tensor]:
-    """``probe`` on what ``training.generate.prepare`` returned, under the run's autocast, its DiT
+    """``probe`` on what ``training.inference.generate.prepare`` returned, under the run's autocast, its DiT
     passes counted in ``timer`` (``dit_passes``, ``dit_s``)."""
     noise, kwargs, uncond, cfg_scale, shift = prepared
     with autocast_for(pipeline.config, noise.device), timer.section("dit_s"):

@@ -5,7 +5,7 @@ sampler (``models.dit.model.sample``), denormalises them with the checkpoint's l
 and decodes them with its frozen VAE, returning ``[3, T, H, W]`` in [-1, 1]. ``write_mp4`` encodes
 such a tensor with libx264 (yuv420p) atomically; ``generate_to_file`` does checkpoint -> file.
 
-Settings mirror training (``training/dit_trainer.py``):
+Settings mirror training (``training/loop/dit_trainer.py``):
 
 - frames, size and fps default to the last progressive stage of the checkpoint's config;
 - the sampling schedule is shifted by ``resolution_shift`` of the patched token count when the
@@ -20,9 +20,9 @@ Settings mirror training (``training/dit_trainer.py``):
 Noise comes from a CPU ``torch.Generator`` seeded with ``seed``, so a seed gives the same noise on
 every device.
 
-Options: ``refine=`` a "refiner" checkpoint (``training/refine.py``) makes it a cascade: the base
+Options: ``refine=`` a "refiner" checkpoint (``training/post/refine.py``) makes it a cascade: the base
 samples at ``size / scale``, the refiner samples ``size`` conditioned on the base latent (fresh noise
-from ``seed + 1``). ``thin_decoder=`` a "thin_decoder" checkpoint (``training/thin_decoder.py``)
+from ``seed + 1``). ``thin_decoder=`` a "thin_decoder" checkpoint (``training/post/thin_decoder.py``)
 decodes instead of the full VAE decoder. ``timings=`` a dict that ``generate`` fills with seconds
 per part (``Timer``); ``generate_to_file`` returns it under "timings".
 """
@@ -39,11 +39,9 @@ import numpy as np
 import torch
 
 from models.dit.model import sample
-from training.adaptive_steps import Plan, auto_steps, sample_euler
-from training.checkpoint import Pipeline, load_pipeline
-from training.generate_record import rewrite_prompt, write_summary
-from training.refine import as_refiner, base_to_refiner_latent, refine_latent
-from training.sampling_setup import (  # noqa: F401  (resolve_settings, load_image, Timer, prepare: re-exported)
+from training.inference.adaptive_steps import Plan, auto_steps, sample_euler
+from training.inference.generate_record import rewrite_prompt, write_summary
+from training.inference.sampling_setup import (  # noqa: F401  (resolve_settings, load_image, Timer, prepare: re-exported)
     ImageInput,
     Timer,
     autocast_for,
@@ -54,7 +52,9 @@ from training.sampling_setup import (  # noqa: F401  (resolve_settings, load_ima
     resolve_settings,
     sync,
 )
-from training.thin_decoder import as_thin_decoder
+from training.loop.checkpoint import Pipeline, load_pipeline
+from training.post.refine import as_refiner, base_to_refiner_latent, refine_latent
+from training.post.thin_decoder import as_thin_decoder
 
 
 def generate(
@@ -79,14 +79,14 @@ def generate(
     """Sample one video.
 
     Args:
-        pipeline: ``training.checkpoint.load_pipeline`` of a "dit" checkpoint.
+        pipeline: ``training.loop.checkpoint.load_pipeline`` of a "dit" checkpoint.
         prompt: the caption.
         image: optional first frame (path or PIL image): image-to-video.
         n_frames: pixel frames, 1 + dt * k (1 = an image); default the last stage's.
         size: (H, W); default the last stage's.
         fps: validated only (the DiT has no fps input); ``generate_to_file`` writes it.
         steps: sampler steps (NFE = steps, x2 with Heun, x2 with CFG), or "auto": a probe of the
-            velocity field picks them (``training/adaptive_steps.py``; its passes are counted).
+            velocity field picks them (``training/inference/adaptive_steps.py``; its passes are counted).
         cfg_scale: classifier-free guidance scale; 1 disables the negative pass.
         seed: noise seed.
         heun: second-order sampler.

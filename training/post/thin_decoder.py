@@ -42,12 +42,12 @@ import torch
 from torch import nn
 
 from models.vae.causal_vae import Decoder, VAEConfig
-from training.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
 from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
-from training.distill_eval import Prompts, _shift, run_sampler
-from training.distributed import DistInfo
-from training.trainer import Batch, Trainer
-from training.vae_trainer import trim_frames
+from training.loop.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
+from training.loop.distributed import DistInfo
+from training.loop.trainer import Batch, Trainer
+from training.loop.vae_trainer import trim_frames
+from training.post.distill_eval import Prompts, _shift, run_sampler
 
 
 def thin_vae_config(cfg: VAEConfig, width: float = 0.5) -> VAEConfig:
@@ -111,7 +111,7 @@ class ThinDecoderTrainer(Trainer):
         self.generator_path, self.generator_steps, self.guidance = generator, int(generator_steps), guidance
         self.gen_pipe = None
         if generator is not None:
-            from training.checkpoint import load_pipeline
+            from training.loop.checkpoint import load_pipeline
 
             self.gen_pipe = load_pipeline(generator, device=self.device)
             if self.gen_pipe.vae.cfg != cfg.vae:
@@ -230,7 +230,7 @@ def train_thin_decoder(vae_ckpt: str | Path, data: str | Path, out: str | Path, 
                        guidance: float = 4.0, device: str | None = None,
                        progress: bool = True) -> dict[str, Any]:
     """``vidloom thin-decoder``: train (or resume) a thin decoder for the VAE of ``vae_ckpt``."""
-    from training.checkpoint import latest_checkpoint
+    from training.loop.checkpoint import latest_checkpoint
 
     cfg = thin_decoder_config(vae_ckpt, steps, overrides)
     summary = ThinDecoderTrainer(cfg, data, out, vae_ckpt, width=width, perturb=perturb, init=init,

@@ -39,12 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from models.dit.model import DiT, sample, velocity_fn
-from training.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, sub_state
 from training.config import TrainConfig, apply_overrides, from_dict, to_dict, update_config
-from training.distributed import DistInfo
-from training.dit_trainer import DiTNet, DiTTrainer
-from training.flow_matching import ModelFn, logit_normal_t, sampling_schedule, shift_t
-from training.trainer import Batch
+from training.loop.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, sub_state
+from training.loop.distributed import DistInfo
+from training.loop.dit_trainer import DiTNet, DiTTrainer
+from training.loop.flow_matching import ModelFn, logit_normal_t, sampling_schedule, shift_t
+from training.loop.trainer import Batch
 
 GUIDANCE_RANGE = (1.0, 6.0)
 SEGMENT_STAGES = (8, 4, 2, 1)

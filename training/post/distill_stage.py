@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from training.distill import segment_boundaries
-from training.flow_matching import logit_normal_t, shift_t
-from training.trainer import Batch, sample_generator
+from training.loop.flow_matching import logit_normal_t, shift_t
+from training.loop.trainer import Batch, sample_generator
+from training.post.distill import segment_boundaries
 
 
 class FewStepStage:

@@ -39,11 +39,11 @@ from typing import Any, Literal
 
 import torch
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
 from training.config import StageConfig, TrainConfig, apply_overrides, from_dict, to_dict
-from training.distributed import DistInfo
-from training.dit_trainer import DiTTrainer
-from training.merge import MODEL_SECTIONS  # what an SFT (or a merge) cannot change
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from training.loop.distributed import DistInfo
+from training.loop.dit_trainer import DiTTrainer
+from training.post.merge import MODEL_SECTIONS  # what an SFT (or a merge) cannot change
 
 SFT_LR_FACTOR = 0.2  # SFT learning rate = base lr * SFT_LR_FACTOR
 SFT_STEPS_SHARE = 0.1  # default SFT steps = this share of the base run's steps (at least SFT_MIN_STEPS)
@@ -150,7 +150,7 @@ def prepare_selection(catalog: str | Path, where: str, out: str | Path) -> dict[
 
 def _check_latent_vae(data: Path, manifest: dict[str, Any], trainer_vae: torch.nn.Module) -> None:
     """Latent shards must come from the base's frozen VAE (when their VAE checkpoint is still there)."""
-    from training.checkpoint import load_vae
+    from training.loop.checkpoint import load_vae
 
     src = manifest.get("vae", {}).get("checkpoint")
     if not src or not Path(src).exists():
@@ -178,7 +178,7 @@ def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Pa
     for an existing ``out`` is refused. Returns ``{"out", "checkpoint", "base", "data", "dit"}``
     (``dit``: the trainer's summary with the eval history).
     """
-    from training.run import _manifest, _write_config, adapt_stages_to_latents
+    from training.loop.run import _manifest, _write_config, adapt_stages_to_latents
 
     out = Path(out)
     base_path = resolve_checkpoint(base_ckpt).resolve()

@@ -14,7 +14,7 @@ policy's likelihood of the preferred sample rises relative to the loser's (``eva
 the held-out prompts with fixed noise (optimised rewards, their batch variance, and a held-out
 reward that is never optimised: the reward-hacking monitor), samples ``samples_per_prompt`` new
 videos per training prompt, labels preference pairs with the reward models
-(``training.reward_trainer.pairs_from_rewards``) and retrains the learned reward heads (rewards
+(``training.post.reward_trainer.pairs_from_rewards``) and retrains the learned reward heads (rewards
 with a ``head``, e.g. "text_alignment", "motion_learned") on the pairs labelling their dimensions
 before the next round. Labels come from ``label_rewards`` (dimension -> reward; default the
 non-learned rewards of the set, by name).
@@ -39,12 +39,13 @@ from torch import Tensor, nn
 
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
-from training.checkpoint import resolve_checkpoint
 from training.config import TrainConfig
-from training.distributed import DistInfo
-from training.dit_trainer import DiTNet, DiTTrainer
-from training.flow_matching import ModelFn, logit_normal_t, shift_t
-from training.rlhf import (
+from training.loop.checkpoint import resolve_checkpoint
+from training.loop.distributed import DistInfo
+from training.loop.dit_trainer import DiTNet, DiTTrainer
+from training.loop.flow_matching import ModelFn, logit_normal_t, shift_t
+from training.loop.trainer import Batch
+from training.post.rlhf import (
     RLHFTrainer,
     build_rewards,
     collate_items,
@@ -56,7 +57,6 @@ from training.rlhf import (
     sampling_shift,
     score_policy,
 )
-from training.trainer import Batch
 
 # --------------------------------------------------------------------------- Flow-DPO
 
@@ -212,10 +212,10 @@ def rlhf_rounds(base: str | Path, out: str | Path, prompts: Sequence[str] | None
         reward's relative change since the base (``heldout_change``) and the reward-model retraining
         results (``reward_training``). Also written to ``<out>/rlhf_rounds.json``.
     """
-    from training.reward_trainer import pairs_from_rewards, preference_accuracy, train_reward_model
+    from training.post.reward_trainer import pairs_from_rewards, preference_accuracy, train_reward_model
 
     if prompts is None:
-        from training.rlhf import prompts_from_shards
+        from training.post.rlhf import prompts_from_shards
 
         prompts = [it["caption_en"] or it["caption_zh"] for it in prompts_from_shards(data)]  # type: ignore[arg-type]
     prompts = list(prompts)

@@ -16,8 +16,8 @@ from torch import nn
 from models.vae.causal_vae import VAE, DiagonalGaussian
 from models.vae.losses import vae_loss
 from training.config import StageConfig, TrainConfig
-from training.distributed import DistInfo
-from training.trainer import Batch, Trainer
+from training.loop.distributed import DistInfo
+from training.loop.trainer import Batch, Trainer
 
 STATS_SAMPLES = 16
 

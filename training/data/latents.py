@@ -211,7 +211,7 @@ def encode_shards(shards_dir: str | Path, vae_ckpt: str | Path, out_dir: str | P
         ValueError: a trainable text encoder, ``out_dir`` equal to ``shards_dir``, latent input
             shards, or a frame size the VAE cannot encode.
     """
-    from training.checkpoint import load_vae, resolve_checkpoint
+    from training.loop.checkpoint import load_vae, resolve_checkpoint
 
     src, out = resolve(shards_dir), Path(out_dir)  # an export directory: the version latest names now
     if batch_size <= 0:

@@ -13,7 +13,7 @@ function of its state, and checkpoints store the global RNG states as well; on C
 and resumed logs bitwise-identical losses (``tests/test_trainer_resume.py``). The log keeps each
 loss as a hex float and is cut back to the checkpoint's step on resume.
 
-Distributed: ``training/distributed.py`` supplies rank/world size and wraps the net in DDP or
+Distributed: ``training/loop/distributed.py`` supplies rank/world size and wraps the net in DDP or
 FSDP (``wrap``); only rank 0 writes logs and checkpoints.
 """
 
@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from pipelines.remote import as_path
-from training import checkpoint as ckpt_files
-from training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import StageConfig, TrainConfig, to_dict
-from training.distributed import DistInfo
-from training.list_loader import ListLoader
-from training.loader import StreamingLoader
+from training.data.list_loader import ListLoader
+from training.data.loader import StreamingLoader
+from training.loop import checkpoint as ckpt_files
+from training.loop.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.loop.distributed import DistInfo
 
 Batch = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class Trainer:
     def resume(self) -> bool:
         """Load the newest checkpoint of ``out`` if any; cut the log back to its step.
 
-        The candidates are chosen from their small metadata files (training/checkpoint.py), so
+        The candidates are chosen from their small metadata files (training/loop/checkpoint.py), so
         only the checkpoint resumed from is loaded, once; one that still fails to load (damaged
         after it was written) is reported and the one before it is tried.
         """

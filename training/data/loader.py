@@ -1,7 +1,7 @@
-"""``StreamingLoader``: this rank's micro-batches of the deterministic global order (training/data.py),
-over pixel or latent shards (training/latents.py), resumable at ``samples_seen``, prefetched.
+"""``StreamingLoader``: this rank's micro-batches of the deterministic global order (training/data/__init__.py),
+over pixel or latent shards (training/data/latents.py), resumable at ``samples_seen``, prefetched.
 
-The order, the datasets and their decoding are in ``training/data.py``; this module puts them
+The order, the datasets and their decoding are in ``training/data/__init__.py``; this module puts them
 together for the trainer, so the datasets module needs nothing from the latent datasets (that
 import ran both ways before).
 """
@@ -29,8 +29,8 @@ from training.data import (
     collate,
     sample_shape,
 )
-from training.latents import open_dataset
-from training.weighted_order import epoch_order
+from training.data.latents import open_dataset
+from training.data.weighted_order import epoch_order
 
 
 class StreamingLoader:

@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from models.dit.model import DiT, velocity_fn
 from models.dit.rope import text_positions, text_start, visual_positions
-from training.distill import TSCDTrainer, _bview
-from training.distill_stage import FewStepStage
-from training.trainer import Batch
+from training.loop.trainer import Batch
+from training.post.distill import TSCDTrainer, _bview
+from training.post.distill_stage import FewStepStage
 
 ADV_SEED_OFFSET = 7919  # adversarial draws use their own per-sample generators (TSCD draws unchanged)
 Features = list[tuple[Tensor, Tensor]]  # per block pair: (visual [B, T, S, d], text [B, L, d])

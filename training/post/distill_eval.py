@@ -8,7 +8,7 @@ the decoded reference). With a reward (``models.rewards``; the composite one by 
 built-in rewards exist) each variant's mean reward is reported and ``reward_retained`` = student /
 teacher mean reward.
 
-``fit_cfg_student`` / ``fit_tscd_student`` run the losses of ``training/distill.py`` on in-memory
+``fit_cfg_student`` / ``fit_tscd_student`` run the losses of ``training/post/distill.py`` on in-memory
 batches (no shards, no VAE): CFG distillation on random ``x_0``, TSCD on the reflow coupling
 ``(x_0, noise)`` = (the teacher's guided ODE output of ``noise``, ``noise``), the data-free setting in
 which a teacher's own samples stand in for data.
@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 
 from models.dit.model import DiT, sample, velocity_fn
-from training.checkpoint import Pipeline
-from training.distill import GUIDANCE_RANGE, cfg_distill_loss, guided_velocity, segments_at, tscd_loss
-from training.flow_matching import resolution_shift
-from training.sampling_setup import resolve_settings
+from training.inference.sampling_setup import resolve_settings
+from training.loop.checkpoint import Pipeline
+from training.loop.flow_matching import resolution_shift
+from training.post.distill import GUIDANCE_RANGE, cfg_distill_loss, guided_velocity, segments_at, tscd_loss
 
 
 @dataclass

@@ -20,7 +20,7 @@ Each reward term's batch mean and variance are logged (``reward/<name>``, ``rewa
 Prompts come from a list or from the captions of a shards directory (``prompts_from_shards``).
 Checkpoints are ordinary "dit" checkpoints (``load_pipeline`` reads them) plus an ``rlhf`` entry.
 Rounds (policy training, then new preference pairs and reward-model retraining), the reward-hacking
-monitor, Flow-DPO and the ReFL vs Flow-DPO comparison are in ``training/flow_dpo.py``.
+monitor, Flow-DPO and the ReFL vs Flow-DPO comparison are in ``training/post/flow_dpo.py``.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from torch import Tensor, nn
 import captioner.vlm_reward  # noqa: F401  (registers the vlm_foundational reward)
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
-from training.checkpoint import LatentStats, load_checkpoint, resolve_checkpoint
 from training.config import StageConfig, TrainConfig, from_dict, update_config
-from training.distributed import DistInfo
-from training.dit_trainer import DiTNet, DiTTrainer
-from training.flow_matching import ModelFn, cfg_velocity, resolution_shift, sampling_schedule
-from training.list_loader import Item, ListLoader, collate_items  # noqa: F401  (re-exported)
-from training.reward_tally import RewardTally, reward_stats
-from training.trainer import Batch
+from training.data.list_loader import Item, ListLoader, collate_items  # noqa: F401  (re-exported)
+from training.loop.checkpoint import LatentStats, load_checkpoint, resolve_checkpoint
+from training.loop.distributed import DistInfo
+from training.loop.dit_trainer import DiTNet, DiTTrainer
+from training.loop.flow_matching import ModelFn, cfg_velocity, resolution_shift, sampling_schedule
+from training.loop.trainer import Batch
+from training.post.reward_tally import RewardTally, reward_stats
 
 # --------------------------------------------------------------------------- prompts and loader
 
@@ -54,7 +54,7 @@ def prompt_items(prompts: Sequence[str], prefix: str = "p") -> list[Item]:
 
 def prompts_from_shards(shards: str | Path) -> list[Item]:
     """Loader items (key, caption_en, caption_zh) of a shards directory, read without decoding video."""
-    from training.latents import open_dataset
+    from training.data.latents import open_dataset
 
     ds = open_dataset(shards)
     items = []

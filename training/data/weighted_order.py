@@ -6,7 +6,7 @@ samples, and sample ``i`` is drawn ``floor`` or ``ceil`` of ``n * w_i / sum(w)``
 systematic sampling over the samples in manifest order with one uniform offset drawn from a
 Generator seeded by ``(seed, epoch, n_canonical, 1)`` (a stream no partition seed uses). The
 draws, in manifest order, are then arranged by ``global_order(n, seed, epoch, n_canonical)``, so
-the order keeps the loader's contract (training/data.py): a pure function of ``(seed, epoch)``
+the order keeps the loader's contract (training/data/__init__.py): a pure function of ``(seed, epoch)``
 and the manifest, independent of the world size, resumed by recomputing it and skipping
 ``samples_seen``. Over an epoch each sample's share of the draws is within ``1 / n`` of its
 weight's share; weight 0 is never drawn.

@@ -1,5 +1,5 @@
 """Deterministic, resumable, bucketed video loading over vidloom WebDataset shards: the order and
-the datasets (the loader that combines them is ``training/loader.py``).
+the datasets (the loader that combines them is ``training/data/loader.py``).
 
 docs/architecture.md "Training side: Loader", in the manner of MosaicML streaming:
 
@@ -12,7 +12,7 @@ docs/architecture.md "Training side: Loader", in the manner of MosaicML streamin
   (``rank_slice``); the ranks' slices, concatenated batch by batch, are the global order.
 - Weighted epochs: a manifest with per-sample weights (``balance.weights``, a balanced export in
   weights mode) draws each epoch's samples by weight instead, in the same order contract
-  (training/weighted_order.py).
+  (training/data/weighted_order.py).
 - ``LoaderState(epoch, samples_seen, seed, n_canonical, dataset)`` is the whole resume state: the
   order is recomputed and reading goes on at global position ``samples_seen``.
 - Pinned data: an export directory ``DIR`` holds immutable versions ``DIR/<dataset_hash>/`` and a
@@ -137,7 +137,7 @@ def decode_video(data: bytes, n_frames: int, fps: float, size: tuple[int, int] |
     picked frames are converted to RGB and resized (swscale, area filter).
 
     ``picks_out``, when given, receives the index (in the mp4's presentation order) of the frame
-    behind each output frame (multi-shot samples map them to shots: training/multishot.py).
+    behind each output frame (multi-shot samples map them to shots: training/data/multishot.py).
     """
     frames: list[tuple[float, av.VideoFrame]] = []
     with av.open(io.BytesIO(data), mode="r") as container:
@@ -230,7 +230,7 @@ class ShardDataset:
             "meta": json.loads(fields["json"]) if "json" in fields else {},
         }
         if sample["meta"].get("shots"):  # a multi-shot sample: each shot's captions and frames
-            from training.multishot import window_shots
+            from training.data.multishot import window_shots
 
             sample.update(window_shots(sample["meta"]["shots"], picks))
         return sample

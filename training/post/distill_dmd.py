@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.dit.model import velocity_fn
-from training.distill import TSCDTrainer, _bview, guided_velocity
-from training.distill_stage import FewStepStage
-from training.flow_matching import logit_normal_t, shift_t
-from training.trainer import Batch
+from training.loop.flow_matching import logit_normal_t, shift_t
+from training.loop.trainer import Batch
+from training.post.distill import TSCDTrainer, _bview, guided_velocity
+from training.post.distill_stage import FewStepStage
 
 DMD_SEED_OFFSET = 104729  # the score-distillation draws use their own per-sample generators
 

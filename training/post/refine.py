@@ -18,7 +18,7 @@ DiT's flow-matching loss on ``z_hi`` with ``lowres=z_lo`` (plus a little Gaussia
 timestep distribution are the base trainer's; there is no image-to-video conditioning. The
 checkpoint records the base under ``refiner``: path, step, scale, extra channels, upsampling mode.
 
-Generation (``refine_latent``, called by ``training.generate.generate(..., refine=...)``): the base
+Generation (``refine_latent``, called by ``training.inference.generate.generate(..., refine=...)``): the base
 samples the low-res latent (size / scale), the refiner samples the high-res latent from fresh noise
 conditioned on it, and the refiner's VAE decodes it.
 
@@ -41,14 +41,14 @@ from torch import nn
 from models.dit.model import DiT, DiTConfig, sample
 from models.text_encoder import TextEncoder, build_text_encoder
 from models.vae.causal_vae import VAE
-from training.checkpoint import LatentStats, load_checkpoint, load_vae, resolve_checkpoint, sub_state
 from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
-from training.distributed import DistInfo
-from training.dit_trainer import EVAL_T, DiTNet, DiTTrainer
-from training.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
-from training.sampling_setup import Timer
-from training.trainer import Batch
-from training.vae_trainer import trim_frames
+from training.inference.sampling_setup import Timer
+from training.loop.checkpoint import LatentStats, load_checkpoint, load_vae, resolve_checkpoint, sub_state
+from training.loop.distributed import DistInfo
+from training.loop.dit_trainer import EVAL_T, DiTNet, DiTTrainer
+from training.loop.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
+from training.loop.trainer import Batch
+from training.loop.vae_trainer import trim_frames
 
 SCALE = 2
 UPSAMPLE_MODES = ("nearest", "trilinear")
@@ -276,7 +276,7 @@ def train_refiner(base_ckpt: str | Path, data: str | Path, out: str | Path, step
     trainer = RefinerTrainer(cfg, data, out, base_ckpt, device=device, upsample=upsample,
                              lowres_noise=lowres_noise)
     summary = trainer.train(progress)
-    from training.checkpoint import latest_checkpoint
+    from training.loop.checkpoint import latest_checkpoint
 
     summary["checkpoint"] = str(latest_checkpoint(out))
     return summary

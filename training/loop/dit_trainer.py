@@ -10,7 +10,7 @@ Per sample and step, from the step's generator (so resume replays it exactly):
 - a logit-normal timestep, shifted by ``resolution_shift`` of the sample's token count.
 
 Multi-shot samples (``vidloom export --multi-shot``): each shot's caption is encoded on its own and
-routed to that shot's latent frames (``shot_of_frame`` / ``text_shot``, training/multishot.py).
+routed to that shot's latent frames (``shot_of_frame`` / ``text_shot``, training/data/multishot.py).
 
 Inputs are pixel shards (the frozen VAE encodes on the fly, posterior mean) or latent shards from
 ``vidloom encode`` (latents and, for frozen text encoders, text embeddings precomputed). The
@@ -27,12 +27,12 @@ from torch import nn
 
 from models.dit.model import DiT, frame_mask, velocity_fn
 from models.text_encoder import TextEncoder, build_text_encoder
-from training.checkpoint import load_vae
 from training.config import TrainConfig
-from training.distributed import DistInfo
-from training.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
-from training.trainer import Batch, Trainer
-from training.vae_trainer import trim_frames
+from training.loop.checkpoint import load_vae
+from training.loop.distributed import DistInfo
+from training.loop.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
+from training.loop.trainer import Batch, Trainer
+from training.loop.vae_trainer import trim_frames
 
 EVAL_T = (0.25, 0.5, 0.75)
 
@@ -62,9 +62,9 @@ class DiTNet(nn.Module):
                 shot_texts: list[list[str]] | None = None, **kwargs: Any) -> torch.Tensor:
         """DiT.forward; with ``texts`` the captions are encoded here (inside DDP's forward). With
         ``shot_texts`` (per sample, per shot; with ``shot_of_frame``) each shot's caption is encoded
-        on its own and its tokens reach only that shot's frames (training/multishot.py)."""
+        on its own and its tokens reach only that shot's frames (training/data/multishot.py)."""
         if shot_texts is not None:
-            from training.multishot import encode_shot_texts
+            from training.data.multishot import encode_shot_texts
 
             emb, mask, text_shot = encode_shot_texts(self.encode_text, shot_texts)
             kwargs.update(text=emb.to(x_t.device), text_mask=mask.to(x_t.device),
@@ -120,7 +120,7 @@ class DiTTrainer(Trainer):
         """DiTNet keyword arguments for the captions: ``texts`` or precomputed ``text``/``text_mask``;
         for a micro-batch with multi-shot samples ``shot_texts`` and ``shot_of_frame`` (one language
         for all shots of a sample, one dropout draw for all of them)."""
-        from training.multishot import have_languages, shot_inputs
+        from training.data.multishot import have_languages, shot_inputs
 
         n = len(mb["key"])
         langs = []

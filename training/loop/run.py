@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from training.checkpoint import latest_checkpoint
 from training.config import TrainConfig, to_dict
-from training.distributed import DistInfo
+from training.loop.checkpoint import latest_checkpoint
+from training.loop.distributed import DistInfo
 
 
 def _manifest(data: Path) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def _write_config(out: Path, cfg: TrainConfig) -> None:
 def extend_steps(out: str | Path, cfg: TrainConfig) -> bool:
     """Accept a longer DiT schedule for an existing run: rewrite ``config.yaml`` when the new config
     differs from it only by a larger ``steps``. Returns whether it did; other differences are left
-    for ``training.run`` to refuse."""
+    for ``training.loop.run`` to refuse."""
     path = Path(out) / "config.yaml"
     if not path.is_file():
         return False
@@ -77,8 +77,8 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, vae: str | Path |
           progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the VAE when needed, then the DiT; returns both runs' summaries."""
     from pipelines.dataset_versions import resolve
-    from training.dit_trainer import DiTTrainer
-    from training.vae_trainer import VAETrainer
+    from training.loop.dit_trainer import DiTTrainer
+    from training.loop.vae_trainer import VAETrainer
 
     data, out = resolve(data), Path(out)  # one dataset version for the VAE and the DiT (see data.py)
     manifest = _manifest(data)

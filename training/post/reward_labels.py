@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from training.reward_trainer import PreferencePair
+from training.post.reward_trainer import PreferencePair
 
 DIMENSION_MAP: dict[str, dict[str, str]] = {
     "text": {"alignment": "text_alignment"},

@@ -2,7 +2,7 @@
 conditioning image, a per-part ``Timer``, autocast, and ``prepare`` (noise, text and image
 conditioning, CFG scale and the timestep shift of one prompt).
 
-``training/generate.py`` samples with them; the refiner cascade, the thin decoder's evaluation and
+``training/inference/generate.py`` samples with them; the refiner cascade, the thin decoder's evaluation and
 the adaptive step picker use them too, without importing generation itself.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.checkpoint import Pipeline
 from training.config import TrainConfig
-from training.flow_matching import resolution_shift
+from training.loop.checkpoint import Pipeline
+from training.loop.flow_matching import resolution_shift
 
 ImageInput = str | os.PathLike[str] | Any  # a path, or a PIL image
 

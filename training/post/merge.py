@@ -5,7 +5,7 @@ model (the ``preset``, ``dit``, ``text`` and ``vae`` config sections) and a froz
 statistics: typically SFT runs from one base, or a base and its SFTs. Training settings (lr, steps,
 stages) may differ; the merged file carries the first parent's config.
 
-The merged file is a valid "dit" checkpoint (``training.checkpoint`` layout; ``step`` = the largest
+The merged file is a valid "dit" checkpoint (``training.loop.checkpoint`` layout; ``step`` = the largest
 parent step; ``frozen`` = the parents' common VAE) that ``load_pipeline`` / ``vidloom generate`` and
 ``vidloom sft --base`` take. It holds no optimizer, loader or RNG state: merged checkpoints are for
 generation and as an SFT starting point, not for resuming a run (``Trainer.resume`` cannot use one).
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import VERSION, load_checkpoint, resolve_checkpoint, save_checkpoint
 from training.config import from_dict, to_dict
+from training.loop.checkpoint import VERSION, load_checkpoint, resolve_checkpoint, save_checkpoint
 
 MODEL_SECTIONS = ("preset", "dit", "text", "vae")
 

@@ -1,12 +1,12 @@
-"""Post-training of the cascade refiner (training/refine.py): its own SFT and its own RLHF (ReFL).
+"""Post-training of the cascade refiner (training/post/refine.py): its own SFT and its own RLHF (ReFL).
 
 ``RefinerSFTTrainer``: fine-tunes a "refiner" checkpoint with the refiner's objective (flow matching on
 the high-res latent conditioned on the upsampled low-res latent). The trainable net and the EMA start
 from the refiner's EMA weights; the base reference (``refiner.base`` of the checkpoint: its frozen VAE
-and latent statistics) is kept; the optimizer starts fresh. The schedule is ``training.sft.sft_config``
+and latent statistics) is kept; the optimizer starts fresh. The schedule is ``training.post.sft.sft_config``
 over the refiner's config (lr / 5 unless the refiner is already an SFT, one "sft" stage: the refiner's
 stage). Data: pixel shards (``data``) or a catalog ``where`` selection exported to ``out/data``
-(``training.sft.prepare_selection``). Latent shards are refused (the refiner encodes two resolutions).
+(``training.post.sft.prepare_selection``). Latent shards are refused (the refiner encodes two resolutions).
 
 ``RefinerRLHFTrainer``: ReFL on the refiner. Per prompt, the low-res latent is sampled by the *frozen
 base* "dit" checkpoint (without grad, ``base_steps`` Euler steps from noise seeded per sample key, at
@@ -32,12 +32,13 @@ from torch import Tensor, nn
 
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
-from training.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
 from training.config import StageConfig, TrainConfig, from_dict
-from training.distributed import DistInfo
-from training.refine import SCALE, RefinerNet, RefinerTrainer
-from training.reward_tally import RewardTally, reward_stats
-from training.rlhf import (
+from training.loop.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from training.loop.distributed import DistInfo
+from training.loop.trainer import Batch
+from training.post.refine import SCALE, RefinerNet, RefinerTrainer
+from training.post.reward_tally import RewardTally, reward_stats
+from training.post.rlhf import (
     build_rewards,
     decode_video,
     latent_shape,
@@ -48,8 +49,7 @@ from training.rlhf import (
     rlhf_config,
     sampling_shift,
 )
-from training.sft import prepare_finetune_data, sft_config
-from training.trainer import Batch
+from training.post.sft import prepare_finetune_data, sft_config
 
 
 def _load_refiner_ckpt(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -97,7 +97,7 @@ def refiner_sft(refiner_ckpt: str | Path, data: str | Path | None = None, catalo
 
     Resumes from ``out``'s newest checkpoint; another refiner/data/selection for ``out`` is refused.
     Returns ``{"out", "checkpoint", "refiner", "data", "summary"}``."""
-    from training.run import _manifest, _write_config
+    from training.loop.run import _manifest, _write_config
 
     out = Path(out)
     path, state = _load_refiner_ckpt(refiner_ckpt)

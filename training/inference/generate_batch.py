@@ -7,7 +7,7 @@ lower-cased) joined by "-", at most ``SLUG_CHARS`` characters ("prompt" when not
 prompt uses the same ``seed``, so a prompt's video does not depend on its position in the file.
 ``<out_dir>/index.jsonl`` gets one ``generate_to_file``-style summary per video (with the prompt).
 
-``rewrite=`` rewrites each prompt first (``training/generate_record.py``; the record is in its
+``rewrite=`` rewrites each prompt first (``training/inference/generate_record.py``; the record is in its
 summary). ``steps="auto"`` probes every prompt first and then allocates the steps over the whole
 file so that its mean, probe passes included, meets the budget (``AdaptiveSteps.allocate``),
 unless the ``adaptive`` settings carry a reference estimate (then each prompt is picked alone).
@@ -23,8 +23,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from training.generate import _source, generate, load_for_generation, resolve_settings, write_mp4
-from training.generate_record import rewrite_prompt
+from training.inference.generate import _source, generate, load_for_generation, resolve_settings, write_mp4
+from training.inference.generate_record import rewrite_prompt
 
 SLUG_CHARS = 48
 
@@ -108,8 +108,8 @@ def _plan_steps(pipeline: Any, prompts: list[str], image: Any, n_frames: int, si
     ``text_s``), which its video's timings start from."""
     if kw.get("steps", 30) != "auto":
         return [{"kw": kw, "timings": {}} for _ in prompts]
-    from training.adaptive_steps import AdaptiveSteps, Plan, is_guided, probe_prepared
-    from training.sampling_setup import Timer, prepare
+    from training.inference.adaptive_steps import AdaptiveSteps, Plan, is_guided, probe_prepared
+    from training.inference.sampling_setup import Timer, prepare
 
     picker = kw.get("adaptive") or AdaptiveSteps()
     heun = bool(kw.get("heun", False))

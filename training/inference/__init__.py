@@ -1,0 +1,2 @@
+"""Sampling: generation to mp4 (one prompt or a batch), its json record, the settings every sampling path
+shares, adaptive step counts."""
