@@ -1,5 +1,6 @@
-"""``StreamingLoader``: this rank's micro-batches of the deterministic global order (training/data/__init__.py),
-over pixel or latent shards (training/data/latents.py), resumable at ``samples_seen``, prefetched.
+"""``StreamingLoader``: this rank's micro-batches of the deterministic global order
+(training/data/__init__.py), over pixel or latent shards (training/data/latents.py), resumable at
+``samples_seen``, prefetched.
 
 The order, the datasets and their decoding are in ``training/data/__init__.py``; this module puts them
 together for the trainer, so the datasets module needs nothing from the latent datasets (that
