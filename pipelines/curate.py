@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +37,10 @@ from pipelines.journal import StepJournal, run_step
 from pipelines.remote import is_url
 from pipelines.remote import item_id as remote_item_id
 from pipelines.remote_inputs import discover_sources
+from pipelines.run_layout import Paths, split_hash, split_stages  # noqa: F401  (re-exported)
 from pipelines.runner import Runner
-from pipelines.stages.decode_stage import Decode
 from pipelines.stages.ingest import Probe
-from pipelines.stages.shot_split import ShotSplit
 from pipelines.tasks import ClipTask, FrameSet, VideoTask
-
-
-class Paths:
-    """Every location under the output root; nothing is written outside it."""
-
-    def __init__(self, out: str | Path) -> None:
-        self.root = Path(out).resolve()
-        self.catalog = self.root / "catalog.duckdb"
-        self.clips = self.root / "clips"
-        self.shards = self.root / "shards"
-        self.work = self.root / ".work"
-        self.frames = self.work / "frames"
-
-    def frames_dir(self, video_id: str) -> Path:
-        return self.frames / video_id
 
 
 def file_item_id(path: str) -> str:
@@ -113,22 +96,6 @@ def ingest(
 
 
 # --- step 2: decode once + shot split -----------------------------------------
-def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
-    return [Decode.from_config(cfg.decode, work_dir=str(paths.work)), ShotSplit.from_config(cfg.split)]
-
-
-def split_hash(cfg: CurateConfig) -> str:
-    """The hash of everything that decides clip boundaries (part of every clip_id)."""
-    # device and thread counts change speed, not output: they stay out of the identity. The
-    # model's arithmetic does count: 'auto' precision enters as the dtype it resolves to here.
-    from pipelines.transnet import resolved_precision
-
-    split_params = {k: v for k, v in asdict(cfg.split).items() if k != "device"}
-    split_params["precision"] = resolved_precision(cfg.split.device, cfg.split.precision)
-    decode_params = {k: v for k, v in asdict(cfg.decode).items() if k != "threads"}
-    return schema.params_hash({"decode": decode_params, "split": split_params, "clips": asdict(cfg.clips)})
-
-
 def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
     """Decode each ok video once (tiny + sparse frames) and split it into shots."""
     stages = split_stages(cfg, paths)

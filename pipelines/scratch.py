@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from curation.db import Catalog
     from pipelines.config import CurateConfig
-    from pipelines.curate import Paths
+    from pipelines.run_layout import Paths
     from pipelines.runner import Runner
 
 log = logging.getLogger("vidloom.scratch")
@@ -131,7 +131,7 @@ CAPTION_WANTED = "(c.status = 'kept' OR c.reject_reason IN ('no_caption', 'capti
 
 def pending(cat: Catalog, cfg: CurateConfig, step: str, root: Path) -> set[str]:
     """The videos with a clip of the current split that ``step`` would still process from pixels."""
-    from pipelines.curate import split_hash
+    from pipelines.run_layout import split_hash
 
     sh = split_hash(cfg)
     if step == "score":
@@ -172,7 +172,7 @@ def ensure_pixels(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog,
     logged and left: its clips fail in ``step`` with the missing frames, recorded per clip, and
     the next run retries them.
     """
-    from pipelines.curate import split_stages
+    from pipelines.run_layout import split_stages
     from pipelines.tasks import VideoTask
 
     wanted = pending(cat, cfg, step, paths.root)
@@ -252,7 +252,7 @@ def gc_output_root(root: Path, cfg: CurateConfig, cat: Catalog, policy: str, kee
 
     The caller holds the catalog's write lock (``cat``, read-write) for the duration."""
     from pipelines import dataset_versions as dv
-    from pipelines.curate import Paths
+    from pipelines.run_layout import Paths
 
     paths = Paths(root)
     freed = drop_frames(paths, cfg, cat, policy, dry_run)
