@@ -218,16 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="decode-only runs per file; the best is kept")
     p.add_argument("--keep", action="store_true", help="keep the output directories")
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--real", metavar="DIR", help="real footage instead (the dev set + a 5 min 720p file): "
-                   "decode-only, the split step and the whole curation (bench/curate_real.py)")
-    p.add_argument("--runner", default="ray", help="with --real: sequential or ray")
-    p.add_argument("--split-only", action="store_true", help="with --real: decode-only and the split step")
-    p.add_argument("--score-all", action="store_true", help="with --real: every scorer on every clip")
-    args = p.parse_args(argv)
-    if args.real:
-        from bench.curate_real import run as run_real
-
-        return run_real(args.real, args.runner, args.score_all, args.split_only, argv, args.json)
+    args = p.parse_args(argv)  # `vidloom bench curate --real DIR` runs bench/curate_real.py instead
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cores = n_cores()
     record = bench_record.provenance("vidloom bench curate", argv, *bench_precision(cores))

@@ -18,6 +18,7 @@ scorer on every clip (no cost ordering). See bench/README.md.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import record as bench_record
+from bench.curate import TreeCpu, bench_precision
 from bench.split import CACHE, cpu_s, loadavg, n_cores, print_rows
 
 LONG_SOURCE = "libopenshot/sintel_trailer-720p.mp4"  # 1280x720 24 fps, 52.2 s, in the dev set
@@ -155,7 +157,6 @@ def figures(wall: float, cpu: float, base_wall: float, cores: int) -> dict[str, 
 
 def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: list[str] | None,
         json_path: str | None, compare: bool = True) -> int:
-    from bench.curate import TreeCpu, bench_precision
     from pipelines.curate import STEPS
     from pipelines.runner import make_runner
 
@@ -248,3 +249,16 @@ def report(r: dict[str, Any], record: dict[str, Any]) -> None:
         print_rows(["step", "wall s", "CPU s", "share"],
                    [[k, f"{s['wall_s']:.1f}", f"{s['cpu_s']:.1f}", f"{s.get('share', 0):.1%}"]
                     for k, s in run_["steps"].items()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``vidloom bench curate --real DIR [--runner ray|sequential] [--split-only] [--score-all]``."""
+    p = argparse.ArgumentParser(prog="vidloom bench curate --real", description=__doc__.splitlines()[0])
+    p.add_argument("--real", metavar="DIR", required=True, help="real footage (the dev set + a 5 min 720p "
+                   "file): decode-only, the split step and the whole curation")
+    p.add_argument("--runner", default="ray", help="sequential or ray")
+    p.add_argument("--split-only", action="store_true", help="decode-only and the split step")
+    p.add_argument("--score-all", action="store_true", help="every scorer on every clip")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    return run(args.real, args.runner, args.score_all, args.split_only, argv, args.json)

@@ -331,13 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help=f"comma list from {METHODS}")
     p.add_argument("--json", help="write the results here (bench/results/...)")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
-    p.add_argument("--real", help="labelled real footage instead: see bench/split_real.py")
-    args, _ = p.parse_known_args(argv)
-    if args.real:
-        from bench.split_real import main as real_main
-
-        return real_main(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
+    args = p.parse_args(argv)  # `vidloom bench split --real DIR` runs bench/split_real.py instead
     if args.transnetv2_worker:
         print(json.dumps(transnet_worker(json.loads(args.transnetv2_worker))))
         return 0

@@ -227,7 +227,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "split":
+    real = any(a == "--real" or a.startswith("--real=") for a in args.rest)  # labelled real footage
+    if args.what == "split" and real:
+        from bench.split_real import main as bench_main
+    elif args.what == "curate" and real:
+        from bench.curate_real import main as bench_main
+    elif args.what == "split":
         from bench.split import main as bench_main
     elif args.what == "filters":
         from bench.filters import main as bench_main
