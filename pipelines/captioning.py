@@ -19,14 +19,35 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from curation.schema import Caption, Clip
 from pipelines.tasks import ClipTask
 
 if TYPE_CHECKING:
     from captioner.client import ChatClient, ChatResult
-    from pipelines.stages.caption import CaptionStage
+
+
+class CaptionStage(Protocol):
+    """What the VLM request plan reads of its stage (``pipelines.stages.caption.CaptionStage``,
+    which imports this module: the plan names the fields it needs instead of importing it back)."""
+
+    backend: str
+    model: str
+    model_revision: str
+    root: str
+    structured: bool
+    short: bool
+    zh_mode: str
+    zh_model: str | None
+    n_frames: int
+    max_pixels: int
+    send_as: str
+    max_tokens: int
+    temperature: float
+    seed: int
+
+    def prompts(self) -> dict[str, Any]: ...
 
 SIGNALS_MODEL = "vidloom-signals-v1"
 PAIR_CHECKS = ("numbers", "colours")  # checks of the zh/en pair; the others are per language
