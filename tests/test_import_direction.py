@@ -72,3 +72,68 @@ def test_the_checks_see_a_function_local_import_loop(tmp_path: Path) -> None:
     assert graph == {"pkg_a": {"pkg_b": {"pkg_a/__init__.py"}}, "pkg_b": {"pkg_a": {"pkg_b/__init__.py"}}}
     assert sorted(cycles(graph)) == ["pkg_a", "pkg_b"]
     assert cycles({"a": {"b": {"a/x.py"}}, "b": {}}) == {}
+
+
+def module_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """``{module: {first-party module it imports}}``; ``from pkg import sub`` counts as importing
+    ``pkg.sub`` when that is a module."""
+    files = {}
+    for pkg in packages:
+        for path in (root / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            files[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return graph
+
+
+def module_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_loop_between_modules() -> None:
+    """No module imports, at any depth and inside functions too, a module that imports it back."""
+    assert module_cycles(module_graph()) == []
+
+
+def test_module_cycles_are_found() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert module_cycles(graph) == [["a", "b", "c"]]
