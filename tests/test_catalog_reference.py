@@ -19,8 +19,9 @@ def test_every_table_and_column_has_a_meaning() -> None:
     tables = catalog_reference.describe()
     assert {"videos", "files", "shots", "clips", "captions", "caption_checks", "shards", "balance_counts",
             "dup_clusters", "runs", "stage_done"} <= set(tables)
-    assert {"camera_movement", "fields", "subjects"} <= {c for c, _ in tables["captions"]}  # structured fields
-    missing = [f"{t}.{c}" for t, cols in tables.items() for c, _ in cols if not catalog_reference.meaning(t, c)]
+    assert {"camera_movement", "fields", "subjects"} <= {c for c, _ in tables["captions"]}  # the fields
+    missing = [f"{t}.{c}" for t, cols in tables.items() for c, _ in cols
+               if not catalog_reference.meaning(t, c)]
     assert not missing, f"columns without a meaning (curation/catalog_reference.py MEANINGS): {missing}"
     assert all(catalog_reference.TABLE_MEANINGS.get(t) for t in tables), set(tables) - set(
         catalog_reference.TABLE_MEANINGS)
