@@ -10,13 +10,11 @@ no edit here; its meaning is :data:`MEANINGS` (or the scorer's ``ScoreColumn.mea
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import duckdb
 
-from curation import db, score_columns
+from curation import db, generated_docs, score_columns
 
 TABLE_MEANINGS = {
     "videos": "one row per distinct input content (identity: the file's sha256), ok or error",
@@ -175,15 +173,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", help="write here (default: stdout)")
-    args = p.parse_args(argv)
-    text = render()
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return generated_docs.main(render, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

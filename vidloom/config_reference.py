@@ -12,7 +12,6 @@ line, the comment lines right above it, or its ``name: text`` entry in the class
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import io
@@ -21,8 +20,9 @@ import sys
 import tokenize
 from collections.abc import Callable, Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
+
+from curation import generated_docs
 
 HEADER = """# Configuration reference
 
@@ -157,15 +157,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", help="write here (default: stdout)")
-    args = p.parse_args(argv)
-    text = render()
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return generated_docs.main(render, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
