@@ -196,14 +196,14 @@ def test_an_export_into_a_version_is_refused(catalog: Path, tmp_path: Path) -> N
 
 
 RANKS_SCRIPT = """
-import sys, torch.distributed as tdist
+import os, sys, torch.distributed as tdist
 from training.data.loader import StreamingLoader
 tdist.init_process_group("gloo")
 rank = tdist.get_rank()
 path = sys.argv[1 + rank]  # as if latest had moved between the ranks' starts
 loader = StreamingLoader(path, seed=3, global_batch=2, n_canonical=3, n_frames=4, fps=12.5, rank=rank,
                          world_size=2)
-print("PINNED", rank, loader.dataset.dataset, flush=True)
+os.write(1, f"PINNED {rank} {loader.dataset.dataset}\\n".encode())  # one write: the ranks share stdout
 tdist.destroy_process_group()
 """
 
