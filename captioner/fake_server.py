@@ -157,6 +157,8 @@ class FakeOpenAI:
         self._requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []  # each chat request's Authorization header
         self.huge_written: list[int] = []  # bytes of each 'huge' reply written before the client left
+        self._huge_active = 0  # 'huge' replies still being written: stop() waits for them to record
+        self._huge_done = threading.Condition(self._lock)
         self._attempts: Counter[str] = Counter()
         self.handle_ms: deque[tuple[str, float]] = deque()
         self.in_flight = self.max_concurrent = self.n_requests = 0
@@ -187,6 +189,8 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        with self._lock:  # a client that hung up early: let its 'huge' writer see it and record
+            self._huge_done.wait_for(lambda: self._huge_active == 0, timeout=10.0)
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
@@ -351,6 +355,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [head, *[chunk] * (n_units * len(unit) // len(chunk))]
         parts += [unit * (n_units - (len(parts) - 1) * len(chunk) // len(unit)) + unit[:rest], tail]
         written = 0
+        with fake._lock:
+            fake._huge_active += 1
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -371,6 +377,8 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with fake._lock:
                 fake.huge_written.append(written)
+                fake._huge_active -= 1
+                fake._huge_done.notify_all()
 
     def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None,
               t0: float | None = None) -> None:
