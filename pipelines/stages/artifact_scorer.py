@@ -38,7 +38,7 @@ class ArtifactScoreConfig:
 
 
 @dataclass
-class ArtifactScorer(Stage[ClipTask, ClipTask]):
+class ArtifactScorer(ArtifactScoreConfig, Stage[ClipTask, ClipTask]):
     """Sets ``blockiness``, ``bits_per_pixel`` and ``artifacts`` on every clip (kept or rejected);
     the decide step rejects ``artifacts`` above ``filters.max_artifacts`` as 'compressed'.
     Fields are measuring parameters.
@@ -52,13 +52,6 @@ class ArtifactScorer(Stage[ClipTask, ClipTask]):
     version: ClassVar[int] = 1
     resources: ClassVar[Resources] = Resources(cpus=0.25)  # medians over stored profiles
     columns: ClassVar[tuple[str, ...]] = ("artifacts", "bits_per_pixel", "blockiness")
-
-    periods: tuple[int, ...] = artifacts.PERIODS  # block grids measured, px
-    visibility: float = artifacts.VISIBILITY  # luma levels added to the interior gradient
-    clean_blockiness: float = artifacts.CLEAN_BLOCKINESS  # reads 0 at or below
-    severe_blockiness: float = artifacts.SEVERE_BLOCKINESS  # reads 1 at or above
-    clean_bpp: float = artifacts.CLEAN_BPP  # bits do not amplify blocking at or above
-    starved_bpp: float = artifacts.STARVED_BPP  # ... and double it at or below
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.error:

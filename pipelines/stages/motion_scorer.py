@@ -30,7 +30,7 @@ class MotionScoreConfig:
 
 
 @dataclass
-class MotionScorer(Stage[ClipTask, ClipTask]):
+class MotionScorer(MotionScoreConfig, Stage[ClipTask, ClipTask]):
     """Sets ``motion`` (frame widths per second) and ``camera_motion`` on every clip (kept or
     rejected); the decide step filters on them. Fields are measuring parameters.
 
@@ -42,13 +42,6 @@ class MotionScorer(Stage[ClipTask, ClipTask]):
     version: ClassVar[int] = 1
     resources: ClassVar[Resources] = Resources(cpus=1.0)  # Farneback: ~2-4 ms a frame pair
     columns: ClassVar[tuple[str, ...]] = ("motion", "camera_motion")
-
-    flow_size: int = motion.FLOW_SIZE  # long side of the flow images, px
-    static_motion: float = 0.005  # frame widths/s: below this the camera is 'static'
-    min_explained: float = 0.5  # flow energy the camera model must explain, else 'mixed'
-    min_share: float = 0.5  # share of the speed the dominant pan/tilt/zoom must carry
-    fast_motion: float = 0.5  # frame widths/s: above this consecutive tiny frames measure a pair
-    tiny_every_s: float = 0.5  # tiny-frame spacing for clips shorter than the sparse step
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.error:

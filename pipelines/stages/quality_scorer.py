@@ -34,7 +34,7 @@ class QualityScoreConfig:
 
 
 @dataclass
-class QualityScorer(Stage[ClipTask, ClipTask]):
+class QualityScorer(QualityScoreConfig, Stage[ClipTask, ClipTask]):
     """Sets blur, luma, luma_high, clipped, black_frac, black_border, crop_* and frozen on every clip
     (kept or rejected); the decide step filters on them. Fields are measuring parameters.
 
@@ -50,15 +50,6 @@ class QualityScorer(Stage[ClipTask, ClipTask]):
         "blur", "luma", "luma_high", "clipped", "black_frac", "black_border",
         "crop_x", "crop_y", "crop_w", "crop_h", "frozen",
     )
-
-    black_luma: float = 20.0  # a frame is black below this mean luma (and flat)
-    border_luma: float = 10.0  # a bar line's 95th-percentile luma is at most this
-    bar_frames: float = 0.8  # ... in at least this fraction of the non-black frames
-    bar_step: float = 8.0  # the picture inside a bar is at least this much brighter
-    min_picture: float = 0.2  # bars leaving less of a side than this are dark content
-    frozen_max_diff: int = 4  # identical tiny frames differ by at most this ...
-    frozen_mean_diff: float = 0.05  # ... and by at most this on average (0-255)
-    frozen_min_s: float = 0.25  # identical pairs count only in runs this long: not frames doubled by design
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.error:
