@@ -157,7 +157,10 @@ def test_ray_matches_sequential(ray_runner: RayRunner, tmp_path: Path) -> None:
     # own, not one per batch or task ...
     actor_pids = setup_pids(tmp_path, "add_offset")
     started = add_offset_actors() - before
-    assert 1 <= len(actor_pids) == len(set(actor_pids)) <= len(started) <= 4
+    assert actor_pids, "no AddOffset actor ran setup()"
+    assert len(actor_pids) == len(set(actor_pids)), f"two setups in one process: {actor_pids}"
+    assert len(actor_pids) <= len(started), (actor_pids, started)  # never more setups than actors
+    assert len(started) <= 4, started  # the pool's bound on 2 CPUs
     # ... and for a stateless stage at most one per worker process, not one per block.
     pids = setup_pids(tmp_path, "fail_on")
     assert len(pids) >= 1 and len(pids) == len(set(pids))
