@@ -16,17 +16,6 @@ from typing import Any
 
 from curation.tables import print_table
 
-EXAMPLE_QUERIES = [
-    "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
-    "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' LIMIT 5",
-    "SELECT clip_id, ocr_text, text_area, text_stable FROM clips WHERE text_area > 0",
-    "SELECT clip_id, dup_of FROM clips WHERE dup_of IS NOT NULL",
-    "SELECT status, count(*) FROM videos GROUP BY status",
-    "SELECT path, error FROM files WHERE status <> 'ok'",
-    "SELECT video_id, shot_index, start_frame, end_frame, transition FROM shots ORDER BY 1, 2 LIMIT 20",
-    "SELECT bucket, count(*) AS shards, sum(n_samples) AS samples FROM shards GROUP BY bucket",
-]
-
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="config preset: default | tiny")
@@ -50,31 +39,11 @@ def _load(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def print_summary(out_dir: str, counts: dict[str, Any], outcome: Any = None) -> None:
-    """The run's catalog counts; with ``outcome`` (vidloom/cli_curate.py) this run's inputs too."""
-    db = os.path.join(out_dir, "catalog.duckdb")
-    print("\nvidloom curate: done")
-    print(f"  videos      ok {counts['videos_ok']}, error {counts['videos_error']}")
-    print(f"  shots       {counts['shots']}")
-    rej = counts["clips_rejected"]
-    rej_s = ", ".join(f"{k} {v}" for k, v in rej.items()) or "none"
-    print(f"  clips       kept {counts['clips_kept']}, rejected {sum(rej.values())} ({rej_s})")
-    print(f"  shards      {counts['shards']} ({counts['shard_samples']} samples) in {out_dir}/shards")
-    print(f"  catalog     {db}")
-    if outcome is not None:
-        from vidloom.cli_curate import print_outcome
-
-        print_outcome(outcome, db, sys.stdout)
-    print("\nTry:")
-    for q in EXAMPLE_QUERIES[:3]:
-        print(f'  vidloom query {db} "{q}"')
-
-
 def cmd_curate(args: argparse.Namespace) -> int:
     """Exit 0 when at least one input video was processed (failures are listed), 1 when none
     could be (or no input was found: then nothing starts), 2 for a bad config (vidloom/cli_curate.py)."""
     from pipelines.config import to_dict
-    from vidloom.cli_curate import input_files, read_outcome
+    from vidloom.cli_curate import input_files, print_summary, read_outcome
 
     cfg = _load(args)  # a bad key or value fails here, before Prefect or Ray start
     if getattr(args, "score_all", False):
@@ -226,43 +195,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    real = any(a == "--real" or a.startswith("--real=") for a in args.rest)  # labelled real footage
-    if args.what == "split" and real:
-        from bench.split_real import main as bench_main
-    elif args.what == "curate" and real:
-        from bench.curate_real import main as bench_main
-    elif args.what == "split":
-        from bench.split import main as bench_main
-    elif args.what == "filters":
-        from bench.filters import main as bench_main
-    elif args.what == "caption":
-        from bench.caption import main as bench_main
-    elif args.what == "train":
-        from bench.train import main as bench_main
-    elif args.what == "attention":
-        from bench.attention import main as bench_main
-    elif args.what == "generate":
-        from bench.generate import main as bench_main
-    elif args.what == "scale":
-        from bench.scale import main as bench_main
-    else:
-        from bench.curate import main as bench_main
-    return bench_main(args.rest)
-
-
-def cmd_caption_server(args: argparse.Namespace) -> int:
-    from captioner.server import main as server_main
-
-    return server_main(args.rest)  # every flag after the command, vLLM's included (see main)
-
-
-def cmd_samples(args: argparse.Namespace) -> int:
-    from samplegen.samples import main as samples_main
-
-    return samples_main([args.kind, args.dir])
-
-
 DEFAULT_LOG_LEVEL = "warning"  # vidloom/logs.py: Prefect's run lines still print
 
 
@@ -377,22 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(d)
     d.set_defaults(fn=cmd_deploy)
 
-    b = sub.add_parser("bench", help="benchmarks: split | curate | filters | caption | train | attention | "
-                       "generate | scale")
-    b.add_argument("what", choices=["split", "curate", "filters", "caption", "train", "attention",
-                                           "generate", "scale"])
-    b.add_argument("rest", nargs=argparse.REMAINDER)
-    b.set_defaults(fn=cmd_bench)
+    from vidloom.cli_tools import add_commands as add_tool_commands
 
-    cs = sub.add_parser("caption-server", help="launch vLLM's OpenAI server with a video LLM (GPU), or "
-                        "`caption-server convert SRC DST` a Tarsier2 checkpoint to Qwen2-VL", add_help=False)
-    cs.add_argument("rest", nargs=argparse.REMAINDER)  # parsed by captioner/server.py, --help included
-    cs.set_defaults(fn=cmd_caption_server, passthrough=True)
-
-    s = sub.add_parser("samples", help="generate sample videos: demo | bad | suite")
-    s.add_argument("kind", choices=["demo", "bad", "suite"])
-    s.add_argument("dir")
-    s.set_defaults(fn=cmd_samples)
+    add_tool_commands(sub)  # bench, caption-server, samples
 
     from vidloom.cli_train import add_commands
 

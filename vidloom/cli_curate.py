@@ -9,6 +9,8 @@ bytes equal another input's ('duplicate') counts as processed when that content 
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -64,3 +66,33 @@ def print_outcome(outcome: Outcome, db: str | Path, out: TextIO) -> None:
     if len(outcome.failed) > MAX_LISTED:
         print(f"    ... and {len(outcome.failed) - MAX_LISTED} more: vidloom query {db} "
               "\"SELECT path, error FROM files WHERE status = 'error'\"", file=out)
+
+
+EXAMPLE_QUERIES = [
+    "SELECT status, reject_reason, count(*) FROM clips GROUP BY ALL ORDER BY 3 DESC",
+    "SELECT clip_id, blur, luma, motion, camera_motion FROM clips WHERE status = 'kept' LIMIT 5",
+    "SELECT clip_id, ocr_text, text_area, text_stable FROM clips WHERE text_area > 0",
+    "SELECT clip_id, dup_of FROM clips WHERE dup_of IS NOT NULL",
+    "SELECT status, count(*) FROM videos GROUP BY status",
+    "SELECT path, error FROM files WHERE status <> 'ok'",
+    "SELECT video_id, shot_index, start_frame, end_frame, transition FROM shots ORDER BY 1, 2 LIMIT 20",
+    "SELECT bucket, count(*) AS shards, sum(n_samples) AS samples FROM shards GROUP BY bucket",
+]
+
+
+def print_summary(out_dir: str, counts: dict[str, Any], outcome: Any = None) -> None:
+    """The run's catalog counts; with ``outcome`` this run's inputs too; then example queries."""
+    db = os.path.join(out_dir, "catalog.duckdb")
+    print("\nvidloom curate: done")
+    print(f"  videos      ok {counts['videos_ok']}, error {counts['videos_error']}")
+    print(f"  shots       {counts['shots']}")
+    rej = counts["clips_rejected"]
+    rej_s = ", ".join(f"{k} {v}" for k, v in rej.items()) or "none"
+    print(f"  clips       kept {counts['clips_kept']}, rejected {sum(rej.values())} ({rej_s})")
+    print(f"  shards      {counts['shards']} ({counts['shard_samples']} samples) in {out_dir}/shards")
+    print(f"  catalog     {db}")
+    if outcome is not None:
+        print_outcome(outcome, db, sys.stdout)
+    print("\nTry:")
+    for q in EXAMPLE_QUERIES[:3]:
+        print(f'  vidloom query {db} "{q}"')
