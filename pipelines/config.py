@@ -16,47 +16,22 @@ import yaml
 from pipelines import config_check, filters_extra, scorers
 from pipelines.stages.aesthetic_scorer import AestheticScoreConfig
 from pipelines.stages.artifact_scorer import ArtifactScoreConfig
+from pipelines.stages.caption import CaptionConfig
+from pipelines.stages.decode_stage import DecodeConfig
+from pipelines.stages.extract import ExtractConfig
+from pipelines.stages.ingest import VIDEO_EXTENSIONS, IngestConfig
 from pipelines.stages.motion_scorer import MotionScoreConfig
 from pipelines.stages.quality_scorer import QualityScoreConfig
+from pipelines.stages.shot_split import SplitConfig
 from pipelines.stages.text_scorer import TextScoreConfig
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-
-
-@dataclass
-class IngestConfig:
-    # file extensions ingest picks up from directories and globs
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
-    max_duration_s: float = 6 * 3600.0  # longer files are recorded as 'absurd' errors
-    max_pixels: int = 8192 * 8192  # larger frames (width x height) are recorded as 'absurd' errors
-
-
-@dataclass
-class DecodeConfig:
-    sparse_fps: float = 2.0  # the decode pass's sparse frames for the scorers, per second
-    sparse_width: int = 256  # ... their width, px
-    sparse_height: int = 144  # ... and height, px
-    threads: int = 0  # 0 = let FFmpeg decide
-
-
-@dataclass
-class SplitConfig:
-    """Shot detection.
-
-    detector: 'transnetv2' (cascade: a cheap frame-difference proposer, TransNetV2
-        confirms every proposal), 'transnetv2-full' (TransNetV2 on every frame),
-        'adaptive' / 'content' (PySceneDetect, hard cuts only).
-    """
-
-    detector: str = "transnetv2"
-    # TransNetV2 single-frame transition probability above which a transition event starts
-    threshold: float = 0.5
-    min_shot_frames: int = 1  # a shot shorter than this many frames is merged into the previous one
-    flash_max_frames: int = 8  # A-[<=N frames]-A with A similar on both sides is not a cut
-    cascade_context: int = 8  # TransNetV2 context frames on proposal ranges (full model: 25)
-    black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
-    device: str = "cpu"  # 'cuda' runs TransNetV2 on a GPU
-    precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
+__all__ = [  # the sections defined in their stages' files, importable from here too
+    "VIDEO_EXTENSIONS", "AestheticScoreConfig", "ArtifactScoreConfig", "CaptionConfig", "DecodeConfig",
+    "ExtractConfig", "IngestConfig", "MotionScoreConfig", "QualityScoreConfig", "SplitConfig",
+    "TextScoreConfig", "ClipConfig", "ScoreConfig", "FilterConfig", "ShardConfig", "RuntimeConfig",
+    "CurateConfig", "PRESETS", "load_config", "apply", "plain", "to_dict", "to_yaml", "default", "tiny",
+    "check", "score_config",
+]
 
 
 @dataclass
@@ -70,15 +45,6 @@ class ClipConfig:
     trim_end_frames: int = 2  # frames dropped at the end of each shot
     # move clip boundaries up to this far onto keyframes so the clip is a stream copy (0: off)
     keyframe_align_s: float = 0.5
-
-
-@dataclass
-class ExtractConfig:
-    codec: str = "libx264"  # ffmpeg encoder of re-encoded clips
-    crf: int = 18  # its constant rate factor
-    preset: str = "veryfast"  # its speed preset
-    stream_copy: bool = True  # copy when the span starts on a keyframe
-    threads: int = 1  # per ffmpeg process; Ray runs several in parallel
 
 
 @dataclass
@@ -148,56 +114,6 @@ class FilterConfig:
     # ``where`` a SQL predicate over the clips table's stored columns, checked at load and run
     # sandboxed in DuckDB; the first that matches rejects with its reason
     extra: tuple[dict[str, str], ...] = ()
-
-
-@dataclass
-class CaptionConfig:
-    """Dense bilingual captions (captioner/). Backends:
-        signals  deterministic zh + en captions from the measured signals (CPU; the default)
-        openai   any OpenAI-compatible endpoint: ``base_url`` + the key in env ``api_key_env``
-        vllm     a server started by ``vidloom caption-server`` (``base_url`` defaults to it)
-    structured: (VLM backends) one request per clip whose reply is JSON under the clip schema
-        (captioner/caption_schema.py, sent as ``response_format`` json_schema, strict): the
-        description fields and the dense + short captions in both languages together. A reply
-        that is not JSON or breaks the schema fails its checks and is retried. False: free-text
-        requests, one per caption, with ``zh_mode``.
-    zh_mode: 'translate' (the English caption refined into Chinese by a text LLM at
-        ``zh_base_url``/``zh_model``, or the same server) or 'direct' (asked in Chinese).
-    reject_failed_checks: caption checks whose failure rejects the clip (reason
-        'caption_check'), e.g. ['lang', 'numbers']; failed checks are recorded in
-        ``captions.checks`` and ``clips.caption_failed`` either way, and a failed caption is
-        never written to a shard (the clip is exported without it).
-    require_caption: reject a captioned clip that has no valid caption set (reason 'no_caption':
-        a request failed after its retries, or a caption failed a check).
-    api_key_hosts: the hosts (or host:port) the key may be sent to; '*' for any.
-    max_reply_bytes: a reply is read up to this many bytes, then given up and retried.
-    """
-
-    backend: str = "signals"  # 'signals' | 'openai' | 'vllm' (above)
-    base_url: str | None = None  # the endpoint including /v1
-    model: str = "tarsier2-7b"  # the served model name
-    model_revision: str = ""  # recorded with every caption (the served weights' revision)
-    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the API key
-    api_key_hosts: tuple[str, ...] = ("api.openai.com",)  # never the local vLLM server by default
-    structured: bool = True  # description fields + captions as one JSON reply (VLM backends)
-    zh_mode: str = "translate"
-    zh_base_url: str | None = None  # zh_mode 'translate': the text LLM's endpoint (default: base_url)
-    zh_model: str | None = None  # ... and its model (default: model)
-    short: bool = True  # also a short motion-only caption (image-to-video)
-    n_frames: int = 16  # frames sent per clip
-    max_pixels: int = 460_800  # each frame is resized to at most this many pixels
-    send_as: str = "images"  # 'images' (JPEG data URIs) | 'video' (the clip as an mp4 data URI)
-    prompts_dir: str | None = None  # a directory of prompt files replacing captioner/prompts
-    max_tokens: int = 512  # per request
-    temperature: float = 0.0  # sampling temperature
-    seed: int = 0  # request seed
-    concurrency: int = 8  # requests in flight
-    batch_size: int = 32  # clips per Ray batch
-    timeout_s: float = 120.0  # per request
-    max_retries: int = 4  # retries of a failed or invalid reply
-    max_reply_bytes: int = 262_144  # a dense caption reply is a few KB
-    reject_failed_checks: tuple[str, ...] = ()
-    require_caption: bool = False  # a captioned clip without a valid caption set is rejected ('no_caption')
 
 
 @dataclass

@@ -21,7 +21,6 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from curation.schema import ID_LEN, Video
-from pipelines.config import VIDEO_EXTENSIONS, IngestConfig
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -36,7 +35,9 @@ MIN_FPS, MAX_FPS = 1.0, 480.0
 # Container formats that hold single images (PyAV opens a PNG renamed .mp4 as png_pipe).
 _IMAGE_CODECS = frozenset({"png", "mjpeg", "jpeg2000", "bmp", "tiff", "webp", "gif", "jpegls", "qoi"})
 
-_DEFAULTS = IngestConfig()
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+MAX_DURATION_S = 6 * 3600.0  # the ingest section's defaults (pipelines/stages/ingest.py)
+MAX_PIXELS = 8192 * 8192
 
 
 def sha256_file(path: str) -> str:
@@ -105,7 +106,7 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
 
 
 def probe_local(
-    path: str, max_duration_s: float = _DEFAULTS.max_duration_s, max_pixels: int = _DEFAULTS.max_pixels
+    path: str, max_duration_s: float = MAX_DURATION_S, max_pixels: int = MAX_PIXELS
 ) -> Video:
     """Hash and probe one local file. Never raises: problems become an error ``Video``."""
     import av  # heavy dependency stays behind the stage boundary (STYLE.md #7)

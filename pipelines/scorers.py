@@ -8,10 +8,11 @@ Like datatrove's filter blocks (each returns keep/drop with a reason) and NeMo C
 - its **columns** (:class:`curation.score_columns.ScoreColumn`: name, DuckDB type, meaning), which
   become catalog columns, ``ClipScores`` attributes and report histograms (the built-in scorers'
   are declared in curation/score_columns.py, which cannot import the stages, and named here);
-- its **config**: the section ``scores.<key>``, a dataclass with defaults defined in the same file
-  (the built-in ones are also named fields of ``pipelines.config.ScoreConfig``; a new scorer's
-  class is added to it as a field), with the ``ranges`` and ``choices`` that
-  ``pipelines/config_check.py`` checks at load time;
+- its **config**: the section ``scores.<key>``, a dataclass with defaults defined in the same file,
+  which the stage subclasses (the stage is its configuration; fields that decide rather than
+  measure are ``pipelines.stage.unhashed``) (the built-in ones are also named fields of
+  ``pipelines.config.ScoreConfig``; a new scorer's class is added to it as a field), with the
+  ``ranges`` and ``choices`` that ``pipelines/config_check.py`` checks at load time;
 - its reject **rules** (:class:`Rule`), each with a reason and a position in the decision order;
 - when it cannot run: ``unavailable(section)`` gives the reason (logged, recorded in the run),
   and ``required(section)`` makes that an error.
@@ -84,7 +85,7 @@ class ScorerSpec:
     required: Callable[[Any], bool] | None = None
     ranges: dict[str, tuple[float | None, float | None, bool]] = field(default_factory=dict)
     choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    build: Callable[[Any], Any] | None = None  # section -> stage; default from_config / stage()
+    build: Callable[[Any], Any] | None = None  # section -> stage; default: make()
 
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name if isinstance(c, ScoreColumn) else c for c in self.columns)
@@ -102,9 +103,13 @@ class ScorerSpec:
         return self.unavailable(section) if self.unavailable else None
 
     def make(self, section: Any) -> Any:
+        """The stage: configured by its section when it subclasses the section's class (the stage
+        is its configuration, pipelines/stage.py); a stage with no config class measures without
+        settings (its section, if any, holds only what its rules read)."""
         if self.build is not None:
             return self.build(section)
-        return self.stage.from_config(section) if section is not None else self.stage()
+        configured = section is not None and getattr(self.stage, "config_class", lambda: None)() is not None
+        return self.stage.from_config(section) if configured else self.stage()
 
 
 _SPECS: dict[str, ScorerSpec] = {}

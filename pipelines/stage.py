@@ -5,6 +5,14 @@ models once per worker, ``process()`` does the work on one task and returns the
 task, a list of tasks (fan-out) or None (drop). Resources are declared on the
 class; the runner (sequential or Ray Data) maps them. Stages never know which
 executor runs them.
+
+The stage is its configuration (as in NeMo Curator): a configurable stage subclasses its config
+section's dataclass, defined once in the stage's file (``Decode(DecodeConfig, Stage)``), and adds
+only what is not configuration (where it writes, models it loads). The config tree
+(pipelines/config.py) composes those sections; :meth:`Stage.from_config` builds the stage from
+its section. A config field that changes how a stage runs but not what it outputs (threads, an
+endpoint, retries, a threshold another step applies) is declared with :func:`unhashed`: it stays
+out of ``params()``, so changing it re-runs nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +26,15 @@ from curation.schema import params_hash
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+T = TypeVar("T")
+
+_UNHASHED = {"params": False}
+
+
+def unhashed(default: T) -> T:
+    """A config field (with ``default``) that does not change the stage's output: not in
+    ``params()`` or ``params_hash()``."""
+    return dataclasses.field(default=default, metadata=_UNHASHED)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +92,30 @@ class Stage(ABC, Generic[In, Out]):
         raise NotImplementedError
 
     @classmethod
+    def config_class(cls) -> type | None:
+        """The config section's dataclass this stage subclasses (None: a stage without one)."""
+        return next((b for b in cls.__mro__[1:]
+                     if dataclasses.is_dataclass(b) and not issubclass(b, Stage)), None)
+
+    @classmethod
     def from_config(cls, section: Any, **extra: Any) -> Any:
-        """Build the stage from a config section: every field the two share, plus ``extra``
-        (locations and other settings that are not configuration)."""
-        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        shared = {k: v for k, v in dataclasses.asdict(section).items() if k in names}
-        return cls(**shared, **extra)
+        """The stage configured by ``section``, an instance of its config class: every field of
+        the section is the stage's own (nothing is copied to a mirror or left at a default);
+        ``extra`` sets the stage's fields that are not configuration (locations).
+
+        Raises TypeError when ``section`` is not this stage's config."""
+        base = cls.config_class()
+        if base is None or not isinstance(section, base):
+            raise TypeError(f"{cls.__name__} is configured by {getattr(base, '__name__', 'no section')}, "
+                            f"not {type(section).__name__}")
+        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(base)}, **extra)
 
     def params(self) -> dict[str, Any]:
-        """The configuration that determines this stage's output."""
+        """The configuration that determines this stage's output (not its ``unhashed`` fields or
+        those with ``compare=False``: locations, loaded models)."""
         if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                    if f.compare and f.metadata.get("params", True)}
         return {}
 
     def params_hash(self) -> str:

@@ -25,31 +25,28 @@ from curation.score_columns import ScoreColumn
 from pipelines import config_check, scorers
 from pipelines.clip_frames import clip_tiny, luma
 from pipelines.scorers import Rule, ScorerSpec
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import ClipTask
 
 
 # --- the scorer: one file's worth ---------------------------------------------------------------
 @dataclass
 class LumaSpreadConfig:
-    """scores.luma_spread: ``step`` measures (a stage field), ``min_std`` decides (not one)."""
+    """scores.luma_spread: ``step`` measures (in the stage's params), ``min_std`` decides (unhashed)."""
 
     step: int = 1  # every step-th tiny frame
     stat: str = "std"  # 'std' of the luma, or its 'range' (max - min)
-    min_std: float = 4.0  # 'flat' below this (0-255 luma levels)
+    min_std: float = unhashed(4.0)  # 'flat' below this (0-255 luma levels)
 
 
 @dataclass
-class LumaSpreadScorer(Stage[ClipTask, ClipTask]):
+class LumaSpreadScorer(LumaSpreadConfig, Stage[ClipTask, ClipTask]):
     """Sets ``luma_std``: how much the luma varies over the clip's tiny frames (a flat card: 0)."""
 
     name: ClassVar[str] = "luma_spread"
     version: ClassVar[int] = 1
     resources: ClassVar[Resources] = Resources(cpus=0.25)
     columns: ClassVar[tuple[str, ...]] = ("luma_std",)
-
-    step: int = 1
-    stat: str = "std"
 
     def process(self, task: ClipTask) -> ClipTask:
         if task.error:

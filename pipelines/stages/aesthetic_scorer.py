@@ -24,7 +24,7 @@ from pipelines.aesthetic import (
 from pipelines.clip_frames import clip_sparse
 from pipelines.dedup import encode_embedding
 from pipelines.scorers import Rule, ScorerSpec, below, register
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import ClipTask
 
 
@@ -38,13 +38,14 @@ class AestheticScoreConfig:
 
     clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
     mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
-    clip_model: str = "ViT-L-14-quickgelu"  # open_clip architecture name
-    device: str = "cpu"  # torch device of the CLIP model
-    required: bool = False  # fail the run when the weights are missing (else skip, with a logged reason)
+    clip_model: str = CLIP_MODEL  # open_clip architecture name
+    device: str = unhashed("cpu")  # torch device of the CLIP model
+    # fail the run when the weights are missing (else skip, with a logged reason)
+    required: bool = unhashed(False)
 
 
 @dataclass
-class AestheticScorer(Stage[ClipTask, ClipTask]):
+class AestheticScorer(AestheticScoreConfig, Stage[ClipTask, ClipTask]):
     """Sets ``aesthetic`` (about 1-10); the filter step's ``low_aesthetic`` rule reads it. A clip
     whose span holds no sparse frame is left unmeasured (None)."""
 
@@ -54,10 +55,6 @@ class AestheticScorer(Stage[ClipTask, ClipTask]):
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
     columns: ClassVar[tuple[str, ...]] = ("aesthetic", "embedding")
 
-    clip_weights: str | None = None  # open_clip ViT-L-14 checkpoint (OpenAI weights)
-    mlp_weights: str | None = None  # LAION sac+logos+ava1-l14-linearMSE.pth
-    clip_model: str = CLIP_MODEL
-    device: str = field(default="cpu", compare=False)
     _encoder: Any = field(default=None, init=False, repr=False, compare=False)
     _head: Any = field(default=None, init=False, repr=False, compare=False)
 

@@ -1,6 +1,6 @@
 """Caption stage: dense zh + en captions (and short motion-only ones) for each kept clip.
 
-Backends (``CaptionConfig.backend``):
+Backends (``caption.backend``):
     signals  deterministic captions from the measured signals and the decode pass's frames
              (captioner/signals.py); CPU only, no request, labelled backend='signals'.
     openai   any OpenAI-compatible chat endpoint.
@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import ClipTask
 
 BACKENDS = ("signals", "openai", "vllm")
@@ -39,36 +39,70 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class CaptionStage(Stage[ClipTask, ClipTask]):
+class CaptionConfig:
+    """Dense bilingual captions (captioner/), the caption stage's section. Backends:
+        signals  deterministic zh + en captions from the measured signals (CPU; the default)
+        openai   any OpenAI-compatible endpoint: ``base_url`` + the key in env ``api_key_env``
+        vllm     a server started by ``vidloom caption-server`` (``base_url`` defaults to it)
+    structured: (VLM backends) one request per clip whose reply is JSON under the clip schema
+        (captioner/caption_schema.py, sent as ``response_format`` json_schema, strict): the
+        description fields and the dense + short captions in both languages together. A reply
+        that is not JSON or breaks the schema fails its checks and is retried. False: free-text
+        requests, one per caption, with ``zh_mode``.
+    zh_mode: 'translate' (the English caption refined into Chinese by a text LLM at
+        ``zh_base_url``/``zh_model``, or the same server) or 'direct' (asked in Chinese).
+    reject_failed_checks: caption checks whose failure rejects the clip (reason
+        'caption_check'), e.g. ['lang', 'numbers']; failed checks are recorded in
+        ``captions.checks`` and ``clips.caption_failed`` either way, and a failed caption is
+        never written to a shard (the clip is exported without it).
+    require_caption: reject a captioned clip that has no valid caption set (reason 'no_caption':
+        a request failed after its retries, or a caption failed a check).
+    api_key_hosts: the hosts (or host:port) the key may be sent to; '*' for any.
+    max_reply_bytes: a reply is read up to this many bytes, then given up and retried.
+
+    What decides the captions is in the stage's ``params()``; where the model is served, the key,
+    the request pacing and the filter step's caption rules (``reject_failed_checks``,
+    ``require_caption``) are ``unhashed``.
+    """
+
+    backend: str = "signals"  # 'signals' | 'openai' | 'vllm' (above)
+    base_url: str | None = unhashed(None)  # the endpoint including /v1
+    model: str = "tarsier2-7b"  # the served model name
+    model_revision: str = ""  # recorded with every caption (the served weights' revision)
+    api_key_env: str = unhashed("OPENAI_API_KEY")  # environment variable holding the API key
+    # never the local vLLM server by default
+    api_key_hosts: tuple[str, ...] = unhashed(("api.openai.com",))
+    structured: bool = True  # description fields + captions as one JSON reply (VLM backends)
+    zh_mode: str = "translate"
+    # zh_mode 'translate': the text LLM's endpoint (default: base_url)
+    zh_base_url: str | None = unhashed(None)
+    zh_model: str | None = None  # ... and its model (default: model)
+    short: bool = True  # also a short motion-only caption (image-to-video)
+    n_frames: int = 16  # frames sent per clip
+    max_pixels: int = 460_800  # each frame is resized to at most this many pixels
+    send_as: str = "images"  # 'images' (JPEG data URIs) | 'video' (the clip as an mp4 data URI)
+    prompts_dir: str | None = None  # a directory of prompt files replacing captioner/prompts
+    max_tokens: int = 512  # per request
+    temperature: float = 0.0  # sampling temperature
+    seed: int = 0  # request seed
+    concurrency: int = unhashed(8)  # requests in flight
+    batch_size: int = unhashed(32)  # clips per Ray batch
+    timeout_s: float = unhashed(120.0)  # per request
+    max_retries: int = unhashed(4)  # retries of a failed or invalid reply
+    max_reply_bytes: int = unhashed(262_144)  # a dense caption reply is a few KB
+    reject_failed_checks: tuple[str, ...] = unhashed(())
+    # a captioned clip without a valid caption set is rejected ('no_caption')
+    require_caption: bool = unhashed(False)
+
+
+@dataclass
+class CaptionStage(CaptionConfig, Stage[ClipTask, ClipTask]):  # type: ignore[misc]  # batch_size: a field
     name: ClassVar[str] = "caption"
     # 2: replies that fail the checks are retried; failed ones are stored. 3: structured descriptions
     version: ClassVar[int] = 3
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
     root: str = field(default="", compare=False)  # the output root the clip paths are relative to
-    backend: str = "signals"
-    base_url: str | None = field(default=None, compare=False)  # where the model is served, not what it is
-    model: str = "tarsier2-7b"
-    model_revision: str = ""
-    api_key_env: str = field(default="OPENAI_API_KEY", compare=False)
-    api_key_hosts: tuple[str, ...] = field(default=("api.openai.com",), compare=False)
-    structured: bool = True  # one JSON request for the description fields and all captions
-    zh_mode: str = "translate"
-    zh_base_url: str | None = field(default=None, compare=False)
-    zh_model: str | None = None
-    short: bool = True
-    n_frames: int = 16
-    max_pixels: int = 460_800
-    send_as: str = "images"
-    prompts_dir: str | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
-    seed: int = 0
-    concurrency: int = field(default=8, compare=False)
-    batch_size: int = field(default=32, compare=False)  # type: ignore[misc]
-    timeout_s: float = field(default=120.0, compare=False)
-    max_retries: int = field(default=4, compare=False)
-    max_reply_bytes: int = field(default=262_144, compare=False)
     _prompts: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

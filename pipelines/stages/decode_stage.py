@@ -10,16 +10,21 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pipelines.config import DecodeConfig
 from pipelines.decode import DecodeError, decode_video
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
-
-_DEFAULTS = DecodeConfig()
 
 
 @dataclass
-class Decode(Stage[VideoTask, VideoTask]):
+class DecodeConfig:
+    sparse_fps: float = 2.0  # the decode pass's sparse frames for the scorers, per second
+    sparse_width: int = 256  # ... their width, px
+    sparse_height: int = 144  # ... and height, px
+    threads: int = unhashed(0)  # 0 = let FFmpeg decide
+
+
+@dataclass
+class Decode(DecodeConfig, Stage[VideoTask, VideoTask]):
     """Decode each 'ok' video once into its FrameSet; record failures on the video row.
 
     A file that yields no frame becomes ``status='error'``. A file that breaks midway
@@ -34,10 +39,6 @@ class Decode(Stage[VideoTask, VideoTask]):
 
     # Where the frames live, not what they are: kept out of params() and the params hash.
     work_dir: str = field(default="work", compare=False)
-    sparse_fps: float = _DEFAULTS.sparse_fps
-    sparse_width: int = _DEFAULTS.sparse_width
-    sparse_height: int = _DEFAULTS.sparse_height
-    threads: int = field(default=_DEFAULTS.threads, compare=False)  # same output for any value
 
     def process(self, task: VideoTask) -> VideoTask:
         video = task.video

@@ -56,7 +56,16 @@ from pipelines.tasks import ClipTask
 
 
 @dataclass
-class ClipExtract(Stage[ClipTask, ClipTask]):
+class ExtractConfig:
+    codec: str = "libx264"  # ffmpeg encoder of re-encoded clips
+    crf: int = 18  # its constant rate factor
+    preset: str = "veryfast"  # its speed preset
+    stream_copy: bool = True  # copy when the span starts on a keyframe
+    threads: int = 1  # per ffmpeg process; Ray runs several in parallel
+
+
+@dataclass
+class ClipExtract(ExtractConfig, Stage[ClipTask, ClipTask]):
     """Cut one clip span to ``<out_dir>/<video_id>/<clip_id>.mp4`` (see the module docstring).
 
     ``out_dir`` is normally ``<out>/clips``; ``clip.path`` is recorded relative to its parent,
@@ -67,12 +76,7 @@ class ClipExtract(Stage[ClipTask, ClipTask]):
     name: ClassVar[str] = "extract"
     resources: ClassVar[Resources] = Resources(cpus=1.0)  # one ffmpeg process at `threads` threads
 
-    out_dir: str = field(compare=False)  # where, not what: not part of params_hash
-    codec: str = "libx264"
-    crf: int = 18
-    preset: str = "veryfast"
-    stream_copy: bool = True
-    threads: int = 1
+    out_dir: str = field(kw_only=True, compare=False)  # where, not what: not part of params_hash
     _index: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -12,19 +12,29 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from curation.schema import Video
-from pipelines.config import IngestConfig
-from pipelines.probe import discover_inputs, is_vfr, probe_local  # noqa: F401  (discover_inputs, is_vfr: re-exported)
+from pipelines.probe import (  # noqa: F401  (discover_inputs, is_vfr: re-exported)
+    MAX_DURATION_S,
+    MAX_PIXELS,
+    VIDEO_EXTENSIONS,
+    discover_inputs,
+    is_vfr,
+    probe_local,
+)
 from pipelines.remote import is_url
 from pipelines.remote_inputs import probe_remote
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 
-_DEFAULTS = IngestConfig()
+
+@dataclass
+class IngestConfig:
+    # file extensions ingest picks up from directories and globs
+    extensions: tuple[str, ...] = unhashed(VIDEO_EXTENSIONS)
+    max_duration_s: float = MAX_DURATION_S  # longer files are recorded as 'absurd' errors
+    max_pixels: int = MAX_PIXELS  # larger frames (width x height) are recorded as 'absurd' errors
 
 
-def probe_video(
-    path: str, max_duration_s: float = _DEFAULTS.max_duration_s, max_pixels: int = _DEFAULTS.max_pixels
-) -> Video:
+def probe_video(path: str, max_duration_s: float = MAX_DURATION_S, max_pixels: int = MAX_PIXELS) -> Video:
     """Hash and probe one file or URL. Never raises: problems become an error ``Video``."""
     if is_url(path):  # streamed and hashed through fsspec, no local copy
         return probe_remote(path, max_duration_s, max_pixels)
@@ -32,15 +42,13 @@ def probe_video(
 
 
 @dataclass
-class Probe(Stage[VideoTask, VideoTask]):
-    """Hash and probe each input file into ``task.video`` (status 'ok' or 'error')."""
+class Probe(IngestConfig, Stage[VideoTask, VideoTask]):
+    """Hash and probe each input file into ``task.video`` (status 'ok' or 'error'); ``extensions``
+    is read by the discovery before it (pipelines/curate.py)."""
 
     name: ClassVar[str] = "probe"
     # Hashing is disk-bound and probing demuxes ~200 packets: one core is plenty.
     resources: ClassVar[Resources] = Resources(cpus=1.0)
-
-    max_duration_s: float = _DEFAULTS.max_duration_s
-    max_pixels: int = _DEFAULTS.max_pixels
 
     def process(self, task: VideoTask) -> VideoTask:
         if task.error:  # known bad before probing (a manifest that cannot be read, a failed listing)

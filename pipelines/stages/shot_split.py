@@ -1,6 +1,6 @@
 """Shot split stage: transitions from the decoded 48x27 frames, then Shot rows.
 
-Detectors (``SplitConfig.detector``):
+Detectors (``split.detector``):
     transnetv2       cascade: cheap proposals, TransNetV2 confirms (the default).
     transnetv2-full  TransNetV2 on every frame (the accuracy reference).
     adaptive/content PySceneDetect's AdaptiveDetector/ContentDetector fed the same
@@ -18,7 +18,7 @@ import numpy as np
 from curation.schema import Shot
 from pipelines import shot_detect as sd
 from pipelines.pixel_cuts import pixel_cuts
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 
 DETECTORS = ("transnetv2", "transnetv2-full", "adaptive", "content")
@@ -117,7 +117,27 @@ def make_shots(
 
 
 @dataclass
-class ShotSplit(Stage[VideoTask, VideoTask]):
+class SplitConfig:
+    """Shot detection.
+
+    detector: 'transnetv2' (cascade: a cheap frame-difference proposer, TransNetV2
+        confirms every proposal), 'transnetv2-full' (TransNetV2 on every frame),
+        'adaptive' / 'content' (PySceneDetect, hard cuts only).
+    """
+
+    detector: str = "transnetv2"
+    # TransNetV2 single-frame transition probability above which a transition event starts
+    threshold: float = 0.5
+    min_shot_frames: int = 1  # a shot shorter than this many frames is merged into the previous one
+    flash_max_frames: int = 8  # A-[<=N frames]-A with A similar on both sides is not a cut
+    cascade_context: int = 8  # TransNetV2 context frames on proposal ranges (full model: 25)
+    black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
+    device: str = unhashed("cpu")  # 'cuda' runs TransNetV2 on a GPU
+    precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
+
+
+@dataclass
+class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
     """Split a decoded video into shots (needs ``task.frames`` from the Decode stage)."""
 
     name: ClassVar[str] = "shot_split"
@@ -125,14 +145,6 @@ class ShotSplit(Stage[VideoTask, VideoTask]):
     # One model per actor; torch uses the actor's cores for the convolutions.
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
-    detector: str = "transnetv2"
-    threshold: float = 0.5
-    min_shot_frames: int = 1
-    flash_max_frames: int = 8
-    black_luma: float = 20.0
-    cascade_context: int = 8
-    device: str = field(default="cpu", compare=False)
-    precision: str = "auto"
     _model: object | None = field(default=None, init=False, repr=False, compare=False)
 
     def setup(self) -> None:

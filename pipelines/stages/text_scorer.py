@@ -20,7 +20,7 @@ import numpy as np
 from pipelines.clip_frames import clip_sparse
 from pipelines.overlay_text import TextBox, boxes_from_ocr, overlay_text
 from pipelines.scorers import Rule, ScorerSpec, above, register
-from pipelines.stage import Resources, Stage
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import ClipTask
 from pipelines.text_crop import encode_boxes, union_boxes
 
@@ -68,7 +68,7 @@ def ocr_frames(
 class TextScoreConfig:
     """scores.text: RapidOCR (PP-OCR, zh + en) on sampled sparse frames."""
 
-    enabled: bool = True  # false: no OCR (the overlay_text scorer is skipped)
+    enabled: bool = unhashed(True)  # false: no OCR (the overlay_text scorer is skipped)
     every_s: float = 2.0  # one OCR frame per this many seconds of clip
     max_frames: int = 16  # at most this many frames per clip, spread evenly
     min_confidence: float = 0.6  # recognition score below which a line is ignored
@@ -77,11 +77,11 @@ class TextScoreConfig:
     max_chars: int = 500  # ocr_text length cap
     stable_iou: float = 0.5  # text_stable: same box above this IoU ...
     stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
-    threads: int = 1  # RapidOCR intra-op threads per actor
+    threads: int = unhashed(1)  # RapidOCR intra-op threads per actor
 
 
 @dataclass
-class OverlayTextScorer(Stage[ClipTask, ClipTask]):
+class OverlayTextScorer(TextScoreConfig, Stage[ClipTask, ClipTask]):
     """Sets ``text_area``, ``ocr_text``, ``text_stable`` and ``text_boxes``; the filter step's
     ``text`` rule reads ``text_area`` and crops by ``text_boxes``. A clip whose span holds no
     sparse frame is left unmeasured (None)."""
@@ -92,15 +92,6 @@ class OverlayTextScorer(Stage[ClipTask, ClipTask]):
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
     columns: ClassVar[tuple[str, ...]] = ("text_area", "ocr_text", "text_stable", "text_boxes")
 
-    every_s: float = 2.0  # one OCR frame per this many seconds of clip
-    max_frames: int = 16  # at most this many frames per clip, spread evenly
-    min_confidence: float = 0.6  # recognition score below which a line is ignored
-    max_line_height: float = 0.4  # taller boxes (fraction of frame height) are not text lines
-    det_side: int = 288  # the text detector's input, shorter side in pixels
-    max_chars: int = 500  # ocr_text length cap
-    stable_iou: float = 0.5  # text_stable: same box above this IoU ...
-    stable_fraction: float = 0.6  # ... with similar text in at least this fraction of frames
-    threads: int = field(default=1, compare=False)
     _ocr: Any = field(default=None, init=False, repr=False, compare=False)
 
     def setup(self) -> None:
