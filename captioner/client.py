@@ -40,6 +40,9 @@ Retry policy (``complete``):
     other 4xx (400, 401, 404, 422, ...)       no        "http <status>: <server message>"
     timeout (connect, read, whole attempt)    yes       "timeout: <exception>"
     connection error / reset / protocol error yes       "connection: <exception>"
+
+This module is the transport (the pool, the slots, retries and back-off, streaming, the sync
+bridge); reading and judging a reply is captioner/chat_reply.py.
 """
 
 from __future__ import annotations
@@ -47,8 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
-import json
 import queue
 import random
 import threading
@@ -61,7 +62,6 @@ from collections.abc import (
     Collection,
     Iterable,
     Iterator,
-    Mapping,
 )
 from dataclasses import dataclass
 from typing import Any
@@ -69,10 +69,10 @@ from typing import Any
 import httpx
 
 from captioner.api_keys import API_KEY_ENVS, key_for
+from captioner.chat_reply import ChatResult, Retry, check_detail, parse_reply, read_capped
 
 MAX_REPLY_BYTES = 1 << 20  # a chat reply of a few hundred tokens is a few KB
 RETRY_AFTER_CAP_S = 60.0
-RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
 _END = object()
 
 
@@ -87,33 +87,6 @@ class ChatRequest:
     params: dict[str, Any]
     # (text, finish_reason) of a parsed 200 -> checks {name: {"ok": bool, ...}}; a failed one retries
     validate: Callable[[str, str | None], dict[str, dict[str, Any]]] | None = None
-
-
-@dataclass
-class ChatResult:
-    """The outcome of one ``ChatRequest``. ``latency_s`` spans every attempt and back-off;
-    ``status`` is the last HTTP status (None when no response came back)."""
-
-    key: str
-    ok: bool
-    text: str | None
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    model: str | None
-    error: str | None
-    attempts: int
-    latency_s: float
-    status: int | None
-    checks: dict[str, dict[str, Any]] | None = None  # the last reply's ``validate`` checks
-
-
-class _Retry(Exception):
-    """An attempt failed in a way worth retrying."""
-
-    def __init__(self, error: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(error)
-        self.error, self.status, self.retry_after = error, status, retry_after
 
 
 class ChatClient:
@@ -180,29 +153,29 @@ class ChatClient:
         assert self._slots is not None
         body = {**req.params, "messages": req.messages, "user": req.key}
         async with self._slots:
-            t0, attempt, err = time.perf_counter(), 0, _Retry("no attempt made")
+            t0, attempt, err = time.perf_counter(), 0, Retry("no attempt made")
             invalid: ChatResult | None = None  # the last reply that failed ``validate``
             while True:
                 attempt += 1
                 try:
                     url = f"{self.base_url}/chat/completions"
                     async with asyncio.timeout(self.timeout_s), http.stream("POST", url, json=body) as resp:
-                        raw = await _read_capped(resp, self.max_reply_bytes)
-                    result = _parse(req.key, resp, raw, attempt, time.perf_counter() - t0)
+                        raw = await read_capped(resp, self.max_reply_bytes)
+                    result = parse_reply(req.key, resp, raw, attempt, time.perf_counter() - t0)
                     if not result.ok or req.validate is None:
                         return result
                     result.checks = req.validate(result.text or "", result.finish_reason)
-                    bad = [f"{n}{_detail(c)}" for n, c in result.checks.items() if c.get("ok") is False]
+                    bad = [f"{n}{check_detail(c)}" for n, c in result.checks.items() if c.get("ok") is False]
                     if not bad:
                         return result
-                    err = _Retry(f"invalid reply: {', '.join(bad)}"[:300], result.status)
+                    err = Retry(f"invalid reply: {', '.join(bad)}"[:300], result.status)
                     invalid, result.error = result, err.error
-                except _Retry as e:
+                except Retry as e:
                     err = e
                 except (TimeoutError, httpx.TimeoutException) as e:
-                    err = _Retry(f"timeout: {type(e).__name__} after {self.timeout_s:g} s {e}".rstrip())
+                    err = Retry(f"timeout: {type(e).__name__} after {self.timeout_s:g} s {e}".rstrip())
                 except httpx.HTTPError as e:  # connect errors, resets, protocol errors, decoding
-                    err = _Retry(f"connection: {type(e).__name__}: {e or 'no detail'}")
+                    err = Retry(f"connection: {type(e).__name__}: {e or 'no detail'}")
                 if attempt > self.max_retries:
                     break
                 await asyncio.sleep(self._delay(attempt, err.retry_after))
@@ -335,82 +308,4 @@ def _puller(requests: Iterable[ChatRequest] | AsyncIterable[ChatRequest]) -> Cal
     it = iter(requests)
     return lambda: asyncio.to_thread(next, it, _END)
 
-
-async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
-    """The (decoded) body of a streamed response, or ``_Retry`` once it passes ``cap`` bytes: the
-    read stops there, so an oversized reply never sits in memory whole."""
-    declared = resp.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise _Retry(f"reply over {cap} bytes: Content-Length {declared}, not read", resp.status_code)
-    chunks, size = [], 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            raise _Retry(f"reply over {cap} bytes: read stopped at {size}", resp.status_code)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _detail(check: Mapping[str, Any]) -> str:
-    """A failed check's evidence for the error text, e.g. ' (detected en)' or ' (12 chars)'."""
-    if "detected" in check:
-        return f" (detected {check['detected']})"
-    if "chars" in check:
-        return f" ({check['chars']} chars, {check.get('min')}-{check.get('max')})"
-    if "finish_reason" in check:
-        return f" ({check['finish_reason']})"
-    if check.get("missing"):
-        return f" (missing {check['missing']})"
-    if check.get("error"):  # a structured reply's 'json' / 'schema' check
-        return f" ({str(check['error'])[:120]})"
-    return ""
-
-
-def _parse(key: str, resp: httpx.Response, raw: bytes, attempt: int, latency_s: float) -> ChatResult:
-    """A response and its body -> ChatResult, or raise ``_Retry``; a non-retryable error is a
-    failed result."""
-    status = resp.status_code
-    if status != 200:
-        error = f"http {status}: {_server_message(resp, raw)}"
-        if status in RETRY_STATUSES or status >= 500:
-            raise _Retry(error, status, _retry_after(resp.headers.get("retry-after")))
-        return ChatResult(key, False, None, None, 0, 0, None, error, attempt, latency_s, status)
-    try:
-        data = json.loads(raw)
-        choice = data["choices"][0]
-        text = choice["message"].get("content")
-        if not isinstance(text, str | None):
-            raise TypeError(f"content is {type(text).__name__}")
-        usage = data.get("usage") or {}
-        return ChatResult(
-            key, True, text or "", choice.get("finish_reason"), int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0), data.get("model"), None, attempt, latency_s, status,
-        )
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
-        raise _Retry(f"malformed response: {type(e).__name__}: {e}"[:300], status) from None
-
-
-def _server_message(resp: httpx.Response, raw: bytes) -> str:
-    """The OpenAI-style ``{"error": {"message": ...}}`` (vLLM: ``{"message": ...}``), else the body."""
-    try:
-        data = json.loads(raw)
-        err = data.get("error", data)
-        msg = err.get("message") if isinstance(err, dict) else err
-        if msg:
-            return str(msg)[:500]
-    except (ValueError, AttributeError):
-        pass
-    return raw[:500].decode("utf-8", "replace") or resp.reason_phrase
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        with contextlib.suppress(TypeError, ValueError):
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    return None
 

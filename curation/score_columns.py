@@ -134,11 +134,6 @@ def get(name: str) -> ScoreColumn | None:
     return _COLUMNS.get(name)
 
 
-def of_scorer(scorer: str) -> tuple[str, ...]:
-    """The names of ``scorer``'s columns."""
-    return tuple(n for n, c in _COLUMNS.items() if c.scorer == scorer)
-
-
 def numeric() -> tuple[str, ...]:
     """The numeric score columns (the report draws a histogram of each)."""
     return tuple(c.name for c in _COLUMNS.values() if c.sql_type in NUMERIC_TYPES)

@@ -44,14 +44,6 @@ Row = Mapping[str, Any]
 EPS = 1e-6
 
 
-def _below(col: str, limit: float) -> Callable[[Row], bool]:
-    return lambda r: r.get(col) is not None and r[col] < limit
-
-
-def _above(col: str, limit: float) -> Callable[[Row], bool]:
-    return lambda r: r.get(col) is not None and r[col] > limit
-
-
 def _duration(r: Row) -> float:
     return float(r["end_s"]) - float(r["start_s"])
 

@@ -10,7 +10,8 @@ each registered rule (pipelines/scorers.py ``Rule``) carries both forms, its ``m
 ``row`` there, and tests/test_dedup_scale.py compares the two on random rows (nulls, NaN and
 values on the thresholds included). Per-row Python remains where the rule is not a comparison
 and few rows take part: the text crop (rows with text boxes) and the caption checks (rows with
-failed checks). The user's ``filters.extra`` predicates come last, evaluated by DuckDB.
+failed checks). The user's ``filters.extra`` predicates come last, evaluated by DuckDB. The
+columns are loaded and read by pipelines/catalog_columns.py.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import filters_extra
+from pipelines import catalog_columns, filters_extra
+from pipelines.catalog_columns import KEEP_KEYS, load_columns
 from pipelines.config import CaptionConfig, FilterConfig
 from pipelines.decide import CROP_COLUMNS, REASONS, crop_columns, decision_rules, rule_settings
 
 # the decision order as decide.py first saw it (the built-in rules); rule_order() is live. Both
 # forms of a rule are registered together (pipelines/scorers.py Rule), so they cannot disagree.
 RULE_ORDER: tuple[str, ...] = REASONS
-BEFORE_DUPLICATE = RULE_ORDER.index("duplicate")
 
 
 def rule_order() -> tuple[str, ...]:
@@ -60,33 +61,6 @@ def numeric_columns() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*NUMERIC, *(c for r in decision_rules() for c in r.reads)]))
 
 
-def _num(cols: dict[str, Any], name: str) -> np.ndarray:
-    """float64 with NaN for null (an Arrow column, numpy array or list)."""
-    v = cols[name]
-    if hasattr(v, "to_numpy"):
-        v = v.to_numpy(zero_copy_only=False)
-    return np.asarray([np.nan if x is None else x for x in v] if isinstance(v, list) else v, np.float64)
-
-
-def _present(cols: dict[str, Any], name: str) -> np.ndarray:
-    v = cols[name]
-    if isinstance(v, Sparse):
-        return ~v.nulls
-    if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-        return ~np.isnan(v)
-    if hasattr(v, "is_null"):
-        return ~np.asarray(v.is_null().to_numpy(zero_copy_only=False), bool)
-    return np.asarray([x is not None for x in v], bool)
-
-
-def _above(v: np.ndarray, limit: float) -> np.ndarray:
-    return v > limit  # NaN (unmeasured) compares False: never rejects
-
-
-def _below(v: np.ndarray, limit: float) -> np.ndarray:
-    return v < limit
-
-
 class _Lazy(dict):  # type: ignore[type-arg]
     """The columns as a rule's mask reads them (pipelines/scorers.py ``Rule``): ``x[name]`` float64
     with NaN for null, converted on first use (a rule that never runs costs nothing);
@@ -98,13 +72,13 @@ class _Lazy(dict):  # type: ignore[type-arg]
         self.n = len(cols["clip_id"])
 
     def present(self, name: str) -> np.ndarray:
-        return _present(self.cols, name)
+        return catalog_columns.present(self.cols, name)
 
     def sparse(self, name: str) -> tuple[np.ndarray, list[Any]]:
-        return _sparse(self.cols, name)
+        return catalog_columns.sparse_rows(self.cols, name)
 
     def __missing__(self, key: str) -> np.ndarray:
-        self[key] = _num(self.cols, key)
+        self[key] = catalog_columns.num(self.cols, key)
         return self[key]
 
 
@@ -114,8 +88,8 @@ def crop_arrays(cols: dict[str, Any], f: FilterConfig) -> dict[str, np.ndarray]:
     n = len(cols["clip_id"])
     out = {c: np.full(n, np.nan) for c in CROP_COLUMNS[:4]}  # NaN: no crop
     out["crop_reason"] = np.full(n, None, object)
-    for i in _sparse(cols, "text_boxes")[0].tolist():
-        row = {k: _item(cols[k], i) for k in ("width", "height", *CROP_INPUTS) if k in cols}
+    for i in catalog_columns.sparse_rows(cols, "text_boxes")[0].tolist():
+        row = {k: catalog_columns.item(cols[k], i) for k in ("width", "height", *CROP_INPUTS) if k in cols}
         for c, v in crop_columns(row, f).items():
             out[c][i] = np.nan if v is None and c != "crop_reason" else v
     return out
@@ -127,17 +101,6 @@ def _crop_arrow(name: str, v: np.ndarray) -> Any:
     if name == "crop_reason":
         return pa.array(v, pa.string())
     return pa.array(np.nan_to_num(v).astype(np.int32), pa.int32(), mask=np.isnan(v))
-
-
-def _item(v: Any, i: int) -> Any:
-    if isinstance(v, Sparse):
-        j = np.searchsorted(v.idx, i)
-        return v.values[j] if j < len(v.idx) and v.idx[j] == i else None
-    x = v[i]
-    x = x.as_py() if hasattr(x, "as_py") else x
-    if isinstance(x, float | np.floating) and np.isnan(x):
-        return None
-    return x.item() if isinstance(x, np.generic) else x
 
 
 def reject_reasons(
@@ -168,20 +131,6 @@ def reject_reasons(
     return reason
 
 
-def _sparse(cols: dict[str, Any], name: str) -> tuple[np.ndarray, list[Any]]:
-    """Indices and values of the rows where ``name`` is neither null nor empty (few, for Python)."""
-    v = cols[name]
-    if isinstance(v, Sparse):
-        return v.idx, v.values
-    if hasattr(v, "is_null"):
-        import pyarrow.compute as pc
-
-        idx = np.flatnonzero(np.asarray(pc.fill_null(pc.not_equal(v, ""), False), bool))
-        return idx, v.take(idx).to_pylist()
-    idx = np.asarray([i for i, x in enumerate(v) if x not in (None, "")], np.int64)
-    return idx, [v[i] for i in idx]
-
-
 def reason_names(
     reason: np.ndarray, score_error: np.ndarray, not_scored: np.ndarray | None = None,
     order: tuple[str, ...] | None = None,
@@ -201,98 +150,6 @@ def reason_names(
         out[(reason < 0) & not_scored] = "not_scored"
     out[score_error] = "score_error"
     return out
-
-
-class Sparse:
-    """A mostly-null string column: the rows holding a non-empty value, and those values."""
-
-    def __init__(self, n: int, idx: np.ndarray, values: list[Any], nulls: np.ndarray) -> None:
-        self.n, self.idx, self.values, self.nulls = n, idx, values, nulls
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def load_columns(
-    con: Any, sql: str, params: list[Any], kinds: dict[str, str], batch: int = 1 << 18
-) -> dict[str, Any]:
-    """Run ``sql`` and keep each column in its compact form, one Arrow batch at a time.
-
-    kinds: 'num' float64 (NaN for null); 'sparse' :class:`Sparse` (strings that are mostly null);
-    'key' an integer sort key of the strings (pipelines/dedup.py ``_sort_key``); 'content' parsed
-    content hashes; 'phash' parsed keyframe hashes; 'arrow' the Arrow array as it is.
-    Strings never become Python objects except the sparse ones.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from pipelines.dedup import N_KEYFRAMES, content_words
-    from pipelines.dedup_bands import fixed_bytes, parse_phashes
-
-    parts: dict[str, list[Any]] = {k: [] for k in kinds}
-    offset = 0
-    for rb in con.sql(sql, params=params).to_arrow_reader(batch):
-        for name, kind in kinds.items():
-            col = rb.column(name)
-            if kind == "num":
-                parts[name].append(np.asarray(col.to_numpy(zero_copy_only=False), np.float64))
-            elif kind == "sparse":
-                idx = np.flatnonzero(np.asarray(pc.fill_null(pc.not_equal(col, ""), False), bool))
-                nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
-                parts[name].append((idx + offset, col.take(pa.array(idx)).to_pylist(), nulls))
-            elif kind == "key":
-                parts[name].append(fixed_bytes(col).copy())
-            elif kind == "content":
-                parts[name].append(content_words(fixed_bytes(col)))
-            elif kind == "phash":
-                parts[name].append(parse_phashes(fixed_bytes(col), N_KEYFRAMES))
-            else:
-                parts[name].append(col)
-        offset += rb.num_rows
-    out: dict[str, Any] = {}
-    for name, kind in kinds.items():
-        got = parts[name]
-        if kind == "num":
-            out[name] = np.concatenate(got) if got else np.zeros(0)
-        elif kind == "sparse":
-            out[name] = Sparse(
-                offset,
-                np.concatenate([g[0] for g in got]) if got else np.zeros(0, np.int64),
-                [v for g in got for v in g[1]],
-                np.concatenate([g[2] for g in got]) if got else np.zeros(0, bool),
-            )
-        elif kind == "key":
-            from pipelines.dedup import _sort_key
-
-            out[name] = _sort_key(np.concatenate(got) if got else np.zeros(0, "S1"))
-        elif kind in ("content", "phash"):
-            out[name] = (
-                (np.concatenate([g[0] for g in got]), np.concatenate([g[1] for g in got]))
-                if got
-                else (
-                    np.zeros((0, 4 if kind == "content" else N_KEYFRAMES), np.uint64),
-                    np.zeros(0 if kind == "content" else (0, N_KEYFRAMES), bool),
-                )
-            )
-        else:
-            out[name] = (
-                pa.concat_arrays([c for g in got for c in (g.chunks if hasattr(g, "chunks") else [g])])
-                if got
-                else pa.array([], pa.string())
-            )
-    return out
-
-
-KEEP_KEYS = (
-    "clip_id",
-    "video_id",
-    "start_frame",
-    "end_frame",
-    "width",
-    "height",
-    "artifacts",
-    "bits_per_pixel",
-)
 
 
 def decide_catalog(
@@ -369,7 +226,8 @@ def decide_catalog(
     cols["dup_of"] = dup_of
     first = reject_reasons(cols, f, c, scores=scores)
     reason_idx, order = filters_extra.apply_rules(cat.con, split_hash, cols["clip_id"], first, order, f)
-    names = reason_names(reason_idx, _present(cols, "score_error"), _present(cols, "not_scored"), order)
+    errors, not_scored = (catalog_columns.present(cols, k) for k in ("score_error", "not_scored"))
+    names = reason_names(reason_idx, errors, not_scored, order)
     reason = pa.array(names, pa.string())
     status = pc.if_else(pc.is_null(reason), "kept", "rejected")
     new = pa.table(

@@ -249,12 +249,6 @@ def _bucket_pairs(
     return out
 
 
-def all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair a < b of ``n`` rows (for small inputs and for measuring recall)."""
-    a, b = np.triu_indices(n, 1)
-    return a.astype(np.int64), b.astype(np.int64)
-
-
 def phash_pairs(
     h: np.ndarray,
     valid: np.ndarray,

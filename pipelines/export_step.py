@@ -104,7 +104,7 @@ def export(
     points at: its shards, paths inside the version directory and ``dataset`` = the version's hash
     (replacing the rows of an earlier export to the same directory).
     """
-    from pipelines.shard_writer import bucket_for, sample_for_clip
+    from pipelines.shard_samples import bucket_for, sample_for_clip
 
     ids = sorted(set(clip_ids))
     clips = cat.clips("clip_id IN (SELECT unnest(?))", [ids]) if ids else []

@@ -277,7 +277,7 @@ def export_multishot(root: Path, cfg: CurateConfig, cat: Catalog, clip_ids: list
     manifest's ``multi_shot`` records the limits, the run breaks and any span that failed to cut.
     """
     from pipelines.export_step import publish_version
-    from pipelines.shard_writer import bucket_for, first_frame_jpeg
+    from pipelines.shard_samples import bucket_for, first_frame_jpeg
 
     plan = plan_samples(cat, clip_ids, cfg.shards)
     for stale in sorted((root / SAMPLE_DIR).glob("*/.*.part")):  # a killed run's half-written cuts

@@ -12,7 +12,8 @@ import webdataset as wds
 from PIL import Image
 
 from curation.schema import Caption, Clip, ShardSample
-from pipelines.shard_writer import MANIFEST, bucket_for, sample_for_clip, write_shards
+from pipelines.shard_samples import bucket_for, sample_for_clip
+from pipelines.shard_writer import MANIFEST, write_shards
 
 VIDEO_ID = "00112233445566aa"
 
