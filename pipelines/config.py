@@ -1,7 +1,9 @@
-"""The curation config: nested dataclasses, named presets, YAML next to every output.
+"""The curation config: the composition of the stages' sections, the filters and the step sections,
+named presets, YAML next to every output.
 
-One config system (STYLE.md #6). ``load_config`` starts from a preset, applies an
-optional YAML file and then ``section.key=value`` overrides from the CLI.
+A stage's section is defined in the stage's file (pipelines/stages/; the stage subclasses it).
+One mechanism for curation and training (``apply``): ``load_config`` starts from a preset,
+applies an optional YAML file and then ``section.key=value`` overrides from the CLI.
 """
 
 from __future__ import annotations

@@ -355,7 +355,7 @@ def _decode_into(
         if not container.streams.video:
             raise DecodeError("no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threads: about +50% (ENVIRONMENT.md)
+        stream.thread_type = "AUTO"  # frame + slice threads: about +50%
         stream.codec_context.thread_count = threads
         # Times count from the file's start, as ``ffmpeg -ss`` does.
         start_s = container.start_time / 1_000_000 if container.start_time is not None else 0.0

@@ -109,7 +109,7 @@ def probe_local(
     path: str, max_duration_s: float = MAX_DURATION_S, max_pixels: int = MAX_PIXELS
 ) -> Video:
     """Hash and probe one local file. Never raises: problems become an error ``Video``."""
-    import av  # heavy dependency stays behind the stage boundary (STYLE.md #7)
+    import av  # heavy dependency stays behind the stage boundary
 
     try:
         size = os.path.getsize(path)
