@@ -48,6 +48,7 @@ from training.post.distill_eval import (
     teacher_pairs,
     wake,
 )
+from training.post.inputs import RunInputs
 
 SHAPE = (4, 1, 8, 8)  # [C, T, H, W] latents: one frame, a 4x4 patch grid
 GUIDANCE = 3.0
@@ -170,7 +171,8 @@ def test_trainers_write_loadable_students(teacher_run: tuple[Path, Path], tmp_pa
     with torch.no_grad():
         assert torch.equal(init(x, t, texts=["a cat"], guidance=w), plain(x, t, texts=["a cat"]))
     cfg_run = tmp_path / "cfg"
-    summary = CFGDistillTrainer(cfg, shards, cfg_run, teacher, device="cpu").train(progress=False)
+    summary = CFGDistillTrainer(cfg, RunInputs(teacher, data=shards), cfg_run,
+                                device="cpu").train(progress=False)
     assert summary["steps"] == 2 and all("eval_distill_loss" in r for r in summary["eval"])
     ckpt = load_checkpoint(latest_checkpoint(cfg_run))
     assert ckpt["distill"]["mode"] == "cfg" and any(k.startswith("dit.g_embed.") for k in ckpt["ema"])
@@ -178,8 +180,9 @@ def test_trainers_write_loadable_students(teacher_run: tuple[Path, Path], tmp_pa
     assert student.dit.cfg.guidance_embed
 
     tscd_run = tmp_path / "tscd"
-    tscd_cfg = distill_config(teacher, overrides)
-    TSCDTrainer(tscd_cfg, shards, tscd_run, cfg_run, init=cfg_run, segments=(2, 1), teacher_steps=4,
+    tscd_cfg = distill_config(teacher, {**overrides, "post": {"tscd": {"segments": [2, 1],
+                                                                       "teacher_steps": 4}}})
+    TSCDTrainer(tscd_cfg, RunInputs(cfg_run, data=shards, init=cfg_run), tscd_run,
                 device="cpu").train(progress=False)
     for s in (2, 1):  # one EMA student per segment phase, each a loadable "dit" run
         p = load_pipeline(tscd_run / f"segments_{s}")

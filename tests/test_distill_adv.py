@@ -32,6 +32,7 @@ from training.loop.checkpoint import (
 from training.post.distill import distill_config
 from training.post.distill_adv import AdversarialDistillTrainer, DiTDiscriminator, hinge_d_loss
 from training.post.distill_eval import wake
+from training.post.inputs import RunInputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -53,9 +54,10 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _trainer(teacher: Path, shards: Path, out: Path, steps: int) -> AdversarialDistillTrainer:
     overrides = {"steps": steps, "num_workers": 0, "eval_samples": 1, "warmup_steps": 1, "ckpt_every": 4,
                  "lr": 1e-4}
-    cfg = distill_config(teacher, overrides, guidance_embed=False)
-    return AdversarialDistillTrainer(cfg, shards, out, teacher, init=teacher, segments=(1,), teacher_steps=4,
-                                     disc_blocks=1, disc_lr=5e-3, reg_weight=1.0, device="cpu")
+    post = {"adv": {"segments": [1], "disc_blocks": 1, "disc_lr": 5e-3, "reg_weight": 1.0},
+            "tscd": {"teacher_steps": 4}}
+    cfg = distill_config(teacher, {**overrides, "post": post}, guidance_embed=False)
+    return AdversarialDistillTrainer(cfg, RunInputs(teacher, data=shards, init=teacher), out, device="cpu")
 
 
 def _held_hinge(disc: DiTDiscriminator, pairs: list[dict]) -> tuple[float, float]:

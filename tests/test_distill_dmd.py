@@ -19,6 +19,7 @@ from tests.test_distill_adv import teacher_run  # noqa: F401  (shared fixture)
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, sub_state
 from training.post.distill import distill_config
 from training.post.distill_dmd import ScoreDistillTrainer, dmd_loss
+from training.post.inputs import RunInputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -61,9 +62,9 @@ def test_dmd_moves_a_gaussian_generator_onto_the_data() -> None:
 def _trainer(teacher: Path, shards: Path, out: Path, steps: int) -> ScoreDistillTrainer:
     overrides = {"steps": steps, "num_workers": 0, "eval_samples": 1, "warmup_steps": 1, "ckpt_every": 3,
                  "lr": 1e-4}
-    cfg = distill_config(teacher, overrides, guidance_embed=False)
-    return ScoreDistillTrainer(cfg, shards, out, teacher, init=teacher, segments=(1,), teacher_steps=4,
-                               critic_lr=1e-2, fake_updates=4, device="cpu")
+    post = {"dmd": {"segments": [1], "critic_lr": 1e-2, "fake_updates": 4}, "tscd": {"teacher_steps": 4}}
+    cfg = distill_config(teacher, {**overrides, "post": post}, guidance_embed=False)
+    return ScoreDistillTrainer(cfg, RunInputs(teacher, data=shards, init=teacher), out, device="cpu")
 
 
 def _critic_loss(trainer: ScoreDistillTrainer, samples: list[dict], draws: int = 8) -> float:

@@ -21,6 +21,7 @@ from training.data import ShardDataset, decode_video
 from training.inference.generate import generate, generate_to_file, write_mp4
 from training.inference.generate_batch import generate_batch, read_prompts, slugify
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
+from training.post.inputs import RunInputs
 from training.post.refine import (
     RefinerDiT,
     RefinerTrainer,
@@ -69,8 +70,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frozen = {"vae": vae.state_dict(), "latent_stats": _stats(vae, shards)}
     save_checkpoint(root / "base", 3, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
                                        "frozen": frozen})
-    rcfg = apply_overrides(refine_preset(cfg, size=HI, n_frames=FRAMES), [f"steps={STEPS}", *SETTINGS])
-    trainer = RefinerTrainer(rcfg, shards, root / "refiner", root / "base", device="cpu", lowres_noise=0.0)
+    rcfg = apply_overrides(refine_preset(cfg, size=HI, n_frames=FRAMES, lowres_noise=0.0),
+                           [f"steps={STEPS}", *SETTINGS])
+    trainer = RefinerTrainer(rcfg, RunInputs(root / "base", data=shards), root / "refiner", device="cpu")
     summary = trainer.train(progress=False)
     return {"root": root, "shards": shards, "base": root / "base", "refiner": root / "refiner",
             "summary": summary}

@@ -15,6 +15,7 @@ from tests.test_refine import _stats
 from tests.train_shards import write_test_shards
 from training.config import StageConfig, tiny, to_dict
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.post.inputs import RunInputs
 from training.post.refine import RefinerTrainer, apply_overrides, load_refiner, refine_preset
 from training.post.refine_post import RefinerRLHFTrainer, RefinerSFTTrainer, refiner_rlhf, refiner_sft
 from training.post.rlhf import rlhf_config
@@ -50,7 +51,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_checkpoint(root / "base", 3, {"kind": "dit", "config": to_dict(cfg), "net": net, "ema": net,
                                        "frozen": frozen})
     rcfg = apply_overrides(refine_preset(cfg, size=HI, n_frames=1), ["steps=20", "lr=0.003", *SETTINGS])
-    RefinerTrainer(rcfg, shards, root / "refiner", root / "base", device="cpu").train(progress=False)
+    RefinerTrainer(rcfg, RunInputs(root / "base", data=shards), root / "refiner",
+                   device="cpu").train(progress=False)
     return {"root": root, "shards": shards, "base": root / "base", "refiner": root / "refiner"}
 
 
@@ -58,7 +60,8 @@ def test_refiner_sft_starts_from_ema_and_lowers_loss(runs: dict[str, Path], tmp_
     src = load_checkpoint(latest_checkpoint(runs["refiner"]))
     cfg = sft_config(load_refiner(runs["refiner"]).config, steps=12, overrides=["lr=0.002", *SETTINGS])
     assert cfg.stages[0].name == "sft" and cfg.stages[0].size == HI
-    trainer = RefinerSFTTrainer(cfg, runs["shards"], tmp_path / "sft", runs["refiner"], device="cpu")
+    trainer = RefinerSFTTrainer(cfg, RunInputs(runs["refiner"], data=runs["shards"]), tmp_path / "sft",
+                                device="cpu")
     for name, state in (("net", trainer.net.state_dict()), ("ema", trainer.ema.state_dict())):
         assert state.keys() == src["ema"].keys(), name
         assert all(torch.equal(state[k], src["ema"][k]) for k in state), name
@@ -91,11 +94,11 @@ def test_refiner_sft_function_and_cli(runs: dict[str, Path], tmp_path: Path) -> 
 
 def test_refiner_rlhf_raises_reward_on_heldout_prompts(runs: dict[str, Path], tmp_path: Path) -> None:
     cfg = rlhf_config(latest_checkpoint(runs["refiner"]), steps=STEPS_RL, global_batch=2, lr=LR_RL,
-                      overrides={"seed": 0, "log_every": 1000})
-    trainer = RefinerRLHFTrainer(cfg, runs["refiner"], tmp_path / "rlhf", prompts=PROMPTS,
-                                 rewards={"aesthetic_proxy": 1.0},
-                                 beta=0.01, sample_steps=3, grad_steps=2, base_steps=3, eval_prompts=HELDOUT,
-                                 device="cpu")
+                      overrides={"seed": 0, "log_every": 1000, "post": {
+                          "rlhf": {"rewards": {"aesthetic_proxy": 1.0}, "beta": 0.01, "sample_steps": 3,
+                                   "grad_steps": 2}, "refine_rlhf": {"base_steps": 3}}})
+    trainer = RefinerRLHFTrainer(cfg, RunInputs(runs["refiner"], prompts=PROMPTS, eval_prompts=HELDOUT),
+                                 tmp_path / "rlhf", device="cpu")
     src = load_checkpoint(latest_checkpoint(runs["refiner"]))
     assert all(torch.equal(v, src["ema"][k]) for k, v in trainer.reference.state_dict().items())
     before = trainer.score(HELDOUT)["composite"]

@@ -15,7 +15,7 @@ from models.rewards.builtin import build_reward
 from models.rewards.learned import MotionHead, MotionHeadConfig, save_head
 from models.text_encoder import ByteEncoder
 from models.vae.causal_vae import VAE
-from training.config import StageConfig, tiny
+from training.config import StageConfig, tiny, update_config
 from training.loop.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -28,8 +28,8 @@ from training.post.flow_dpo import (
     flow_dpo_loss,
     format_table,
     latent_pairs,
-    rlhf_rounds,
 )
+from training.post.inputs import RunInputs
 from training.post.rlhf import (
     ListLoader,
     RLHFTrainer,
@@ -38,6 +38,7 @@ from training.post.rlhf import (
     refl_rollout,
     rlhf_config,
 )
+from training.post.rlhf_rounds import rlhf_rounds
 
 PROMPTS = [f"a scene number {i}" for i in range(8)]
 HELDOUT = [f"held out prompt {i}" for i in range(4)]
@@ -154,13 +155,15 @@ def test_refl_rounds_raise_reward_heldout_monitor_and_reward_retraining(base: Pa
 
 
 def test_flow_dpo_loss_decreases_and_margin_grows(base: Path, tmp_path: Path) -> None:
-    cfg = rlhf_config(base, steps=8, global_batch=4, lr=3e-3)
-    refl = RLHFTrainer(cfg, base, tmp_path / "unused", prompts=PROMPTS, rewards=WEIGHTS, **REFL)
+    cfg = rlhf_config(base, steps=8, global_batch=4, lr=3e-3,
+                      overrides={"post": {"rlhf": {**REFL, "rewards": WEIGHTS}}})
+    refl = RLHFTrainer(cfg, RunInputs(base, prompts=PROMPTS), tmp_path / "unused")
     items, videos = latent_pairs(refl.reference, refl.vae, refl.stats, cfg, PROMPTS, refl.rewards,
                                  refl.shape(), 4, "cpu", samples_per_prompt=2)
     assert len(items) == len(PROMPTS) and all(it["r_w"] > it["r_l"] for it in items)
     assert videos[0].shape == (2, 3, 9, 32, 64)
-    dpo = FlowDPOTrainer(cfg, base, tmp_path / "dpo", items, beta=2000.0, eval_pairs=4)
+    update_config(cfg, {"post": {"flow_dpo": {"beta": 2000.0, "eval_pairs": 4}}})
+    dpo = FlowDPOTrainer(cfg, RunInputs(base, pairs=items), tmp_path / "dpo")
     # policy == reference at the start: loss log 2, margin 0
     z = items[0]["z_w"][None]
     fn = velocity_fn(dpo.net)
@@ -223,17 +226,21 @@ def test_cli_rlhf_commands(base: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_refl_trainer_guidance_random_stop_and_eval(base: Path, tmp_path: Path) -> None:
-    cfg = rlhf_config(base, steps=3, global_batch=4, lr=1e-3)
-    trainer = RLHFTrainer(cfg, base, tmp_path / "r", prompts=PROMPTS,
-                          rewards={"motion": 1.0, "brightness": 0.5},
-                          reward_models={"brightness": Brightness()}, sample_steps=4, grad_steps=2,
-                          stop_range=(1, 3), cfg_scale=2.0, eval_prompts=HELDOUT[:2],
-                          eval_rewards={"stability": build_reward("stability")})
+    cfg = rlhf_config(base, steps=3, global_batch=4, lr=1e-3, overrides={"post": {"rlhf": {
+        "rewards": {"motion": 1.0, "brightness": 0.5}, "sample_steps": 4, "grad_steps": 2,
+        "stop_range": [1, 3], "cfg_scale": 2.0}}})
+    trainer = RLHFTrainer(cfg, RunInputs(base, prompts=PROMPTS, reward_models={"brightness": Brightness()},
+                                         eval_prompts=HELDOUT[:2],
+                                         eval_rewards={"stability": build_reward("stability")}),
+                                         tmp_path / "r")
     summary = trainer.train(progress=False)
     keys = {"eval/brightness", "eval_var/brightness", "eval/stability", "eval/composite"}
     assert keys <= summary["eval"][-1].keys()
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert all(1 <= row["stop"] <= 3 and math.isfinite(row["reward/brightness"]) for row in log)
     with pytest.raises(ValueError, match="differentiable"):
-        RLHFTrainer(cfg, base, tmp_path / "x", prompts=PROMPTS, rewards={"vlm": 1.0},
-                    reward_models={"vlm": type("V", (), {"name": "vlm", "differentiable": False})()})
+        update_config(cfg, {"post": {"rlhf": {"rewards": {"vlm": 1.0}}}})
+        RLHFTrainer(cfg, RunInputs(base, prompts=PROMPTS,
+                                   reward_models={"vlm": type("V", (), {"name": "vlm",
+                                                                        "differentiable": False})()}),
+                    tmp_path / "x")

@@ -22,6 +22,7 @@ from tests.train_shards import make_mp4, write_test_shards
 from training.config import from_dict, load_train_config
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, load_pipeline, save_checkpoint
 from training.loop.run import train
+from training.post.inputs import RunInputs
 from training.post.merge import average_states, merge_checkpoints, normalize_weights
 from training.post.sft import SFTTrainer, evaluate_checkpoint, sft, sft_config
 
@@ -85,7 +86,8 @@ def test_sft_starts_from_the_base_weights(runs: dict[str, Any], tmp_path: Path) 
     base = load_checkpoint(runs["base"])
     cfg = sft_config(from_dict(base["config"]), steps=2)
     for init in ("ema", "net"):
-        trainer = SFTTrainer(cfg, runs["b"], tmp_path / init, runs["base"], init=init)
+        cfg.post.sft.init = init
+        trainer = SFTTrainer(cfg, RunInputs(runs["base"], data=runs["b"]), tmp_path / init)
         net, ema = trainer.net.state_dict(), trainer.ema.state_dict()
         assert net.keys() == base[init].keys() and ema.keys() == base["ema"].keys()
         assert all(torch.equal(net[k], v) for k, v in base[init].items())

@@ -23,6 +23,7 @@ from training.loop.checkpoint import (
     save_checkpoint,
     save_dit_run,
 )
+from training.post.inputs import RunInputs
 from training.post.thin_decoder import (
     ThinDecoderTrainer,
     as_thin_decoder,
@@ -61,7 +62,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                       "latent_stats": stats})
     _save_dit(root / "dit", cfg, vae)
     cfg_thin = thin_decoder_config(root / "vae", STEPS, SETTINGS)
-    trainer = ThinDecoderTrainer(cfg_thin, shards, root / "thin", root / "vae", device="cpu")
+    trainer = ThinDecoderTrainer(cfg_thin, RunInputs(root / "vae", data=shards), root / "thin", device="cpu")
     summary = trainer.train(progress=False)
     return {"root": root, "vae": root / "vae", "dit": root / "dit", "thin": root / "thin", "summary": summary}
 
@@ -144,10 +145,12 @@ def test_slice_init_copies_leading_channels() -> None:
 def test_distils_on_the_generators_latents(runs: dict[str, Path]) -> None:
     """With ``generator=`` a "dit" run sharing the VAE samples latents for the batch captions each step;
     the thin decoder's error to the full decoder on such latents falls, and the checkpoint records it."""
-    cfg = thin_decoder_config(runs["vae"], 12, SETTINGS)
+    cfg = thin_decoder_config(runs["vae"], 12, [*SETTINGS, "post.thin_decoder.generator_steps=2",
+                                                "post.thin_decoder.guidance=2.0"])
     out = runs["root"] / "thin_gen"
-    trainer = ThinDecoderTrainer(cfg, runs["root"] / "shards", out, runs["vae"], generator=runs["dit"],
-                                 generator_steps=2, guidance=2.0, device="cpu")
+    trainer = ThinDecoderTrainer(cfg, RunInputs(runs["vae"], data=runs["root"] / "shards",
+                                                generator=runs["dit"]),
+                                 out, device="cpu")
     summary = trainer.train(progress=False)
     start, end = summary["eval"][0], summary["eval"][-1]
     assert end["eval_l1_generated"] < start["eval_l1_generated"], (start, end)
@@ -161,5 +164,6 @@ def test_distils_on_the_generators_latents(runs: dict[str, Path]) -> None:
     other.dit = dataclasses.replace(other.dit, in_channels=8)
     _save_dit(runs["root"] / "dit8", other, VAE(other.vae))
     with pytest.raises(ValueError, match="uses VAE"):
-        ThinDecoderTrainer(cfg, runs["root"] / "shards", runs["root"] / "thin_bad", runs["vae"],
-                           generator=runs["root"] / "dit8", device="cpu")
+        ThinDecoderTrainer(cfg, RunInputs(runs["vae"], data=runs["root"] / "shards",
+                                          generator=runs["root"] / "dit8"),
+                           runs["root"] / "thin_bad", device="cpu")

@@ -7,6 +7,10 @@ progressive stages (Seedance 1.0 §3: image -> short low-res video -> higher res
 (``pipelines.config.apply``). Stage lists are replaced whole (a YAML list of mappings).
 
 Stage lengths are fractions of ``steps``, so ``--steps N`` rescales the whole schedule.
+
+``post`` holds one section per post-training method (``training/post/config.py``): a post-training
+run's config is its base checkpoint's with the method's schedule and ``post`` settings, and every
+checkpoint stores the whole tree.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from models.dit.model import DiTConfig
 from models.text_encoder import ByteEncoderConfig, TextEncoderConfig
 from models.vae.causal_vae import VAEConfig
 from pipelines.config import apply, plain
+from training.post.config import PostConfig
 
 
 @dataclass
@@ -87,6 +92,8 @@ class TrainConfig:
     vae_kl_weight: float = 1e-4  # weight of the KL term in the VAE loss
     vae_stage: StageConfig = field(
         default_factory=lambda: StageConfig(name="vae", n_frames=9, size=(64, 128), global_batch=4))
+    # the post-training methods' settings (training/post/config.py), ``vidloom post METHOD``
+    post: PostConfig = field(default_factory=PostConfig)
 
     def stage_bounds(self) -> list[tuple[int, int]]:
         """[start, end) step range of every stage; the last ends at ``steps``."""
@@ -169,9 +176,23 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+# mappings that a layer replaces whole instead of adding keys to (the ReFL reward set)
+REPLACE_WHOLE = (("post", "rlhf", "rewards"),)
+
+
 def update_config(cfg: TrainConfig, values: dict[str, Any]) -> None:
-    """Apply a nested dict; ``stages`` (a list of mappings) and ``vae_stage`` replace whole."""
+    """Apply a nested dict; ``stages`` (a list of mappings), ``vae_stage`` and the mappings of
+    ``REPLACE_WHOLE`` replace whole."""
     values = dict(values)
+    for path in REPLACE_WHOLE:
+        node: Any = values
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            owner: Any = cfg
+            for part in path[:-1]:
+                owner = getattr(owner, part)
+            setattr(owner, path[-1], {})
     if "stages" in values:
         cfg.stages = [_stage(s) for s in values.pop("stages")]
     if "vae_stage" in values:
@@ -213,3 +234,35 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfi
         node[parts[-1]] = yaml.safe_load(raw) if parts[-1] in ("stages", "vae_stage") else raw
         update_config(cfg, nested)
     return cfg
+
+
+# config layers: ``key=value`` strings and nested mappings, applied in order (a mapping alone is one layer)
+Layers = list[str | dict[str, Any]] | list[str] | dict[str, Any] | None
+
+
+def apply_layers(cfg: TrainConfig, layers: Layers) -> TrainConfig:
+    """Apply each layer in order: a ``key=value`` string (``apply_overrides``) or a nested mapping
+    (``update_config``). Returns ``cfg``."""
+    for layer in [layers] if isinstance(layers, dict) else layers or []:
+        if isinstance(layer, dict):
+            update_config(cfg, layer)
+        else:
+            apply_overrides(cfg, [layer])
+    return cfg
+
+
+def sets_key(layers: Layers, key: str) -> bool:
+    """Whether any of ``layers`` sets the dotted ``key``."""
+    for layer in [layers] if isinstance(layers, dict) else layers or []:
+        if isinstance(layer, dict):
+            node: Any = layer
+            for part in key.split("."):
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is not _MISSING:
+                return True
+        elif layer.partition("=")[0].strip() == key:
+            return True
+    return False
+
+
+_MISSING = object()

@@ -20,6 +20,7 @@ weights while the teacher stays frozen:
 Segments live on the sampler's grid: boundaries are ``sampling_schedule(S, shift)``, so S = 4 is
 a subset of S = 8 and ``sample_distilled`` (NFE = S) steps exactly across them.
 
+Settings: ``post.cfg`` (the guidance range) and ``post.tscd`` (training/post/config.py).
 Checkpoints are ordinary "dit" checkpoints (``load_pipeline`` reads them; the config has
 ``guidance_embed`` when the student has the embedding) plus a ``distill`` entry. ``TSCDTrainer``
 also writes the EMA student at the end of every segment phase to ``<out>/segments_<S>/`` (a "dit"
@@ -39,15 +40,17 @@ import torch
 from torch import Tensor, nn
 
 from models.dit.model import DiT, sample, velocity_fn
-from training.config import TrainConfig, apply_overrides, from_dict, to_dict, update_config
+from training.config import Layers, TrainConfig, apply_layers, from_dict, to_dict
 from training.loop.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, sub_state
 from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTNet, DiTTrainer
 from training.loop.flow_matching import ModelFn, logit_normal_t, sampling_schedule, shift_t
 from training.loop.trainer import Batch
+from training.post.config import CFGDistillConfig, PostConfig, TSCDConfig, section_dict
+from training.post.inputs import RunInputs
 
-GUIDANCE_RANGE = (1.0, 6.0)
-SEGMENT_STAGES = (8, 4, 2, 1)
+SEGMENT_STAGES = TSCDConfig().segments  # the default phases (8, 4, 2, 1): post.tscd.segments
+GUIDANCE_RANGE = CFGDistillConfig().guidance_range  # the default w range (1, 6): post.cfg.guidance_range
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x [B, ...], t [B]) -> guided velocity
 
 
@@ -181,17 +184,14 @@ def sample_distilled(model: DiT, noise: Tensor, kwargs: dict[str, Any], segments
 # --------------------------------------------------------------------------- trainers
 
 
-def distill_config(teacher: str | Path, overrides: list[str] | dict[str, Any] | None = None,
-                   guidance_embed: bool = True) -> TrainConfig:
-    """The teacher checkpoint's config with ``dit.guidance_embed`` set and ``overrides``
-    (``key=value`` strings or a nested dict) applied: the config of a distillation run."""
+def distill_config(teacher: str | Path, overrides: Layers = None, guidance_embed: bool = True) -> TrainConfig:
+    """The teacher checkpoint's config with ``dit.guidance_embed`` set, fresh ``post`` settings and
+    ``overrides`` (``key=value`` strings or a nested dict) applied: the config of a distillation run
+    (``post.cfg``, ``post.tscd``, ``post.dmd``, ``post.adv``)."""
     cfg = from_dict(load_checkpoint(resolve_checkpoint(teacher))["config"])
     cfg.dit.guidance_embed = guidance_embed
-    if isinstance(overrides, dict):
-        update_config(cfg, overrides)
-    else:
-        apply_overrides(cfg, overrides)
-    return cfg
+    cfg.post = PostConfig()
+    return apply_layers(cfg, overrides)
 
 
 def load_dit_net(path: str | Path, cfg: TrainConfig | None = None, use_ema: bool = True) -> DiTNet:
@@ -212,12 +212,11 @@ class _DistillTrainer(DiTTrainer):
     kind = "dit"  # checkpoints stay loadable by ``load_pipeline`` / ``vidloom generate``
     mode = "base"
 
-    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, teacher: str | Path,
-                 init: str | Path | None = None, device: str | torch.device | None = None,
-                 dist: DistInfo | None = None) -> None:
-        self.teacher_path = resolve_checkpoint(teacher)
-        self.init_path = resolve_checkpoint(init) if init is not None else self.teacher_path
-        super().__init__(cfg, data, out, self.teacher_path, device, dist)
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        self.teacher_path = resolve_checkpoint(inputs.base)
+        self.init_path = resolve_checkpoint(inputs.init) if inputs.init else self.teacher_path
+        super().__init__(cfg, inputs.data or "", out, self.teacher_path, device, dist)
         self.teacher = load_dit_net(self.teacher_path).to(self.device).eval().requires_grad_(False)
         t_dit = self.teacher.dit.cfg
         if dataclasses.replace(cfg.dit, guidance_embed=t_dit.guidance_embed) != t_dit:
@@ -237,7 +236,7 @@ class _DistillTrainer(DiTTrainer):
         return {**super().checkpoint_extra(), "distill": self.distill_info()}
 
     def distill_info(self) -> dict[str, Any]:
-        return {"mode": self.mode, "teacher": str(self.teacher_path)}
+        return {"mode": self.mode, "teacher": str(self.teacher_path), "init": str(self.init_path)}
 
     def loss(self, mb: Batch, gens: list[torch.Generator]) -> Tensor:
         raise NotImplementedError
@@ -276,14 +275,15 @@ class CFGDistillTrainer(_DistillTrainer):
 
     mode = "cfg"
 
-    def __init__(self, *args: Any, guidance_range: tuple[float, float] = GUIDANCE_RANGE, **kw: Any) -> None:
-        self.guidance_range = guidance_range
-        super().__init__(*args, **kw)
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        self.guidance_range = tuple(cfg.post.cfg.guidance_range)
+        super().__init__(cfg, inputs, out, dist, device=device)
         if not self.cfg.dit.guidance_embed:
             raise ValueError("CFG distillation needs dit.guidance_embed=True (see distill_config)")
 
     def distill_info(self) -> dict[str, Any]:
-        return {**super().distill_info(), "guidance_range": list(self.guidance_range)}
+        return {**super().distill_info(), **section_dict(self.cfg.post.cfg)}
 
     def loss(self, mb: Batch, gens: list[torch.Generator]) -> Tensor:
         z = self.latents(mb)
@@ -300,26 +300,35 @@ class CFGDistillTrainer(_DistillTrainer):
 class TSCDTrainer(_DistillTrainer):
     """Stage 2: trajectory-segmented consistency distillation, ``segments`` shrinking over the run.
 
-    ``teacher`` gives the targets: one pass with ``guidance`` when it has a guidance embedding (the
-    CFG-distilled student), else CFG with two passes. ``init`` (default ``teacher``) seeds the student;
-    a student with a guidance embedding is always called with ``guidance``.
+    ``inputs.base`` (the teacher) gives the targets: one pass with ``guidance`` when it has a guidance
+    embedding (the CFG-distilled student), else CFG with two passes. ``inputs.init`` (default the
+    teacher) seeds the student; a student with a guidance embedding is always called with
+    ``guidance``. Settings: ``post.tscd``; a subclass takes its ``segments`` from its own section
+    (``settings``: "dmd", "adv").
     """
 
     mode = "tscd"
+    settings = "tscd"  # the post section whose ``segments`` this stage runs
 
-    def __init__(self, *args: Any, guidance: float = 4.0, segments: tuple[int, ...] = SEGMENT_STAGES,
-                 teacher_steps: int = 50, substeps: int = 1, heun: bool = False, **kw: Any) -> None:
-        self.guidance, self.segment_stages = float(guidance), tuple(segments)
-        self.teacher_steps, self.substeps, self.heun = teacher_steps, substeps, heun
-        super().__init__(*args, **kw)
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        t = cfg.post.tscd
+        self.guidance = float(t.guidance)
+        self.segment_stages = tuple(int(n) for n in getattr(cfg.post, self.settings).segments)
+        if not self.segment_stages or min(self.segment_stages) < 1:
+            raise ValueError(f"post.{self.settings}.segments must be counts >= 1, "
+                             f"got {list(self.segment_stages)}")
+        self.teacher_steps, self.substeps, self.heun = int(t.teacher_steps), int(t.substeps), bool(t.heun)
+        super().__init__(cfg, inputs, out, dist, device=device)
 
     @property
     def segments(self) -> int:
         return segments_at(self.step, self.total_steps, self.segment_stages)
 
     def distill_info(self) -> dict[str, Any]:
-        return {**super().distill_info(), "guidance": self.guidance, "segments": self.segments,
-                "segment_stages": list(self.segment_stages), "teacher_steps": self.teacher_steps}
+        tscd = {k: v for k, v in section_dict(self.cfg.post.tscd).items() if k != "segments"}
+        return {**super().distill_info(), **tscd, "segment_stages": list(self.segment_stages),
+                "segments": self.segments}
 
     def step_metrics(self) -> dict[str, float]:
         return {"segments": float(self.segments)}

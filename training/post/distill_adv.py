@@ -24,6 +24,7 @@ are checkpointed under ``disc`` (the backbone is rebuilt from the teacher); chec
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +33,13 @@ from torch import Tensor, nn
 
 from models.dit.model import DiT, velocity_fn
 from models.dit.rope import text_positions, text_start, visual_positions
+from training.config import TrainConfig
+from training.loop.distributed import DistInfo
 from training.loop.trainer import Batch
+from training.post.config import section_dict
 from training.post.distill import TSCDTrainer, _bview
 from training.post.distill_stage import FewStepStage
+from training.post.inputs import RunInputs
 
 ADV_SEED_OFFSET = 7919  # adversarial draws use their own per-sample generators (TSCD draws unchanged)
 Features = list[tuple[Tensor, Tensor]]  # per block pair: (visual [B, T, S, d], text [B, L, d])
@@ -108,24 +113,29 @@ def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:
 class AdversarialDistillTrainer(FewStepStage, TSCDTrainer):
     """TSCD student + DiT-initialised discriminator (see the module doc).
 
-    Args (keywords, beyond ``TSCDTrainer``'s): ``disc_blocks`` teacher block pairs in the
-    discriminator backbone; ``disc_hidden`` head width; ``disc_lr`` / ``disc_betas`` the heads' AdamW;
-    ``reg_weight`` lambda of the TSCD regulariser; ``segments`` default ``(4,)`` (the student's steps).
+    Settings ``post.adv`` (beyond ``post.tscd``'s guidance and teacher grid): ``disc_blocks`` teacher
+    block pairs in the discriminator backbone; ``disc_hidden`` head width; ``disc_lr`` /
+    ``disc_betas`` the heads' AdamW; ``reg_weight`` lambda of the TSCD regulariser; ``segments``
+    (default ``(4,)``: the student's steps).
     """
 
     mode = "adv"
 
-    def __init__(self, *args: Any, disc_blocks: int = 1, disc_hidden: int = 128, disc_lr: float = 1e-4,
-                 disc_betas: tuple[float, float] = (0.0, 0.99), reg_weight: float = 1.0, **kw: Any) -> None:
-        kw.setdefault("segments", (4,))
-        self.disc_blocks, self.disc_hidden, self.reg_weight = disc_blocks, disc_hidden, float(reg_weight)
-        super().__init__(*args, **kw)
-        self.disc = DiTDiscriminator(self.teacher.dit, disc_blocks, disc_hidden)
-        self.d_opt = torch.optim.AdamW(self.disc.heads.parameters(), lr=disc_lr, betas=tuple(disc_betas),
+    settings = "adv"
+
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        a = cfg.post.adv
+        self.disc_blocks, self.disc_hidden, self.reg_weight = int(a.disc_blocks), int(a.disc_hidden), float(
+            a.reg_weight)
+        super().__init__(cfg, inputs, out, dist, device=device)
+        self.disc = DiTDiscriminator(self.teacher.dit, self.disc_blocks, self.disc_hidden)
+        self.d_opt = torch.optim.AdamW(self.disc.heads.parameters(), lr=a.disc_lr, betas=tuple(a.disc_betas),
                                        weight_decay=0.0)
 
     def distill_info(self) -> dict[str, Any]:
-        return {**super().distill_info(), "disc_blocks": self.disc_blocks, "reg_weight": self.reg_weight}
+        adv = {k: v for k, v in section_dict(self.cfg.post.adv).items() if k != "segments"}
+        return {**super().distill_info(), **adv}
 
     def checkpoint_extra(self) -> dict[str, Any]:
         extra = super().checkpoint_extra()

@@ -25,6 +25,7 @@ checkpointed under ``dmd``; checkpoints stay "dit" (``load_pipeline`` / ``vidloo
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,10 +33,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.dit.model import velocity_fn
+from training.config import TrainConfig
+from training.loop.distributed import DistInfo
 from training.loop.flow_matching import logit_normal_t, shift_t
 from training.loop.trainer import Batch
+from training.post.config import section_dict
 from training.post.distill import TSCDTrainer, _bview, guided_velocity
 from training.post.distill_stage import FewStepStage
+from training.post.inputs import RunInputs
 
 DMD_SEED_OFFSET = 104729  # the score-distillation draws use their own per-sample generators
 
@@ -52,26 +57,29 @@ def dmd_loss(x0_hat: Tensor, x0_real: Tensor, x0_fake: Tensor) -> Tensor:
 class ScoreDistillTrainer(FewStepStage, TSCDTrainer):
     """TSCD student + distribution-matching score distillation against an online fake-score critic.
 
-    Args (keywords, beyond ``TSCDTrainer``'s): ``critic_lr`` / ``critic_betas`` the critic's AdamW;
-    ``fake_updates`` critic updates per generator step; ``dmd_weight`` weight of the DMD term;
-    ``reg_weight`` weight of the TSCD regulariser; ``segments`` default ``(4,)`` (the student's steps).
+    Settings ``post.dmd`` (beyond ``post.tscd``'s guidance and teacher grid): ``critic_lr`` /
+    ``critic_betas`` the critic's AdamW; ``fake_updates`` critic updates per generator step;
+    ``dmd_weight`` weight of the DMD term; ``reg_weight`` weight of the TSCD regulariser;
+    ``segments`` (default ``(4,)``: the student's steps).
     """
 
     mode = "dmd"
 
-    def __init__(self, *args: Any, critic_lr: float = 1e-4, critic_betas: tuple[float, float] = (0.9, 0.99),
-                 fake_updates: int = 1, dmd_weight: float = 0.02, reg_weight: float = 1.0, **kw: Any) -> None:
-        kw.setdefault("segments", (4,))
-        self.fake_updates, self.dmd_weight = int(fake_updates), float(dmd_weight)
-        self.reg_weight = float(reg_weight)
-        super().__init__(*args, **kw)
+    settings = "dmd"
+
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        d = cfg.post.dmd
+        self.fake_updates, self.dmd_weight = int(d.fake_updates), float(d.dmd_weight)
+        self.reg_weight = float(d.reg_weight)
+        super().__init__(cfg, inputs, out, dist, device=device)
         self.critic = copy.deepcopy(self.teacher.dit).train().requires_grad_(True)
-        self.c_opt = torch.optim.AdamW(self.critic.parameters(), lr=critic_lr, betas=tuple(critic_betas),
+        self.c_opt = torch.optim.AdamW(self.critic.parameters(), lr=d.critic_lr, betas=tuple(d.critic_betas),
                                        weight_decay=0.0)
 
     def distill_info(self) -> dict[str, Any]:
-        return {**super().distill_info(), "fake_updates": self.fake_updates, "dmd_weight": self.dmd_weight,
-                "reg_weight": self.reg_weight}
+        dmd = {k: v for k, v in section_dict(self.cfg.post.dmd).items() if k != "segments"}
+        return {**super().distill_info(), **dmd}
 
     def checkpoint_extra(self) -> dict[str, Any]:
         extra = super().checkpoint_extra()

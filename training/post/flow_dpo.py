@@ -1,4 +1,4 @@
-"""Flow-DPO baseline, RLHF rounds with reward-model retraining, and the ReFL vs Flow-DPO comparison.
+"""Flow-DPO baseline and the ReFL vs Flow-DPO comparison (settings ``post.flow_dpo``, ``post.rlhf_compare``).
 
 **Flow-DPO** (``FlowDPOTrainer``): Diffusion-DPO (Wallace et al. 2023) with the noise-prediction
 error replaced by the velocity error of rectified flow. For a pair (winner ``z_w``, loser ``z_l``)
@@ -10,16 +10,8 @@ of normalised latents, one timestep ``t`` and one noise ``eps`` shared by both,
 The implicit reward margin ``(e(ref, z_w) - e(pi, z_w)) - (e(ref, z_l) - e(pi, z_l))`` grows as the
 policy's likelihood of the preferred sample rises relative to the loser's (``eval/margin``).
 
-**Rounds** (``rlhf_rounds``): each round trains the ReFL policy ``steps_per_round`` steps, scores
-the held-out prompts with fixed noise (optimised rewards, their batch variance, and a held-out
-reward that is never optimised: the reward-hacking monitor), samples ``samples_per_prompt`` new
-videos per training prompt, labels preference pairs with the reward models
-(``training.post.reward_trainer.pairs_from_rewards``) and retrains the learned reward heads (rewards
-with a ``head``, e.g. "text_alignment", "motion_learned") on the pairs labelling their dimensions
-before the next round. Labels come from ``label_rewards`` (dimension -> reward; default the
-non-learned rewards of the set, by name).
-
-**Comparison** (``compare_refl_dpo``): from one base checkpoint, ReFL and Flow-DPO get the same
+**Comparison** (``compare``; ``compare_refl_dpo`` takes keyword settings): from one base checkpoint,
+ReFL and Flow-DPO get the same
 number of DiT forward+backward passes (ReFL: K per prompt per step; DPO: 2 per pair per step); DPO
 trains on pairs sampled from the base policy and labelled by the composite reward. Both are scored
 on held-out prompts with fixed noise.
@@ -27,6 +19,7 @@ on held-out prompts with fixed noise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -39,12 +32,14 @@ from torch import Tensor, nn
 
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
-from training.config import TrainConfig
+from training.config import Layers, TrainConfig
 from training.loop.checkpoint import resolve_checkpoint
 from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTNet, DiTTrainer
 from training.loop.flow_matching import ModelFn, logit_normal_t, shift_t
 from training.loop.trainer import Batch
+from training.post.config import PostConfig, section_dict
+from training.post.inputs import RunInputs
 from training.post.rlhf import (
     RLHFTrainer,
     build_rewards,
@@ -118,13 +113,12 @@ class FlowDPOTrainer(DiTTrainer):
 
     kind = "dit"
 
-    def __init__(self, cfg: TrainConfig, base: str | Path, out: str | Path, pairs: Sequence[dict[str, Any]],
-                 beta: float = 500.0, eval_pairs: int = 8, device: str | torch.device | None = None,
-                 dist: DistInfo | None = None) -> None:
-        if not pairs:
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        if not inputs.pairs:
             raise ValueError("Flow-DPO needs at least one preference pair")
-        self.base_path, self.items, self.beta = resolve_checkpoint(base), list(pairs), float(beta)
-        self.n_eval = eval_pairs
+        self.base_path, self.items = resolve_checkpoint(inputs.base), list(inputs.pairs)
+        self.beta, self.n_eval = float(cfg.post.flow_dpo.beta), int(cfg.post.flow_dpo.eval_pairs)
         super().__init__(cfg, "", out, self.base_path, device, dist)
         self.reference = load_policy_net(self.base_path, cfg).to(self.device).eval().requires_grad_(False)
 
@@ -133,7 +127,8 @@ class FlowDPOTrainer(DiTTrainer):
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {**super().checkpoint_extra(), "rlhf": {"method": "flow_dpo", "base": str(self.base_path),
-                                                       "beta": self.beta, "pairs": len(self.items)}}
+                                                       "pairs": len(self.items),
+                                                       **section_dict(self.cfg.post.flow_dpo)}}
 
     def pair_loss(self, mb: Batch, gens: list[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
         z_w, z_l = mb["z_w"].to(self.device), mb["z_l"].to(self.device)
@@ -169,23 +164,7 @@ class FlowDPOTrainer(DiTTrainer):
                 "eval/accuracy": float((aux["margin"] > 0).float().mean())}
 
 
-# --------------------------------------------------------------------------- rounds
-
-
-def _learned_heads(composite: Any) -> dict[str, nn.Module]:
-    return {n: r.head for n, r in composite.rewards.items()
-            if isinstance(getattr(r, "head", None), nn.Module) and hasattr(r.head, "dimensions")}
-
-
-def _policy_scores(trainer: RLHFTrainer, prompts: Sequence[str],
-                   heldout: Mapping[str, Reward]) -> dict[str, float]:
-    t = trainer
-    terms = score_policy(t.net, t.vae, t.stats, t.cfg, prompts, {**t.rewards.rewards, **heldout},
-                         t.rewards.weights, t.sample_steps, t.shape(), t.device, t.cfg_scale)
-    out = {}
-    for k, v in terms.items():
-        out[k], out[f"{k}_var"] = float(v.mean()), float(v.var(unbiased=False))
-    return out
+# --------------------------------------------------------------------------- ReFL vs Flow-DPO
 
 
 def rel_change(after: float, before: float) -> float:
@@ -193,134 +172,98 @@ def rel_change(after: float, before: float) -> float:
     return 0.0 if after == before else (after - before) / max(abs(before), 1e-12)
 
 
-def rlhf_rounds(base: str | Path, out: str | Path, prompts: Sequence[str] | None = None,
-                data: str | Path | None = None, rounds: int = 2, steps_per_round: int = 20,
-                reward_weights: Mapping[str, float] | None = None, heldout_reward: str | Reward = "stability",
-                heldout_prompts: Sequence[str] | None = None, n_heldout: int = 4,
-                reward_models: Mapping[str, Reward] | None = None,
-                label_rewards: Mapping[str, Reward] | None = None, samples_per_prompt: int = 2,
-                reward_steps: int = 20, n_frames: int | None = None, size: tuple[int, int] | None = None,
-                global_batch: int = 4, lr: float = 1e-4, device: str | None = None,
-                **refl: Any) -> dict[str, Any]:
-    """RLHF rounds (module doc). ``refl`` goes to ``RLHFTrainer`` (beta, sample_steps, grad_steps, ...).
+def compare_config(base: str | Path, overrides: Layers = None) -> tuple[TrainConfig, TrainConfig]:
+    """(ReFL config, Flow-DPO config) of ``compare``: equal DiT forward+backward passes
+    (``post.rlhf_compare.grad_passes``; ReFL: ``grad_steps`` per prompt per step, DPO: 2 per pair)."""
+    def refl_steps(post: PostConfig) -> int:
+        return max(1, post.rlhf_compare.grad_passes // (post.rlhf.grad_steps * post.rlhf.global_batch))
 
-    Without ``heldout_prompts`` the last ``n_heldout`` prompts are held out of training.
+    def dpo_steps(post: PostConfig) -> int:
+        return max(1, post.rlhf_compare.grad_passes // (2 * post.rlhf.global_batch))
 
-    Returns:
-        ``{"rounds": [row, ...], "checkpoint", "out"}``; row 0 is the base policy. Each row has the
-        held-out scores (``composite``, each term, ``heldout/<name>``, their ``_var``), the held-out
-        reward's relative change since the base (``heldout_change``) and the reward-model retraining
-        results (``reward_training``). Also written to ``<out>/rlhf_rounds.json``.
-    """
-    from training.post.reward_trainer import pairs_from_rewards, preference_accuracy, train_reward_model
-
-    if prompts is None:
-        from training.post.rlhf import prompts_from_shards
-
-        prompts = [it["caption_en"] or it["caption_zh"] for it in prompts_from_shards(data)]  # type: ignore[arg-type]
-    prompts = list(prompts)
-    if heldout_prompts is None:
-        prompts, heldout_prompts = prompts[:-n_heldout], prompts[-n_heldout:]
-    if not prompts:
-        raise ValueError("no training prompts left after holding out the evaluation prompts")
-    held_name = heldout_reward if isinstance(heldout_reward, str) else heldout_reward.name
-    held = {f"heldout/{held_name}": heldout_reward if not isinstance(heldout_reward, str)
-            else build_rewards({heldout_reward: 1.0}).rewards[heldout_reward]}
-    weights = dict(reward_weights or {"motion": 1.0, "aesthetic_proxy": 1.0})
-    cfg = rlhf_config(base, rounds * steps_per_round, n_frames, size, global_batch, lr)
-    trainer = RLHFTrainer(cfg, base, out, prompts=prompts, rewards=weights, reward_models=reward_models,
-                          device=device, **refl)  # the rounds score the held-out prompts themselves
-    heads = _learned_heads(trainer.rewards)
-    labellers = dict(label_rewards) if label_rewards is not None else {
-        n: r for n, r in trainer.rewards.rewards.items() if n not in heads}
-    hk = f"heldout/{held_name}"
-    rows = [{"round": 0, "step": 0, **_policy_scores(trainer, heldout_prompts, held)}]
-    rows[0]["heldout_change"] = 0.0
-    for r in range(1, rounds + 1):
-        trainer.round_end = r * steps_per_round
-        trainer.train(progress=False)
-        row: dict[str, Any] = {"round": r, "step": trainer.step,
-                               **_policy_scores(trainer, heldout_prompts, held)}
-        row["heldout_change"] = rel_change(row[hk], rows[0][hk])
-        row["composite_change"] = rel_change(row["composite"], rows[0]["composite"])
-        row["reward_training"] = {}
-        if heads and labellers and r < rounds:
-            _, videos = latent_pairs(trainer.net, trainer.vae, trainer.stats, trainer.cfg, prompts,
-                                     trainer.rewards, trainer.shape(), trainer.sample_steps, trainer.device,
-                                     seed=1000 * r, samples_per_prompt=samples_per_prompt)
-            pairs = pairs_from_rewards(videos, prompts, labellers)
-            for name, head in heads.items():
-                if not set(head.dimensions) & {d for p in pairs for d in p.labels}:
-                    continue
-                head.requires_grad_(True)
-                fit = train_reward_model(head, pairs, reward_steps, seed=r)
-                head.requires_grad_(False)
-                row["reward_training"][name] = {**fit, "accuracy": preference_accuracy(head, pairs)["all"]}
-        rows.append(row)
-    result = {"rounds": rows, "checkpoint": str(resolve_checkpoint(out)), "out": str(out),
-              "heldout_prompts": list(heldout_prompts)}
-    Path(out, "rlhf_rounds.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    return result
+    refl = rlhf_config(base, refl_steps, overrides=overrides)
+    dpo = rlhf_config(base, dpo_steps, overrides=overrides)
+    dpo.lr = refl.post.flow_dpo.lr or refl.lr
+    return refl, dpo
 
 
-# --------------------------------------------------------------------------- ReFL vs Flow-DPO
-
-
-def compare_refl_dpo(base: str | Path, out: str | Path, prompts: Sequence[str],
-                     heldout_prompts: Sequence[str],
-                     reward_weights: Mapping[str, float], heldout_reward: str | Reward = "stability",
-                     reward_models: Mapping[str, Reward] | None = None, grad_passes: int = 64,
-                     global_batch: int = 4, lr: float = 1e-4, dpo_lr: float | None = None,
-                     dpo_beta: float = 500.0, samples_per_prompt: int = 4, n_frames: int | None = None,
-                     size: tuple[int, int] | None = None, device: str | None = None,
-                     **refl: Any) -> list[dict[str, Any]]:
-    """ReFL vs Flow-DPO at equal DiT forward+backward passes (``grad_passes``), scored on held-out prompts.
+def compare(cfg: TrainConfig, dpo_cfg: TrainConfig, inputs: RunInputs, out: str | Path,
+            heldout_reward: str | Reward,
+            device: str | None = None) -> list[dict[str, Any]]:
+    """ReFL vs Flow-DPO at equal DiT forward+backward passes, scored on ``inputs.eval_prompts``.
 
     Returns:
         Rows ``{"method", "steps", "grad_passes", "nograd_forwards", "composite", "composite_change",
         "heldout", "heldout_change", ...}`` for "base", "refl" and "flow_dpo" (``format_table`` prints them).
     """
     out = Path(out)
+    prompts, heldout_prompts = list(inputs.prompts or []), list(inputs.eval_prompts)
     held = build_rewards({heldout_reward: 1.0}).rewards[heldout_reward] if isinstance(heldout_reward, str) \
         else heldout_reward
-    k_grad, n_steps = int(refl.get("grad_steps", 1)), int(refl.get("sample_steps", 8))
-    refl_steps = max(1, grad_passes // (k_grad * global_batch))
-    dpo_steps = max(1, grad_passes // (2 * global_batch))
-    cfg = rlhf_config(base, refl_steps, n_frames, size, global_batch, lr)
-    trainer = RLHFTrainer(cfg, base, out / "refl", prompts=list(prompts), rewards=reward_weights,
-                          reward_models=reward_models, device=device, **refl)
+    r, k = cfg.post.rlhf, cfg.post.rlhf_compare.samples_per_prompt
+    trainer = RLHFTrainer(cfg, dataclasses.replace(inputs, eval_prompts=()), out / "refl", device=device)
     shape = latent_shape(cfg, cfg.stages[0])
 
     def scores(net: DiTNet) -> dict[str, float]:
         terms = score_policy(net, trainer.vae, trainer.stats, cfg, heldout_prompts,
-                             {**trainer.rewards.rewards, "heldout": held}, trainer.rewards.weights, n_steps,
-                             shape, trainer.device, trainer.cfg_scale)
+                             {**trainer.rewards.rewards, "heldout": held}, trainer.rewards.weights,
+                             r.sample_steps, shape, trainer.device, trainer.cfg_scale)
         return {k: float(v.mean()) for k, v in terms.items()}
 
     base_scores = scores(trainer.net)
-    items, _ = latent_pairs(trainer.reference, trainer.vae, trainer.stats, cfg, list(prompts),
-                            trainer.rewards, shape, n_steps, trainer.device, seed=777,
-                            samples_per_prompt=samples_per_prompt)
+    items, _ = latent_pairs(trainer.reference, trainer.vae, trainer.stats, cfg, prompts, trainer.rewards,
+                            shape,
+                            r.sample_steps, trainer.device, seed=777, samples_per_prompt=k)
     trainer.train(progress=False)
     refl_scores = scores(trainer.net)
-    dpo_cfg = rlhf_config(base, dpo_steps, n_frames, size, global_batch, dpo_lr or lr)
-    dpo = FlowDPOTrainer(dpo_cfg, base, out / "flow_dpo", items, beta=dpo_beta, device=device)
+    dpo = FlowDPOTrainer(dpo_cfg, RunInputs(inputs.base, pairs=items), out / "flow_dpo", device=device)
     dpo.train(progress=False)
     dpo_scores = scores(dpo.net)
-    n_p = len(prompts)
+    b, n_p = r.global_batch, len(prompts)
     rows = [{"method": "base", "steps": 0, "grad_passes": 0, "nograd_forwards": 0, **base_scores},
-            {"method": "refl", "steps": refl_steps, "grad_passes": refl_steps * global_batch * k_grad,
+            {"method": "refl", "steps": cfg.steps, "grad_passes": cfg.steps * b * r.grad_steps,
              # per prompt: N - K no-grad policy steps + K reference forwards
-             "nograd_forwards": refl_steps * global_batch * n_steps, **refl_scores},
-            {"method": "flow_dpo", "steps": dpo_steps, "grad_passes": dpo_steps * global_batch * 2,
+             "nograd_forwards": cfg.steps * b * r.sample_steps, **refl_scores},
+            {"method": "flow_dpo", "steps": dpo_cfg.steps, "grad_passes": dpo_cfg.steps * b * 2,
              # pair sampling (k samples x N steps per prompt) + 2 reference forwards per pair per step
-             "nograd_forwards": n_p * samples_per_prompt * n_steps + dpo_steps * global_batch * 2,
+             "nograd_forwards": n_p * k * r.sample_steps + dpo_cfg.steps * b * 2,
              "pairs": len(items), **dpo_scores}]
     for row in rows:
         row["composite_change"] = rel_change(row["composite"], base_scores["composite"])
         row["heldout_change"] = rel_change(row["heldout"], base_scores["heldout"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return rows
+
+
+def compare_refl_dpo(base: str | Path, out: str | Path, prompts: Sequence[str],
+                     heldout_prompts: Sequence[str],
+                     reward_weights: Mapping[str, float], heldout_reward: str | Reward = "stability",
+                     reward_models: Mapping[str, Reward] | None = None, device: str | None = None,
+                     **settings: Any) -> list[dict[str, Any]]:
+    """``compare`` from keyword settings: ``grad_passes`` and ``samples_per_prompt``
+    (``post.rlhf_compare``), ``dpo_beta`` / ``dpo_lr`` (``post.flow_dpo.beta`` / ``lr``), any
+    ``post.rlhf`` key (``lr``, ``global_batch``, ``beta``, ``sample_steps``, ...)."""
+    post = settings_tree(settings, {"rlhf_compare": ("grad_passes", "samples_per_prompt"),
+                                    "flow_dpo": ("dpo_beta", "dpo_lr")})
+    post.setdefault("rlhf", {})["rewards"] = dict(reward_weights)
+    cfg, dpo_cfg = compare_config(base, {"post": post})
+    inputs = RunInputs(base, prompts=list(prompts), eval_prompts=list(heldout_prompts),
+                       reward_models=dict(reward_models or {}))
+    return compare(cfg, dpo_cfg, inputs, out, heldout_reward, device)
+
+
+def settings_tree(settings: Mapping[str, Any], sections: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Keyword settings as a ``post`` mapping: names listed under a section go there (a ``dpo_``
+    prefix is dropped for ``flow_dpo``), every other name to ``rlhf`` (the ReFL objective)."""
+    post: dict[str, Any] = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        section = next((s for s, names in sections.items() if name in names), "rlhf")
+        key = name.removeprefix("dpo_") if section == "flow_dpo" else name
+        post.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    return post
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:

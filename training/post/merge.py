@@ -3,7 +3,8 @@
 ``merge_checkpoints`` averages the ``net`` and ``ema`` state dicts of "dit" checkpoints that share a
 model (the ``preset``, ``dit``, ``text`` and ``vae`` config sections) and a frozen VAE with its latent
 statistics: typically SFT runs from one base, or a base and its SFTs. Training settings (lr, steps,
-stages) may differ; the merged file carries the first parent's config.
+stages) may differ; the merged file carries the first parent's config with ``post.merge.weights``
+the normalised weights, also written beside it (``<out>.yaml``, or ``config.yaml`` in a run directory).
 
 The merged file is a valid "dit" checkpoint (``training.loop.checkpoint`` layout; ``step`` = the largest
 parent step; ``frozen`` = the parents' common VAE) that ``load_pipeline`` / ``vidloom generate`` and
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from training.config import from_dict, to_dict
 from training.loop.checkpoint import VERSION, load_checkpoint, resolve_checkpoint, save_checkpoint
+from training.post.config import PostConfig
 
 MODEL_SECTIONS = ("preset", "dit", "text", "vae")
 
@@ -121,9 +124,12 @@ def merge_checkpoints(paths: list[str | Path], weights: list[float] | None = Non
         if not _same_tensors(c["frozen"]["latent_stats"], ckpts[0]["frozen"]["latent_stats"]):
             raise ValueError(f"{name} and {names[0]} have different latent statistics")
     step = max(int(c["step"]) for c in ckpts)
+    config = from_dict(ckpts[0]["config"])
+    config.post = PostConfig()
+    config.post.merge.weights = tuple(ws)
     payload: dict[str, Any] = {
         "kind": "dit",
-        "config": ckpts[0]["config"],
+        "config": to_dict(config),
         "net": average_states([c["net"] for c in ckpts], ws, names, "net"),
         "ema": average_states([c["ema"] for c in ckpts], ws, names, "ema"),
         "frozen": ckpts[0]["frozen"],
@@ -131,8 +137,13 @@ def merge_checkpoints(paths: list[str | Path], weights: list[float] | None = Non
     }
     target = Path(out)
     if target.suffix != ".pt":
-        return save_checkpoint(target, step, payload, keep=0)
+        path = save_checkpoint(target, step, payload, keep=0)
+        (target / "config.yaml").write_text(yaml.safe_dump(payload["config"], sort_keys=True),
+                                            encoding="utf-8")
+        return path
     target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".yaml").write_text(yaml.safe_dump(payload["config"], sort_keys=True),
+                                           encoding="utf-8")
     tmp = target.with_name(target.name + ".part")
     with open(tmp, "wb") as f:
         torch.save({"version": VERSION, "step": step, **payload}, f)

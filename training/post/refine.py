@@ -41,7 +41,14 @@ from torch import nn
 from models.dit.model import DiT, DiTConfig, sample
 from models.text_encoder import TextEncoder, build_text_encoder
 from models.vae.causal_vae import VAE
-from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
+from training.config import (  # noqa: F401  (apply_overrides re-exported)
+    Layers,
+    StageConfig,
+    TrainConfig,
+    apply_layers,
+    apply_overrides,
+    from_dict,
+)
 from training.inference.sampling_setup import Timer
 from training.loop.checkpoint import LatentStats, load_checkpoint, load_vae, resolve_checkpoint, sub_state
 from training.loop.distributed import DistInfo
@@ -49,6 +56,8 @@ from training.loop.dit_trainer import EVAL_T, DiTNet, DiTTrainer
 from training.loop.flow_matching import flow_matching_loss, logit_normal_t, resolution_shift, shift_t
 from training.loop.trainer import Batch
 from training.loop.vae_trainer import trim_frames
+from training.post.config import PostConfig, RefineConfig, section_dict
+from training.post.inputs import RunInputs
 
 SCALE = 2
 UPSAMPLE_MODES = ("nearest", "trilinear")
@@ -57,20 +66,43 @@ UPSAMPLE_MODES = ("nearest", "trilinear")
 # --------------------------------------------------------------------------- config
 
 
-def refine_preset(base: TrainConfig, size: tuple[int, int] = (64, 128), n_frames: int = 9,
-                  fps: float = 12.0) -> TrainConfig:
-    """The "refine" preset: ``base`` (the base checkpoint's config) with one high-res stage.
+def refine_preset(base: TrainConfig, rc: RefineConfig | None = None, **settings: Any) -> TrainConfig:
+    """The "refine" preset: ``base`` (the base checkpoint's config) with one high-res stage and the
+    refiner's schedule, from ``rc`` (default ``base.post.refine``) with ``settings`` (``size=``,
+    ``n_frames=``, ... : ``post.refine`` keys) replaced; the result's ``post.refine`` records them.
 
     The stage's ``size`` is the refiner's output size; the base runs at ``size / SCALE``.
     """
+    rc = dataclasses.replace(rc or base.post.refine, **{k: v for k, v in settings.items() if v is not None})
     cfg = dataclasses.replace(base)
-    cfg.stages = [StageConfig("refine", 1.0, n_frames=n_frames, size=tuple(size), fps=fps, global_batch=4,
-                              i2v_share=0.0, sample_mode="uniform")]
-    cfg.steps = 200
-    cfg.lr = 5e-4
+    cfg.post = dataclasses.replace(base.post, refine=rc)
+    cfg.stages = [StageConfig("refine", 1.0, n_frames=rc.n_frames, size=tuple(rc.size), fps=rc.fps,
+                              global_batch=4, i2v_share=0.0, sample_mode="uniform")]
+    cfg.steps = rc.steps
+    cfg.lr = rc.lr
     cfg.warmup_steps = 10
     cfg.ckpt_every = 50
     return cfg
+
+
+def refine_config(base_ckpt: str | Path, overrides: Layers = None) -> TrainConfig:
+    """The config of a refiner run: the base checkpoint's, fresh ``post`` settings with ``overrides``,
+    the "refine" preset from ``post.refine``, then ``overrides`` again (a top-level key wins)."""
+    cfg = from_dict(load_checkpoint(resolve_checkpoint(base_ckpt))["config"])
+    cfg.post = PostConfig()
+    apply_layers(cfg, overrides)
+    return apply_layers(refine_preset(cfg), overrides)
+
+
+def refiner_settings(ckpt: dict[str, Any]) -> RefineConfig:
+    """The ``post.refine`` settings of a "refiner" checkpoint: from its stored config (older
+    checkpoints: from their ``refiner`` entry)."""
+    post = ckpt["config"].get("post", {}).get("refine")
+    if post is None:
+        info = ckpt["refiner"]
+        return RefineConfig(upsample=info.get("upsample", "trilinear"),
+                            lowres_noise=float(info.get("lowres_noise", 0.1)))
+    return from_dict(ckpt["config"]).post.refine
 
 
 # --------------------------------------------------------------------------- model
@@ -171,13 +203,12 @@ class RefinerTrainer(DiTTrainer):
 
     kind = "refiner"
 
-    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, base_ckpt: str | Path,
-                 device: str | torch.device | None = None, dist: DistInfo | None = None,
-                 upsample: str = "trilinear", lowres_noise: float = 0.1, use_ema: bool = True) -> None:
-        self.base_path = resolve_checkpoint(base_ckpt)
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None, use_ema: bool = True) -> None:
+        self.base_path = resolve_checkpoint(inputs.base)
         base = load_checkpoint(self.base_path)
         if base.get("kind") != "dit":
-            raise ValueError(f"{base_ckpt} is a {base.get('kind')!r} checkpoint; the refiner starts from a "
+            raise ValueError(f"{inputs.base} is a {base.get('kind')!r} checkpoint; the refiner starts from a "
                              "'dit' one")
         base_cfg = from_dict(base["config"])
         for part in ("dit", "vae", "text"):
@@ -188,8 +219,8 @@ class RefinerTrainer(DiTTrainer):
                 raise ValueError(f"stage {st.name} size {st.size} is not divisible by the scale {SCALE}")
         self.base_weights = base["ema" if use_ema else "net"]
         self.base_step = int(base["step"])
-        self.upsample, self.lowres_noise = upsample, float(lowres_noise)
-        super().__init__(cfg, data, out, self.base_path, device, dist)
+        self.upsample, self.lowres_noise = cfg.post.refine.upsample, float(cfg.post.refine.lowres_noise)
+        super().__init__(cfg, inputs.data or "", out, self.base_path, device, dist)
         self.base_weights = {}  # loaded into the net; free the memory
 
     def build_net(self) -> nn.Module:
@@ -199,8 +230,7 @@ class RefinerTrainer(DiTTrainer):
 
     def checkpoint_extra(self) -> dict[str, Any]:
         info = {"base": str(self.base_path), "base_step": self.base_step, "scale": SCALE,
-                "extra_channels": self.net.dit.extra_channels, "upsample": self.upsample,
-                "lowres_noise": self.lowres_noise}
+                "extra_channels": self.net.dit.extra_channels, **section_dict(self.cfg.post.refine)}
         return {**super().checkpoint_extra(), "refiner": info}
 
     @torch.no_grad()
@@ -264,20 +294,25 @@ def _velocity(model: Any) -> Any:
 
 
 def train_refiner(base_ckpt: str | Path, data: str | Path, out: str | Path, steps: int | None = None,
-                  overrides: list[str] | None = None, size: tuple[int, int] | None = None,
+                  overrides: Layers = None, size: tuple[int, int] | None = None,
                   n_frames: int | None = None, device: str | None = None, progress: bool = True,
-                  upsample: str = "trilinear", lowres_noise: float = 0.1) -> dict[str, Any]:
-    """``vidloom refine``: the "refine" preset over the base checkpoint's config, then train (resumes)."""
-    base = load_checkpoint(resolve_checkpoint(base_ckpt))
-    cfg = refine_preset(from_dict(base["config"]), size=size or (64, 128), n_frames=n_frames or 9)
-    if steps is not None:
-        cfg.steps = int(steps)
-    apply_overrides(cfg, overrides)
-    trainer = RefinerTrainer(cfg, data, out, base_ckpt, device=device, upsample=upsample,
-                             lowres_noise=lowres_noise)
-    summary = trainer.train(progress)
+                  upsample: str | None = None, lowres_noise: float | None = None) -> dict[str, Any]:
+    """``vidloom post refine``: ``refine_config`` (the keywords given set those ``post.refine`` keys,
+    ``overrides`` after them), then train (resumes)."""
+    given = {"steps": steps, "size": None if size is None else list(size), "n_frames": n_frames,
+             "upsample": upsample, "lowres_noise": lowres_noise}
+    keywords = {"post": {"refine": {k: v for k, v in given.items() if v is not None}}}
+    cfg = refine_config(base_ckpt, [keywords, *([overrides] if isinstance(overrides,
+                                                                          dict) else overrides or [])])
+    return run_refiner(cfg, RunInputs(base_ckpt, data=data), out, device=device, progress=progress)
+
+
+def run_refiner(cfg: TrainConfig, inputs: RunInputs, out: str | Path, device: str | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a refiner with the resolved ``cfg``; the summary names the checkpoint."""
     from training.loop.checkpoint import latest_checkpoint
 
+    summary = RefinerTrainer(cfg, inputs, out, device=device).train(progress)
     summary["checkpoint"] = str(latest_checkpoint(out))
     return summary
 
@@ -315,7 +350,7 @@ def load_refiner(path: str | os.PathLike[str], use_ema: bool = True, device: str
     cfg = from_dict(ckpt["config"])
     info = dict(ckpt["refiner"])
     weights = ckpt["ema" if use_ema else "net"]
-    dit = RefinerDiT(cfg.dit, int(info["extra_channels"]), str(info["upsample"]))
+    dit = RefinerDiT(cfg.dit, int(info["extra_channels"]), refiner_settings(ckpt).upsample)
     dit.load_state_dict(sub_state(weights, "dit"))
     text = build_text_encoder(cfg.text)
     if isinstance(text, nn.Module):

@@ -19,13 +19,15 @@ ReFL (ImageReward, Xu et al. 2023) adapted to rectified flow. Per prompt and opt
 Each reward term's batch mean and variance are logged (``reward/<name>``, ``reward_var/<name>``).
 Prompts come from a list or from the captions of a shards directory (``prompts_from_shards``).
 Checkpoints are ordinary "dit" checkpoints (``load_pipeline`` reads them) plus an ``rlhf`` entry.
-Rounds (policy training, then new preference pairs and reward-model retraining), the reward-hacking
-monitor, Flow-DPO and the ReFL vs Flow-DPO comparison are in ``training/post/flow_dpo.py``.
+The objective itself (rollout, rewards, regulariser) is ``training/post/refl.py``, shared with the
+refiner's RLHF; its settings are ``post.rlhf``. Rounds (policy training, then new preference pairs and
+reward-model retraining) and the reward-hacking monitor are in ``training/post/rlhf_rounds.py``;
+Flow-DPO and the ReFL vs Flow-DPO comparison in ``training/post/flow_dpo.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,23 @@ from torch import Tensor, nn
 import captioner.vlm_reward  # noqa: F401  (registers the vlm_foundational reward)
 from models.dit.model import velocity_fn
 from models.rewards.base import Reward
-from training.config import StageConfig, TrainConfig, from_dict, update_config
+from training.config import Layers, StageConfig, TrainConfig, apply_layers, from_dict, update_config
 from training.data.list_loader import Item, ListLoader, collate_items  # noqa: F401  (re-exported)
 from training.loop.checkpoint import LatentStats, load_checkpoint, resolve_checkpoint
 from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTNet, DiTTrainer
-from training.loop.flow_matching import ModelFn, cfg_velocity, resolution_shift, sampling_schedule
+from training.loop.flow_matching import resolution_shift
 from training.loop.trainer import Batch
-from training.post.reward_tally import RewardTally, reward_stats
+from training.post.config import PostConfig, section_dict
+from training.post.inputs import RunInputs
+from training.post.refl import (  # noqa: F401  (build_rewards, decode_video, refl_rollout re-exported)
+    ReFLObjective,
+    Rollout,
+    build_rewards,
+    decode_video,
+    refl_rollout,
+    reward_stats,
+)
 
 # --------------------------------------------------------------------------- prompts and loader
 
@@ -69,85 +80,6 @@ def prompts_from_shards(shards: str | Path) -> list[Item]:
     return items
 
 
-# --------------------------------------------------------------------------- rewards
-
-
-def build_rewards(weights: Mapping[str, float], models: Mapping[str, Reward] | None = None) -> Any:
-    """The weighted sum of the named rewards (``CompositeReward``: ``terms``, ``combine``, ``rewards``);
-    ``models`` supplies instances by name (else ``build_reward``). Every term must be differentiable."""
-    from models.rewards.builtin import CompositeReward
-
-    if not weights:
-        raise ValueError("at least one reward weight is needed")
-    composite = CompositeReward({k: float(v) for k, v in weights.items()}, dict(models or {}))
-    if not composite.differentiable:
-        raise ValueError(f"ReFL back-propagates through the rewards; not all of {sorted(weights)} "
-                         "are differentiable")
-    return composite
-
-
-# --------------------------------------------------------------------------- truncated sampling
-
-
-def refl_rollout(policy_fn: ModelFn, noise: Tensor, kwargs: Any, steps: int, grad_steps: int,
-                 stop: int | None = None, shift: float = 1.0, ref_fn: ModelFn | None = None,
-                 cfg_scale: float = 1.0, uncond: Any = None) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Euler sampling with truncated backprop, then the x0 prediction at step ``stop``.
-
-    Args:
-        policy_fn: ``(x, t, kwargs) -> v`` of the policy (``velocity_fn``).
-        noise: ``[B, ...]`` start state at t = 1.
-        steps: Euler steps N of the full schedule ``sampling_schedule(steps, shift)``.
-        grad_steps: K >= 1: velocity evaluations ``stop - K + 1 .. stop`` are differentiated, the
-            ones before run under ``torch.no_grad``.
-        stop: step index in ``[0, N)`` whose velocity predicts ``x0 = x_t - t v`` (default N - 1:
-            the Euler sample itself); later steps are skipped.
-        ref_fn: the frozen reference's velocity function; gives ``reg``.
-        cfg_scale, uncond: classifier-free guidance of both policy and reference.
-
-    Returns:
-        ``(x0 [B, ...], reg [B], info)``: ``reg`` is the per-sample mean over the differentiated
-        steps of ``mean((v - v_ref)^2)`` (zeros without ``ref_fn``); ``info`` has ``ts`` and
-        ``grad_flags`` (whether autograd was on for each velocity evaluation).
-    """
-    stop = steps - 1 if stop is None else int(stop)
-    if not 0 <= stop < steps or grad_steps < 1:
-        raise ValueError(f"need 0 <= stop < steps and grad_steps >= 1, got stop {stop}, steps {steps}, "
-                         f"grad_steps {grad_steps}")
-    ts = sampling_schedule(steps, shift).tolist()
-    b = noise.shape[0]
-    first = max(0, stop - grad_steps + 1)
-
-    def vel(fn: ModelFn, x: Tensor, t: float) -> Tensor:
-        tt = torch.full((b,), t, dtype=noise.dtype, device=noise.device)
-        return cfg_velocity(fn, x, tt, kwargs, uncond, cfg_scale)
-
-    x, flags, regs = noise, [], []
-    with torch.no_grad():
-        for i in range(first):
-            flags.append(torch.is_grad_enabled())
-            x = x + (ts[i + 1] - ts[i]) * vel(policy_fn, x, ts[i])
-    x0 = x
-    for i in range(first, stop + 1):
-        flags.append(torch.is_grad_enabled())
-        v = vel(policy_fn, x, ts[i])
-        if ref_fn is not None:
-            with torch.no_grad():
-                v_ref = vel(ref_fn, x.detach(), ts[i])
-            regs.append(((v.float() - v_ref.float()) ** 2).reshape(b, -1).mean(1))
-        if i == stop:
-            x0 = x - ts[i] * v
-        else:
-            x = x + (ts[i + 1] - ts[i]) * v
-    reg = torch.stack(regs).mean(0) if regs else noise.new_zeros(b, dtype=torch.float32)
-    return x0, reg, {"ts": ts, "grad_flags": flags, "first_grad_step": first, "stop": stop}
-
-
-def decode_video(vae: nn.Module, stats: LatentStats, z: Tensor) -> Tensor:
-    """Normalised latents -> ``[B, 3, T, H, W]`` in [-1, 1] through the frozen VAE (differentiable in z)."""
-    return vae.decode(stats.denormalize(z.float())).float().clamp(-1.0, 1.0)
-
-
 def batch_prompts(mb: Batch) -> list[str]:
     """English caption of each sample, the Chinese one where it has none."""
     zh = mb.get("caption_zh") or [None] * len(mb["key"])
@@ -157,21 +89,28 @@ def batch_prompts(mb: Batch) -> list[str]:
 # --------------------------------------------------------------------------- config and init
 
 
-def rlhf_config(base: str | Path, steps: int = 100, n_frames: int | None = None,
-                size: tuple[int, int] | None = None, global_batch: int = 4, lr: float = 1e-4,
-                overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The base checkpoint's config with one "rlhf" stage (default: its last stage's frames and size),
-    ``steps``, a constant learning rate without warm-up and ``overrides`` (nested dict) applied."""
+def rlhf_config(base: str | Path, steps: int | Callable[[PostConfig], int], n_frames: int | None = None,
+                size: tuple[int, int] | None = None, global_batch: int | None = None, lr: float | None = None,
+                overrides: Layers = None) -> TrainConfig:
+    """The config of a ReFL run: the base checkpoint's, with fresh ``post`` settings (defaults, then
+    ``overrides``: ``key=value`` strings or a nested mapping), one "rlhf" stage built from
+    ``post.rlhf`` (its frames and size default to the base's last stage), ``steps``, and a constant
+    ``post.rlhf.lr`` without warm-up. ``n_frames``, ``size``, ``global_batch`` and ``lr``, when
+    given, set those ``post.rlhf`` keys; ``steps`` may be a function of the resolved ``post``
+    (``rlhf_rounds``: rounds x steps per round). ``overrides`` are applied again last, so a
+    top-level key (``lr=...``, ``stages=...``) set there wins over the preset."""
     cfg = from_dict(load_checkpoint(resolve_checkpoint(base))["config"])
-    last = cfg.stages[-1]
-    cfg.stages = [StageConfig("rlhf", 1.0, n_frames=last.n_frames if n_frames is None else n_frames,
-                              size=tuple(last.size if size is None else size), fps=last.fps,
-                              global_batch=global_batch, i2v_share=0.0)]
-    cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio = steps, lr, 0, 1.0
-    cfg.ckpt_every = steps
-    if overrides:
-        update_config(cfg, dict(overrides))
-    return cfg
+    cfg.post = PostConfig()
+    apply_layers(cfg, overrides)
+    given = {"n_frames": n_frames, "size": size, "global_batch": global_batch, "lr": lr}
+    update_config(cfg, {"post": {"rlhf": {k: v for k, v in given.items() if v is not None}}})
+    r, last = cfg.post.rlhf, cfg.stages[-1]
+    cfg.stages = [StageConfig("rlhf", 1.0, n_frames=last.n_frames if r.n_frames is None else r.n_frames,
+                              size=tuple(last.size if r.size is None else r.size), fps=last.fps,
+                              global_batch=r.global_batch, i2v_share=0.0)]
+    cfg.steps = steps(cfg.post) if callable(steps) else int(steps)
+    cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio, cfg.ckpt_every = r.lr, 0, 1.0, cfg.steps
+    return apply_layers(cfg, overrides)
 
 
 def load_policy_net(path: str | Path, cfg: TrainConfig, use_ema: bool = True) -> DiTNet:
@@ -201,50 +140,36 @@ def sampling_shift(cfg: TrainConfig, shape: Sequence[int]) -> float:
 
 
 class RLHFTrainer(DiTTrainer):
-    """ReFL on prompts (see the module doc). ``rewards`` maps reward names to weights.
+    """ReFL on prompts (see the module doc and ``training/post/refl.py``), settings ``cfg.post.rlhf``.
 
     Args:
         cfg: ``rlhf_config(base, ...)``.
-        base: "dit" checkpoint (file or run directory): policy init (EMA weights), frozen reference,
-            frozen VAE and latent statistics.
+        inputs: ``base``: "dit" checkpoint (file or run directory): policy init (EMA weights), frozen
+            reference, frozen VAE and latent statistics; ``prompts`` (strings or loader items;
+            default the captions of ``data``); ``reward_models`` (instances by name, else
+            ``build_reward``); ``eval_prompts`` and ``eval_rewards``: ``evaluate()`` scores these
+            prompts with fixed noise under the optimised rewards plus ``eval_rewards``.
         out: run directory.
-        prompts: prompt strings, or loader items; default the captions of ``data``.
-        data: shards directory whose captions are the prompts (when ``prompts`` is None).
-        rewards: ``{name: weight}``; ``reward_models`` supplies instances by name (else ``build_reward``).
-        beta: weight of the reference-velocity regulariser.
-        sample_steps, grad_steps: N Euler steps, K differentiated ones.
-        stop_range: (lo, hi) step indices; the x0-prediction step is drawn uniformly from it per
-            micro-batch (default ``(N - 1, N - 1)``: the full sample).
-        cfg_scale: guidance used while sampling (1 = none; else the negative is the empty caption).
-        eval_prompts, eval_rewards: ``evaluate()`` scores these prompts with fixed noise under
-            the optimised rewards plus ``eval_rewards`` (``{name: Reward}``, e.g. a held-out one).
     """
 
     kind = "dit"
 
-    def __init__(self, cfg: TrainConfig, base: str | Path, out: str | Path,
-                 prompts: Sequence[str] | Sequence[Item] | None = None, data: str | Path | None = None,
-                 rewards: Mapping[str, float] | None = None,
-                 reward_models: Mapping[str, Reward] | None = None,
-                 beta: float = 0.1, sample_steps: int = 8, grad_steps: int = 1,
-                 stop_range: tuple[int, int] | None = None, cfg_scale: float = 1.0,
-                 eval_prompts: Sequence[str] = (), eval_rewards: Mapping[str, Reward] | None = None,
-                 device: str | torch.device | None = None, dist: DistInfo | None = None) -> None:
-        self.base_path = resolve_checkpoint(base)
-        if prompts is None:
-            if data is None:
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        self.base_path = resolve_checkpoint(inputs.base)
+        if inputs.prompts is None:
+            if inputs.data is None:
                 raise ValueError("RLHF needs prompts or a shards directory whose captions are the prompts")
-            self.items = prompts_from_shards(data)
+            self.items = prompts_from_shards(inputs.data)
         else:
             self.items = [p if isinstance(p, dict) else {"key": f"p{i:06d}", "caption_en": p}
-                          for i, p in enumerate(prompts)]
-        super().__init__(cfg, data or "", out, self.base_path, device, dist)
+                          for i, p in enumerate(inputs.prompts)]
+        self.objective = ReFLObjective(cfg.post.rlhf, inputs.reward_models)
+        super().__init__(cfg, inputs.data or "", out, self.base_path, device, dist)
         self.reference = load_policy_net(self.base_path, cfg).to(self.device).eval().requires_grad_(False)
-        self.rewards = build_rewards(rewards or {"motion": 1.0, "aesthetic_proxy": 1.0}, reward_models)
-        self.beta, self.sample_steps, self.grad_steps = float(beta), int(sample_steps), int(grad_steps)
-        self.stop_range = stop_range or (self.sample_steps - 1, self.sample_steps - 1)
-        self.cfg_scale = float(cfg_scale)
-        self.eval_prompts, self.eval_rewards = list(eval_prompts), dict(eval_rewards or {})
+        self.rewards = self.objective.rewards
+        self.sample_steps, self.cfg_scale = self.objective.sample_steps, self.objective.cfg_scale
+        self.eval_prompts, self.eval_rewards = list(inputs.eval_prompts), dict(inputs.eval_rewards)
         self.round_end: int | None = None  # rlhf_rounds trains up to here
 
     def build_net(self) -> nn.Module:
@@ -255,10 +180,8 @@ class RLHFTrainer(DiTTrainer):
         return self.cfg.steps if self.round_end is None else min(self.round_end, self.cfg.steps)
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        return {**super().checkpoint_extra(), "rlhf": {
-            "method": "refl", "base": str(self.base_path), "rewards": self.rewards.weights, "beta": self.beta,
-            "sample_steps": self.sample_steps, "grad_steps": self.grad_steps,
-            "stop_range": list(self.stop_range), "cfg_scale": self.cfg_scale}}
+        return {**super().checkpoint_extra(),
+                "rlhf": {"method": "refl", "base": str(self.base_path), **section_dict(self.cfg.post.rlhf)}}
 
     def shape(self) -> tuple[int, ...]:
         return latent_shape(self.cfg, self.cfg.stages[max(self.stage_index, 0)])
@@ -268,28 +191,16 @@ class RLHFTrainer(DiTTrainer):
             return None
         return self.text_inputs({"key": [""] * b, "caption_en": [""] * b}, None, 0.0)
 
-    def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
-        n = sum(len(mb["key"]) for mb in micro_batches)
-        lo, hi = self.stop_range
-        stop = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+    def rollout(self, mb: Batch) -> Rollout:
+        """The policy and reference from per-sample noise, on the micro-batch's captions."""
         shape = self.shape()
-        shift = sampling_shift(self.cfg, shape)
-        tally = RewardTally(self.rewards, self.beta)
-        for i, mb in enumerate(micro_batches):
-            b = len(mb["key"])
-            noise = torch.cat([torch.randn((1, *shape), generator=g) for g in self.sample_generators(mb)])
-            kwargs = self.text_inputs(mb, None, 0.0)
-            with self.no_sync(last=i == len(micro_batches) - 1):
-                with self.autocast():
-                    x0, reg, _ = refl_rollout(
-                        velocity_fn(self.model), noise.to(self.device), kwargs, self.sample_steps,
-                        self.grad_steps, stop, shift, velocity_fn(self.reference), self.cfg_scale,
-                        self.uncond_inputs(b))
-                    video = decode_video(self.vae, self.stats, x0)
-                loss = tally.loss(video, batch_prompts(mb), reg)
-                (loss * b / n).backward()
-            tally.add(loss, b)
-        return {**tally.result(n), "stop": float(stop)}
+        noise = torch.cat([torch.randn((1, *shape), generator=g) for g in self.sample_generators(mb)])
+        return Rollout(velocity_fn(self.model), velocity_fn(self.reference), noise.to(self.device),
+                       self.text_inputs(mb, None, 0.0), batch_prompts(mb), sampling_shift(self.cfg, shape),
+                       self.uncond_inputs(len(mb["key"])))
+
+    def forward_backward_step(self, micro_batches: list[Batch], gen: torch.Generator) -> dict[str, float]:
+        return self.objective.step(self, micro_batches, gen, self.rollout)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -19,7 +19,7 @@ The objective is the pre-training one, unchanged (``DiTTrainer.forward_backward_
 matching on normalised latents with caption dropout, I2V share and resolution-shifted logit-normal
 timesteps); only the schedule differs (``sft_config``): learning rate ``base lr / 5``, a short
 warm-up, no image stage (one "sft" stage: the base's last, highest-resolution video stage) and its
-own ``steps``.
+own ``steps`` (the knobs: ``post.sft``, training/post/config.py).
 
 Run directory: like ``vidloom train``'s DiT run (``config.yaml``, ``checkpoints/``, ``log.jsonl``),
 plus ``sft.json`` (the base checkpoint, its step, the data and the catalog selection) and, when
@@ -39,43 +39,51 @@ from typing import Any, Literal
 
 import torch
 
-from training.config import StageConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from training.config import (
+    Layers,
+    StageConfig,
+    TrainConfig,
+    apply_layers,
+    apply_overrides,
+    from_dict,
+    sets_key,
+    to_dict,
+)
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
 from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTTrainer
+from training.post.config import PostConfig, section_dict
+from training.post.inputs import RunInputs
 from training.post.merge import MODEL_SECTIONS  # what an SFT (or a merge) cannot change
 
-SFT_LR_FACTOR = 0.2  # SFT learning rate = base lr * SFT_LR_FACTOR
-SFT_STEPS_SHARE = 0.1  # default SFT steps = this share of the base run's steps (at least SFT_MIN_STEPS)
-SFT_MIN_STEPS = 10
-SFT_WARMUP_SHARE = 0.05  # warm-up = this share of the SFT steps (at least 1, at most the base's warm-up)
 
+def sft_config(base: TrainConfig, steps: int | None = None, overrides: Layers = None) -> TrainConfig:
+    """The SFT preset over a base run's config, from fresh ``post`` settings (``post.sft``) with
+    ``overrides`` (``key=value`` strings or a nested mapping, as ``--set``) applied before and after.
 
-def sft_config(base: TrainConfig, steps: int | None = None,
-               overrides: list[str] | None = None) -> TrainConfig:
-    """The SFT preset over a base run's config, then ``key=value`` overrides (as ``--set``).
-
-    lr = base lr * 0.2; warm-up = 5 % of the steps (>= 1, <= the base's); one stage "sft" = the
-    base's last video stage (no image stage); steps = ``steps`` or 10 % of the base's (>= 10).
-    A base that is itself an SFT (its only stage is "sft") keeps its lr and steps: an SFT of an
-    SFT does not divide the learning rate again. Overrides may change anything but the model
-    sections (preset, dit, text, vae).
+    lr = base lr * ``lr_factor`` (0.2); warm-up = ``warmup_share`` (5 %) of the steps (>= 1, <= the
+    base's); one stage "sft" = the base's last video stage (no image stage); steps = ``steps`` or
+    ``steps_share`` (10 %) of the base's (>= ``min_steps``, 10). A base that is itself an SFT (its
+    only stage is "sft") keeps its lr and steps: an SFT of an SFT does not divide the learning rate
+    again. Overrides may change anything but the model sections (preset, dit, text, vae).
     """
     cfg = copy.deepcopy(base)
-    already = [s.name for s in base.stages] == ["sft"]  # the base is an SFT (or a merge of SFTs)
-    videos = [s for s in base.stages if s.n_frames > 1] or list(base.stages)
+    cfg.post = PostConfig()
+    apply_layers(cfg, overrides)
+    s = cfg.post.sft
+    already = [st.name for st in base.stages] == ["sft"]  # the base is an SFT (or a merge of SFTs)
+    videos = [st for st in base.stages if st.n_frames > 1] or list(base.stages)
     cfg.stages = [dataclasses.replace(videos[-1], name="sft", fraction=1.0)]
     if steps is None:
-        steps_default = base.steps if already else max(SFT_MIN_STEPS, round(base.steps * SFT_STEPS_SHARE))
-        cfg.steps = steps_default
+        cfg.steps = base.steps if already else max(s.min_steps, round(base.steps * s.steps_share))
     else:
         cfg.steps = steps
-    cfg.lr = base.lr if already else base.lr * SFT_LR_FACTOR
-    apply_overrides(cfg, overrides or [])
+    cfg.lr = base.lr if already else base.lr * s.lr_factor
+    apply_layers(cfg, overrides)
     if steps is not None:
         cfg.steps = steps  # --steps wins over --set steps=
-    if not any(item.partition("=")[0].strip() == "warmup_steps" for item in overrides or []):
-        cfg.warmup_steps = max(1, min(base.warmup_steps, round(cfg.steps * SFT_WARMUP_SHARE)))
+    if not sets_key(overrides, "warmup_steps"):
+        cfg.warmup_steps = max(1, min(base.warmup_steps, round(cfg.steps * s.warmup_share)))
     changed = [k for k in MODEL_SECTIONS if to_dict(cfg)[k] != to_dict(base)[k]]
     if changed:
         raise ValueError(f"SFT cannot change the model of the base checkpoint ({', '.join(changed)})")
@@ -87,19 +95,20 @@ class SFTTrainer(DiTTrainer):
 
     kind = "dit"
 
-    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, base_ckpt: str | Path,
-                 device: str | torch.device | None = None, dist: DistInfo | None = None,
-                 init: Literal["ema", "net"] = "ema", base_state: dict[str, Any] | None = None) -> None:
-        self.base_path = resolve_checkpoint(base_ckpt)
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None, base_state: dict[str,
+                                                                               Any] | None = None) -> None:
+        self.base_path = resolve_checkpoint(inputs.base)
         base = load_checkpoint(self.base_path) if base_state is None else base_state  # already loaded
         if base.get("kind") != "dit":
             raise ValueError(f"{self.base_path} is a {base.get('kind')!r} checkpoint; SFT needs a 'dit' one")
         base_cfg = to_dict(from_dict(base["config"]))
         if any(to_dict(cfg)[k] != base_cfg[k] for k in MODEL_SECTIONS):
             raise ValueError(f"this SFT config's model differs from the base checkpoint {self.base_path}")
+        init = cfg.post.sft.init
         if init not in ("ema", "net"):
-            raise ValueError(f"init must be 'ema' or 'net', not {init!r}")
-        super().__init__(cfg, data, out, self.base_path, device=device, dist=dist)  # frozen VAE + stats
+            raise ValueError(f"post.sft.init must be 'ema' or 'net', not {init!r}")
+        super().__init__(cfg, inputs.data or "", out, self.base_path, device=device, dist=dist)  # frozen VAE
         self.base_step = int(base["step"])
         self.init = init
         self.dist.load_model_state(self.net, base[init])
@@ -107,7 +116,8 @@ class SFTTrainer(DiTTrainer):
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {**super().checkpoint_extra(),
-                "sft": {"base": str(self.base_path), "base_step": self.base_step, "init": self.init}}
+                "sft": {"base": str(self.base_path), "base_step": self.base_step,
+                        **section_dict(self.cfg.post.sft)}}
 
 
 # --------------------------------------------------------------------------- data
@@ -167,15 +177,17 @@ def _check_latent_vae(data: Path, manifest: dict[str, Any], trainer_vae: torch.n
 
 def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Path | None = None,
         where: str | None = None, *, out: str | Path, steps: int | None = None,
-        overrides: list[str] | None = None, init: Literal["ema", "net"] = "ema", progress: bool = True,
-        device: str | None = None) -> dict[str, Any]:
+        overrides: Layers = None, init: Literal["ema", "net"] | None = None, progress: bool = True,
+        device: str | None = None, cfg: TrainConfig | None = None) -> dict[str, Any]:
     """Fine-tune the DiT of ``base_ckpt`` (a "dit" checkpoint or run directory) into ``out``.
 
     Data: a shards directory ``data`` (pixels or latents), or ``catalog`` + ``where``: the clips of
     the catalog matching the SQL predicate are first exported to ``out/data`` (``prepare_selection``:
     a rerun keeps the shards already exported for the same selection, so it resumes on the same data).
     Rerunning resumes from the newest checkpoint of ``out``; a different base, data or selection
-    for an existing ``out`` is refused. Returns ``{"out", "checkpoint", "base", "data", "dit"}``
+    for an existing ``out`` is refused. ``cfg`` (the resolved config, ``vidloom post sft``) replaces
+    ``sft_config(base, steps, overrides)``; ``init`` sets ``post.sft.init``. Returns
+    ``{"out", "checkpoint", "base", "data", "dit"}``
     (``dit``: the trainer's summary with the eval history).
     """
     from training.loop.run import _manifest, _write_config, adapt_stages_to_latents
@@ -190,17 +202,22 @@ def sft(base_ckpt: str | Path, data: str | Path | None = None, catalog: str | Pa
     if base.get("kind") != "dit":
         raise ValueError(f"{base_path} is a {base.get('kind')!r} checkpoint; SFT needs a 'dit' one")
     base_step = int(base["step"])
-    cfg = sft_config(from_dict(base["config"]), steps, overrides)
+    if cfg is None:
+        layers = [*([overrides] if isinstance(overrides, dict) else overrides or [])]
+        if init is not None:
+            layers.append({"post": {"sft": {"init": init}}})
+        cfg = sft_config(from_dict(base["config"]), steps, layers)
     if manifest.get("kind") == "latents":
         adapt_stages_to_latents(cfg, manifest)
     if dist.is_main:
         _write_config(out, cfg)
-    trainer = SFTTrainer(cfg, data, out, base_path, device=device, dist=dist, init=init, base_state=base)
+    trainer = SFTTrainer(cfg, RunInputs(base_path, data=data), out, dist, device=device, base_state=base)
     del base  # the base's weights are in the trainer now: do not hold a second copy while training
     if manifest.get("kind") == "latents":
         _check_latent_vae(data, manifest, trainer.vae)
     if dist.is_main:
-        info_path.write_text(json.dumps({**record, "base_step": base_step, "init": init}, indent=1) + "\n",
+        info_path.write_text(json.dumps({**record, "base_step": base_step, "init": cfg.post.sft.init},
+                                        indent=1) + "\n",
                              encoding="utf-8")
     summary = trainer.train(progress)
     return {"out": str(out), "checkpoint": str(latest_checkpoint(out)), "base": str(base_path),

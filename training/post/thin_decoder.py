@@ -42,12 +42,14 @@ import torch
 from torch import nn
 
 from models.vae.causal_vae import Decoder, VAEConfig
-from training.config import StageConfig, TrainConfig, apply_overrides, from_dict
+from training.config import Layers, StageConfig, TrainConfig, apply_layers, from_dict
 from training.loop.checkpoint import load_checkpoint, load_vae, resolve_checkpoint, sub_state
 from training.loop.distributed import DistInfo
 from training.loop.trainer import Batch, Trainer
 from training.loop.vae_trainer import trim_frames
+from training.post.config import PostConfig, section_dict
 from training.post.distill_eval import Prompts, _shift, run_sampler
+from training.post.inputs import RunInputs
 
 
 def thin_vae_config(cfg: VAEConfig, width: float = 0.5) -> VAEConfig:
@@ -90,16 +92,19 @@ def _compatible(a: VAEConfig, b: VAEConfig) -> bool:
 
 
 class ThinDecoderTrainer(Trainer):
+    """The thin decoder against ``inputs.base`` (a VAE or DiT checkpoint), settings
+    ``cfg.post.thin_decoder``; ``inputs.generator``: the optional "dit" run of the generated term."""
+
     kind = "thin_decoder"
 
-    def __init__(self, cfg: TrainConfig, data: str | Path, out: str | Path, vae_ckpt: str | Path,
-                 width: float = 0.5, full_weight: float = 1.0, perturb: float = 2.0, init: str = "random",
-                 generator: str | Path | None = None, generator_steps: int = 4, guidance: float = 4.0,
-                 device: str | torch.device | None = None, dist: DistInfo | None = None) -> None:
-        if init not in ("slice", "random"):
-            raise ValueError(f"init must be 'slice' or 'random', got {init!r}")
-        self.width, self.full_weight, self.perturb = float(width), float(full_weight), float(perturb)
-        self.init = init
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs, out: str | Path, dist: DistInfo | None = None,
+                 *, device: str | torch.device | None = None) -> None:
+        t = cfg.post.thin_decoder
+        if t.init not in ("slice", "random"):
+            raise ValueError(f"post.thin_decoder.init must be 'slice' or 'random', got {t.init!r}")
+        width, vae_ckpt, data, generator = t.width, inputs.base, inputs.data or "", inputs.generator
+        self.width, self.full_weight, self.perturb = float(width), float(t.full_weight), float(t.perturb)
+        self.init = t.init
         self.thin_cfg = thin_vae_config(cfg.vae, width)
         self.vae_path = resolve_checkpoint(vae_ckpt)
         self.vae, self.stats = load_vae(self.vae_path)
@@ -108,7 +113,8 @@ class ThinDecoderTrainer(Trainer):
         super().__init__(cfg, data, out, device, dist)
         self.vae.to(self.device)
         self.latent_std = self.stats.std.to(self.device).view(1, -1, 1, 1, 1)
-        self.generator_path, self.generator_steps, self.guidance = generator, int(generator_steps), guidance
+        self.generator_path, self.generator_steps = generator, int(t.generator_steps)
+        self.guidance = t.guidance
         self.gen_pipe = None
         if generator is not None:
             from training.loop.checkpoint import load_pipeline
@@ -131,11 +137,9 @@ class ThinDecoderTrainer(Trainer):
         return net
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        return {"thin": {"width": self.width, "channels": list(self.thin_cfg.channels),
-                         "full_weight": self.full_weight, "perturb": self.perturb, "init": self.init,
-                         "vae": str(self.vae_path),
+        return {"thin": {"channels": list(self.thin_cfg.channels), "vae": str(self.vae_path),
                          "generator": None if self.gen_pipe is None else str(self.generator_path),
-                         "generator_steps": self.generator_steps, "guidance": self.guidance}}
+                         **section_dict(self.cfg.post.thin_decoder)}}
 
     @torch.no_grad()
     def generated(self, mb: Batch, like: torch.Tensor, gen: torch.Generator
@@ -216,26 +220,31 @@ class ThinDecoderTrainer(Trainer):
 
 
 def thin_decoder_config(vae_ckpt: str | Path, steps: int | None = None,
-                        overrides: list[str] | None = None) -> TrainConfig:
-    """The VAE checkpoint's config (``vae_stage``, ``vae_lr``), ``steps`` and ``--set`` overrides."""
+                        overrides: Layers = None) -> TrainConfig:
+    """The VAE checkpoint's config (``vae_stage``, ``vae_lr``) with fresh ``post`` settings,
+    ``steps`` (default its ``vae_steps``) and ``--set`` overrides."""
     cfg = from_dict(load_checkpoint(resolve_checkpoint(vae_ckpt))["config"])
+    cfg.post = PostConfig()
     cfg.steps = cfg.vae_steps if steps is None else int(steps)
-    apply_overrides(cfg, overrides)
-    return cfg
+    return apply_layers(cfg, overrides)
 
 
 def train_thin_decoder(vae_ckpt: str | Path, data: str | Path, out: str | Path, steps: int | None = None,
-                       overrides: list[str] | None = None, width: float = 0.5, perturb: float = 2.0,
-                       init: str = "random", generator: str | Path | None = None, generator_steps: int = 4,
-                       guidance: float = 4.0, device: str | None = None,
-                       progress: bool = True) -> dict[str, Any]:
-    """``vidloom thin-decoder``: train (or resume) a thin decoder for the VAE of ``vae_ckpt``."""
+                       overrides: Layers = None, generator: str | Path | None = None,
+                       device: str | None = None, progress: bool = True, cfg: TrainConfig | None = None,
+                       **settings: Any) -> dict[str, Any]:
+    """``vidloom post thin-decoder``: train (or resume) a thin decoder for the VAE of ``vae_ckpt``, with
+    ``cfg`` (default: ``thin_decoder_config`` with ``settings``, ``post.thin_decoder`` keys, then
+    ``overrides``)."""
     from training.loop.checkpoint import latest_checkpoint
 
-    cfg = thin_decoder_config(vae_ckpt, steps, overrides)
-    summary = ThinDecoderTrainer(cfg, data, out, vae_ckpt, width=width, perturb=perturb, init=init,
-                                 generator=generator, generator_steps=generator_steps, guidance=guidance,
-                                 device=device).train(progress)
+    if cfg is None:
+        given = {k: v for k, v in settings.items() if v is not None}
+        cfg = thin_decoder_config(vae_ckpt, steps, [{"post": {"thin_decoder": given}},
+                                                    *([overrides] if isinstance(overrides, dict) else
+                                                      overrides or [])])
+    inputs = RunInputs(vae_ckpt, data=data, generator=generator)
+    summary = ThinDecoderTrainer(cfg, inputs, out, device=device).train(progress)
     summary["checkpoint"] = str(latest_checkpoint(out))
     return summary
 
@@ -249,7 +258,7 @@ def load_thin_decoder(path: str | os.PathLike[str], use_ema: bool = True,
         raise ValueError(f"{path} is a {ckpt.get('kind')!r} checkpoint; thin_decoder= needs a "
                          "'thin_decoder' one")
     cfg = from_dict(ckpt["config"])
-    thin_cfg = dataclasses.replace(cfg.vae, channels=tuple(ckpt["thin"]["channels"]))
+    thin_cfg = dataclasses.replace(cfg.vae, channels=tuple(ckpt["thin"]["channels"]))  # derived from width
     decoder = Decoder(thin_cfg)
     decoder.load_state_dict(sub_state(ckpt["ema" if use_ema else "net"], "decoder"))
     decoder.to(device).eval().requires_grad_(False)
