@@ -1,6 +1,7 @@
 """The ``vidloom`` command line: curate, export, query, report, caption-server, deploy, bench, samples,
-and the training commands train, encode, generate (``vidloom/cli_train.py``), sft, merge
-(``vidloom/cli_post.py``).
+the training commands train, encode, generate (``vidloom/cli_train.py``) and post-training,
+``vidloom post METHOD`` (``vidloom/cli_post.py``; the old sft, rlhf, distill, refine, ... commands are
+its aliases for one release).
 
 Flags are few; everything else is configuration (``--config FILE`` and
 ``--set section.key=value``, see pipelines/config.py).
@@ -318,19 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # train, encode, generate
     from vidloom.cli_infer import add_commands as add_infer_commands
 
-    add_infer_commands(sub)  # refine, thin-decoder
+    add_infer_commands(sub)  # refine, thin-decoder (aliases of post)
     from vidloom.cli_post import add_commands as add_post_commands
 
-    add_post_commands(sub)  # sft, merge
+    add_post_commands(sub)  # post METHOD; sft, merge (aliases)
     from vidloom.cli_rlhf import add_commands as add_rlhf_commands
 
-    add_rlhf_commands(sub)  # rlhf, rlhf-compare
+    add_rlhf_commands(sub)  # rlhf, rlhf-compare (aliases of post)
     from vidloom.cli_refine_post import add_commands as add_refine_post_commands
 
-    add_refine_post_commands(sub)  # refine-sft, refine-rlhf
+    add_refine_post_commands(sub)  # refine-sft, refine-rlhf (aliases of post)
     from vidloom.cli_distill import add_commands as add_distill_commands
 
-    add_distill_commands(sub)  # distill cfg | tscd | report
+    add_distill_commands(sub)  # distill cfg | tscd | dmd | adv | report (aliases of post)
     from vidloom.cli_data import add_commands as add_data_commands
 
     add_data_commands(sub)  # gc (dataset versions)

@@ -4,9 +4,7 @@ this module and never each other)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -48,29 +46,3 @@ def read_prompt_file(path: str | None) -> list[str] | None:
     if not prompts:
         raise ValueError(f"{path} has no prompts (one per line)")
     return prompts
-
-
-def add_distill_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", required=True, help="'dit' checkpoint or run directory giving the targets")
-    p.add_argument("--data", required=True, help="shards directory (pixels or `vidloom encode` latents)")
-    p.add_argument("--out", required=True, help="student run directory")
-    add_run_options(p, "optimizer steps (default: the teacher config's)",
-                    "config overrides over the teacher's config (lr=..., stages=..., ...)")
-
-
-def distill_config_from_args(args: argparse.Namespace, source: str) -> Any:
-    from training.loop.checkpoint import load_checkpoint, resolve_checkpoint
-    from training.post.distill import distill_config
-
-    overrides = list(args.overrides) + ([f"steps={args.steps}"] if args.steps is not None else [])
-    embed = True
-    if source != args.teacher:  # TSCD: the student keeps its init checkpoint's architecture
-        embed = bool(load_checkpoint(resolve_checkpoint(source))["config"]["dit"].get("guidance_embed"))
-    return distill_config(source, overrides, guidance_embed=embed)
-
-
-def print_distill_summary(summary: dict[str, Any]) -> None:
-    print(json.dumps({k: summary[k] for k in ("kind", "steps", "out")}))
-    for row in summary["eval"]:
-        print(f"  step {row['step']:>6} {row['stage']:<11} {row['when']:<5} "
-              f"eval_distill_loss {row.get('eval_distill_loss', float('nan')):.5f}")

@@ -1,104 +1,63 @@
-"""Distillation commands of the ``vidloom`` CLI (``training/post/distill.py``).
-
-``vidloom distill cfg --teacher runs/tiny --data SHARDS --out runs/cfg``: CFG distillation into a
-guidance-embedding student. ``vidloom distill tscd --teacher runs/cfg --data SHARDS --out runs/tscd``:
-TSCD (segments 8 -> 4 -> 2 -> 1; the per-phase students land in ``runs/tscd/segments_<S>``).
-``vidloom distill report --teacher runs/tiny --cfg-student runs/cfg --tscd runs/tscd``: fidelity /
-reward of every student against the teacher's 50-step CFG output. Runs resume like ``vidloom train``.
-"""
+"""``vidloom distill cfg | tscd | dmd | adv | report``: deprecated aliases of ``vidloom post cfg``,
+``tscd``, ``dmd``, ``adv`` and ``distill-report`` (vidloom/cli_post.py); each flag maps onto an input
+or a config key."""
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-from vidloom.cli_common import add_distill_options, distill_config_from_args, print_distill_summary
+from vidloom.cli_post import Knob, _ints, alias, run_knobs
 
 
-def cmd_distill_cfg(args: argparse.Namespace) -> int:
-    from training.post.distill import CFGDistillTrainer
-
-    cfg = distill_config_from_args(args, args.teacher)
-    trainer = CFGDistillTrainer(cfg, args.data, args.out, args.teacher, device=args.device,
-                                guidance_range=tuple(args.guidance_range))
-    print_distill_summary(trainer.train(progress=not args.quiet))
-    return 0
+def _distill() -> list[Knob]:
+    return [Knob("--teacher", "input:base", {"required": True,
+                                             "help": "'dit' checkpoint giving the targets"}),
+            Knob("--data", "input:data", {"required": True, "help": "shards directory (pixels or latents)"}),
+            Knob("--out", "out", {"required": True, "help": "student run directory"}),
+            *run_knobs("optimizer steps (default: the teacher config's)", "config override")]
 
 
-def cmd_distill_tscd(args: argparse.Namespace) -> int:
-    from training.post.distill import TSCDTrainer
-
-    init = args.init or args.teacher
-    cfg = distill_config_from_args(args, init)
-    segments = tuple(int(s) for s in args.segments.split(","))
-    trainer = TSCDTrainer(cfg, args.data, args.out, args.teacher, init=init, device=args.device,
-                          guidance=args.guidance, segments=segments, teacher_steps=args.teacher_steps,
-                          substeps=args.substeps, heun=args.heun)
-    print_distill_summary(trainer.train(progress=not args.quiet))
-    return 0
-
-
-def cmd_distill_report(args: argparse.Namespace) -> int:
-    from training.loop.checkpoint import load_pipeline
-    from training.post.distill_eval import Variant, distill_report
-
-    device = args.device or "cpu"
-    teacher = load_pipeline(args.teacher, device=device)
-    variants = [Variant(f"teacher-{n}", teacher, n, args.guidance) for n in args.teacher_steps]
-    if args.cfg_student:
-        variants.append(Variant("cfg-distilled", load_pipeline(args.cfg_student, device=device), args.steps,
-                                guidance=args.guidance))
-    for run in sorted(Path(args.tscd).glob("segments_*"), key=lambda p: -int(p.name.split("_")[1])) \
-            if args.tscd else []:
-        s = int(run.name.split("_")[1])
-        student = load_pipeline(run, device=device)
-        g = args.guidance if student.dit.cfg.guidance_embed else None
-        variants.append(Variant(f"tscd-{s}", student, s, guidance=g))
-    prompts = args.prompts or ["a red ball rolls across a table"]
-    report = distill_report(teacher, variants, prompts, args.steps, args.guidance, args.seed)
-    text = json.dumps(report, indent=1)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
-    return 0
+def _few_step(section: str) -> list[Knob]:
+    return [*_distill(),
+            Knob("--init", "input:init", {"help": "student init checkpoint (default: --teacher)"}),
+            Knob("--guidance", "post.tscd.guidance", {"type": float, "help": "CFG scale of the targets"}),
+            Knob("--segments", f"post.{section}.segments", {"help": "segment counts of the phases"},
+                 convert=_ints),
+            Knob("--teacher-steps", "post.tscd.teacher_steps", {"type": int, "help": "teacher grid"})]
 
 
 def add_commands(sub: Any) -> None:
-    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | dmd | adv | report")
+    d = sub.add_parser("distill", help="few-step distillation: cfg | tscd | dmd | adv | report "
+                                       "(deprecated: vidloom post cfg | tscd | dmd | adv | distill-report)")
     dsub = d.add_subparsers(dest="distill_cmd", required=True)
-
-    c = dsub.add_parser("cfg", help="CFG distillation into a guidance-embedding student (1 pass, not 2)")
-    add_distill_options(c)
-    c.add_argument("--guidance-range", type=float, nargs=2, default=(1.0, 6.0), metavar=("LO", "HI"))
-    c.set_defaults(fn=cmd_distill_cfg)
-
-    t = dsub.add_parser("tscd", help="trajectory-segmented consistency distillation (8 -> 4 -> 2 -> 1)")
-    add_distill_options(t)
-    t.add_argument("--init", help="student init checkpoint (default: --teacher, e.g. the CFG-distilled run)")
-    t.add_argument("--guidance", type=float, default=4.0, help="CFG scale of the targets")
-    t.add_argument("--segments", default="8,4,2,1", help="segment counts of the successive phases")
-    t.add_argument("--teacher-steps", type=int, default=50, help="teacher grid: step = 1 / this")
-    t.add_argument("--substeps", type=int, default=1, help="teacher steps before the EMA target")
-    t.add_argument("--heun", action="store_true", help="second-order teacher steps")
-    t.set_defaults(fn=cmd_distill_tscd)
-
-    r = dsub.add_parser("report", help="fidelity / reward of distilled students vs the 50-step CFG teacher")
-    r.add_argument("--teacher", required=True)
-    r.add_argument("--cfg-student", help="CFG-distilled run")
-    r.add_argument("--tscd", help="TSCD run directory (its segments_<S> students)")
-    r.add_argument("--prompt", action="append", dest="prompts")
-    r.add_argument("--steps", type=int, default=50, help="reference and cfg-student steps")
-    r.add_argument("--teacher-steps", type=int, nargs="*", default=[4], help="teacher baselines (steps)")
-    r.add_argument("--guidance", type=float, default=4.0)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device")
-    r.add_argument("--out", help="also write the JSON report here")
-    r.set_defaults(fn=cmd_distill_report)
-    from vidloom.cli_adv import add_adv_parser
-
-    add_adv_parser(dsub)  # distill adv: adversarial stage with a DiT-initialised discriminator
-    from vidloom.cli_dmd import add_dmd_parser
-
-    add_dmd_parser(dsub)  # distill dmd: score distillation (distribution matching, fake-score critic)
+    alias(dsub, "cfg", "cfg", "CFG distillation into a guidance-embedding student", [
+        *_distill(), Knob("--guidance-range", "post.cfg.guidance_range",
+                          {"type": float, "nargs": 2, "metavar": ("LO", "HI")})])
+    alias(dsub, "tscd", "tscd", "trajectory-segmented consistency distillation (8 -> 4 -> 2 -> 1)", [
+        *_few_step("tscd"),
+        Knob("--substeps", "post.tscd.substeps", {"type": int,
+                                                  "help": "teacher steps before the EMA target"}),
+        Knob("--heun", "post.tscd.heun", {"action": "store_true", "help": "second-order teacher steps"})])
+    alias(dsub, "dmd", "dmd", "score distillation: distribution matching, fake-score critic", [
+        *_few_step("dmd"),
+        Knob("--critic-lr", "post.dmd.critic_lr", {"type": float}),
+        Knob("--fake-updates", "post.dmd.fake_updates", {"type": int}),
+        Knob("--dmd-weight", "post.dmd.dmd_weight", {"type": float}),
+        Knob("--reg-weight", "post.dmd.reg_weight", {"type": float})])
+    alias(dsub, "adv", "adv", "adversarial distillation (DiT-initialised discriminator)", [
+        *_few_step("adv"),
+        Knob("--disc-blocks", "post.adv.disc_blocks", {"type": int}),
+        Knob("--disc-lr", "post.adv.disc_lr", {"type": float}),
+        Knob("--reg-weight", "post.adv.reg_weight", {"type": float})])
+    alias(dsub, "report", "distill-report", "fidelity / reward of distilled students vs the 50-step teacher",
+          [
+        Knob("--teacher", "input:base", {"required": True}),
+        Knob("--cfg-student", "post.distill_report.cfg_student", {"help": "CFG-distilled run"}),
+        Knob("--tscd", "post.distill_report.tscd", {"help": "TSCD run directory"}),
+        Knob("--prompt", "input:prompts", {"action": "append", "dest": "prompts", "default": None}),
+        Knob("--steps", "post.distill_report.steps", {"type": int}),
+        Knob("--teacher-steps", "post.distill_report.teacher_steps", {"type": int, "nargs": "*"}),
+        Knob("--guidance", "post.distill_report.guidance", {"type": float}),
+        Knob("--seed", "post.distill_report.seed", {"type": int}),
+        Knob("--device", "device", {}),
+        Knob("--out", "out", {"help": "also write the JSON report here"})])
