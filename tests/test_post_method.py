@@ -205,3 +205,30 @@ def test_the_dit_and_the_refiner_train_with_one_refl_objective(base: dict[str, P
         assert all(r["reward/composite"] == pytest.approx(r["reward/brightness"], abs=1e-6) for r in rows)
     for trainer in (dit, ref):
         assert trainer.objective.stop_range == (0, 1) and trainer.objective.beta == 0.5
+
+
+@pytest.mark.slow  # starts Prefect's ephemeral server unless an earlier test did
+def test_post_flow_takes_the_method_and_a_config_dict(base: dict[str, Path], tmp_path: Path) -> None:
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.post_flow import post_flow
+    from training.post import methods
+
+    config = {"post": {"rlhf_rounds": {"rounds": 1, "steps_per_round": 1, "n_heldout": 2},
+                       "rlhf": {"sample_steps": 2, "global_batch": 2}}}
+    inputs = {"base": str(base["base"]), "prompts": PROMPTS}
+    try:
+        bad = post_flow("rlhf", {"post": {"rlhf": {"bta": 1}}}, inputs, str(tmp_path / "bad"),
+                        return_state=True)
+        assert bad.is_failed() and not (tmp_path / "bad").exists()
+        with pytest.raises(ConfigError, match="did you mean 'beta'"):
+            bad.result()
+        state = post_flow("rlhf", config, inputs, str(tmp_path / "run"), return_state=True)
+        assert state.is_completed(), state
+        assert [r["round"] for r in state.result()["rounds"]] == [0, 1]
+    finally:
+        APILogWorker.drain_all(timeout=30)
+    # the flow's run holds the config the command line resolves from the same keys
+    expected = methods.resolve("rlhf", RunInputs(base["base"], prompts=PROMPTS), overrides=config)
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text(encoding="utf-8"))
+    assert stored == load_checkpoint(latest_checkpoint(tmp_path / "run"))["config"] == to_dict(expected)

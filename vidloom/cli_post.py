@@ -151,12 +151,12 @@ def _check_selection(args: argparse.Namespace) -> None:
 
 
 def add_post_command(sub: Any) -> None:
-    from training.post.methods import METHODS
+    from training.post.config import METHODS
 
     p = sub.add_parser("post", help="post-training: " + " | ".join(METHODS),
                        description="Post-train a checkpoint. Methods: " + "; ".join(
-                           f"{m.name} ({m.help}; post.{', post.'.join(m.sections)})"
-                           for m in METHODS.values()))
+                           f"{name} ({text}; post.{', post.'.join(sections)})"
+                           for name, (sections, text) in METHODS.items()))
     p.add_argument("method", choices=list(METHODS), metavar="METHOD", help=" | ".join(METHODS))
     p.add_argument("--base", action="append", required=True, metavar="CKPT",
                    help="checkpoint or run directory to start from (the teacher, refiner or VAE; "
@@ -192,11 +192,11 @@ class Knob:
 
 
 def default_of(key: str) -> Any:
-    """A config key's default (``TrainConfig()``): the one place an old flag's default comes from."""
-    from training.config import TrainConfig
+    """A ``post.*`` key's default (``PostConfig()``): the one place an old flag's default comes from."""
+    from training.post.config import PostConfig
 
-    node: Any = TrainConfig()
-    for part in key.split("."):
+    node: Any = PostConfig()
+    for part in key.split(".")[1:]:
         node = getattr(node, part)
     return node
 

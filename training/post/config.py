@@ -183,6 +183,25 @@ class PostConfig:
     thin_decoder: ThinDecoderConfig = field(default_factory=ThinDecoderConfig)
 
 
+# ``vidloom post METHOD``: the sections each method reads and what it does (training/post/methods.py
+# runs them; kept here, torch-free, so the command line is built without importing the trainers)
+METHODS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sft": (("sft",), "fine-tune a trained DiT on shards or a catalog selection"),
+    "merge": (("merge",), "average the weights of DiT checkpoints of one model (--base A --base B)"),
+    "rlhf": (("rlhf", "rlhf_rounds"), "RLHF rounds (ReFL) with reward models"),
+    "rlhf-compare": (("rlhf", "rlhf_rounds", "flow_dpo", "rlhf_compare"),
+                     "ReFL vs Flow-DPO at equal DiT forward+backward passes"),
+    "cfg": (("cfg",), "CFG distillation into a guidance-embedding student"),
+    "tscd": (("tscd",), "trajectory-segmented consistency distillation (8 -> 4 -> 2 -> 1)"),
+    "dmd": (("dmd", "tscd"), "score distillation (distribution matching, fake-score critic)"),
+    "adv": (("adv", "tscd"), "adversarial distillation (DiT-initialised discriminator)"),
+    "distill-report": (("distill_report",), "fidelity / reward of distilled students vs the teacher"),
+    "refine": (("refine",), "train the cascade super-resolution refiner from a base DiT"),
+    "refine-sft": (("sft",), "fine-tune a refiner on pixel shards or a catalog selection"),
+    "refine-rlhf": (("rlhf", "refine_rlhf"), "ReFL on a refiner (low-res latents from the frozen base)"),
+    "thin-decoder": (("thin_decoder",), "train a narrower VAE decoder against a frozen VAE"),
+}
+
 _POSITIVE = (0, None, True)  # > 0
 _COUNT = (1, None, False)  # >= 1
 _SHARE = (0, 1, False)  # in [0, 1]

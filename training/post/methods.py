@@ -22,6 +22,7 @@ import yaml
 
 from training.config import PRESETS, Layers, TrainConfig, from_dict, to_dict
 from training.loop.checkpoint import load_checkpoint, resolve_checkpoint
+from training.post.config import METHODS as POST_METHODS
 from training.post.inputs import RunInputs
 
 
@@ -228,34 +229,24 @@ def _run_thin(cfg: TrainConfig, inputs: RunInputs, out: Path, device: str | None
                               progress=progress, cfg=cfg)
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("sft", ("sft",), "fine-tune a trained DiT on shards or a catalog selection", _sft_config, _run_sft,
-           writes_config=False),
-    Method("merge", ("merge",), "average the weights of DiT checkpoints of one model (--base A --base B)",
-           _merge_config, _run_merge, writes_config=False),
-    Method("rlhf", ("rlhf", "rlhf_rounds"), "RLHF rounds (ReFL) with reward models", _rounds_config,
-           _run_rounds),
-    Method("rlhf-compare", ("rlhf", "rlhf_rounds", "flow_dpo", "rlhf_compare"),
-           "ReFL vs Flow-DPO at equal DiT forward+backward passes", _compare_config, _run_compare),
-    Method("cfg", ("cfg",), "CFG distillation into a guidance-embedding student",
-           lambda i, la: _distill_config(i, la, "cfg"), _run_distill("cfg")),
-    Method("tscd", ("tscd",), "trajectory-segmented consistency distillation (8 -> 4 -> 2 -> 1)",
-           lambda i, la: _distill_config(i, la, "tscd"), _run_distill("tscd")),
-    Method("dmd", ("dmd", "tscd"), "score distillation (distribution matching, fake-score critic)",
-           lambda i, la: _distill_config(i, la, "dmd"), _run_distill("dmd")),
-    Method("adv", ("adv", "tscd"), "adversarial distillation (DiT-initialised discriminator)",
-           lambda i, la: _distill_config(i, la, "adv"), _run_distill("adv")),
-    Method("distill-report", ("distill_report",), "fidelity / reward of distilled students vs the teacher",
-           _report_config, _run_report),  # type: ignore[arg-type]
-    Method("refine", ("refine",), "train the cascade super-resolution refiner from a base DiT",
-           _refine_config, _run_refine),
-    Method("refine-sft", ("sft",), "fine-tune a refiner on pixel shards or a catalog selection",
-           _refine_sft_config, _run_refine_sft, writes_config=False),
-    Method("refine-rlhf", ("rlhf", "refine_rlhf"), "ReFL on a refiner (low-res latents from the frozen base)",
-           _refine_rlhf_config, _run_refine_rlhf),
-    Method("thin-decoder", ("thin_decoder",), "train a narrower VAE decoder against a frozen VAE",
-           _thin_config, _run_thin),
-)}
+_STEPS: dict[str, tuple[Callable[[RunInputs, list[Any]], TrainConfig], Callable[..., dict[str, Any]]]] = {
+    "sft": (_sft_config, _run_sft),
+    "merge": (_merge_config, _run_merge),
+    "rlhf": (_rounds_config, _run_rounds),
+    "rlhf-compare": (_compare_config, _run_compare),
+    **{mode: (lambda i, la, mode=mode: _distill_config(i, la, mode), _run_distill(mode))
+       for mode in ("cfg", "tscd", "dmd", "adv")},
+    "distill-report": (_report_config, _run_report),
+    "refine": (_refine_config, _run_refine),
+    "refine-sft": (_refine_sft_config, _run_refine_sft),
+    "refine-rlhf": (_refine_rlhf_config, _run_refine_rlhf),
+    "thin-decoder": (_thin_config, _run_thin),
+}
+# SFT and merges write config.yaml themselves (SFT checks it against a rerun's; a merge beside its file)
+_OWN_CONFIG = ("sft", "merge", "refine-sft")
+METHODS: dict[str, Method] = {
+    name: Method(name, sections, help, *_STEPS[name], writes_config=name not in _OWN_CONFIG)
+    for name, (sections, help) in POST_METHODS.items()}
 
 
 def method(name: str) -> Method:
