@@ -17,6 +17,16 @@ Rules, in order:
 4. **GPUs when present.** A stage that declares GPUs, or whose ``device`` setting is ``cuda``
    (``split.device``, ``scores.aesthetic.device``), gets them on a cluster that has GPUs, one
    actor per GPU by default; elsewhere no GPU is requested.
+5. **Light neighbours share a worker** (``fuse=True``, what the Ray runner uses). Consecutive
+   stages that need no GPU and ask for the same whole number of CPUs (``ceil``: 0.25, 0.5 and 1
+   are all "one core") run one after another in one Ray Data operator, like Ray Data's own
+   operator fusion: the score step's six stages become one operator instead of six, each task
+   crosses the object store once instead of six times (on the dev set the six-operator score
+   step spent more CPU in Ray's hand-offs than in the scorers). The fused worker asks for the
+   largest member's CPUs; it is an actor pool when any member is a model stage (every member's
+   ``setup()`` once per actor), with the tightest ``runtime.actors`` and the largest
+   ``runtime.min_actors`` of its model stages. A GPU stage, or a stage of another CPU size (the
+   2-CPU decode before the 1-CPU shot split), keeps an operator of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipelines.stage import Stage
+from pipelines.stage import Resources, Stage
 
 
 @dataclass(frozen=True)
@@ -43,11 +53,29 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Placement:
-    """One stage's Ray Data request: per-worker CPUs/GPUs, and the pool bounds of a model stage."""
+    """One Ray Data operator's request: per-worker CPUs/GPUs, the pool bounds of a model stage, and
+    the stages its workers run, in order (indices into the planned list; one unless fused)."""
 
     num_cpus: float
     num_gpus: float
     pool: tuple[int, int] | None  # (min, max) actors; None: stateless Ray tasks
+    stages: tuple[int, ...] = ()
+
+
+def fused_groups(wants: Sequence[Resources], node: float, has_gpus: bool) -> list[tuple[int, ...]]:
+    """Runs of consecutive stages that share one operator (rule 5): no GPU on this cluster and the
+    same whole number of CPUs (capped to the largest node)."""
+    def size(r: Resources) -> int:
+        return math.ceil(min(r.cpus, node) - 1e-9)
+
+    groups: list[list[int]] = []
+    for i, r in enumerate(wants):
+        prev = wants[i - 1] if i else None
+        if (prev is not None and not (has_gpus and (r.gpus or prev.gpus)) and size(r) == size(prev)):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [tuple(g) for g in groups]
 
 
 def plan(
@@ -55,15 +83,24 @@ def plan(
     cluster: Cluster,
     max_actors: Mapping[str, int] | None = None,
     min_actors: Mapping[str, int] | None = None,
+    fuse: bool = False,
 ) -> list[Placement]:
-    """The placement of each stage on ``cluster`` (see the module docstring)."""
+    """The placement of each stage on ``cluster`` (see the module docstring): one Placement per
+    stage, or with ``fuse`` one per operator (its ``stages`` say which)."""
     max_actors, min_actors = max_actors or {}, min_actors or {}
     node = max(cluster.largest_node, 0.01)
-    wants = [s.requested() for s in stages]
+    each = [s.requested() for s in stages]
+    if fuse:
+        groups = fused_groups(each, node, cluster.gpus > 0)
+    else:
+        groups = [(i,) for i in range(len(stages))]
+    wants = [Resources(cpus=max(each[i].cpus for i in g), gpus=max(each[i].gpus for i in g),
+                       actors=any(each[i].actors for i in g)) for g in groups]
+    models = [[stages[i].name for i in g if each[i].actors] for g in groups]
     cpus = [min(r.cpus, node) for r in wants]
     gpus = [r.gpus if cluster.gpus > 0 else 0.0 for r in wants]
     pools = [bool(r.actors) for r in wants]
-    lows = [max(1, int(min_actors.get(s.name, 1))) if p else 1 for s, p in zip(stages, pools, strict=True)]
+    lows = [max([1] + [int(min_actors[n]) for n in names if n in min_actors]) for names in models]
     # the footprint that must fit at once: every pool at its minimum, one worker of every task stage
     demand = sum(c * n for c, n in zip(cpus, lows, strict=True))
     if cluster.cpus > 0 and demand > cluster.cpus:
@@ -71,17 +108,18 @@ def plan(
         # snapped down to a whole fraction of a node (1/2, 1/3, ...), so the workers tile nodes
         cpus = [node / math.ceil(node / max(c * factor, 0.01)) for c in cpus]
     placements = []
-    for s, c, g, is_pool, low in zip(stages, cpus, gpus, pools, lows, strict=True):
+    for group, names, c, g, is_pool, low in zip(groups, models, cpus, gpus, pools, lows, strict=True):
         if not is_pool:
-            placements.append(Placement(c, g, None))
+            placements.append(Placement(c, g, None, group))
             continue
-        if s.name in max_actors:
-            top = int(max_actors[s.name])
+        configured = [int(max_actors[n]) for n in names if n in max_actors]
+        if configured:
+            top = min(configured)
         elif g > 0:
             top = int(cluster.gpus // g)
         else:
             top = int(cluster.cpus // c) if c > 0 else 1
-        placements.append(Placement(c, g, (low, max(low, top))))
+        placements.append(Placement(c, g, (low, max(low, top)), group))
     return placements
 
 

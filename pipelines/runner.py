@@ -20,8 +20,9 @@ Ray mapping (docs/architecture.md "Prefect x Ray"): tasks travel as pickled byte
 single binary column, one ``map_batches`` per stage. A stage that declares
 ``resources.actors`` runs on an autoscaling actor pool, each actor calling
 ``setup()`` once; other stages run as Ray tasks with ``num_cpus``/``num_gpus``
-and call ``setup()`` lazily, once per worker process. Sizes and CPUs come from
-``pipelines/ray_plan.py``.
+and call ``setup()`` lazily, once per worker process. Consecutive light stages share
+one operator (fused, like Ray Data's own operator fusion). Sizes, CPUs and fusion come
+from ``pipelines/ray_plan.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import os
 import pickle
 import traceback
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_INPUT_BLOCKS = 1000  # one block per input item up to this, so a few long items still spread out
+CALLS_PER_CPU = 32  # a window is cut into at least this many calls per CPU (load balance) ...
+MAX_ROWS_PER_CALL = 16  # ... of at most this many tasks (each call costs Ray a few ms of CPU)
 WINDOW = 2000  # tasks per Ray Data execution: what the driver holds at most
 
 
@@ -148,58 +152,75 @@ class SequentialRunner:
         pass
 
 
-def _process_table(stage: Stage[Any, Any], batch: pa.Table) -> pa.Table:
-    """One Ray Data batch through a stage. Output rows: ``task`` (pickled) and ``traceback`` (the
-    text of the error a stage recorded on that task, else null), carried to the driver to log.
-    An errored task is forwarded as the same object, so an earlier stage's traceback follows it."""
+def _process_table(stages: list[Stage[Any, Any]], batch: pa.Table) -> pa.Table:
+    """One Ray Data batch through one stage or a fused run of them (``pipelines/ray_plan.py``
+    rule 5), each stage taking ``batch_size`` tasks at a time as in the sequential runner.
+    Output rows: ``task`` (pickled) and ``traceback`` (the text of the error a stage recorded on
+    that task, else null), carried to the driver to log. An errored task is forwarded as the same
+    object, so an earlier stage's traceback follows it."""
     tasks = [pickle.loads(blob) for blob in batch.column("task").to_pylist()]
     before = batch.column("traceback").to_pylist() if "traceback" in batch.column_names else []
     failures: Failures = [(t, tb) for t, tb in zip(tasks, before, strict=False) if tb]
-    outs = apply_batch(stage, tasks, failures)
+    for stage in stages:
+        size = max(1, stage.batch_size)
+        chunks = (tasks[i:i + size] for i in range(0, len(tasks), size))
+        tasks = [out for chunk in chunks for out in apply_batch(stage, chunk, failures)]
     tbs = {id(t): tb for t, tb in failures}
-    return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in outs], type=pa.binary()),
-                     "traceback": pa.array([tbs.get(id(o)) for o in outs], type=pa.string())})
+    return pa.table({"task": pa.array([cloudpickle.dumps(o) for o in tasks], type=pa.binary()),
+                     "traceback": pa.array([tbs.get(id(o)) for o in tasks], type=pa.string())})
 
 
 @functools.lru_cache(maxsize=16)
-def _ready_stage(stage_blob: bytes) -> Stage[Any, Any]:
-    """The unpickled, set-up stage, cached per worker process: Ray Data deserializes a
+def _ready_stages(stages_blob: bytes) -> list[Stage[Any, Any]]:
+    """The unpickled, set-up stages, cached per worker process: Ray Data deserializes a
     function UDF for every task, and ``setup()`` should not run once per block."""
-    stage: Stage[Any, Any] = pickle.loads(stage_blob)
-    stage.setup()
-    return stage
+    stages: list[Stage[Any, Any]] = pickle.loads(stages_blob)
+    for stage in stages:
+        stage.setup()
+    return stages
 
 
 class _StageTaskFn:
-    """A stateless stage as a Ray Data function; ``setup()`` once per worker process."""
+    """Stateless stages as a Ray Data function; ``setup()`` once per worker process."""
 
-    stage_blob: ClassVar[bytes]
+    stages_blob: ClassVar[bytes]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _process_table(_ready_stage(self.stage_blob), batch)
+        return _process_table(_ready_stages(self.stages_blob), batch)
 
 
 class _StageActor:
-    """A stateful stage as a Ray Data callable class: one ``setup()`` per actor."""
+    """Stages with a model as a Ray Data callable class: one ``setup()`` each per actor."""
 
-    stage_blob: ClassVar[bytes]
+    stages_blob: ClassVar[bytes]
 
     def __init__(self) -> None:
-        self.stage: Stage[Any, Any] = pickle.loads(self.stage_blob)
-        self.stage.setup()
+        self.stages: list[Stage[Any, Any]] = pickle.loads(self.stages_blob)
+        for stage in self.stages:
+            stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _process_table(self.stage, batch)
+        return _process_table(self.stages, batch)
 
 
-def _bind(base: type[T], stage: Stage[Any, Any]) -> type[T]:
-    """A subclass of ``base`` carrying the stage, named after it (Ray shows the name).
+def _bind(base: type[T], stages: list[Stage[Any, Any]]) -> type[T]:
+    """A subclass of ``base`` carrying the stages, named after them (Ray shows the name:
+    ``QualityScorer+MotionScorer+...`` for a fused run).
 
-    The stage travels as cloudpickle bytes in a class attribute, like the tasks: Ray's
-    own pickler never imports its module, and the actor has no constructor arguments
+    The stages travel as cloudpickle bytes in a class attribute, like the tasks: Ray's
+    own pickler never imports their modules, and the actor has no constructor arguments
     to keep alive in the object store.
     """
-    return type(type(stage).__name__, (base,), {"stage_blob": cloudpickle.dumps(stage)})
+    name = "+".join(type(s).__name__ for s in stages)
+    return type(name, (base,), {"stages_blob": cloudpickle.dumps(stages)})
+
+
+def rows_per_call(n_tasks: int, cpus: float) -> int:
+    """Tasks per Ray Data call for a window of ``n_tasks``: one while there are few (33 videos
+    on 2 CPUs: one video per call, so long ones spread out), more when there are many (260 clips:
+    4 per call), so Ray's per-call cost (pickling, the object store, scheduling) stays small
+    beside the work; at least ``CALLS_PER_CPU`` calls per CPU remain to balance the load."""
+    return max(1, min(MAX_ROWS_PER_CALL, n_tasks // max(1, round(cpus * CALLS_PER_CPU))))
 
 
 class RayRunner:
@@ -220,6 +241,8 @@ class RayRunner:
         max_actors: the largest pool of each model stage, by stage name (``runtime.actors``).
         min_actors: the smallest pool, by stage name (``runtime.min_actors``; default 1).
         window: tasks per Ray Data execution (``runtime.window``).
+        fuse: run consecutive light stages in one operator (``pipelines/ray_plan.py`` rule 5);
+            False gives every stage an operator of its own.
     """
 
     def __init__(
@@ -229,7 +252,9 @@ class RayRunner:
         max_actors: dict[str, int] | None = None,
         window: int = WINDOW,
         min_actors: dict[str, int] | None = None,
+        fuse: bool = True,
     ) -> None:
+        self.fuse = fuse
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
         self.max_actors = dict(max_actors or {})
@@ -275,22 +300,26 @@ class RayRunner:
         ctx.print_on_execution_start = progress
         ctx.enable_auto_log_stats = False
         ctx.execution_options.verbose_progress = False
+        cluster = cluster_of_current_ray()
+        rows = rows_per_call(len(blobs), cluster.cpus)
         ds: ray.data.Dataset = ray.data.from_items(
-            blobs, override_num_blocks=min(len(blobs), MAX_INPUT_BLOCKS)
+            blobs, override_num_blocks=min(math.ceil(len(blobs) / rows), MAX_INPUT_BLOCKS)
         )
         del blobs
-        placements = plan(stages, cluster_of_current_ray(), self.max_actors, self.min_actors)
-        for stage, place in zip(stages, placements, strict=True):
+        placements = plan(stages, cluster, self.max_actors, self.min_actors, fuse=self.fuse)
+        for place in placements:
+            members = [stages[i] for i in place.stages]
             fn: Any
             if place.pool:  # a model stage: an autoscaling pool, setup() once per actor
                 lo, hi = place.pool
-                fn, compute = _bind(_StageActor, stage), ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
+                fn = _bind(_StageActor, members)
+                compute = ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
             else:  # stateless: plain Ray tasks, as many as the resources allow
-                fn, compute = _bind(_StageTaskFn, stage)(), None
+                fn, compute = _bind(_StageTaskFn, members)(), None
             ds = ds.map_batches(
                 fn,
                 compute=compute,
-                batch_size=stage.batch_size,
+                batch_size=max(rows, *(s.batch_size for s in members)),
                 batch_format="pyarrow",
                 num_cpus=place.num_cpus,
                 num_gpus=place.num_gpus or None,

@@ -89,3 +89,51 @@ def test_a_stage_configured_for_cuda_asks_for_a_gpu() -> None:
     assert on_gpu.num_gpus == 1.0 and on_gpu.pool == (1, 4)
     on_cpu = plan([ShotSplit(device="cpu")], Cluster(cpus=16, gpus=4))[0]
     assert on_cpu.num_gpus == 0.0 and on_cpu.pool == (1, 16)
+
+
+@dataclass
+class Light(Stage[int, int]):
+    name: ClassVar[str] = "quality"
+    resources: ClassVar[Resources] = Resources(cpus=0.25)
+
+    def process(self, task: int) -> int:
+        return task
+
+
+@dataclass
+class Ocr(Model):
+    name: ClassVar[str] = "overlay_text"
+
+
+def test_light_neighbours_share_one_operator() -> None:
+    # the score step: cheap scorers then a model stage, all "one core": one operator, an actor pool
+    score = [Light(), Light(), Ocr()]
+    (fused,) = plan(score, Cluster(cpus=2), fuse=True)
+    assert fused.stages == (0, 1, 2)
+    assert (fused.num_cpus, fused.pool) == (1.0, (1, 2))  # the largest member's CPUs, two actors
+    # unfused: one operator per stage, as before
+    assert [p.stages for p in plan(score, Cluster(cpus=2))] == [(0,), (1,), (2,)]
+    # the 2-CPU decode keeps its own operator before the 1-CPU model stage
+    decode, model = plan([Task2(), Model()], Cluster(cpus=64, node_cpus=16), fuse=True)
+    assert (decode.stages, model.stages) == ((0,), (1,))
+    assert decode.pool is None and model.pool == (1, 64)
+    # ... but on 1-CPU nodes both are "one core" (capped to the node), so they share one
+    (both,) = plan([Task2(), Model()], Cluster(cpus=2, node_cpus=1), fuse=True)
+    assert both.stages == (0, 1) and both.num_cpus == 1.0 and both.pool == (1, 2)
+
+
+def test_a_gpu_stage_is_never_fused_on_a_gpu_cluster() -> None:
+    stages = [Light(), GpuModel(), Light()]
+    on_gpu = plan(stages, Cluster(cpus=8, gpus=2), fuse=True)
+    assert [p.stages for p in on_gpu] == [(0,), (1,), (2,)]
+    assert on_gpu[1].num_gpus == 1.0 and on_gpu[1].pool == (1, 2)
+    (on_cpu,) = plan(stages, Cluster(cpus=8), fuse=True)  # no GPU anywhere: one CPU operator
+    assert on_cpu.stages == (0, 1, 2) and on_cpu.num_gpus == 0.0 and on_cpu.pool == (1, 8)
+
+
+def test_a_fused_pool_takes_its_model_stages_bounds() -> None:
+    stages = [Light(), Model(), Ocr()]
+    (p,) = plan(stages, Cluster(cpus=16), {"overlay_text": 3, "shot_split": 5}, {"shot_split": 2}, fuse=True)
+    assert p.pool == (2, 3)  # the tightest maximum, the largest minimum
+    (q,) = plan([Light(), Light()], Cluster(cpus=16), {"quality": 1}, fuse=True)
+    assert q.pool is None  # no model stage: stateless tasks, runtime.actors does not apply

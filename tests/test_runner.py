@@ -11,7 +11,14 @@ from typing import ClassVar
 import pytest
 
 from pipelines.config import RuntimeConfig
-from pipelines.runner import RayRunner, Runner, SequentialRunner, make_runner
+from pipelines.runner import (
+    MAX_ROWS_PER_CALL,
+    RayRunner,
+    Runner,
+    SequentialRunner,
+    make_runner,
+    rows_per_call,
+)
 from pipelines.stage import Resources, Stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -171,6 +178,8 @@ def test_ray_many_items_and_empty_input(ray_runner: RayRunner) -> None:
     assert results(ray_runner, inputs) == results(SequentialRunner(), inputs)
     # fed in windows of 7 tasks (six Ray Data executions): the same results
     assert results(RayRunner(window=7), inputs) == results(SequentialRunner(), inputs)
+    # one operator per stage instead of the fused one (pipelines/ray_plan.py rule 5): the same
+    assert results(RayRunner(fuse=False), inputs) == results(SequentialRunner(), inputs)
     assert list(ray_runner.run(pipeline(), [], progress=False)) == []
 
 
@@ -188,6 +197,14 @@ def test_ray_exception_without_error_attribute_fails_the_run(ray_runner: RayRunn
 
     with pytest.raises(Exception, match="no error field"):
         list(ray_runner.run([Boom()], [1, 2], progress=False))
+
+
+def test_rows_per_call_grows_with_the_window_not_past_the_balance() -> None:
+    assert rows_per_call(33, 2) == 1  # 33 videos on 2 CPUs: one per call
+    assert rows_per_call(260, 2) == 4  # 260 clips: 65 calls, 32 per CPU
+    assert rows_per_call(2000, 2) == MAX_ROWS_PER_CALL  # bounded, whatever the window
+    assert rows_per_call(2000, 64) == 1  # a big cluster keeps every task its own call
+    assert rows_per_call(0, 2) == 1
 
 
 def test_make_runner() -> None:
