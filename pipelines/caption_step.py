@@ -16,6 +16,7 @@ text vs OCR; captioner/field_checks.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from pipelines.tasks import ClipTask
 
 
 def caption(
-    root: Path, tasks: list[ClipTask], cfg: CurateConfig, runner: Runner, cat: Catalog
+    root: Path, tasks: Iterable[ClipTask], cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, Any]:
     from captioner.field_checks import field_checks
     from pipelines.captioning import failed_names

@@ -197,10 +197,10 @@ def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
 
 # --- steps 4-5: score every clip, then decide from the stored scores ------------
 def score(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, Any]:
-    from pipelines.score_step import clip_tasks_from_catalog
+    from pipelines.score_step import iter_clip_tasks
     from pipelines.score_step import score as run_scorers
 
-    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), source_size=True)
+    tasks = iter_clip_tasks(cat, paths.frames, split_hash(cfg), source_size=True)  # a stream, by pages
     redecoded = scratch.ensure_pixels(paths, cfg, runner, cat, "score")  # frames dropped (keep_frames)
     return {**run_scorers(tasks, paths.work, cfg, runner, cat), "redecoded": redecoded}
 
@@ -231,10 +231,10 @@ def caption(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> di
     next run (and kept again when it succeeds) instead of being locked out by its own failure.
     """
     from pipelines.caption_step import caption as run_caption
-    from pipelines.score_step import clip_tasks_from_catalog, decide
+    from pipelines.score_step import decide, iter_clip_tasks
 
     wanted = f"c.{KEPT} OR c.reject_reason IN ('no_caption', 'caption_check')"
-    tasks = clip_tasks_from_catalog(cat, paths.frames, split_hash(cfg), wanted)
+    tasks = iter_clip_tasks(cat, paths.frames, split_hash(cfg), wanted)  # a stream, by pages
     redecoded = scratch.ensure_pixels(paths, cfg, runner, cat, "caption")  # signals reads frames
     counts = {**run_caption(paths.root, tasks, cfg, runner, cat), "redecoded": redecoded}
     counts["decide"] = decide(cat, cfg, split_hash(cfg))

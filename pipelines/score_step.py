@@ -15,6 +15,7 @@ filter  dedups across the whole catalog and decides kept/rejected with the first
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from curation import schema
@@ -73,6 +74,46 @@ def _key(stage: Stage[Any, Any]) -> tuple[str, int, str]:
     return (f"score:{stage.name}", stage.version, stage.params_hash())
 
 
+PAGE = 4096  # clips read from the catalog at a time by iter_clip_tasks
+
+
+def iter_clip_tasks(
+    cat: Catalog,
+    frames_root: Any,
+    split_hash: str,
+    where: str = "TRUE",
+    params: list[Any] | None = None,
+    source_size: bool = False,
+    page: int = PAGE,
+) -> Iterator[ClipTask]:
+    """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached),
+    in clip_id order, read ``page`` clips at a time: the driver holds one page of tasks, not one
+    per clip of the catalog (the runner takes them as they come).
+
+    Each page is a query of its own (``clip_id`` after the last one read), so a step may commit
+    between pages: a later page reads clips the step has not written yet.
+
+    source_size: give each clip its source's displayed width and height (the scorers measure
+        the source's frames; a clip cut with a crop has the crop's size in its row).
+    """
+    last = ""
+    while True:
+        rows = cat.dicts(
+            f"SELECT c.clip_id, v.path AS src, v.width, v.height FROM clips c JOIN videos v USING (video_id) "
+            f"WHERE c.split_hash = ? AND ({where}) AND c.clip_id > ? ORDER BY c.clip_id LIMIT {int(page)}",
+            [split_hash, *(params or []), last],
+        )
+        if not rows:
+            return
+        src = {r["clip_id"]: r for r in rows}
+        clips = cat.clips("split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
+        for c in sorted(clips, key=lambda c: c.clip_id):
+            if source_size:
+                c.width, c.height = src[c.clip_id]["width"] or c.width, src[c.clip_id]["height"] or c.height
+            yield ClipTask(clip=c, src_path=src[c.clip_id]["src"], frames_dir=str(frames_root / c.video_id))
+        last = rows[-1]["clip_id"]
+
+
 def clip_tasks_from_catalog(
     cat: Catalog,
     frames_root: Any,
@@ -81,28 +122,12 @@ def clip_tasks_from_catalog(
     params: list[Any] | None = None,
     source_size: bool = False,
 ) -> list[ClipTask]:
-    """ClipTasks for the catalog's clips of ``split_hash`` (sources and decoded frames attached).
-
-    source_size: give each clip its source's displayed width and height (the scorers measure
-        the source's frames; a clip cut with a crop has the crop's size in its row).
-    """
-    rows = cat.dicts(
-        f"SELECT c.clip_id, v.path AS src, v.width, v.height FROM clips c JOIN videos v USING (video_id) "
-        f"WHERE c.split_hash = ? AND ({where}) ORDER BY c.clip_id",
-        [split_hash, *(params or [])],
-    )
-    src = {r["clip_id"]: r for r in rows}
-    clips = cat.clips("split_hash = ? AND clip_id IN (SELECT unnest(?))", [split_hash, list(src)])
-    for c in clips if source_size else ():
-        c.width, c.height = src[c.clip_id]["width"] or c.width, src[c.clip_id]["height"] or c.height
-    return [
-        ClipTask(clip=c, src_path=src[c.clip_id]["src"], frames_dir=str(frames_root / c.video_id))
-        for c in clips
-    ]
+    """Every task of ``iter_clip_tasks`` as a list (for callers that need them all at once)."""
+    return list(iter_clip_tasks(cat, frames_root, split_hash, where, params, source_size))
 
 
 def score(
-    tasks: list[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog
+    tasks: Iterable[ClipTask], work_dir: Any, cfg: CurateConfig, runner: Runner, cat: Catalog
 ) -> dict[str, Any]:
     """Run the scorers each clip still needs; write their columns and per-scorer done marks.
 
@@ -117,9 +142,12 @@ def score(
     keys = {s.name: _key(s) for s in scorers}
     columns = {s.name: s.columns for s in scorers}  # type: ignore[attr-defined]
     done = {name: cat.done_items(*key) for name, key in keys.items()}
-    for t in tasks:
-        t.todo = tuple(n for n in keys if t.clip.clip_id not in done[n])
-        t.clip.not_scored = None  # decided afresh by this run's gates
+
+    def todo() -> Iterator[ClipTask]:  # lazily: the tasks may be a stream (iter_clip_tasks)
+        for t in tasks:
+            t.todo = tuple(n for n in keys if t.clip.clip_id not in done[n])
+            t.clip.not_scored = None  # decided afresh by this run's gates
+            yield t
 
     gated = [0]
 
@@ -147,7 +175,7 @@ def score(
         StepJournal(work_dir, "score"),
         runner,
         stages,
-        tasks,
+        todo(),
         lambda t: t.clip.clip_id,
         to_tables,
         combined,
