@@ -31,6 +31,7 @@ def run_all_stages(root: Path, device: str) -> dict[str, dict]:
     from training.post.distill import CFGDistillTrainer, TSCDTrainer, distill_config
     from training.post.distill_adv import AdversarialDistillTrainer
     from training.post.distill_dmd import ScoreDistillTrainer
+    from training.post.inputs import RunInputs
     from training.post.refine import train_refiner
     from training.post.rlhf import RLHFTrainer, rlhf_config
     from training.post.sft import sft
@@ -41,21 +42,24 @@ def run_all_stages(root: Path, device: str) -> dict[str, dict]:
     base = root / "base"
     out["sft"] = sft(base, data, out=root / "sft", steps=2, overrides=QUICK, progress=False, device=device)
     kw = {"device": device}
-    cfgd = CFGDistillTrainer(distill_config(base, [*QUICK, "steps=2"]), data, root / "cfgd", base, **kw)
+    cfgd = CFGDistillTrainer(distill_config(base, [*QUICK, "steps=2"]), RunInputs(base, data=data),
+                             root / "cfgd",
+                             **kw)
     out["cfg"] = cfgd.train(progress=False)
-    student = distill_config(root / "cfgd", [*QUICK, "steps=4"])
-    out["tscd"] = TSCDTrainer(student, data, root / "tscd", base, init=root / "cfgd", segments=(2, 1),
-                              teacher_steps=4, **kw).train(progress=False)
-    out["dmd"] = ScoreDistillTrainer(distill_config(root / "cfgd", [*QUICK, "steps=2"]), data, root / "dmd",
-                                     base, init=root / "cfgd", segments=(1,), teacher_steps=4,
-                                     **kw).train(progress=False)
-    out["adv"] = AdversarialDistillTrainer(distill_config(root / "cfgd", [*QUICK, "steps=2"]), data,
-                                           root / "adv", base, init=root / "cfgd", segments=(1,),
-                                           teacher_steps=4, **kw).train(progress=False)
-    rl_cfg = rlhf_config(base, steps=2, n_frames=5, size=(32, 64), global_batch=2)
-    out["rlhf"] = RLHFTrainer(rl_cfg, base, root / "rlhf", prompts=["a red ball", "a blue box"],
-                              rewards={"motion": 1.0, "aesthetic_proxy": 1.0}, sample_steps=3,
-                              grad_steps=1, **kw).train(progress=False)
+    few = ["post.tscd.teacher_steps=4", "post.dmd.segments=[1]", "post.adv.segments=[1]"]
+    student = distill_config(root / "cfgd", [*QUICK, "steps=4", "post.tscd.segments=[2, 1]", *few])
+    from_cfgd = RunInputs(base, data=data, init=root / "cfgd")
+    out["tscd"] = TSCDTrainer(student, from_cfgd, root / "tscd", **kw).train(progress=False)
+    out["dmd"] = ScoreDistillTrainer(distill_config(root / "cfgd", [*QUICK, "steps=2", *few]), from_cfgd,
+                                     root / "dmd", **kw).train(progress=False)
+    out["adv"] = AdversarialDistillTrainer(distill_config(root / "cfgd", [*QUICK, "steps=2", *few]),
+                                           from_cfgd,
+                                           root / "adv", **kw).train(progress=False)
+    rl_cfg = rlhf_config(base, steps=2, n_frames=5, size=(32, 64), global_batch=2,
+                         overrides=["post.rlhf.sample_steps=3", "post.rlhf.grad_steps=1",
+                                    "post.rlhf.rewards={motion: 1.0, aesthetic_proxy: 1.0}"])
+    out["rlhf"] = RLHFTrainer(rl_cfg, RunInputs(base, prompts=["a red ball", "a blue box"]), root / "rlhf",
+                              **kw).train(progress=False)
     out["refine"] = train_refiner(base, data, root / "refine", steps=2, overrides=QUICK, size=(64, 128),
                                   n_frames=9, device=device, progress=False)
     for name in ("sft", "cfgd", "tscd", "dmd", "adv", "rlhf"):

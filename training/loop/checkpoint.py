@@ -2,14 +2,18 @@
 
 Layout of a run directory::
 
-    runs/x/config.yaml                     the TrainConfig the run started with
+    runs/x/config.yaml                     the resolved TrainConfig of the run (also in each checkpoint)
     runs/x/log.jsonl                       one JSON line per step (loss as a hex float: exact)
     runs/x/checkpoints/step_0000050.pt     the newest ``keep_ckpts`` checkpoints
     runs/x/vae/                            the VAE run, when ``vidloom train`` trained one first
 
 A checkpoint is a dict:
 
-- ``version``, ``kind`` ("dit" | "vae"), ``step`` (optimizer steps done), ``config`` (``to_dict``);
+- ``version``, ``kind`` ("dit" | "vae" | "refiner" | "thin_decoder"), ``step`` (optimizer steps done),
+  ``config``: the whole resolved ``TrainConfig`` (``to_dict``), the post-training method's settings
+  (``post.<method>``) included: loaders read a method's settings from it (e.g. the refiner's
+  ``post.refine.upsample``), and a method's entry (``sft``, ``rlhf``, ``distill``, ``refiner``, ...)
+  is that section plus the run's facts (base checkpoint, its step);
 - ``net``: state dict of the trainable ``ModuleDict`` (``dit`` and, when it is trainable, ``text``;
   or ``vae``), ``ema``: its EMA, ``optimizer``: AdamW state;
 - ``loader``: the stage's ``StreamingLoader.state_dict()``, ``stage``: stage index;

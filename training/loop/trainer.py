@@ -3,7 +3,8 @@
 ``Trainer`` owns what does not depend on the model: AdamW with decoupled weight decay (no decay on
 biases and norm gains), linear warm-up then cosine decay, gradient clipping, a float32 EMA of the
 trainable weights, bf16 autocast on CUDA, progressive stages (one ``StreamingLoader`` per stage),
-checkpoints (model, optimizer, EMA, loader, RNG) and the step log. Subclasses supply the model
+checkpoints (model, optimizer, EMA, loader, RNG, and the whole resolved config: ``config``, also
+written beside them as ``config.yaml``) and the step log. Subclasses supply the model
 (``build_net``) and the objective (``forward_backward_step``); later stages (SFT, RLHF,
 distillation) subclass it the same way.
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from pipelines.remote import as_path
@@ -221,6 +223,8 @@ class Trainer:
     def train(self, progress: bool = True) -> dict[str, Any]:
         """Run (or resume) to ``total_steps``; returns a summary with the eval history."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            write_config(self.out, self.cfg)
         self.resume()
         plan = self.stage_plan()
         history: list[dict[str, Any]] = []
@@ -341,6 +345,14 @@ class Trainer:
 
     def on_resume(self, ckpt: dict[str, Any]) -> None:
         """Restore subclass state from a checkpoint."""
+
+
+def write_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """The resolved config next to the run's checkpoints (``config.yaml``), unless the run directory
+    already holds one (``vidloom train`` and ``vidloom post`` write and check it before training)."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=True, allow_unicode=True), encoding="utf-8")
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ from training.loop.checkpoint import load_checkpoint, resolve_checkpoint, save_c
 from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTNet, DiTTrainer
 from training.loop.flow_matching import ModelFn, logit_normal_t, sampling_schedule, shift_t
-from training.loop.trainer import Batch
+from training.loop.trainer import Batch, write_config
 from training.post.config import CFGDistillConfig, PostConfig, TSCDConfig, section_dict
 from training.post.inputs import RunInputs
 
@@ -374,7 +374,9 @@ class TSCDTrainer(_DistillTrainer):
         ema = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
         payload = {"kind": "dit", "config": to_dict(self.cfg), "net": ema, "ema": ema,
                    **self.checkpoint_extra()}
-        return save_checkpoint(run_dir, step, payload, keep=1)
+        path = save_checkpoint(run_dir, step, payload, keep=1)
+        write_config(run_dir, self.cfg)
+        return path
 
 
 def dit_of(path: str | Path, use_ema: bool = True) -> DiT:

@@ -258,7 +258,10 @@ def load_thin_decoder(path: str | os.PathLike[str], use_ema: bool = True,
         raise ValueError(f"{path} is a {ckpt.get('kind')!r} checkpoint; thin_decoder= needs a "
                          "'thin_decoder' one")
     cfg = from_dict(ckpt["config"])
-    thin_cfg = dataclasses.replace(cfg.vae, channels=tuple(ckpt["thin"]["channels"]))  # derived from width
+    if "post" in ckpt["config"]:  # the width from the stored config
+        thin_cfg = thin_vae_config(cfg.vae, cfg.post.thin_decoder.width)
+    else:  # older checkpoints: the channels they recorded
+        thin_cfg = dataclasses.replace(cfg.vae, channels=tuple(ckpt["thin"]["channels"]))
     decoder = Decoder(thin_cfg)
     decoder.load_state_dict(sub_state(ckpt["ema" if use_ema else "net"], "decoder"))
     decoder.to(device).eval().requires_grad_(False)
