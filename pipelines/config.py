@@ -159,6 +159,11 @@ class CurateConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
+# the checks the stages' sections declare on their classes, under each section's key
+for _key, _section in config_check.field_types(CurateConfig).items():
+    config_check.register_section(f"{_key}.", _section)
+
+
 def score_config() -> ScoreConfig:
     """The scores section with every registered scorer's section (pipelines/scorers.py)."""
     return scorers.score_config_class(ScoreConfig)()  # type: ignore[no-any-return]

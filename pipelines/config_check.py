@@ -22,14 +22,10 @@ from typing import Any
 
 import yaml
 
-# Allowed values, by dotted key. Keep in step with the code that reads them (a test checks
-# the stage constants: pipelines.stages.caption.BACKENDS, pipelines.stages.shot_split.DETECTORS).
+# Allowed values, by dotted key. A section defined in a stage's file declares its own on the class
+# (``CHOICES``/``RANGES`` class attributes, by field name) and pipelines/config.py registers them
+# here under the section's key (:func:`register_section`); these are the other sections'.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "split.detector": ("transnetv2", "transnetv2-full", "adaptive", "content"),
-    "split.precision": ("auto", "fp32", "bf16"),
-    "caption.backend": ("signals", "openai", "vllm"),
-    "caption.zh_mode": ("translate", "direct"),
-    "caption.send_as": ("images", "video"),
     "runtime.runner": ("ray", "sequential"),
     "runtime.keep_frames": ("keep", "after_score", "none"),  # pipelines.scratch.POLICIES
 }
@@ -37,21 +33,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
 DEVICE_KEYS = ("split.device", "scores.aesthetic.device")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
-# (low, high, low is exclusive): None means unbounded. Unlisted numbers: >= 0. The scorers'
-# sections (scores.<key>) bring their own, in their files (pipelines/scorers.py ``ScorerSpec.ranges``).
+# (low, high, low is exclusive): None means unbounded. Unlisted numbers: >= 0. The stages' sections
+# bring their own (``RANGES`` on the class, :func:`register_section`), the scorers' sections
+# (scores.<key>) theirs, in their files (pipelines/scorers.py ``ScorerSpec.ranges``).
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "ingest.max_duration_s": (0, None, True),
-    "ingest.max_pixels": (0, None, True),
-    "decode.sparse_fps": (0, None, True),
-    "decode.sparse_width": (16, None, False),
-    "decode.sparse_height": (16, None, False),
-    "split.threshold": (0, 1, False),
-    "split.min_shot_frames": (1, None, False),
-    "split.black_luma": (0, 255, False),
     "clips.min_s": (0, None, True),
     "clips.max_s": (0, None, True),
     "clips.stride_s": (0, None, True),
-    "extract.crf": (0, 63, False),
     "filters.max_aspect": (1, None, False),
     "filters.max_black_frac": (0, 1, False),
     "filters.min_luma": (0, 255, False),
@@ -68,13 +56,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "filters.min_aesthetic": (0, 10, False),
     "filters.phash_max_distance": (0, 64, False),
     "filters.semantic_dedup_min_cosine": (-1, 1, False),
-    "caption.n_frames": (1, None, False),
-    "caption.max_pixels": (1, None, False),
-    "caption.max_tokens": (1, None, False),
-    "caption.temperature": (0, 2, False),
-    "caption.concurrency": (1, None, False),
-    "caption.batch_size": (1, None, False),
-    "caption.timeout_s": (0, None, True),
     "shards.target_bytes": (1, None, False),
     "shards.multishot_max_shots": (2, None, False),
     "shards.multishot_min_shots": (2, None, False),
@@ -106,6 +87,13 @@ _NULLS = ("", "~", "null", "Null", "NULL", "none", "None")
 # ('scores.<key>.'): kept apart from the tables above, which name the built-in fields only.
 _SCORER_RANGES: dict[str, dict[str, tuple[float | None, float | None, bool]]] = {}
 _SCORER_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {}
+
+
+def register_section(prefix: str, section: type) -> None:
+    """The ``RANGES`` and ``CHOICES`` a section class declares (by field name, in the stage's file),
+    checked under ``prefix`` (the section's key in the tree, e.g. 'split.')."""
+    RANGES.update({prefix + k: v for k, v in getattr(section, "RANGES", {}).items()})
+    CHOICES.update({prefix + k: v for k, v in getattr(section, "CHOICES", {}).items()})
 
 
 def register_checks(prefix: str, ranges: dict[str, Any], choices: dict[str, tuple[Any, ...]]) -> None:

@@ -94,6 +94,15 @@ class CaptionConfig:
     # a captioned clip without a valid caption set is rejected ('no_caption')
     require_caption: bool = unhashed(False)
 
+    # checked at load (pipelines/config_check.py): ranges (low, high, low exclusive; others >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "n_frames": (1, None, False), "max_pixels": (1, None, False), "max_tokens": (1, None, False),
+        "temperature": (0, 2, False), "concurrency": (1, None, False), "batch_size": (1, None, False),
+        "timeout_s": (0, None, True),
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "backend": BACKENDS, "zh_mode": ("translate", "direct"), "send_as": ("images", "video")}
+
 
 @dataclass
 class CaptionStage(CaptionConfig, Stage[ClipTask, ClipTask]):  # type: ignore[misc]  # batch_size: a field

@@ -22,6 +22,10 @@ class DecodeConfig:
     sparse_height: int = 144  # ... and height, px
     threads: int = unhashed(0)  # 0 = let FFmpeg decide
 
+    # (low, high, low exclusive) by field, checked at load (pipelines/config_check.py; others: >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "sparse_fps": (0, None, True), "sparse_width": (16, None, False), "sparse_height": (16, None, False)}
+
 
 @dataclass
 class Decode(DecodeConfig, Stage[VideoTask, VideoTask]):

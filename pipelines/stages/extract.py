@@ -63,6 +63,9 @@ class ExtractConfig:
     stream_copy: bool = True  # copy when the span starts on a keyframe
     threads: int = 1  # per ffmpeg process; Ray runs several in parallel
 
+    # (low, high, low exclusive) by field, checked at load (pipelines/config_check.py; others: >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {"crf": (0, 63, False)}
+
 
 @dataclass
 class ClipExtract(ExtractConfig, Stage[ClipTask, ClipTask]):

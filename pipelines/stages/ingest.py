@@ -33,6 +33,10 @@ class IngestConfig:
     max_duration_s: float = MAX_DURATION_S  # longer files are recorded as 'absurd' errors
     max_pixels: int = MAX_PIXELS  # larger frames (width x height) are recorded as 'absurd' errors
 
+    # (low, high, low exclusive) by field, checked at load (pipelines/config_check.py; others: >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "max_duration_s": (0, None, True), "max_pixels": (0, None, True)}
+
 
 def probe_video(path: str, max_duration_s: float = MAX_DURATION_S, max_pixels: int = MAX_PIXELS) -> Video:
     """Hash and probe one file or URL. Never raises: problems become an error ``Video``."""

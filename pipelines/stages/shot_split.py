@@ -135,6 +135,12 @@ class SplitConfig:
     device: str = unhashed("cpu")  # 'cuda' runs TransNetV2 on a GPU
     precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
 
+    # checked at load (pipelines/config_check.py): ranges (low, high, low exclusive; others >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "threshold": (0, 1, False), "min_shot_frames": (1, None, False), "black_luma": (0, 255, False)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "detector": DETECTORS, "precision": ("auto", "fp32", "bf16")}
+
 
 @dataclass
 class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
