@@ -28,6 +28,7 @@ Two defaults had two values before this tree: ``post.rlhf_rounds.steps_per_round
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -237,3 +238,16 @@ register()
 def section_dict(section: Any) -> dict[str, Any]:
     """A section as a plain dict (tuples as lists): what a checkpoint's method entry records."""
     return plain(asdict(section))  # type: ignore[no-any-return]
+
+
+def settings_tree(settings: Mapping[str, Any], sections: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Keyword settings as a ``post`` mapping: names listed under a section go there (a ``dpo_``
+    prefix is dropped for ``flow_dpo``), every other name to ``rlhf`` (the ReFL objective)."""
+    post: dict[str, Any] = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        section = next((s for s, names in sections.items() if name in names), "rlhf")
+        key = name.removeprefix("dpo_") if section == "flow_dpo" else name
+        post.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    return post

@@ -38,7 +38,7 @@ from training.loop.distributed import DistInfo
 from training.loop.dit_trainer import DiTNet, DiTTrainer
 from training.loop.flow_matching import ModelFn, logit_normal_t, shift_t
 from training.loop.trainer import Batch
-from training.post.config import PostConfig, section_dict
+from training.post.config import PostConfig, section_dict, settings_tree
 from training.post.inputs import RunInputs
 from training.post.rlhf import (
     RLHFTrainer,
@@ -251,19 +251,6 @@ def compare_refl_dpo(base: str | Path, out: str | Path, prompts: Sequence[str],
     inputs = RunInputs(base, prompts=list(prompts), eval_prompts=list(heldout_prompts),
                        reward_models=dict(reward_models or {}))
     return compare(cfg, dpo_cfg, inputs, out, heldout_reward, device)
-
-
-def settings_tree(settings: Mapping[str, Any], sections: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """Keyword settings as a ``post`` mapping: names listed under a section go there (a ``dpo_``
-    prefix is dropped for ``flow_dpo``), every other name to ``rlhf`` (the ReFL objective)."""
-    post: dict[str, Any] = {}
-    for name, value in settings.items():
-        if value is None:
-            continue
-        section = next((s for s, names in sections.items() if name in names), "rlhf")
-        key = name.removeprefix("dpo_") if section == "flow_dpo" else name
-        post.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
-    return post
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:

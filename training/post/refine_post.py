@@ -38,8 +38,7 @@ from training.config import Layers, StageConfig, TrainConfig, from_dict
 from training.loop.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
 from training.loop.distributed import DistInfo
 from training.loop.trainer import Batch
-from training.post.config import section_dict
-from training.post.flow_dpo import settings_tree
+from training.post.config import section_dict, settings_tree
 from training.post.inputs import RunInputs
 from training.post.refine import SCALE, RefinerNet, RefinerTrainer, refiner_settings
 from training.post.refl import ReFLObjective, Rollout, decode_video, refl_rollout, reward_stats

@@ -23,8 +23,8 @@ from torch import nn
 from models.rewards.base import Reward
 from training.config import Layers, TrainConfig
 from training.loop.checkpoint import resolve_checkpoint
-from training.post.config import PostConfig
-from training.post.flow_dpo import latent_pairs, rel_change, settings_tree
+from training.post.config import PostConfig, settings_tree
+from training.post.flow_dpo import latent_pairs, rel_change
 from training.post.inputs import RunInputs
 from training.post.reward_trainer import pairs_from_rewards, preference_accuracy, train_reward_model
 from training.post.rlhf import RLHFTrainer, build_rewards, prompts_from_shards, rlhf_config, score_policy
