@@ -11,8 +11,29 @@ vanishing here.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
+
+
+@dataclass
+class ClipConfig:
+    """clips: how shots become clip spans (:func:`clip_spans`, :func:`align_to_keyframes`)."""
+
+    # shortest useful clip, seconds (shorter spans still get a row; filters.min_duration_s rejects them)
+    min_s: float = 2.0
+    max_s: float = 10.0  # longer shots are cut into windows of at most this
+    stride_s: float = 10.0  # window start step for shots longer than max_s
+    # frames dropped at the start of each shot (a cut often leaves a frame of motion)
+    trim_start_frames: int = 2
+    trim_end_frames: int = 2  # frames dropped at the end of each shot
+    # move clip boundaries up to this far onto keyframes so the clip is a stream copy (0: off)
+    keyframe_align_s: float = 0.5
+
+    # (low, high, low exclusive) by field, checked at load (pipelines/config_check.py; others: >= 0)
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
+        "min_s": (0, None, True), "max_s": (0, None, True), "stride_s": (0, None, True)}
 
 
 def clip_spans(

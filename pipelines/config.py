@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from pipelines import config_check, filters_extra, scorers
+from pipelines.clip_spans import ClipConfig
 from pipelines.stages.aesthetic_scorer import AestheticScoreConfig
 from pipelines.stages.artifact_scorer import ArtifactScoreConfig
 from pipelines.stages.caption import CaptionConfig
@@ -34,19 +35,6 @@ __all__ = [  # the sections defined in their stages' files, importable from here
     "CurateConfig", "PRESETS", "load_config", "apply", "plain", "to_dict", "to_yaml", "default", "tiny",
     "check", "score_config",
 ]
-
-
-@dataclass
-class ClipConfig:
-    # shortest useful clip, seconds (shorter spans still get a row; filters.min_duration_s rejects them)
-    min_s: float = 2.0
-    max_s: float = 10.0  # longer shots are cut into windows of at most this
-    stride_s: float = 10.0  # window start step for shots longer than max_s
-    # frames dropped at the start of each shot (a cut often leaves a frame of motion)
-    trim_start_frames: int = 2
-    trim_end_frames: int = 2  # frames dropped at the end of each shot
-    # move clip boundaries up to this far onto keyframes so the clip is a stream copy (0: off)
-    keyframe_align_s: float = 0.5
 
 
 @dataclass

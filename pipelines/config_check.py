@@ -37,9 +37,6 @@ _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 # bring their own (``RANGES`` on the class, :func:`register_section`), the scorers' sections
 # (scores.<key>) theirs, in their files (pipelines/scorers.py ``ScorerSpec.ranges``).
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "clips.min_s": (0, None, True),
-    "clips.max_s": (0, None, True),
-    "clips.stride_s": (0, None, True),
     "filters.max_aspect": (1, None, False),
     "filters.max_black_frac": (0, 1, False),
     "filters.min_luma": (0, 255, False),
