@@ -8,6 +8,7 @@ import pytest
 
 from pipelines.config import CurateConfig
 from pipelines.stages.aesthetic_scorer import AestheticScorer
+from pipelines.stages.artifact_scorer import ArtifactScorer
 from pipelines.stages.caption import CaptionStage
 from pipelines.stages.decode_stage import Decode
 from pipelines.stages.extract import ClipExtract
@@ -27,6 +28,7 @@ STAGES = {
     MotionScorer: ("scores.motion", set()),
     OverlayTextScorer: ("scores.text", set()),
     AestheticScorer: ("scores.aesthetic", set()),
+    ArtifactScorer: ("scores.artifacts", set()),
     CaptionStage: ("caption", {"root"}),
 }
 
