@@ -88,13 +88,16 @@ def test_post_keys_fail_fast_naming_what_is_valid(base: dict[str, Path], tmp_pat
 def test_post_sft_end_to_end(base: dict[str, Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sft"
+    (tmp_path / "sft.yaml").write_text("post:\n  sft:\n    lr_factor: 0.5\n    init: net\n", encoding="utf-8")
     assert main(["post", "sft", "--base", str(base["base"]), "--data", str(base["shards"]), "--out", str(out),
-                 "--set", "steps=2", "--set", "post.sft.lr_factor=0.5", *QUICK]) == 0
+                 "--preset", "tiny", "--config", str(tmp_path / "sft.yaml"), "--set", "steps=2",
+                 "--set", "post.sft.init=ema", *QUICK]) == 0  # layers in order: preset, file, --set
     assert "vidloom sft: done" in capsys.readouterr().out
     ckpt = load_checkpoint(latest_checkpoint(out))
     base_cfg = from_dict(load_checkpoint(latest_checkpoint(base["base"]))["config"])
     cfg = from_dict(ckpt["config"])
     assert ckpt["step"] == 2 and cfg.post.sft.lr_factor == 0.5 and ckpt["sft"]["lr_factor"] == 0.5
+    assert cfg.post.sft.init == "ema" and ckpt["sft"]["init"] == "ema"
     assert cfg.lr == pytest.approx(base_cfg.lr * 0.5) and [s.name for s in cfg.stages] == ["sft"]
     assert [r["step"] for r in _log(out)] == [1, 2]
 
