@@ -175,8 +175,10 @@ def run(devset: str, runner_name: str, score_all: bool, split_only: bool, argv: 
     if runner_name == "ray":
         import ray
 
+        from pipelines.runner import start_local_ray
+
         t0 = time.perf_counter()
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        start_local_ray(cores)  # as `vidloom curate` starts it
         ray_init_s = time.perf_counter() - t0
         tree = TreeCpu()
     runs: dict[str, Any] = {}

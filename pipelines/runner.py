@@ -215,6 +215,18 @@ def _bind(base: type[T], stages: list[Stage[Any, Any]]) -> type[T]:
     return type(name, (base,), {"stages_blob": cloudpickle.dumps(stages)})
 
 
+def start_local_ray(num_cpus: int | None) -> None:
+    """A local Ray cluster for this run: ``num_cpus`` CPUs (None = all), no dashboard, workers at
+    the driver's priority. Ray starts its workers at nice 15 by default; a curation's workers
+    are its work, and at nice 15 any other process on the machine (a test suite, a second job)
+    takes their cores while the driver, at nice 0, waits on them. Measured on this 2-core machine
+    beside other load: bench/README.md "Throughput on real footage"."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _system_config={"worker_niceness": 0})
+
+
 def rows_per_call(n_tasks: int, cpus: float) -> int:
     """Tasks per Ray Data call for a window of ``n_tasks``: one while there are few (33 videos
     on 2 CPUs: one video per call, so long ones spread out), more when there are many (260 clips:
@@ -271,9 +283,7 @@ class RayRunner:
         if self.address:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         else:
-            ray.init(
-                num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
-            )
+            start_local_ray(self.num_cpus)
         self._owns_ray = True
 
     def run(

@@ -207,6 +207,35 @@ def test_rows_per_call_grows_with_the_window_not_past_the_balance() -> None:
     assert rows_per_call(0, 2) == 1
 
 
+@dataclass
+class Niceness(Stage[Num, Num]):
+    name: ClassVar[str] = "niceness"
+
+    def process(self, task: Num) -> Num:
+        task.value = os.nice(0)
+        return task
+
+
+def test_a_local_cluster_runs_its_workers_at_the_drivers_priority(tmp_path: Path) -> None:
+    """Ray's default is nice 15: beside any other load the workers would lose their cores while
+    the driver waits. A fresh interpreter, since this session's cluster is already up."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom test_runner import Niceness, Num\nfrom pipelines.runner import RayRunner\n"
+            "r = RayRunner(num_cpus=1)\n"
+            "print([t.value for t in r.run([Niceness()], [Num(0)], progress=False)], os.nice(0))\n"
+            "r.shutdown()\n")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    worker, driver = res.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert worker == f"[{driver}]", res.stdout
+
+
 def test_make_runner() -> None:
     assert isinstance(make_runner(RuntimeConfig(runner="sequential")), SequentialRunner)
     assert isinstance(make_runner(RuntimeConfig(runner="ray", num_cpus=1)), RayRunner)
