@@ -3,7 +3,8 @@ import cycles. ``python bench/layout_metrics.py [--root DIR] [--label NAME] [--j
 
 Run from this checkout against any other tree (``--root``: e.g. a ``git worktree`` of an older
 commit); with ``--json`` the figures are stored under ``--label`` in FILE (bench/record.py
-provenance; other labels already in the file are kept), so a before and an after sit side by side.
+provenance; other labels already in the file are kept), so a before and an after sit side by side;
+``--markdown FILE`` prints their table (bench/README.md).
 
 Definitions (all for the tree under ``--root``):
 
@@ -247,12 +248,58 @@ def summary(label: str, m: dict[str, Any]) -> str:
             f"{i['module_cycles']} module cycles ({i['modules_on_cycles']} modules)")
 
 
+PACKAGE_ROWS = ("curation", "pipelines", "captioner", "models", "training", "evaluation", "flows", "vidloom",
+                "bench", "samplegen")
+
+
+def table(runs: dict[str, Any], before: str = "before", after: str = "after") -> str:
+    """The before/after table of bench/README.md, from a results file's ``runs``."""
+    b, a = runs[before], runs[after]
+
+    def both(f: Any) -> str:
+        return f"| {f(b)} | {f(a)} |"
+
+    def split(m: dict[str, Any]) -> str:
+        v = m["lines"]["vidloom_split"]
+        return f"{v['cli']} / {v['bench_']} / {v['other']}"
+
+    rows = [f"| `{p}/` " + both(lambda m, p=p: m["lines"].get(p, 0)) for p in PACKAGE_ROWS]
+    rows += [
+        "| all packages (no tests) " + both(lambda m: m["lines"]["total_without_tests"]),
+        "| `tests/` " + both(lambda m: m["lines"]["tests"]),
+        "| `vidloom/`: CLI / `bench_*.py` / other " + both(split),
+        "| CLI leaf commands (without deprecated aliases) "
+        + both(lambda m: f"{m['cli']['leaf_commands']} ({m['cli']['current_leaf_commands']})"),
+        "| CLI options over the leaves (without deprecated aliases) "
+        + both(lambda m: f"{m['cli']['options']} ({m['cli']['current_options']})"),
+        "| config fields defined in config classes "
+        + both(lambda m: f"{m['config']['config_sites']} in {m['config']['config_classes']}"),
+        "| fields defined in stage classes "
+        + both(lambda m: f"{m['config']['stage_sites']} in {m['config']['stage_classes']}"),
+        "| stage fields mirroring a config field (same default) "
+        + both(lambda m: f"{m['config']['mirrored']} ({m['config']['mirrored_same_default']})"),
+        "| (name, default) pairs declared by more than one class " + both(lambda m: m["config"]["repeated"]),
+        "| defaulted `__init__` parameters of `*Trainer` classes "
+        + both(lambda m: f"{m['config']['trainer_knobs']} in {m['config']['trainer_classes']}"),
+        "| import cycles between packages (packages on them) "
+        + both(lambda m: f"{m['imports']['package_cycles']} ({len(m['imports']['packages_on_cycles'])})"),
+        "| import cycles between modules (modules on them) "
+        + both(lambda m: f"{m['imports']['module_cycles']} ({m['imports']['modules_on_cycles']})"),
+    ]
+    return "| figure | before | after |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=REPO, help="the tree to measure (default: this checkout)")
     p.add_argument("--label", default="after", help="the key the figures are stored under")
     p.add_argument("--json", type=Path, help="results file (figures of other labels in it are kept)")
+    p.add_argument("--markdown", type=Path, metavar="RESULTS",
+                   help="print the before/after table of bench/README.md from RESULTS and exit")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(table(json.loads(args.markdown.read_text(encoding="utf-8"))["runs"]), end="")
+        return 0
     root = args.root.resolve()
     m = measure(root)
     print(summary(args.label, m))

@@ -75,3 +75,6 @@ def test_the_figures_of_a_tiny_tree(tmp_path: Path) -> None:
     imports = m["imports"]
     assert (imports["package_cycles"], imports["packages_on_cycles"]) == (1, ["pipelines", "training"])
     assert m["imports"]["module_cycle_groups"] == [["pipelines.x", "training.y"]]
+    rows = layout_metrics.table({"before": m, "after": m}).splitlines()
+    assert "| CLI options over the leaves (without deprecated aliases) | 3 (2) | 3 (2) |" in rows
+    assert "| import cycles between modules (modules on them) | 1 (2) | 1 (2) |" in rows
