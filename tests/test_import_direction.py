@@ -12,7 +12,8 @@ from bench import import_graph
 from bench.import_graph import cycles, module_cycles
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("curation", "pipelines", "captioner", "models", "training", "flows", "evaluation", "vidloom")
+PACKAGES = ("curation", "pipelines", "captioner", "models", "training", "flows", "evaluation", "vidloom",
+            "samplegen", "bench")
 
 
 def imports(package: str, root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
