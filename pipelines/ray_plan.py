@@ -106,7 +106,10 @@ def plan(
     if cluster.cpus > 0 and demand > cluster.cpus:
         factor = cluster.cpus / demand
         # snapped down to a whole fraction of a node (1/2, 1/3, ...), so the workers tile nodes
-        cpus = [node / math.ceil(node / max(c * factor, 0.01)) for c in cpus]
+        scaled = [node / math.ceil(node / max(c * factor, 0.01)) for c in cpus]
+        if cluster.cpus <= node:  # one node: the snapped requests grow back while they fit
+            scaled = _grow_back(scaled, cpus, lows, node, cluster.cpus)
+        cpus = scaled
     placements = []
     for group, names, c, g, is_pool, low in zip(groups, models, cpus, gpus, pools, lows, strict=True):
         if not is_pool:
@@ -121,6 +124,26 @@ def plan(
             top = int(cluster.cpus // c) if c > 0 else 1
         placements.append(Placement(c, g, (low, max(low, top)), group))
     return placements
+
+
+def _grow_back(
+    cpus: list[float], wants: list[float], lows: list[int], node: float, total: float
+) -> list[float]:
+    """Raise snapped requests, a node fraction at a time, toward what the stages ask, while every
+    pool's minimum plus one worker of each task stage still fits ``total`` (one node only: on
+    several nodes the sum fitting does not mean the workers can be packed). On 2 CPUs the 2-CPU
+    decode and the 1-CPU shot split, snapped to 1 and 2/3, become 1 and 1: two 1-thread actors at
+    most, not three on two cores."""
+    cpus = list(cpus)
+    grew = True
+    while grew:
+        grew = False
+        for i, (c, want) in enumerate(zip(cpus, wants, strict=True)):
+            bigger = node / max(1, round(node / c) - 1)
+            footprint = sum(x * n for x, n in zip(cpus, lows, strict=True)) + (bigger - c) * lows[i]
+            if bigger <= want + 1e-9 and bigger > c and footprint <= total + 1e-9:
+                cpus[i], grew = bigger, True
+    return cpus
 
 
 def cluster_of_current_ray() -> Cluster:

@@ -137,3 +137,14 @@ def test_a_fused_pool_takes_its_model_stages_bounds() -> None:
     assert p.pool == (2, 3)  # the tightest maximum, the largest minimum
     (q,) = plan([Light(), Light()], Cluster(cpus=16), {"quality": 1}, fuse=True)
     assert q.pool is None  # no model stage: stateless tasks, runtime.actors does not apply
+
+
+def test_on_one_two_cpu_node_the_split_gets_one_cpu_per_worker_and_two_actors_at_most() -> None:
+    # scaled to fit (2-CPU decode + 1-CPU actor > 2), then grown back while the sum still fits:
+    # one decode beside one 1-CPU actor, or two actors, never three 1-thread actors on two cores
+    decode, model = plan([Task2(), Model()], Cluster(cpus=2))
+    assert (decode.num_cpus, model.num_cpus) == (1.0, 1.0)
+    assert model.pool == (1, 2)
+    # several nodes: no growing back (the sum fitting does not mean the workers pack onto nodes)
+    decode, model = plan([Task2(), Model()], Cluster(cpus=2, node_cpus=1), min_actors={"shot_split": 2})
+    assert (decode.num_cpus, model.num_cpus) == (0.5, 0.5)
