@@ -17,9 +17,10 @@ import numpy as np
 
 from curation.schema import Shot
 from pipelines import shot_detect as sd
-from pipelines.pixel_cuts import pixel_cuts
+from pipelines.pixel_cuts import drop_partial_changes, pixel_cuts
 from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
+from pipelines.wipes import find_wipes
 
 DETECTORS = ("transnetv2", "transnetv2-full", "adaptive", "content")
 
@@ -62,12 +63,14 @@ def detect_transitions(
         extra = pixel_cuts(frames, diff, hist, preds.single, threshold)
         trs = sorted(trs + [c for c in extra if not any(t.start - 2 <= c.start <= t.end + 2 for t in trs)],
                      key=lambda t: t.start)
+        trs = sorted(trs + find_wipes(frames, diff, trs), key=lambda t: t.start)
     elif detector in ("adaptive", "content"):
         trs = [sd.Transition(c, c, "cut", 1.0) for c in pyscenedetect_cuts(frames, detector, fps)]
         covered = 0.0
     else:
         raise ValueError(f"unknown detector {detector!r}; choose from {DETECTORS}")
     trs = sd.drop_edge_fades(sd.add_fades(trs, black, luma), black, luma, max(2, round(fps)))
+    trs = drop_partial_changes(trs, frames)
     return sd.suppress_false_transitions(trs, frames, diff, flash_max_frames), covered
 
 
