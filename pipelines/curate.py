@@ -19,8 +19,10 @@ Output layout under ``out``:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +131,14 @@ def split(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict
 
 
 # --- step 3: clip spans -> filter -> extract ----------------------------------
-def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
-    """Every clip span of every shot of every ok video, as tasks (a pure function of the catalog
-    and the decoded timelines). Times come from the real frame timestamps (VFR-safe)."""
+def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> Iterator[ClipTask]:
+    """Every clip span of every shot of every ok video, as tasks, one video at a time (a pure
+    function of the catalog and the decoded timelines). Times come from the real frame
+    timestamps (VFR-safe)."""
     from pipelines.decode import load_timeline
 
     c, sh = cfg.clips, split_hash(cfg)
     align = cfg.extract.stream_copy and c.keyframe_align_s > 0
-    tasks = []
     for v in cat.videos(status="ok"):
         fps = v.fps or 25.0
         frames = FrameSet(str(paths.frames_dir(v.video_id)), v.n_frames or 0, (0, 0))
@@ -178,21 +180,27 @@ def clip_tasks(paths: Paths, cfg: CurateConfig, cat: Catalog) -> list[ClipTask]:
                     n_frames=b - a,
                     split_hash=sh,
                 )
-                tasks.append(ClipTask(clip=clip, src_path=v.path, frames_dir=frames.dir))
-    return tasks
+                yield ClipTask(clip=clip, src_path=v.path, frames_dir=frames.dir)
+
+
+CLIPS_BATCH = 50_000  # clip spans the clips step holds and writes at a time
 
 
 def clips(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog) -> dict[str, int]:
     """Record every clip span (identity and geometry only: scores, decisions and files are
     written by their own steps, so a rerun of this one keeps them)."""
-    tasks = clip_tasks(paths, cfg, cat)
-    done = cat.done_items("clips", 2, split_hash(cfg))
-    new = [t for t in tasks if t.clip.clip_id not in done]
-    rows = [{c: schema.clip_row(t.clip)[c] for c in schema.CLIP_IDENTITY} for t in new]
-    with cat.transaction():
-        cat.update_columns("clips", rows)
-        cat.mark_done("clips", 2, split_hash(cfg), [t.clip.clip_id for t in new])
-    return {"spans": len(tasks), "written": len(new)}
+    sh = split_hash(cfg)
+    done = cat.done_items("clips", 2, sh)
+    spans = written = 0
+    stream = clip_tasks(paths, cfg, cat)
+    with cat.transaction():  # one transaction, written CLIPS_BATCH spans at a time (bounded memory)
+        while batch := list(itertools.islice(stream, CLIPS_BATCH)):
+            new = [t.clip for t in batch if t.clip.clip_id not in done]
+            rows = [{c: schema.clip_row(k)[c] for c in schema.CLIP_IDENTITY} for k in new]
+            cat.update_columns("clips", rows)
+            cat.mark_done("clips", 2, sh, [k.clip_id for k in new])
+            spans, written = spans + len(batch), written + len(new)
+    return {"spans": spans, "written": written}
 
 
 # --- steps 4-5: score every clip, then decide from the stored scores ------------

@@ -160,3 +160,29 @@ def test_rescore_after_loosening_rejects_unscored_clips_until_scored(split_out: 
     for k in gated:  # no clip is kept without the OCR score it never got
         assert rows[k]["status"] == "rejected", rows[k]
     assert any(rows[k]["reject_reason"] == "not_scored" for k in gated)
+
+
+@pytest.mark.slow  # the fixture's split of three demo videos
+def test_the_clips_step_writes_the_same_rows_in_small_batches(
+    split_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clips step streams its spans (pipelines/curate.clip_tasks, a generator) and writes them
+    CLIPS_BATCH at a time: batches of 2 give the catalog the one-batch run gave it."""
+    from pipelines import curate
+
+    def clip_rows(out: Path) -> list[tuple[Any, ...]]:
+        with Catalog(out / "catalog.duckdb", read_only=True) as cat:
+            return cat.query("SELECT * FROM clips ORDER BY clip_id")[1]
+
+    dest = tmp_path / "batched"
+    shutil.copytree(split_out, dest)
+    with Catalog(dest / "catalog.duckdb") as cat:
+        cat.con.execute("DELETE FROM clips")
+        cat.con.execute("DELETE FROM stage_done WHERE stage = 'clips'")
+    monkeypatch.setattr(curate, "CLIPS_BATCH", 2)
+    counts = curate.run_step_by_name("clips", [], dest, demo_cfg())
+    reference = clip_rows(split_out)
+    assert counts["spans"] == counts["written"] == len(reference) > 2
+    assert clip_rows(dest) == reference
+    again = curate.run_step_by_name("clips", [], dest, demo_cfg())  # a rerun writes nothing
+    assert (again["spans"], again["written"]) == (len(reference), 0)
