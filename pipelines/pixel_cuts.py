@@ -56,20 +56,42 @@ def pixel_cuts(
     n = len(diff)
     if n < 3:
         return []
+    around = _around(diff)
+    model = _running_max(single, 2)
+    half = (model >= weak) & (diff >= 8.0) & (diff >= 3.0 * around) & (model <= threshold)
+    half[0] = False
+    sure = decisive(frames, diff, hist, min_structure, isolated)
+    hit = (sure | half) & (model <= threshold)
+    return [Transition(t, t, "cut", float(single[t])) for t in np.flatnonzero(hit).tolist()
+            if sure[t] or structure_diff(frames, t) >= min_structure]
+
+
+def _around(diff: np.ndarray) -> np.ndarray:
+    """The larger of each frame's neighbours' differences and the local median difference."""
     prev = np.concatenate([[np.inf], diff[:-1]])
     nxt = np.concatenate([diff[1:], [np.inf]])
-    around = np.maximum(np.maximum(prev, nxt), _local_median(diff, 6))
-    model = _running_max(single, 2)
+    return np.maximum(np.maximum(prev, nxt), _local_median(diff, 6))
+
+
+def decisive(
+    frames: np.ndarray, diff: np.ndarray, hist: np.ndarray, min_structure: float = 0.45,
+    isolated: float = 6.0,
+) -> np.ndarray:
+    """bool [N]: the frames that ``pixel_cuts`` makes cuts whatever the model says (its first and
+    third rules). The cascade sends no TransNetV2 window to a cut proposal that holds only such
+    frames: the model's verdict there could not change the outcome (a cut where it fires, the
+    pixels' cut where it does not)."""
+    n = len(diff)
+    out = np.zeros(n, bool)
+    if n < 3:
+        return out
+    around = _around(diff)
     strong = (diff >= 20.0) & (diff >= 2.0 * around) & (_window_hist_distance(hist, 2) >= 0.2)
-    half = (model >= weak) & (diff >= 8.0) & (diff >= 3.0 * around)
     alone = (diff >= 8.0) & (diff >= isolated * around)
-    hit = (strong | half | alone) & (model <= threshold)
-    hit[0] = False
-    out = []
-    for t in np.flatnonzero(hit).tolist():
-        st = structure_diff(frames, t)
-        if st >= min_structure and (strong[t] or half[t] or st >= 0.6):
-            out.append(Transition(t, t, "cut", float(single[t])))
+    for t in np.flatnonzero(strong | alone).tolist():
+        if t > 0:
+            st = structure_diff(frames, t)
+            out[t] = st >= min_structure and (bool(strong[t]) or st >= 0.6)
     return out
 
 

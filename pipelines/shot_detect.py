@@ -114,6 +114,7 @@ def propose(
     diff_min: float = 4.0,
     cut_pad: int = 4,
     gradual_pad: int = 16,
+    decided: np.ndarray | None = None,
 ) -> Proposals:
     """Frame ranges [start, end) where a transition may be; the rest is safe to skip.
 
@@ -124,6 +125,7 @@ def propose(
     are proposed, so one transition costs one short TransNetV2 window, not its whole
     neighbourhood. Abrupt frames are padded by ``cut_pad``; histogram peaks with no
     abrupt frame near them by ``gradual_pad``; cut ranges inside gradual ones are dropped.
+    Abrupt frames in ``decided`` (cuts the pixels decide alone) open no cut range.
     """
     n = len(frames)
     if n < 2:
@@ -139,7 +141,7 @@ def propose(
     gradual = _merge_ranges(np.flatnonzero(peaks & ~near_abrupt), gradual_pad, n)
     cuts = [
         r
-        for r in _merge_ranges(np.flatnonzero(abrupt), cut_pad, n)
+        for r in _merge_ranges(np.flatnonzero(abrupt if decided is None else abrupt & ~decided), cut_pad, n)
         if not any(a <= r[0] and r[1] <= b for a, b in gradual)
     ]
     return Proposals(cuts, gradual)

@@ -17,7 +17,7 @@ import numpy as np
 
 from curation.schema import Shot
 from pipelines import shot_detect as sd
-from pipelines.pixel_cuts import drop_partial_changes, pixel_cuts
+from pipelines.pixel_cuts import decisive, drop_partial_changes, pixel_cuts
 from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 from pipelines.wipes import find_wipes
@@ -54,7 +54,7 @@ def detect_transitions(
             preds = model.predict(frames, None, 25)  # type: ignore[attr-defined]
             covered = 1.0
         else:
-            prop = sd.propose(frames, diff, hist)
+            prop = sd.propose(frames, diff, hist, decided=decisive(frames, diff, hist))
             on_cuts = model.predict(frames, prop.cuts, cascade_context)  # type: ignore[attr-defined]
             on_gradual = model.predict(frames, prop.gradual, 25)  # type: ignore[attr-defined]
             preds = on_cuts.merged(on_gradual)
