@@ -7,8 +7,9 @@ Rules, in order:
 2. **Every stage can make progress at once.** Ray Data keeps an actor pool's actors (and their
    CPUs) for the whole pipeline, so the minimum pools plus one worker of every task stage must
    fit in the cluster together; if they do not, every request is scaled down by the same factor
-   (Ray accepts fractional CPUs). Without this a 1-CPU cluster deadlocks: the model actor holds
-   the only CPU and the decode task before it can never start.
+   (Ray accepts fractional CPUs) and snapped down to a whole fraction of a node; on a single
+   node the snapped requests then grow back while they still fit. Without this a 1-CPU cluster
+   deadlocks: the model actor holds the only CPU and the decode task before it can never start.
 3. **Model stages fill the cluster.** A stage that declares ``actors`` runs on an autoscaling
    pool, ``ActorPoolStrategy(min_size=1, max_size=N)``. N defaults to as many actors as the
    cluster has room for (its GPUs for a GPU stage on a cluster with GPUs, else its CPUs), and is
