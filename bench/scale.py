@@ -286,7 +286,7 @@ def peak_rss_mb() -> float:
 def run_op(op: str, path: Path) -> dict[str, Any]:
     """Run one operation in a fresh process; its seconds, peak RSS and what it returned."""
     code = (
-        "import json, time; from pathlib import Path; from bench import scale as bench_scale as b; "
+        "import json, time; from pathlib import Path; from bench import scale as b; "
         f"t = time.perf_counter(); out = b.OPS_ALL[{op!r}](Path({str(path)!r})); "
         "s = time.perf_counter() - t; "
         "print(json.dumps({'seconds': s, 'peak_rss_mb': b.peak_rss_mb(), 'result': out}))"
