@@ -59,6 +59,41 @@ def half_pool(torch: Any) -> Any:
     return HalfPool()
 
 
+def spatial_means(x: Any) -> Any:
+    """``torch.mean(x, dim=[3, 4])`` of a channels-last 3D [B, C, T, H, W] tensor, as a mean over
+    the contiguous H*W rows of its [B, T, H*W, C] view. torch's strided reduction over H and W of
+    a channels-last tensor is slow: measured at 1 thread on a 100-frame window's first block
+    features (64 x 100 x 13 x 24), 13 ms in fp32 and 14 ms in bf16, against 0.5 and 0.9 here."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).reshape(b, t, h * w, c).mean(2).transpose(1, 2)
+
+
+def fast_frame_similarity(torch: Any, layer: Any) -> None:
+    """Make TransNetV2's FrameSimilarity layer average its block features by ``spatial_means``;
+    the rest of its forward is the package's, unchanged."""
+    functional = torch.nn.functional
+
+    def forward(inputs: Any) -> Any:
+        x = torch.cat([spatial_means(x) for x in inputs], dim=1)
+        x = torch.transpose(x, 1, 2)
+        x = layer.projection(x)
+        x = functional.normalize(x, p=2, dim=2)
+        batch_size, time_window = x.shape[0], x.shape[1]
+        similarities = torch.bmm(x, x.transpose(1, 2))
+        half = (layer.lookup_window - 1) // 2
+        similarities_padded = functional.pad(similarities, [half, half])
+        batch_indices = torch.arange(0, batch_size, device=x.device).view([batch_size, 1, 1]).repeat(
+            [1, time_window, layer.lookup_window])
+        time_indices = torch.arange(0, time_window, device=x.device).view([1, time_window, 1]).repeat(
+            [batch_size, 1, layer.lookup_window])
+        lookup_indices = torch.arange(0, layer.lookup_window, device=x.device).view(
+            [1, 1, layer.lookup_window]).repeat([batch_size, time_window, 1]) + time_indices
+        similarities = similarities_padded[batch_indices, time_indices, lookup_indices]
+        return functional.relu(layer.fc(similarities))
+
+    layer.forward = forward
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); else autocast would emulate it."""
     try:
@@ -117,6 +152,7 @@ class TransNet:
         self.model = self.model.to(memory_format=torch.channels_last_3d)
         for block in self.model.SDDCNN:
             block.pool = half_pool(torch)
+        fast_frame_similarity(torch, self.model.frame_sim_layer)
         self.device = device
         self.autocast_dtype = autocast_dtype(torch, device, precision)
 
