@@ -79,6 +79,73 @@ def item(v: Any, i: int) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def fixed_width(arr: Any) -> np.ndarray:
+    """pipelines/dedup_bands.py ``fixed_bytes`` (strings as NUL-padded numpy bytes, null -> b''),
+    from the Arrow buffers in numpy: one view when every string has the same length and none is
+    null (ids, content hashes), else one gather per distinct length (phashes: full, one keyframe,
+    null). ``fixed_bytes`` itself pads in Arrow kernels, seconds per 10^6 strings; it still takes
+    what this does not (non-ASCII text, many distinct lengths, non-string types)."""
+    import pyarrow as pa
+
+    from pipelines.dedup_bands import fixed_bytes
+
+    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    n = len(a)
+    if not n or a.type not in (pa.string(), pa.large_string()):
+        return fixed_bytes(a)
+    bufs = a.buffers()
+    off_t = np.int32 if a.type == pa.string() else np.int64
+    off = np.frombuffer(bufs[1], off_t, count=n + 1, offset=a.offset * np.dtype(off_t).itemsize)
+    off = off.astype(np.int64)
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    lens = np.diff(off)
+    if a.null_count:
+        lens = np.where(np.asarray(a.is_valid().to_numpy(zero_copy_only=False), bool), lens, 0)
+    width = max(int(lens.max()), 1)
+    used = data[off[0] : off[-1]]
+    if len(used) and int(used.max()) >= 0x80:  # multi-byte characters: fixed_bytes's own path
+        return fixed_bytes(a)
+    if not a.null_count and int(lens.min()) == width:
+        return used.view(f"S{width}")
+    distinct = np.unique(lens)
+    if len(distinct) > 8:
+        return fixed_bytes(a)
+    out = np.zeros(n * width, np.uint8)
+    full = lens == width
+    # runs of full-width rows are one block in the data and in ``out``: a slice copy each
+    edges = np.flatnonzero(np.diff(np.r_[0, full.astype(np.int8), 0]))
+    starts, ends = edges[0::2], edges[1::2]
+    if len(starts) <= max(64, n // 16):
+        for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
+            out[i * width : j * width] = data[off[i] : off[j]]
+        lens = np.where(full, 0, lens)
+    grid = out.reshape(n, width)
+    for length in distinct.tolist():
+        rows = np.flatnonzero(lens == length) if length else ()
+        for lo in range(0, len(rows), 1 << 16):
+            r = rows[lo : lo + (1 << 16)]
+            grid[r, :length] = data[off[r, None] + np.arange(length)]
+    return out.view(f"S{width}")
+
+
+def parse_phash_column(raw: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """pipelines/dedup_bands.py ``parse_phashes`` of fixed-width bytes, row by row the same: the
+    full-width rows in one C hex decode, the others (short, empty, non-hex) digit by digit."""
+    from pipelines.dedup_bands import parse_phashes
+
+    n = len(raw)
+    width = raw.dtype.itemsize
+    # a full-width row ends in a digit, a shorter one in NUL padding (which way a row goes only
+    # decides its speed: parse_phashes reads every row on its own)
+    full = raw.view(np.uint8).reshape(n, width)[:, -1] != 0 if width == 16 * k and n else np.zeros(n, bool)
+    if full.all() or not full.any():
+        return parse_phashes(raw, k)
+    h, valid = np.zeros((n, k), np.uint64), np.zeros((n, k), bool)
+    for sel in (full, ~full):
+        h[sel], valid[sel] = parse_phashes(raw[sel], k)
+    return h, valid
+
+
 def load_columns(
     con: Any, sql: str, params: list[Any], kinds: dict[str, str], batch: int = 1 << 18
 ) -> dict[str, Any]:
@@ -93,7 +160,6 @@ def load_columns(
     import pyarrow.compute as pc
 
     from pipelines.dedup import N_KEYFRAMES, content_words
-    from pipelines.dedup_bands import fixed_bytes, parse_phashes
 
     parts: dict[str, list[Any]] = {k: [] for k in kinds}
     offset = 0
@@ -107,11 +173,11 @@ def load_columns(
                 nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool)
                 parts[name].append((idx + offset, col.take(pa.array(idx)).to_pylist(), nulls))
             elif kind == "key":
-                parts[name].append(fixed_bytes(col).copy())
+                parts[name].append(fixed_width(col).copy())
             elif kind == "content":
-                parts[name].append(content_words(fixed_bytes(col)))
+                parts[name].append(content_words(fixed_width(col)))
             elif kind == "phash":
-                parts[name].append(parse_phashes(fixed_bytes(col), N_KEYFRAMES))
+                parts[name].append(parse_phash_column(fixed_width(col), N_KEYFRAMES))
             else:
                 parts[name].append(col)
         offset += rb.num_rows

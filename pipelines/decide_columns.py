@@ -270,9 +270,8 @@ def decide_catalog(
 
 def _clip_key(ids: Any) -> np.ndarray:
     from pipelines.dedup import _sort_key
-    from pipelines.dedup_bands import fixed_bytes
 
-    return _sort_key(fixed_bytes(ids))
+    return _sort_key(catalog_columns.fixed_width(ids))
 
 
 def _embeddings(cat: Any, split_hash: str, ids_in_order: Any, decode: Any) -> np.ndarray | None:
