@@ -88,11 +88,25 @@ def crop_arrays(cols: dict[str, Any], f: FilterConfig) -> dict[str, np.ndarray]:
     n = len(cols["clip_id"])
     out = {c: np.full(n, np.nan) for c in CROP_COLUMNS[:4]}  # NaN: no crop
     out["crop_reason"] = np.full(n, None, object)
-    for i in catalog_columns.sparse_rows(cols, "text_boxes")[0].tolist():
-        row = {k: catalog_columns.item(cols[k], i) for k in ("width", "height", *CROP_INPUTS) if k in cols}
-        for c, v in crop_columns(row, f).items():
+    idx = catalog_columns.sparse_rows(cols, "text_boxes")[0]
+    keys = [k for k in ("width", "height", *CROP_INPUTS) if k in cols]
+    values = [_values_at(cols, k, idx) for k in keys]
+    for j, i in enumerate(idx.tolist()):
+        for c, v in crop_columns({k: vs[j] for k, vs in zip(keys, values, strict=True)}, f).items():
             out[c][i] = np.nan if v is None and c != "crop_reason" else v
     return out
+
+
+def _values_at(cols: dict[str, Any], name: str, idx: np.ndarray) -> list[Any]:
+    """``catalog_columns.item(cols[name], i)`` for each ``i`` of ``idx``: a float64 column in one
+    take (NaN: None), any other form row by row."""
+    v = cols[name]
+    if isinstance(v, catalog_columns.Sparse) and np.array_equal(v.idx, idx):
+        return list(v.values)
+    if isinstance(v, np.ndarray) and v.dtype == np.float64:
+        taken = v[idx]
+        return [None if x != x else x for x in taken.tolist()]
+    return [catalog_columns.item(v, i) for i in idx.tolist()]
 
 
 def _crop_arrow(name: str, v: np.ndarray) -> Any:
