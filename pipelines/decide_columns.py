@@ -56,10 +56,6 @@ TEXT = ("score_error", "not_scored", "extract_error", "caption_error", "caption_
 CROP_INPUTS = ("text_boxes", "source_width", "source_height", "crop_x", "crop_y", "crop_w", "crop_h")
 
 
-# the columns the filter step writes (each clip's stored value is compared with the new one)
-WRITTEN = ("dup_of", "status", "reject_reason", *CROP_COLUMNS)
-
-
 def numeric_columns() -> tuple[str, ...]:
     """``NUMERIC`` and every other column a registered rule reads (a scorer's own score)."""
     return tuple(dict.fromkeys([*NUMERIC, *(c for r in decision_rules() for c in r.reads)]))
@@ -202,14 +198,12 @@ def decide_catalog(
         **{k: "num" for k in CROP_INPUTS[3:]},
         "source_width": "num",
         "source_height": "num",
-        **{f"old_{k}": "arrow" for k in WRITTEN},
     }
-    names = [k for k in kinds if k not in ("source_width", "source_height") and not k.startswith("old_")]
+    names = [k for k in kinds if k not in ("source_width", "source_height")]
     cols = load_columns(
         cat.con,
         f"SELECT {', '.join('c.' + k for k in names)}, v.width AS source_width, "
-        f"v.height AS source_height, {', '.join(f'c.{k} AS old_{k}' for k in WRITTEN)} "
-        "FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
+        "v.height AS source_height FROM clips c JOIN videos v USING (video_id) WHERE c.split_hash = ?",
         [split_hash],
         kinds,
     )
@@ -263,15 +257,13 @@ def decide_catalog(
     cropped = int(pc.sum(pc.and_(pc.equal(status, "kept"), pc.is_valid(new["crop_reason"]))).as_py() or 0)
     cols_new = [k for k in new.column_names if k != "clip_id"]
     differs = " OR ".join(f"clips.{k} IS DISTINCT FROM u.{k}" for k in cols_new)
-    # the rows whose stored decision differs, found in Arrow: DuckDB joins only those
-    diff = {k: _distinct(cols[f"old_{k}"], new[k]) for k in cols_new}
-    changed = int(pc.sum(pc.or_(diff["status"], diff["reject_reason"])).as_py() or 0)
-    any_diff = diff[cols_new[0]]
-    for k in cols_new[1:]:
-        any_diff = pc.or_(any_diff, diff[k])
     with cat.transaction():
-        cat.con.register("_vidloom_decide", new.filter(any_diff))
+        cat.con.register("_vidloom_decide", new)
         try:
+            changed = cat.con.execute(
+                "SELECT count(*) FROM clips JOIN _vidloom_decide u USING (clip_id) WHERE clips.status "
+                "IS DISTINCT FROM u.status OR clips.reject_reason IS DISTINCT FROM u.reject_reason"
+            ).fetchone()[0]
             written = cat.con.execute(
                 f"UPDATE clips SET {', '.join(f'{k} = u.{k}' for k in cols_new)} FROM _vidloom_decide u "
                 f"WHERE clips.clip_id = u.clip_id AND ({differs})"
@@ -288,17 +280,6 @@ def decide_catalog(
         "written": int(written),
         "pairs_from_store": cached,
     }
-
-
-def _distinct(old: Any, new: Any) -> Any:
-    """bool per row, never null: SQL's ``old IS DISTINCT FROM new``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    new = new.combine_chunks() if isinstance(new, pa.ChunkedArray) else new
-    old = old.cast(new.type)
-    both = pc.and_(pc.is_valid(old), pc.is_valid(new))
-    return pc.if_else(both, pc.not_equal(old, new), pc.not_equal(pc.is_valid(old), pc.is_valid(new)))
 
 
 def _clip_key(ids: Any) -> np.ndarray:
