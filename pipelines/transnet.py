@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +163,12 @@ class TransNet:
             fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32)
 
     def predict(
-        self, frames: np.ndarray, ranges: Sequence[tuple[int, int]] | None = None, context: int = CONTEXT
+        self,
+        frames: np.ndarray,
+        ranges: Sequence[tuple[int, int]] | None = None,
+        context: int = CONTEXT,
+        window: Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]] | None = None,
+        useful: int | None = None,
     ) -> Predictions:
         """Transition probabilities for every frame; frames outside ``ranges`` get 0.
 
@@ -172,6 +177,9 @@ class TransNet:
             ranges: [start, end) frame ranges to score; None scores all N frames.
             context: frames of context each side of a window (25 in the reference
                 implementation; the cascade uses fewer on its short proposal ranges).
+            window: computes one window (default ``self.window``); pipelines/split_stream.py
+                passes one that returns windows it already ran while the video decoded.
+            useful: predicted frames per window (default ``useful_frames(context)``).
 
         Returns:
             Predictions over all N frames.
@@ -181,22 +189,32 @@ class TransNet:
         many = np.zeros(n, np.float32)
         if n == 0:
             return Predictions(single, many)
-        torch = self._torch
+        run = window or self.window
         c = context
+        u = useful or useful_frames(c)
+        for s, k, a, b in fixed_windows(ranges if ranges is not None else [(0, n)], n, u):
+            p1, pm = run(frames, s, k, c)
+            single[a:b] = p1[c + a - s : c + b - s]
+            many[a:b] = pm[c + a - s : c + b - s]
+        return Predictions(single, many)
+
+    def window(self, frames: np.ndarray, start: int, k: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+        """(single, many) probabilities over the ``k + 2 * context`` frames of the window that
+        predicts frames [start, start + k): frames ``start - context ...``, the video's first and
+        last frames repeated beyond its ends. Depends only on those frames."""
+        torch = self._torch
+        n = len(frames)
+        idx = np.clip(np.arange(start - context, start + k + context), 0, n - 1)
         cast = (
             torch.autocast(torch.device(self.device).type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), cast:
-            for s, k, a, b in fixed_windows(ranges if ranges is not None else [(0, n)], n, useful_frames(c)):
-                idx = np.clip(np.arange(s - c, s + k + c), 0, n - 1)
-                x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)
-                one, extra = self.model(x)
-                p1, pm = torch.sigmoid(one[0, :, 0]), torch.sigmoid(extra["many_hot"][0, :, 0])
-                single[a:b] = p1[c + a - s : c + b - s].float().cpu().numpy()
-                many[a:b] = pm[c + a - s : c + b - s].float().cpu().numpy()
-        return Predictions(single, many)
+            x = torch.from_numpy(np.ascontiguousarray(frames[idx])[None]).to(self.device)
+            one, extra = self.model(x)
+            p1, pm = torch.sigmoid(one[0, :, 0]), torch.sigmoid(extra["many_hot"][0, :, 0])
+            return p1.float().cpu().numpy(), pm.float().cpu().numpy()
 
 
 def useful_frames(context: int) -> int:
