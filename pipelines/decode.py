@@ -305,8 +305,9 @@ class _Outputs:
         self.rotation = round(first.rotation / 90) * 90 % 360
         shown = (first.height, first.width) if self.rotation % 180 else (first.width, first.height)
         self.sparse_size = sparse_dims(*shown, sparse_box)
+        # a consumer of the tiny frames gets them 64 at a time: it starts on them sooner
         self.tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8,
-                               on_chunk=on_tiny)
+                               chunk=64 if on_tiny else _CHUNK_FRAMES, on_chunk=on_tiny)
         w, h = self.sparse_size
         self.sparse = _NpyWriter(os.path.join(out, "sparse.npy"), (h, w, 3), np.uint8, chunk=16)
         self.coded = (first.width, first.height)  # edge profiles have this frame size's lengths

@@ -31,8 +31,8 @@ from pipelines import shot_detect as sd
 from pipelines.stages.shot_split import cascade_plan
 from pipelines.transnet import CONTEXT, fixed_windows
 
-CHUNK = 256  # decoded frames between two passes of the worker (the decoder's tiny chunk)
-MARGIN = 96  # frames at a prefix's end (and before a pass's first range) whose proposals may change
+CHUNK = 64  # decoded frames between two passes of the worker (the decoder's tiny chunk)
+MARGIN = 64  # frames at a prefix's end (and before a pass's first range) whose proposals may change
 
 
 class StreamedSplit:
