@@ -5,7 +5,7 @@ steps (pipelines/curate.py) and scratch-space management (pipelines/scratch.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,30 @@ class Paths:
 
 
 def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
-    return [Decode.from_config(cfg.decode, work_dir=str(paths.work)), ShotSplit.from_config(cfg.split)]
+    """The split step's stages: one ShotSplit that decodes each video itself (``split.stream``, the
+    model's windows overlapping the decode), or Decode tasks then ShotSplit actors."""
+    decode = decode_stage(cfg, paths)
+    if cfg.split.stream:
+        return [ShotSplit.from_config(cfg.split, decode=decode)]
+    return [decode, ShotSplit.from_config(cfg.split)]
+
+
+def decode_stage(cfg: CurateConfig, paths: Paths) -> Decode:
+    """The decode pass alone (what a re-decode of dropped frames runs)."""
+    return Decode.from_config(cfg.decode, work_dir=str(paths.work))
+
+
+def _hashed(section: Any) -> dict[str, Any]:
+    """A config section's fields that change output (not the ``unhashed`` ones: threads, device,
+    how the work is laid out)."""
+    return {f.name: getattr(section, f.name) for f in fields(section) if f.metadata.get("params", True)}
 
 
 def split_hash(cfg: CurateConfig) -> str:
     """The hash of everything that decides clip boundaries (part of every clip_id)."""
     # device and thread counts change speed, not output: they stay out of the identity. The
     # model's arithmetic does count: 'auto' precision enters as the dtype it resolves to here.
-    split_params = {k: v for k, v in asdict(cfg.split).items() if k != "device"}
+    split_params = _hashed(cfg.split)
     split_params["precision"] = resolved_precision(cfg.split.device, cfg.split.precision)
-    decode_params = {k: v for k, v in asdict(cfg.decode).items() if k != "threads"}
+    decode_params = _hashed(cfg.decode)
     return schema.params_hash({"decode": decode_params, "split": split_params, "clips": asdict(cfg.clips)})

@@ -172,7 +172,7 @@ def ensure_pixels(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog,
     logged and left: its clips fail in ``step`` with the missing frames, recorded per clip, and
     the next run retries them.
     """
-    from pipelines.run_layout import split_stages
+    from pipelines.run_layout import decode_stage
     from pipelines.tasks import VideoTask
 
     wanted = pending(cat, cfg, step, paths.root)
@@ -180,7 +180,7 @@ def ensure_pixels(paths: Paths, cfg: CurateConfig, runner: Runner, cat: Catalog,
              if v.video_id in wanted and not has_pixels(paths.frames_dir(v.video_id))]
     if not tasks:
         return 0
-    decode = split_stages(cfg, paths)[0]
+    decode = decode_stage(cfg, paths)
     n = 0
     for t in runner.run([decode], iter(tasks), progress=not cfg.runtime.quiet, desc="re-decode"):
         if t.video is not None and t.video.status == "error":

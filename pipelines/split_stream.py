@@ -21,6 +21,7 @@ The decode keeps FFmpeg's threads busy and the worker runs the model on one torc
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -140,6 +141,20 @@ class _CachedWindows:
         return self.model.predict(frames, ranges, context, window=self._window, useful=useful)
 
 
+def worker_cores() -> int:
+    """The CPUs this worker may use: what Ray assigned to it, else the process's CPU affinity."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            if cpus:
+                return max(1, int(cpus))
+    except Exception:  # noqa: BLE001 - no Ray here, or not in a Ray worker
+        pass
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def decode_and_detect(
     path: str,
     out_dir: str,
@@ -164,6 +179,7 @@ def decode_and_detect(
     from pipelines.stages.shot_split import detect_transitions
 
     stream = StreamedSplit(model, cascade_context, gradual_context) if detector == "transnetv2" and model is not None else None
+    threads = _torch_threads(1 if stream else None)  # one per window: windows run side by side
     try:
         res = decode_video(path, out_dir, on_tiny=stream.feed if stream else None, **decode_args)
         frames = np.asarray(load_tiny(res.frames))
@@ -171,9 +187,21 @@ def decode_and_detect(
     finally:
         if stream:
             stream.close()
+        _torch_threads(threads)
     if fps is None:
         pts, _ = load_timeline(res.frames)
         fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
     trs, _ = detect_transitions(frames, detector, m, threshold, flash_max_frames, black_luma, fps,
                                 cascade_context, gradual_context=gradual_context, diff=diff, hist=hist)
     return res, trs
+
+
+def _torch_threads(n: int | None) -> int | None:
+    """Set torch's intra-op threads to ``n`` (None: leave them); return the previous count."""
+    if n is None:
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before

@@ -76,3 +76,30 @@ def test_decode_and_detect_equals_decode_then_detect(frames: np.ndarray, model: 
     for _ in range(2):  # the second call finds the decoded frames on disk (nothing fed)
         res, got = split_stream.decode_and_detect(str(CLIP), str(tmp_path / "f"), model, fps=24.0, workers=2)
         assert res.frames.n_frames == len(frames) and _key(got) == _key(want)
+
+
+def test_the_split_stage_decoding_itself_gives_the_two_stage_result(tmp_path: Path) -> None:
+    """ShotSplit with ``decode`` (curation's default, ``split.stream``) against Decode tasks then
+    ShotSplit: the same shot rows, frame count and decoded artifacts."""
+    from curation.schema import Video, row
+    from pipelines.config import CurateConfig
+    from pipelines.stages.decode_stage import Decode
+    from pipelines.stages.shot_split import ShotSplit
+    from pipelines.tasks import VideoTask
+
+    cfg = CurateConfig()
+    results = {}
+    for mode in ("two_stages", "stream"):
+        decode = Decode.from_config(cfg.decode, work_dir=str(tmp_path / mode))
+        stages = [ShotSplit.from_config(cfg.split, decode=decode)] if mode == "stream" else \
+            [decode, ShotSplit.from_config(cfg.split)]
+        task = VideoTask(path=str(CLIP), video=Video(video_id="v", path=str(CLIP), sha256="0", fps=24.0))
+        for stage in stages:
+            stage.setup()
+            task = stage.process(task)
+        assert task.error is None and task.video is not None and task.frames is not None
+        tiny = (tmp_path / mode / "frames" / "v" / "tiny.npy").read_bytes()
+        results[mode] = ([row(s) for s in task.shots], task.video.n_frames, tiny)
+    assert len(results["stream"][0]) >= 3
+    assert results["stream"] == results["two_stages"]
+    assert ShotSplit.from_config(cfg.split, decode=decode).requested().cpus == decode.resources.cpus

@@ -22,7 +22,7 @@ from pipelines.stages.text_scorer import OverlayTextScorer
 STAGES = {
     Probe: ("ingest", set()),
     Decode: ("decode", {"work_dir"}),
-    ShotSplit: ("split", set()),
+    ShotSplit: ("split", {"decode"}),
     ClipExtract: ("extract", {"out_dir"}),
     QualityScorer: ("scores.quality", set()),
     MotionScorer: ("scores.motion", set()),

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pipelines.decode import DecodeError, decode_video
+from pipelines.decode import DecodeError, DecodeResult, decode_video
 from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 
@@ -44,24 +44,32 @@ class Decode(DecodeConfig, Stage[VideoTask, VideoTask]):
     # Where the frames live, not what they are: kept out of params() and the params hash.
     work_dir: str = field(default="work", compare=False)
 
+    def frames_dir(self, video_id: str) -> str:
+        return os.path.join(self.work_dir, "frames", video_id)
+
+    def decode_args(self) -> dict[str, object]:
+        """``decode_video``'s keyword arguments from this configuration."""
+        return {"sparse_fps": self.sparse_fps, "sparse_size": (self.sparse_width, self.sparse_height),
+                "threads": self.threads}
+
     def process(self, task: VideoTask) -> VideoTask:
         video = task.video
         if video is None or video.status == "error":
             return task
-        out_dir = os.path.join(self.work_dir, "frames", video.video_id)
         try:
-            result = decode_video(
-                task.path,
-                out_dir,
-                sparse_fps=self.sparse_fps,
-                sparse_size=(self.sparse_width, self.sparse_height),
-                threads=self.threads,
-            )
+            result = decode_video(task.path, self.frames_dir(video.video_id), **self.decode_args())  # type: ignore[arg-type]
         except DecodeError as e:
             video.status, video.error = "error", str(e)
             return task
-        task.frames = result.frames
-        video.n_frames = result.frames.n_frames
-        if result.truncated:
-            video.error = f"truncated: {result.warning}"
+        record_decode(task, result)
         return task
+
+
+def record_decode(task: VideoTask, result: DecodeResult) -> None:
+    """Put a decode's FrameSet on the task and its frame count and warning on the video row."""
+    video = task.video
+    assert video is not None
+    task.frames = result.frames
+    video.n_frames = result.frames.n_frames
+    if result.truncated:
+        video.error = f"truncated: {result.warning}"

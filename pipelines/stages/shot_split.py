@@ -10,8 +10,8 @@ All of them share the fade/flash post-processing in pipelines/shot_detect.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -165,6 +165,9 @@ class SplitConfig:
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
     device: str = unhashed("cpu")  # 'cuda' runs TransNetV2 on a GPU
     precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
+    # Decode inside the shot-split worker, the cascade's TransNetV2 windows running while the video
+    # decodes (pipelines/split_stream.py; same shots). False: Decode tasks, then ShotSplit actors.
+    stream: bool = unhashed(True)
 
     # checked at load (pipelines/config_check.py): ranges (low, high, low exclusive; others >= 0)
     RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
@@ -175,14 +178,21 @@ class SplitConfig:
 
 @dataclass
 class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
-    """Split a decoded video into shots (needs ``task.frames`` from the Decode stage)."""
+    """Split a decoded video into shots: ``task.frames`` from the Decode stage before it, or, with
+    ``decode`` set, decode the video here with the model's windows running alongside
+    (``pipelines.split_stream.decode_and_detect``; the worker then asks for the decode's CPUs)."""
 
     name: ClassVar[str] = "shot_split"
     version: ClassVar[int] = 1
     # One model per actor; torch uses the actor's cores for the convolutions.
     resources: ClassVar[Resources] = Resources(cpus=1.0, actors=True)
 
+    decode: Any = field(default=None, compare=False)  # a Decode stage to run first, in this worker
     _model: object | None = field(default=None, init=False, repr=False, compare=False)
+
+    def requested(self) -> Resources:
+        r = super().requested()
+        return r if self.decode is None else replace(r, cpus=max(r.cpus, self.decode.resources.cpus))
 
     def setup(self) -> None:
         if self.detector.startswith("transnetv2") and self._model is None:
@@ -191,6 +201,8 @@ class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
             self._model = TransNet(device=self.device, precision=self.precision)
 
     def process(self, task: VideoTask) -> VideoTask:
+        if self.decode is not None:
+            return self._decode_and_split(task)
         if task.error or task.video is None or task.video.status != "ok" or task.frames is None:
             return task
         from pipelines.decode import load_timeline, load_tiny
@@ -211,4 +223,28 @@ class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
         )
         duration = task.video.duration_s or (len(pts) / fps)
         task.shots = make_shots(task.video.video_id, trs, pts, duration, self.detector, self.min_shot_frames)
+        return task
+
+    def _decode_and_split(self, task: VideoTask) -> VideoTask:
+        from pipelines.decode import DecodeError, load_timeline
+        from pipelines.split_stream import decode_and_detect, worker_cores
+        from pipelines.stages.decode_stage import record_decode
+
+        video = task.video
+        if task.error or video is None or video.status == "error":
+            return task
+        fps = video.fps or 25.0
+        try:
+            result, trs = decode_and_detect(
+                task.path, self.decode.frames_dir(video.video_id), self._model, detector=self.detector,
+                threshold=self.threshold, flash_max_frames=self.flash_max_frames, black_luma=self.black_luma,
+                cascade_context=self.cascade_context, gradual_context=self.gradual_context, fps=fps,
+                workers=worker_cores(), **self.decode.decode_args())
+        except DecodeError as e:
+            video.status, video.error = "error", str(e)
+            return task
+        record_decode(task, result)
+        pts, _ = load_timeline(result.frames)
+        duration = video.duration_s or (len(pts) / fps)
+        task.shots = make_shots(video.video_id, trs, pts, duration, self.detector, self.min_shot_frames)
         return task
