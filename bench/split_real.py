@@ -254,9 +254,11 @@ def report(r: dict[str, Any], methods: list[str]) -> None:
                 for v, row in r["per_video"].items()])
     ref = r["overall"].get("adaptive", {}).get("fps")
     print(f"\noverall on {r['frames']} labelled frames:")
-    print_rows(["method", "precision", "recall", "F1", "tp", "fp", "fn", "fps", "x adaptive speed", "cores used"],
+    print_rows(["method", "precision", "recall", "F1", "tp", "fp", "fn", "fps", "x adaptive speed",
+                "cores used"],
                [[m, f"{x['precision']:.3f}", f"{x['recall']:.3f}", f"{x['f1']:.3f}", x["tp"], x["fp"],
-                 x["fn"], f"{x['fps']:.0f}", f"{x['fps'] / ref:.2f}" if ref else "-", f"{x['cores_used']:.2f}"]
+                 x["fn"], f"{x['fps']:.0f}", f"{x['fps'] / ref:.2f}" if ref else "-",
+                 f"{x['cores_used']:.2f}"]
                 for m, x in r["overall"].items()])
     for ours in (m for m in methods if m.startswith("ours")):
         bases = [m for m in methods if not m.startswith("ours")]

@@ -33,9 +33,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

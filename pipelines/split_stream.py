@@ -118,7 +118,8 @@ class StreamedSplit:
                 if (s, k, c) not in self._cache]
         if workers > 1 and len(todo) > 1:
             with ThreadPoolExecutor(workers, thread_name_prefix="vidloom-split-tail") as pool:
-                self._cache.update(zip(todo, pool.map(lambda w: self.model.window(frames, *w), todo)))
+                done = list(pool.map(lambda w: self.model.window(frames, *w), todo))
+                self._cache.update(zip(todo, done, strict=True))
         return _CachedWindows(self.model, self._cache, self.stats), diff, hist
 
     def close(self) -> None:
@@ -137,7 +138,9 @@ class _CachedWindows:
         self.stats["reused" if hit is not None else "computed"] += 1
         return hit if hit is not None else self.model.window(frames, s, k, c)
 
-    def predict(self, frames: np.ndarray, ranges: Any = None, context: int = CONTEXT, useful: int | None = None) -> Any:
+    def predict(
+        self, frames: np.ndarray, ranges: Any = None, context: int = CONTEXT, useful: int | None = None
+    ) -> Any:
         return self.model.predict(frames, ranges, context, window=self._window, useful=useful)
 
 
@@ -178,7 +181,8 @@ def decode_and_detect(
     from pipelines.decode import decode_video, load_timeline, load_tiny
     from pipelines.stages.shot_split import detect_transitions
 
-    stream = StreamedSplit(model, cascade_context, gradual_context) if detector == "transnetv2" and model is not None else None
+    cascade = detector == "transnetv2" and model is not None
+    stream = StreamedSplit(model, cascade_context, gradual_context) if cascade else None
     threads = _torch_threads(1 if stream else None)  # one per window: windows run side by side
     try:
         res = decode_video(path, out_dir, on_tiny=stream.feed if stream else None, **decode_args)

@@ -70,7 +70,8 @@ def fuse_blocks(torch: Any, model: Any, dtype: Any) -> None:
 
         def forward(self, x: Any) -> Any:
             conv3d = torch.nn.functional.conv3d
-            parts = [temporal_conv(torch, conv3d(x, s, padding=(0, 1, 1)), t, b, d) for s, t, b, d in self.branches]
+            parts = [temporal_conv(torch, conv3d(x, s, padding=(0, 1, 1)), t, b, d)
+                     for s, t, b, d in self.branches]
             p = parts[0]
             out = torch.empty((p.shape[0], len(parts) * p.shape[1], *p.shape[2:]), dtype=p.dtype,
                               device=p.device, memory_format=torch.channels_last_3d)

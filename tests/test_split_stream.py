@@ -71,7 +71,9 @@ def test_other_frames_at_finish_drop_what_was_run_ahead(frames: np.ndarray, mode
     assert _key(got) == _key(detect_transitions(other, "transnetv2", model)[0])
 
 
-def test_decode_and_detect_equals_decode_then_detect(frames: np.ndarray, model: TransNet, tmp_path: Path) -> None:
+def test_decode_and_detect_equals_decode_then_detect(
+    frames: np.ndarray, model: TransNet, tmp_path: Path
+) -> None:
     want, _ = detect_transitions(frames, "transnetv2", model, fps=24.0)
     for _ in range(2):  # the second call finds the decoded frames on disk (nothing fed)
         res, got = split_stream.decode_and_detect(str(CLIP), str(tmp_path / "f"), model, fps=24.0, workers=2)
@@ -102,4 +104,3 @@ def test_the_split_stage_decoding_itself_gives_the_two_stage_result(tmp_path: Pa
         results[mode] = ([row(s) for s in task.shots], task.video.n_frames, tiny)
     assert len(results["stream"][0]) >= 3
     assert results["stream"] == results["two_stages"]
-    assert ShotSplit.from_config(cfg.split, decode=decode).requested().cpus == decode.resources.cpus
