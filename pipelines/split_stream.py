@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import shot_detect as sd
-from pipelines.stages.shot_split import cascade_plan
+from pipelines.shot_transitions import cascade_plan
 from pipelines.transnet import CONTEXT, fixed_windows
 
 CHUNK = 64  # decoded frames between two passes of the worker (the decoder's tiny chunk)
@@ -179,7 +179,7 @@ def decode_and_detect(
     timestamps. ``workers``: threads for the windows left once the decode is done (the cores the
     decode used). Raises what ``decode_video`` raises."""
     from pipelines.decode import decode_video, load_timeline, load_tiny
-    from pipelines.stages.shot_split import detect_transitions
+    from pipelines.shot_transitions import detect_transitions
 
     cascade = detector == "transnetv2" and model is not None
     stream = StreamedSplit(model, cascade_context, gradual_context) if cascade else None

@@ -9,7 +9,7 @@ Windows follow the reference implementation: up to 50 predicted frames with 25
 frames of context each side (edge frames replicated at the video's ends). Longer
 windows are slower per useful frame on CPU (measured: the frame-similarity layer
 grows superlinearly with window length); the cascade's proposal ranges get shorter
-windows (pipelines/stages/shot_split.py ``cascade_plan``), each one call of ``window``
+windows (pipelines/shot_transitions.py ``cascade_plan``), each one call of ``window``
 (batching them was slower on 2 cores; pipelines/split_stream.py runs them side by side).
 Every window of a kind has one length (``fixed_windows``). The convolution blocks are
 rebuilt for inference (pipelines/transnet_blocks.py).
