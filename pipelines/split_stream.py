@@ -123,7 +123,9 @@ class StreamedSplit:
         return _CachedWindows(self.model, self._cache, self.stats), diff, hist
 
     def close(self) -> None:
-        """Stop the worker (after its current pass); safe to call twice."""
+        """Stop the worker after its current window (a failed decode does not wait for a whole
+        pass); safe to call twice."""
+        self._stop.set()
         self._pool.shutdown(wait=True)
 
 

@@ -104,3 +104,15 @@ def test_the_split_stage_decoding_itself_gives_the_two_stage_result(tmp_path: Pa
         results[mode] = ([row(s) for s in task.shots], task.video.n_frames, tiny)
     assert len(results["stream"][0]) >= 3
     assert results["stream"] == results["two_stages"]
+
+
+def test_a_file_that_does_not_decode_raises_and_leaves_no_worker(model: TransNet, tmp_path: Path) -> None:
+    import threading
+
+    from pipelines.decode import DecodeError
+
+    bad = tmp_path / "ünïcode name.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(DecodeError):
+        split_stream.decode_and_detect(str(bad), str(tmp_path / "f"), model)
+    assert not [t for t in threading.enumerate() if t.name.startswith("vidloom-split")]
