@@ -137,7 +137,8 @@ class Ours:
 
     def warm(self, precision: str) -> None:
         """Load and warm up the model for ``precision`` (before any timing)."""
-        from pipelines.stages.shot_split import CUT_USEFUL, GRADUAL_USEFUL, SplitConfig
+        from pipelines.shot_transitions import CUT_USEFUL, GRADUAL_USEFUL
+        from pipelines.stages.shot_split import SplitConfig
         from pipelines.transnet import CONTEXT, TransNet
 
         if precision not in self.models:

@@ -49,11 +49,10 @@ class StreamedSplit:
         self._signals_to = 0  # frames whose diff and histogram are computed
         self._proposed_to = 0  # ranges starting before this were looked at by a pass
         self._cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()  # set by finish(): a pass ends after its current window
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vidloom-split")
         self._pending: Future[None] | None = None
-        self.stats = {"speculated": 0, "reused": 0, "computed": 0}
+        self.speculated = 0  # windows run while decoding
 
     # --- while decoding ---------------------------------------------------------------------
     def feed(self, chunk: np.ndarray) -> None:
@@ -84,10 +83,8 @@ class StreamedSplit:
                 if self._stop.is_set():
                     return
                 if s + k + c <= last and (s, k, c) not in self._cache:
-                    out = self.model.window(frames, s, k, c)
-                    with self._lock:
-                        self._cache[(s, k, c)] = out
-                    self.stats["speculated"] += 1
+                    self._cache[(s, k, c)] = self.model.window(frames, s, k, c)
+                    self.speculated += 1
         self._proposed_to = last
 
     def _signals(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,10 +99,10 @@ class StreamedSplit:
 
     # --- once decoded -----------------------------------------------------------------------
     def finish(self, frames: np.ndarray, workers: int = 1) -> tuple[Any, np.ndarray, np.ndarray]:
-        """Wait for the worker, then run the windows the whole video's plan still needs on
-        ``workers`` threads (the decode's cores are free by now); return (a model whose windows
-        come from the cache, diff, histograms) for ``detect_transitions`` over all ``frames``."""
-        self._stop.set()  # the rest of the plan is shared between ``workers`` threads below
+        """Stop the worker after its current window; return (a model whose windows come from the
+        cache, the others computed ``workers`` at once: the decode's cores are free by now, diff,
+        histograms) for ``detect_transitions`` over all ``frames``."""
+        self._stop.set()
         if self._pending is not None:
             self._pending.result()
         self._pool.shutdown(wait=True)
@@ -113,14 +110,7 @@ class StreamedSplit:
             self._cache.clear()  # not the frames that were fed (a resumed decode feeds none)
             self._signals_to, self._diff, self._hist = 0, self._diff[:0], self._hist[:0]
         diff, hist = self._signals(frames)
-        _, plan = cascade_plan(frames, diff, hist, *self.contexts)
-        todo = [(s, k, c) for ranges, c, u in plan for s, k, _, _ in fixed_windows(ranges, len(frames), u)
-                if (s, k, c) not in self._cache]
-        if workers > 1 and len(todo) > 1:
-            with ThreadPoolExecutor(workers, thread_name_prefix="vidloom-split-tail") as pool:
-                done = list(pool.map(lambda w: self.model.window(frames, *w), todo))
-                self._cache.update(zip(todo, done, strict=True))
-        return _CachedWindows(self.model, self._cache, self.stats), diff, hist
+        return _CachedWindows(self.model, self._cache, workers), diff, hist
 
     def close(self) -> None:
         """Stop the worker after its current window (a failed decode does not wait for a whole
@@ -132,18 +122,18 @@ class StreamedSplit:
 class _CachedWindows:
     """A TransNet whose ``predict`` takes each window from the cache when it is there."""
 
-    def __init__(self, model: Any, cache: dict[tuple[int, int, int], Any], stats: dict[str, int]) -> None:
-        self.model, self.cache, self.stats = model, cache, stats
+    def __init__(self, model: Any, cache: dict[tuple[int, int, int], Any], workers: int) -> None:
+        self.model, self.cache, self.workers = model, cache, workers
 
     def _window(self, frames: np.ndarray, s: int, k: int, c: int) -> tuple[np.ndarray, np.ndarray]:
-        hit = self.cache.pop((s, k, c), None)
-        self.stats["reused" if hit is not None else "computed"] += 1
+        hit = self.cache.pop((s, k, c), None)  # dict.pop is atomic: safe from predict's threads
         return hit if hit is not None else self.model.window(frames, s, k, c)
 
     def predict(
         self, frames: np.ndarray, ranges: Any = None, context: int = CONTEXT, useful: int | None = None
     ) -> Any:
-        return self.model.predict(frames, ranges, context, window=self._window, useful=useful)
+        return self.model.predict(frames, ranges, context, window=self._window, useful=useful,
+                                  workers=self.workers)
 
 
 def worker_cores() -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,7 @@ class TransNet:
         context: int = CONTEXT,
         window: Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]] | None = None,
         useful: int | None = None,
+        workers: int = 1,
     ) -> Predictions:
         """Transition probabilities for every frame; frames outside ``ranges`` get 0.
 
@@ -182,6 +184,8 @@ class TransNet:
             window: computes one window (default ``self.window``); pipelines/split_stream.py
                 passes one that returns windows it already ran while the video decoded.
             useful: predicted frames per window (default ``useful_frames(context)``).
+            workers: windows computed at once, each on the calling threads' torch settings
+                (a window's output does not depend on how many run beside it).
 
         Returns:
             Predictions over all N frames.
@@ -194,8 +198,13 @@ class TransNet:
         run = window or self.window
         c = context
         u = useful or useful_frames(c)
-        for s, k, a, b in fixed_windows(ranges if ranges is not None else [(0, n)], n, u):
-            p1, pm = run(frames, s, k, c)
+        plan = fixed_windows(ranges if ranges is not None else [(0, n)], n, u)
+        if workers > 1 and len(plan) > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="vidloom-windows") as pool:
+                outs = list(pool.map(lambda w: run(frames, w[0], w[1], c), plan))
+        else:
+            outs = [run(frames, s, k, c) for s, k, _, _ in plan]
+        for (s, _, a, b), (p1, pm) in zip(plan, outs, strict=True):
             single[a:b] = p1[c + a - s : c + b - s]
             many[a:b] = pm[c + a - s : c + b - s]
         return Predictions(single, many)

@@ -51,7 +51,7 @@ def test_fed_in_chunks_it_gives_the_whole_video_result(
     stream.close()
     assert np.array_equal(diff, sd.frame_diff(frames)) and np.array_equal(hist, sd.color_histograms(frames))
     speculated = dict(stream._cache)
-    assert stream.stats["speculated"] > 0
+    assert stream.speculated > 0
     for (s, k, c), (p1, pm) in speculated.items():  # a window depends only on its frames
         q1, qm = model.window(frames, s, k, c)
         assert np.array_equal(p1, q1) and np.array_equal(pm, qm)

@@ -17,14 +17,7 @@ import numpy as np
 
 from curation.schema import Shot
 from pipelines import shot_detect as sd
-from pipelines.shot_transitions import (  # noqa: F401  (re-exported: the stage's algorithms)
-    CUT_USEFUL,
-    DETECTORS,
-    GRADUAL_USEFUL,
-    cascade_plan,
-    detect_transitions,
-    pyscenedetect_cuts,
-)
+from pipelines.shot_transitions import DETECTORS, detect_transitions  # noqa: F401  (detect_transitions re-exported)
 from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 
