@@ -27,7 +27,6 @@ same parameters is reused as is (resume).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -41,6 +40,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.artifacts import edge_profiles
+
+# the readers of what this module writes, importable from here as before
+from pipelines.frameset_io import load_sparse, load_timeline, load_tiny, presentation_times  # noqa: F401
+from pipelines.npy_stream import CHUNK_FRAMES, NpyWriter
 from pipelines.tasks import FrameSet
 
 if TYPE_CHECKING:
@@ -59,8 +62,6 @@ _LUMA_FIRST = frozenset({
     "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv410p", "yuv411p",
     "yuvj411p", "yuv440p", "yuvj440p", "yuva420p", "nv12", "nv21", "nv16", "gray",
 })
-_HEADER_BYTES = 128  # fixed .npy header size, so the shape can be written last
-_CHUNK_FRAMES = 256  # frames buffered in memory before a write
 _SHORTFALL_S = 0.5  # decoded span this much shorter than the header says => truncated
 
 
@@ -124,51 +125,6 @@ class SparseClock:
             return False
         self.k = int((t - self.t0) / self.step + 1e-6) + 1
         return True
-
-
-class _NpyWriter:
-    """Appends equally shaped items to a ``.npy`` file, one chunk in memory at a time."""
-
-    def __init__(
-        self, path: str, item_shape: tuple[int, ...], dtype: Any, chunk: int = _CHUNK_FRAMES,
-        on_chunk: Callable[[np.ndarray], None] | None = None,
-    ):
-        self._on_chunk = on_chunk  # gets a copy of every chunk written, in order
-        self._f = open(path, "wb")  # closed in close()
-        self._f.write(b"\0" * _HEADER_BYTES)  # the real header goes here once n is known
-        self._buf = np.empty((chunk, *item_shape), dtype=dtype)
-        self._used = 0
-        self.n = 0
-
-    def append(self, item: np.ndarray) -> None:
-        self._buf[self._used] = item
-        self._used += 1
-        self.n += 1
-        if self._used == len(self._buf):
-            self._flush()
-
-    def _flush(self) -> None:
-        self._f.write(self._buf[: self._used].tobytes())
-        if self._on_chunk is not None and self._used:
-            self._on_chunk(self._buf[: self._used].copy())
-        self._used = 0
-
-    def close(self) -> None:
-        self._flush()
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            header,
-            {
-                "descr": np.lib.format.dtype_to_descr(self._buf.dtype),
-                "fortran_order": False,
-                "shape": (self.n, *self._buf.shape[1:]),
-            },
-        )
-        if len(header.getvalue()) != _HEADER_BYTES:  # only for absurd shapes
-            raise ValueError(f".npy header for {self.n} items is not {_HEADER_BYTES} bytes")
-        self._f.seek(0)
-        self._f.write(header.getvalue())
-        self._f.close()
 
 
 class _Scaler:
@@ -306,14 +262,14 @@ class _Outputs:
         shown = (first.height, first.width) if self.rotation % 180 else (first.width, first.height)
         self.sparse_size = sparse_dims(*shown, sparse_box)
         # a consumer of the tiny frames gets them 64 at a time: it starts on them sooner
-        self.tiny = _NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8,
-                               chunk=64 if on_tiny else _CHUNK_FRAMES, on_chunk=on_tiny)
+        self.tiny = NpyWriter(os.path.join(out, "tiny.npy"), (TINY_SIZE[1], TINY_SIZE[0], 3), np.uint8,
+                               chunk=64 if on_tiny else CHUNK_FRAMES, on_chunk=on_tiny)
         w, h = self.sparse_size
-        self.sparse = _NpyWriter(os.path.join(out, "sparse.npy"), (h, w, 3), np.uint8, chunk=16)
+        self.sparse = NpyWriter(os.path.join(out, "sparse.npy"), (h, w, 3), np.uint8, chunk=16)
         self.coded = (first.width, first.height)  # edge profiles have this frame size's lengths
         cw, ch = max(0, first.width - 1), max(0, first.height - 1)
-        self.edge_cols = _NpyWriter(os.path.join(out, "edge_cols.npy"), (cw,), np.float32, chunk=16)
-        self.edge_rows = _NpyWriter(os.path.join(out, "edge_rows.npy"), (ch,), np.float32, chunk=16)
+        self.edge_cols = NpyWriter(os.path.join(out, "edge_cols.npy"), (cw,), np.float32, chunk=16)
+        self.edge_rows = NpyWriter(os.path.join(out, "edge_rows.npy"), (ch,), np.float32, chunk=16)
         self.pts: list[float] = []
         self.keyframe: list[bool] = []
         self.sparse_idx: list[int] = []
@@ -425,40 +381,6 @@ def _shortfall(stream: Any, container: Any, end_s: float, n: int, frame_s: float
     if expected is not None and expected - end_s > _SHORTFALL_S:
         return f"decoded {end_s:.2f} s of the {expected:.2f} s the container lists"
     return None
-
-
-def load_tiny(frames: FrameSet) -> np.ndarray:
-    """uint8 [N, 27, 48, 3], memory-mapped read-only."""
-    return np.load(os.path.join(frames.dir, "tiny.npy"), mmap_mode="r")
-
-
-def load_sparse(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 [M, h, w, 3] memory-mapped, int64 [M] source frame index of each)."""
-    return (
-        np.load(os.path.join(frames.dir, "sparse.npy"), mmap_mode="r"),
-        np.load(os.path.join(frames.dir, "sparse_idx.npy")),
-    )
-
-
-def presentation_times(times: Any) -> np.ndarray:
-    """float64 [N]: the times of frames in the order a decoder emitted them, made non-decreasing.
-
-    A decoder emits frames in presentation order, but some streams label them with permuted
-    timestamps: MPEG-4 Part 2 in AVI with packed B-frames (XviD/DivX) has no pts, and the
-    ones FFmpeg derives swap each B-frame with the P-frame around it (frame times
-    1, 2, 3, 5, 4, 6, 8, 7, ... ticks). The set of times is right, their order is not: the
-    i-th frame emitted is shown at the i-th smallest time. Well-labelled streams are
-    already sorted and come back unchanged. (pts.npy files written before this was applied
-    are sorted by ``load_timeline`` and the extract stage as they are read.)
-    """
-    t = np.asarray(times, dtype=np.float64)
-    return np.sort(t, kind="stable") if len(t) > 1 and bool((np.diff(t) < 0).any()) else t
-
-
-def load_timeline(frames: FrameSet) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 [N] frame times in seconds from the file's start, bool [N] keyframe flags)."""
-    pts = presentation_times(np.load(os.path.join(frames.dir, "pts.npy")))
-    return pts, np.load(os.path.join(frames.dir, "keyframe.npy"))
 
 
 def decode_only_fps(path: str, threads: int = 0) -> float:
