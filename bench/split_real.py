@@ -148,9 +148,10 @@ class Ours:
             self.models[precision] = TransNet(threads=OURS_THREADS, precision=precision)
             zeros = np.zeros((150, 27, 48, 3), np.uint8)
             cfg = SplitConfig()
-            for context, useful in ((cfg.cascade_context, CUT_USEFUL), (cfg.gradual_context, GRADUAL_USEFUL),
-                                    (CONTEXT, None)):  # every window length the detectors use
-                self.models[precision].predict(zeros, [(60, 70)], context, useful=useful)
+            for context, lengths in ((cfg.cascade_context, CUT_USEFUL), (cfg.gradual_context, GRADUAL_USEFUL),
+                                     (CONTEXT, (None,))):  # every window length the detectors use
+                for u in lengths:
+                    self.models[precision].predict(zeros, [(60, 60 + (u or 10))], context, useful=u or None)
             torch.set_num_threads(threads)
 
     def __call__(self, path: str, detector: str, precision: str) -> tuple[list[Transition], int]:

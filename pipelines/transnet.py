@@ -11,7 +11,7 @@ windows are slower per useful frame on CPU (measured: the frame-similarity layer
 grows superlinearly with window length); the cascade's proposal ranges get shorter
 windows (pipelines/shot_transitions.py ``cascade_plan``), each one call of ``window``
 (batching them was slower on 2 cores; pipelines/split_stream.py runs them side by side).
-Every window of a kind has one length (``fixed_windows``). The convolution blocks are
+Windows come in a few fixed lengths (``fixed_windows``). The convolution blocks are
 rebuilt for inference (pipelines/transnet_blocks.py).
 """
 
@@ -171,7 +171,7 @@ class TransNet:
         ranges: Sequence[tuple[int, int]] | None = None,
         context: int = CONTEXT,
         window: Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]] | None = None,
-        useful: int | None = None,
+        useful: int | Sequence[int] | None = None,
         workers: int = 1,
     ) -> Predictions:
         """Transition probabilities for every frame; frames outside ``ranges`` get 0.
@@ -183,7 +183,8 @@ class TransNet:
                 implementation; the cascade uses fewer on its short proposal ranges).
             window: computes one window (default ``self.window``); pipelines/split_stream.py
                 passes one that returns windows it already ran while the video decoded.
-            useful: predicted frames per window (default ``useful_frames(context)``).
+            useful: predicted frames per window, or the lengths to choose from per range
+                (``fixed_windows``; default ``useful_frames(context)``).
             workers: windows computed at once, each on the calling threads' torch settings
                 (a window's output does not depend on how many run beside it).
 
@@ -235,23 +236,28 @@ def useful_frames(context: int) -> int:
 
 
 def fixed_windows(
-    ranges: Sequence[tuple[int, int]], n: int, useful: int
+    ranges: Sequence[tuple[int, int]], n: int, useful: int | Sequence[int]
 ) -> list[tuple[int, int, int, int]]:
     """(window start, useful frames, first kept frame, end of kept frames) covering ``ranges``.
 
-    Every window of a video has the same length (``useful`` frames predicted + the context): a
-    range shorter than ``useful`` is widened around its centre and a range's last window is
-    shifted back to end at the range's end (or the video's), overlapping the one before, instead
-    of being cut short. oneDNN builds its kernels per input shape, and on a bf16 CPU (AMX) a new
-    shape costs more than the window: measured on the dev set's 3,592 proposed frames, windows
-    of varying length took 179 s in bf16 and 39 s in fp32. Only the frames of the range are kept.
+    ``useful``: the predicted frames of a window, or a few allowed lengths (ascending). A range
+    gets one window of the shortest length that holds it, else windows of the longest, the
+    last one shifted back to end at the range's end (or the video's), overlapping the one
+    before, instead of being cut short; a range shorter than its window is widened around its
+    centre. Only the frames of the range are kept. So windows come in a few fixed lengths:
+    oneDNN builds its kernels per input shape, and on a bf16 CPU (AMX) a new shape costs more
+    than the window: measured on the dev set's 3,592 proposed frames, windows of varying length
+    took 179 s in bf16 and 39 s in fp32 (a handful of lengths costs ~30 ms each, once).
     """
+    lengths = sorted({min(u, n) for u in ((useful,) if isinstance(useful, int) else useful)})
     out: list[tuple[int, int, int, int]] = []
-    k = min(useful, n)
     for a, b in ranges:
         a, b = max(0, a), min(n, b)
-        for s in range(a, b, useful):
-            e = min(b, s + useful)
+        if b <= a:
+            continue
+        k = next((u for u in lengths if u >= b - a), lengths[-1])
+        for s in range(a, b, k):
+            e = min(b, s + k)
             if e - s == k:
                 w = s
             elif s > a:  # the range's last, short piece: end the window at the range's end

@@ -93,10 +93,13 @@ def test_fixed_windows_cover_each_range_with_one_window_length() -> None:
         n = int(rng.integers(1, 400))
         a = int(rng.integers(0, n))
         b = int(rng.integers(a + 1, n + 1))
-        for context in (8, 25):
-            u = useful_frames(context)
-            windows = fixed_windows([(a, b)], n, u)
-            assert {k for _, k, _, _ in windows} == {min(u, n)}
+        for useful in (useful_frames(8), useful_frames(25), (16, 24, 32), (34, 50, 64)):
+            lengths = [min(u, n) for u in ((useful,) if isinstance(useful, int) else useful)]
+            windows = fixed_windows([(a, b)], n, useful)
+            # the shortest allowed length that holds the range, else the longest, for every window
+            want = next((k for k in lengths if k >= b - a), lengths[-1])
+            assert {k for _, k, _, _ in windows} == {want}
+            assert len(windows) == -(-(b - a) // want)
             assert all(0 <= w <= s < e <= w + k <= n for w, k, s, e in windows)
             assert sorted(f for _, _, s, e in windows for f in range(s, e)) == list(range(a, b))
 
