@@ -34,12 +34,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines.artifacts import edge_profiles
+from pipelines.frame_scaler import Scaler, coded_luma
 
 # the readers of what this module writes, importable from here as before
 from pipelines.frameset_io import load_sparse, load_timeline, load_tiny, presentation_times  # noqa: F401
@@ -47,7 +47,6 @@ from pipelines.npy_stream import CHUNK_FRAMES, NpyWriter
 from pipelines.tasks import FrameSet
 
 if TYPE_CHECKING:
-    import av.filter
     from av.video.frame import VideoFrame
 
 TINY_SIZE = (48, 27)  # (width, height)
@@ -57,11 +56,6 @@ ARTIFACTS = (
     "tiny.npy", "pts.npy", "keyframe.npy", "sparse.npy", "sparse_idx.npy",
     "packet_bytes.npy", "edge_cols.npy", "edge_rows.npy", META_FILE,
 )
-# 8-bit pixel formats whose first plane is the luma (PyAV names); others are converted
-_LUMA_FIRST = frozenset({
-    "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv410p", "yuv411p",
-    "yuvj411p", "yuv440p", "yuvj440p", "yuva420p", "nv12", "nv21", "nv16", "gray",
-})
 _SHORTFALL_S = 0.5  # decoded span this much shorter than the header says => truncated
 
 
@@ -94,21 +88,6 @@ def sparse_dims(width: int, height: int, box: tuple[int, int]) -> tuple[int, int
     return w, h
 
 
-def rotation_filters(rotation: int) -> list[tuple[str, str | None]]:
-    """Filters that turn a coded frame into display orientation.
-
-    Args:
-        rotation: counter-clockwise degrees of the display matrix (PyAV's
-            ``VideoFrame.rotation``), a multiple of 90.
-    """
-    filters: dict[int, list[tuple[str, str | None]]] = {
-        90: [("transpose", "cclock")],
-        180: [("hflip", None), ("vflip", None)],
-        270: [("transpose", "clock")],
-    }
-    return filters.get(rotation % 360, [])
-
-
 class SparseClock:
     """Picks about ``fps`` frames a second by timestamp: a frame is taken when its
     time reaches the next sample time t0 + k/fps; gaps skip sample times."""
@@ -125,52 +104,6 @@ class SparseClock:
             return False
         self.k = int((t - self.t0) / self.step + 1e-6) + 1
         return True
-
-
-class _Scaler:
-    """One filter graph: buffer -> scale (area) -> [rotate] -> rgb24 -> sink, for one input geometry."""
-
-    def __init__(self, frame: VideoFrame, size: tuple[int, int], rotation: int) -> None:
-        import av.filter
-
-        w, h = size if rotation % 180 == 0 else size[::-1]  # scale first, rotate the small frame
-        self.key = (frame.width, frame.height, frame.format.name)
-        self.graph = av.filter.Graph()  # must outlive its contexts: keep the reference
-        # One thread: the graph runs in the decode loop's thread. By default (0: one per core)
-        # every pull hands the frame's slices to the graph's pool and waits for them, on cores
-        # the decoder's threads and the split's model already fill. Same pixels. Measured on 2
-        # cores, the dev set + its 5-min 720p file: decode_video 19.3 -> 17.4 s, decode_only_fps
-        # 17.3 -> 15.7 s; the dev set's streamed split (decode_and_detect) 16.2 -> 14.7 s.
-        self.graph.threads = 1
-        src = self.graph.add_buffer(
-            width=frame.width,
-            height=frame.height,
-            format=frame.format,
-            time_base=frame.time_base or Fraction(1, 90000),
-        )
-        chain = [("scale", f"{w}:{h}:flags=area"), *rotation_filters(rotation), ("format", "rgb24")]
-        nodes: list[av.filter.FilterContext] = [src, *(self.graph.add(n, a) for n, a in chain)]
-        self._sink = self.graph.add("buffersink")
-        self.graph.link_nodes(*nodes, self._sink)
-        self.graph.configure()
-        self._src = src
-
-    def scale(self, frame: VideoFrame) -> VideoFrame:
-        self._src.push(frame)
-        return self._sink.pull()  # type: ignore[return-value]
-
-    def __call__(self, frame: VideoFrame) -> np.ndarray:
-        return self.scale(frame).to_ndarray()
-
-
-def coded_luma(frame: VideoFrame) -> np.ndarray:
-    """uint8 [H, W] luma of a decoded frame at its coded size and orientation (a view of the
-    frame's first plane for 8-bit YUV, else a conversion to gray)."""
-    if frame.format.name not in _LUMA_FIRST:
-        frame = frame.reformat(format="gray")
-    plane = frame.planes[0]
-    rows = np.frombuffer(plane, np.uint8, count=plane.line_size * plane.height)
-    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def _load_complete(out_dir: str, params: dict[str, Any]) -> DecodeResult | None:
@@ -282,8 +215,8 @@ class _Outputs:
         self.packet_bytes: list[int] = []
         self._scalers = self._make_scalers(first)
 
-    def _make_scalers(self, frame: VideoFrame) -> tuple[_Scaler, _Scaler]:
-        return _Scaler(frame, TINY_SIZE, self.rotation), _Scaler(frame, self.sparse_size, self.rotation)
+    def _make_scalers(self, frame: VideoFrame) -> tuple[Scaler, Scaler]:
+        return Scaler(frame, TINY_SIZE, self.rotation), Scaler(frame, self.sparse_size, self.rotation)
 
     def add(self, frame: VideoFrame, t: float, sampled: bool, packet_bytes: int) -> None:
         if self._scalers[0].key != (frame.width, frame.height, frame.format.name):  # mid-stream change
@@ -400,12 +333,12 @@ def decode_only_fps(path: str, threads: int = 0) -> float:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
-        scaler: _Scaler | None = None
+        scaler: Scaler | None = None
         n = 0
         t0 = time.perf_counter()
         for frame in container.decode(stream):
             if scaler is None:
-                scaler = _Scaler(frame, TINY_SIZE, round(frame.rotation / 90) * 90 % 360)
+                scaler = Scaler(frame, TINY_SIZE, round(frame.rotation / 90) * 90 % 360)
             scaler.scale(frame)
             n += 1
         return n / (time.perf_counter() - t0)
