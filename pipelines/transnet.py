@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.transnet_blocks import fuse_blocks
+from pipelines.transnet_blocks import cpu_flags, cpu_has_int8, fuse_blocks
 
 WINDOW = 100
 CONTEXT = 25
@@ -99,33 +99,43 @@ def fast_frame_similarity(torch: Any, layer: Any) -> None:
     layer.forward = forward
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); else autocast would emulate it."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolved_precision(device: str, precision: str) -> str:
-    """'fp32' or 'bf16': what ``precision`` ('auto', 'fp32', 'bf16') means on this machine.
+    """'fp32', 'bf16' or 'int8': what ``precision`` (one of PRECISIONS) means on this machine.
 
-    'auto' picks bf16 on CUDA and on CPUs with native bf16 — measured on a 2-core
-    AVX512-BF16 machine: 2.2x faster per window, transition probabilities within 1e-3 of
-    fp32 and identical transitions on the planted-transition suite — else fp32.
+    'int8' runs the spatial convolutions in int8 (pipelines/transnet_blocks.py ``Int8Spatial``)
+    and the rest in bf16 where native, else fp32; it needs a CPU with int8 dot products
+    (``int8_supported``). 'auto' picks bf16 on CUDA; on a CPU int8 where supported, else bf16
+    where native, else fp32. Measured on a 2-core AVX512-BF16 machine: bf16 2.2x faster per
+    window than fp32, probabilities within 1e-3 and identical transitions on the
+    planted-transition suite; int8 1.5x faster than bf16 on an AMD EPYC (AVX512-VNNI), the same
+    transitions as bf16 on every dev-set file (bench/results/split_real.json has the figures).
     """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") or cpu_has_bf16() else "fp32"
-    return precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, not {precision!r}")
+    if precision == "int8" and (device != "cpu" or not cpu_has_int8()):
+        raise ValueError("split.precision='int8' runs on a CPU with int8 dot products (AVX512-VNNI, "
+                         "AVX-VNNI or AMX); use 'auto', 'bf16' or 'fp32' here")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16"
+    return "int8" if cpu_has_int8() else "bf16" if cpu_has_bf16() else "fp32"
 
 
 def autocast_dtype(torch: object, device: str, precision: str) -> object | None:
-    """The torch autocast dtype for ``precision`` (None: plain fp32)."""
-    return torch.bfloat16 if resolved_precision(device, precision) == "bf16" else None  # type: ignore[attr-defined]
+    """The torch autocast dtype for ``precision`` (None: plain fp32): int8's unquantized layers
+    run in bf16 where this CPU has it natively."""
+    resolved = resolved_precision(device, precision)
+    bf16 = resolved == "bf16" or (resolved == "int8" and cpu_has_bf16())
+    return torch.bfloat16 if bf16 else None  # type: ignore[attr-defined]
 
 
 class TransNet:
@@ -163,7 +173,8 @@ class TransNet:
         self.device = device
         self.autocast_dtype = autocast_dtype(torch, device, precision)
         if fused:  # False keeps the package's blocks: the reference that tests and benchmarks compare with
-            fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32)
+            fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32,
+                        int8=resolved_precision(device, precision) == "int8")
 
     def predict(
         self,

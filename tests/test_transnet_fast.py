@@ -100,3 +100,57 @@ def test_dilated_temporal_conv_as_an_undilated_conv_on_a_view(frames: int) -> No
         want = torch.nn.functional.conv3d(y, w, b, padding=(d, 0, 0), dilation=(d, 1, 1))
         got = temporal_conv(torch, y, w, b, d)
         assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+def _int8_or_skip() -> None:
+    from pipelines.transnet_blocks import cpu_has_int8
+
+    if not cpu_has_int8():
+        pytest.skip("this CPU has no int8 dot products (AVX512-VNNI, AVX-VNNI or AMX)")
+
+
+def test_int8_spatial_conv_is_the_float_conv_to_quantization_error() -> None:
+    _int8_or_skip()
+    from pipelines.transnet_blocks import Int8Spatial
+
+    g = torch.Generator().manual_seed(2)
+    cl = torch.channels_last_3d
+    x = torch.rand(1, 16, 20, 9, 12, generator=g).contiguous(memory_format=cl)
+    x[0, 0, 0, 0, 0] = 0.0
+    w = torch.randn(8, 16, 1, 3, 3, generator=g).contiguous(memory_format=cl)
+    q, scale = Int8Spatial.quantize(torch, x)
+    assert q.dtype == torch.uint8 and int(q.max()) == 255 and int(q[0, 0, 0, 0, 0]) == 0
+    assert float((q.float() * scale - x).abs().max()) <= scale / 2 + 1e-7  # rounded, not truncated
+    want = torch.nn.functional.conv3d(x, w, padding=(0, 1, 1))
+    got = Int8Spatial(torch, w, torch.float32)(q, scale)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert float((got - want).abs().max() / want.abs().max()) < 0.02
+    assert float((got - want).abs().max() / want.abs().max()) > 0  # int8 arithmetic, not a float path
+
+
+def test_int8_model_keeps_the_fp32_transitions_on_a_real_excerpt() -> None:
+    _int8_or_skip()
+    x = torch.from_numpy(_real_frames()[None].copy())
+    ref = _probs(TransNet(threads=1, precision="fp32", fused=False), x)
+    got = _probs(TransNet(threads=1, precision="int8"), x)
+    assert np.abs(got - ref).max() < 0.05
+    assert np.array_equal(got > 0.5, ref > 0.5) and ref.max() > 0.5
+
+
+def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.transnet as tn
+
+    for int8, bf16, want in ((True, True, "int8"), (True, False, "int8"), (False, True, "bf16"),
+                             (False, False, "fp32")):
+        monkeypatch.setattr(tn, "cpu_has_int8", lambda v=int8: v)
+        monkeypatch.setattr(tn, "cpu_has_bf16", lambda v=bf16: v)
+        assert tn.resolved_precision("cpu", "auto") == want
+        assert tn.resolved_precision("cpu", "fp32") == "fp32"
+        assert tn.resolved_precision("cuda", "auto") == "bf16"
+    with pytest.raises(ValueError, match="int8"):
+        tn.resolved_precision("cuda:0", "int8")
+    monkeypatch.setattr(tn, "cpu_has_int8", lambda: False)
+    with pytest.raises(ValueError, match="VNNI"):
+        tn.resolved_precision("cpu", "int8")
+    with pytest.raises(ValueError, match="one of"):
+        tn.resolved_precision("cpu", "fp16")

@@ -20,6 +20,7 @@ from pipelines import shot_detect as sd
 from pipelines.shot_transitions import DETECTORS, detect_transitions  # noqa: F401  (detect_transitions re-exported)
 from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
+from pipelines.transnet import PRECISIONS
 
 
 def make_shots(
@@ -71,7 +72,9 @@ class SplitConfig:
     gradual_context: int = 16  # ... of a gradual (dissolve/fade) proposal's window (full model: 25)
     black_luma: float = 20.0  # mean luma (0-255) below which a frame is black (fades)
     device: str = unhashed("cpu")  # 'cuda' runs TransNetV2 on a GPU
-    precision: str = "auto"  # TransNetV2 autocast: 'auto' (bf16 where native), 'fp32', 'bf16'
+    # TransNetV2's arithmetic: 'auto' (on a CPU int8 spatial convolutions where it has int8 dot
+    # products, else bf16 where native, else fp32; bf16 on CUDA), 'fp32', 'bf16', 'int8'
+    precision: str = "auto"
     # Decode inside the shot-split worker, the cascade's TransNetV2 windows running while the video
     # decodes (pipelines/split_stream.py; same shots). False: Decode tasks, then ShotSplit actors.
     stream: bool = unhashed(True)
@@ -80,7 +83,7 @@ class SplitConfig:
     RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
         "threshold": (0, 1, False), "min_shot_frames": (1, None, False), "black_luma": (0, 255, False)}
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "detector": DETECTORS, "precision": ("auto", "fp32", "bf16")}
+        "detector": DETECTORS, "precision": PRECISIONS}
 
 
 @dataclass
