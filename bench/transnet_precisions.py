@@ -89,7 +89,7 @@ def devset(models: dict[str, Any], directory: str) -> dict[str, Any]:
                 trs, _ = detect_transitions(frames, "transnetv2", m)
                 seconds[p] += time.perf_counter() - t0
                 found[p] = [(t.start, t.end, t.kind) for t in trs]
-            ref = found.get("bf16", found["fp32"])
+            ref = found["bf16"] if "bf16" in found else found["fp32"]
             differ += [f"{os.path.basename(path)} ({p})" for p, f in found.items() if f != ref]
     return {"files": len(paths), "seconds": {p: round(s, 2) for p, s in seconds.items()},
             "transitions_compared_with": "bf16" if "bf16" in models else "fp32",
