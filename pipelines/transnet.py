@@ -115,8 +115,9 @@ def resolved_precision(device: str, precision: str) -> str:
     (``int8_supported``). 'auto' picks bf16 on CUDA; on a CPU int8 where supported, else bf16
     where native, else fp32. Measured on a 2-core AVX512-BF16 machine: bf16 2.2x faster per
     window than fp32, probabilities within 1e-3 and identical transitions on the
-    planted-transition suite; int8 1.5x faster than bf16 on an AMD EPYC (AVX512-VNNI), the same
-    transitions as bf16 on every dev-set file (bench/results/split_real.json has the figures).
+    planted-transition suite; int8 1.47x faster than bf16 per 82-frame window on an AMD EPYC
+    (AVX512-VNNI, no AMX), the same transitions as bf16 on every dev-set file
+    (bench/results/transnet_precisions.json).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, not {precision!r}")

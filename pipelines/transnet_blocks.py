@@ -26,8 +26,9 @@ non-negative: frames / 255 or a block's ReLU + shortcut output), outputs in the 
 The temporal convolutions stay in that dtype: in int8 they were slower (their signed inputs need
 a quantize pass of their own each) and twice as far from fp32. A window's output still depends
 on its frames alone. Measured at 1 thread on a 2-core AMD EPYC (AVX512-BF16/VNNI, no AMX): an
-82-frame window 334 -> 225 ms; probabilities within 0.02 of fp32 (bf16: 0.01); the same
-transitions as bf16 on all 33 files of the dev set + the 5-min 720p file.
+82-frame window 338 -> 230 ms; probabilities within 0.02 of fp32 (bf16: 0.011); the same
+transitions as bf16 on all 33 files of the dev set + the 5-min 720p file
+(bench/results/transnet_precisions.json).
 """
 
 from __future__ import annotations
