@@ -5,7 +5,7 @@ steps (pipelines/curate.py) and scratch-space management (pipelines/scratch.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,17 @@ class Paths:
 
 def split_stages(cfg: CurateConfig, paths: Paths) -> list[Any]:
     """The split step's stages: one ShotSplit that decodes each video itself (``split.stream``, the
-    model's windows overlapping the decode), or Decode tasks then ShotSplit actors."""
+    model's windows overlapping the decode), or Decode tasks then ShotSplit actors.
+
+    ``split.precision`` reaches the workers resolved here, as ``split_hash`` records it: on a
+    cluster whose nodes have other CPUs than the driver, 'auto' would otherwise compute on each
+    node what that node resolves it to, under clip ids that name the driver's arithmetic. A node
+    that cannot run it fails at setup and says so."""
     decode = decode_stage(cfg, paths)
+    section = replace(cfg.split, precision=resolved_precision(cfg.split.device, cfg.split.precision))
     if cfg.split.stream:
-        return [ShotSplit.from_config(cfg.split, decode=decode)]
-    return [decode, ShotSplit.from_config(cfg.split)]
+        return [ShotSplit.from_config(section, decode=decode)]
+    return [decode, ShotSplit.from_config(section)]
 
 
 def decode_stage(cfg: CurateConfig, paths: Paths) -> Decode:

@@ -154,3 +154,27 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         tn.resolved_precision("cpu", "int8")
     with pytest.raises(ValueError, match="one of"):
         tn.resolved_precision("cpu", "fp16")
+
+
+def test_split_workers_get_the_precision_the_split_hash_records(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """'auto' is resolved once, where the run starts: the ShotSplit stage that travels to the
+    workers carries the resolved precision, and a worker that cannot run it fails at setup
+    with a message naming the setting (not quietly computing other arithmetic)."""
+    import pipelines.transnet as tn
+    from pipelines.config import load_config
+    from pipelines.run_layout import Paths, split_hash, split_stages
+
+    cfg = load_config("default")
+    monkeypatch.setattr(tn, "cpu_has_int8", lambda: True)
+    import pipelines.run_layout as rl
+
+    monkeypatch.setattr(rl, "resolved_precision", tn.resolved_precision)
+    stage = split_stages(cfg, Paths(tmp_path))[-1]
+    assert cfg.split.precision == "auto" and stage.precision == "int8"
+    int8_hash = split_hash(cfg)
+    monkeypatch.setattr(tn, "cpu_has_int8", lambda: False)  # a node without int8 dot products
+    with pytest.raises(ValueError, match="split.precision 'int8' is this run's"):
+        stage.setup()
+    monkeypatch.setattr(tn, "cpu_has_bf16", lambda: True)
+    assert split_stages(cfg, Paths(tmp_path))[-1].precision == "bf16" and split_hash(cfg) != int8_hash

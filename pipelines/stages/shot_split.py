@@ -110,7 +110,12 @@ class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
         if self.detector.startswith("transnetv2") and self._model is None:
             from pipelines.transnet import TransNet
 
-            self._model = TransNet(device=self.device, precision=self.precision)
+            try:
+                self._model = TransNet(device=self.device, precision=self.precision)
+            except ValueError as e:  # the run's precision, resolved on the driver, is not for this node
+                hint = "on a cluster of mixed CPUs set one every node runs"
+                raise ValueError(f"{e} (split.precision {self.precision!r} is this run's, resolved "
+                                 f"where it started: {hint})") from e
 
     def process(self, task: VideoTask) -> VideoTask:
         if self.decode is not None:
