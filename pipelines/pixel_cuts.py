@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.shot_detect import Transition, _local_median, _running_max, _window_hist_distance
+from pipelines.shot_detect import Transition
+from pipelines.shot_proposals import _local_median, _running_max, _window_hist_distance
 
 
 def structure_diff(frames: np.ndarray, t: int) -> float:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.shot_detect import Transition, _local_median
+from pipelines.shot_detect import Transition
+from pipelines.shot_proposals import _local_median
 
 KINDS = ("wipe", "slide")
 
