@@ -139,13 +139,10 @@ def black_frames(frames: np.ndarray, black_luma: float = 20.0) -> tuple[np.ndarr
     return (luma < black_luma) & (std < 12.0) & (bright <= 0.003), luma
 
 
-def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> list[Transition]:
-    """Fold fades through black into single 'fade' transitions.
-
-    Every run of black frames strictly inside the video, widened over the fade-out
-    before it (luma falling) and the fade-in after it (luma rising), is one fade
-    transition; model events that overlap it are absorbed into it.
-    """
+def black_fades(black: np.ndarray, luma: np.ndarray) -> list[Transition]:
+    """The fades through black that the frames' luma alone shows: every run of black frames
+    strictly inside the video, widened over the fade-out before it (luma falling) and the
+    fade-in after it (luma rising)."""
     n = len(black)
     fades: list[Transition] = []
     i = 0
@@ -165,6 +162,22 @@ def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> lis
             # a is the last steady frame before the fade-out, b the first steady one after the fade-in.
             fades.append(Transition(a + 1 if a < i else a, b, "fade", 1.0))
         i = j
+    return fades
+
+
+def fade_frames(black: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """[N] bool: the frames inside ``black_fades`` (start to end, both included)."""
+    mask = np.zeros(len(black), bool)
+    for f in black_fades(black, luma):
+        mask[f.start : f.end + 1] = True
+    return mask
+
+
+def add_fades(trs: list[Transition], black: np.ndarray, luma: np.ndarray) -> list[Transition]:
+    """Fold fades through black into single 'fade' transitions: each of ``black_fades`` is one
+    fade transition; model events that overlap it are absorbed into it.
+    """
+    fades = black_fades(black, luma)
     out = list(fades)
     for t in trs:
         hit = [k for k, f in enumerate(out[: len(fades)]) if t.start <= f.end and t.end >= f.start - 1]

@@ -94,6 +94,7 @@ def propose(
     cut_pad: int = 4,
     gradual_pad: int = 16,
     decided: np.ndarray | None = None,
+    explained: np.ndarray | None = None,
 ) -> Proposals:
     """Frame ranges [start, end) where a transition may be; the rest is safe to skip.
 
@@ -104,7 +105,9 @@ def propose(
     are proposed, so one transition costs one short TransNetV2 window, not its whole
     neighbourhood. Abrupt frames are padded by ``cut_pad``; histogram peaks with no
     abrupt frame near them by ``gradual_pad``; cut ranges inside gradual ones are dropped.
-    Abrupt frames in ``decided`` (cuts the pixels decide alone) open no cut range.
+    Abrupt frames in ``decided`` (cuts the pixels decide alone) open no cut range, and
+    histogram peaks in ``explained`` (frames inside a fade through black, which the black frames
+    and their luma find alone: pipelines/shot_detect.py ``black_fades``) no gradual range.
     """
     n = len(frames)
     if n < 2:
@@ -117,7 +120,10 @@ def propose(
         w = _window_hist_distance(hist, k)
         peaks |= (w > hist_threshold) & (w >= _running_max(w, k))
     near_abrupt = _running_max(abrupt.astype(np.float32), 2) > 0
-    gradual = _merge_ranges(np.flatnonzero(peaks & ~near_abrupt), gradual_pad, n)
+    peaks &= ~near_abrupt
+    if explained is not None:
+        peaks &= ~explained
+    gradual = _merge_ranges(np.flatnonzero(peaks), gradual_pad, n)
     cuts = [
         r
         for r in _merge_ranges(np.flatnonzero(abrupt if decided is None else abrupt & ~decided), cut_pad, n)

@@ -55,7 +55,7 @@ def detect_transitions(
             preds = model.predict(frames, None, 25)  # type: ignore[attr-defined]
             covered = 1.0
         else:
-            prop, plan = cascade_plan(frames, diff, hist, cascade_context, gradual_context)
+            prop, plan = cascade_plan(frames, diff, hist, cascade_context, gradual_context, black_luma)
             on_cuts, on_gradual = (model.predict(frames, r, c, useful=u)  # type: ignore[attr-defined]
                                    for r, c, u in plan)
             preds = on_cuts.merged(on_gradual)
@@ -89,11 +89,21 @@ GRADUAL_USEFUL = (50,)
 
 
 def cascade_plan(
-    frames: np.ndarray, diff: np.ndarray, hist: np.ndarray, cascade_context: int, gradual_context: int
+    frames: np.ndarray, diff: np.ndarray, hist: np.ndarray, cascade_context: int, gradual_context: int,
+    black_luma: float = 20.0,
 ) -> tuple[sd.Proposals, list[tuple[list[tuple[int, int]], int, int]]]:
     """The cascade's proposals and what TransNetV2 scores: [(hard-cut ranges, cascade_context,
-    CUT_USEFUL), (gradual ranges, gradual_context, GRADUAL_USEFUL)]."""
-    prop = sd.propose(frames, diff, hist, decided=decisive(frames, diff, hist))
+    CUT_USEFUL), (gradual ranges, gradual_context, GRADUAL_USEFUL)].
+
+    A histogram peak inside a fade through black proposes nothing: ``add_fades`` makes that fade
+    one transition from the black frames and their luma, absorbing whatever the model finds
+    overlapping it, so the model's view there changes no transition. A transition next to the
+    fade has its own peak outside it and is still proposed. Measured on the dev set + a 5-min
+    720p file: 38 of 102 gradual ranges (the 5-min file's fades mostly) no longer run, and every
+    video's transitions are the same as with them (model frames 14,062 -> 8,896; docs/data-engineers.md)."""
+    black, luma = sd.black_frames(frames, black_luma)
+    prop = sd.propose(frames, diff, hist, decided=decisive(frames, diff, hist),
+                      explained=sd.fade_frames(black, luma))
     return prop, [(prop.cuts, cascade_context, CUT_USEFUL), (prop.gradual, gradual_context, GRADUAL_USEFUL)]
 
 

@@ -39,9 +39,12 @@ MARGIN = 64  # frames at a prefix's end (and before a pass's first range) whose 
 class StreamedSplit:
     """Speculative TransNetV2 windows and exact per-frame signals for one video, while it decodes."""
 
-    def __init__(self, model: Any, cascade_context: int = 6, gradual_context: int = 16) -> None:
+    def __init__(
+        self, model: Any, cascade_context: int = 6, gradual_context: int = 16, black_luma: float = 20.0
+    ) -> None:
         self.model = model
-        self.contexts = (cascade_context, gradual_context)  # hard-cut and gradual proposal windows
+        # hard-cut and gradual proposal windows' contexts, the black frames' luma (cascade_plan)
+        self.plan_args = (cascade_context, gradual_context, black_luma)
         self._buf = np.empty((0, 27, 48, 3), np.uint8)
         self.n = 0
         self._diff = np.zeros(0, np.float32)
@@ -74,7 +77,7 @@ class StreamedSplit:
         n = len(frames)
         lo = max(0, self._proposed_to - 3 * MARGIN)  # proposals need this much history
         seg = frames[lo:]
-        _, plan = cascade_plan(seg, diff[lo:], hist[lo:], *self.contexts)
+        _, plan = cascade_plan(seg, diff[lo:], hist[lo:], *self.plan_args)
         # ranges that started in the last pass but ran past its end come back in this one
         first, last = (0 if self._proposed_to == 0 else self._proposed_to - 2 * MARGIN), n - MARGIN
         for ranges, c, u in plan:
@@ -174,21 +177,23 @@ def decode_and_detect(
     from pipelines.shot_transitions import detect_transitions
 
     cascade = detector == "transnetv2" and model is not None
-    stream = StreamedSplit(model, cascade_context, gradual_context) if cascade else None
-    threads = _torch_threads(1 if stream else None)  # one per window: windows run side by side
+    stream = StreamedSplit(model, cascade_context, gradual_context, black_luma) if cascade else None
+    # one torch thread per window, until the last window ran: windows run side by side (with the
+    # decode, then ``workers`` at once); more threads each would oversubscribe the cores
+    threads = _torch_threads(1 if stream else None)
     try:
         res = decode_video(path, out_dir, on_tiny=stream.feed if stream else None, **decode_args)
         frames = np.asarray(load_tiny(res.frames))
         m, diff, hist = stream.finish(frames, workers) if stream else (model, None, None)
+        if fps is None:
+            pts, _ = load_timeline(res.frames)
+            fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
+        trs, _ = detect_transitions(frames, detector, m, threshold, flash_max_frames, black_luma, fps,
+                                    cascade_context, gradual_context=gradual_context, diff=diff, hist=hist)
     finally:
         if stream:
-            stream.close()
+            stream.close()  # a failed decode stops the worker after its current window
         _torch_threads(threads)
-    if fps is None:
-        pts, _ = load_timeline(res.frames)
-        fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
-    trs, _ = detect_transitions(frames, detector, m, threshold, flash_max_frames, black_luma, fps,
-                                cascade_context, gradual_context=gradual_context, diff=diff, hist=hist)
     return res, trs
 
 

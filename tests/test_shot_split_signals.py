@@ -120,3 +120,51 @@ def test_colour_histograms_count_every_pixel_once(sintel: np.ndarray) -> None:
     f = sintel[50]
     want = np.concatenate([np.bincount(f[..., c].ravel() // 16, minlength=16) for c in range(3)]) / (27 * 48)
     np.testing.assert_allclose(hist[50], want, atol=1e-7)
+
+
+def fade_then_dissolve(sintel: np.ndarray) -> np.ndarray:
+    """Three real shots: A fades through black into B (fade-out 30-59, black 60-67, fade-in
+    68-97, each frame a little darker or brighter than the last: no abrupt frame), then B
+    dissolves into C (128-147)."""
+    rng = np.random.default_rng(1)
+    a, b, c = (sintel[i].astype(np.float32) for i in (50, 100, 160))  # three different shots
+    out = steady(sintel[50], 30, rng)
+    out += [(a * (1 - i / 30)).astype(np.uint8) for i in range(1, 31)]
+    out += [np.zeros_like(sintel[0])] * 8
+    out += [(b * i / 30).astype(np.uint8) for i in range(1, 31)]
+    out += steady(sintel[100], 30, rng)
+    out += [(b * (1 - i / 21) + c * i / 21).astype(np.uint8) for i in range(1, 21)]
+    out += steady(sintel[160], 30, rng)
+    return np.stack(out)
+
+
+def test_a_fade_through_black_proposes_no_model_window_but_a_dissolve_beside_it_does(
+    sintel: np.ndarray,
+) -> None:
+    video = fade_then_dissolve(sintel)
+    diff, hist = sd.frame_diff(video), sd.color_histograms(video)
+    black, luma = sd.black_frames(video)
+    fade = sd.fade_frames(black, luma)
+    assert fade[30:98].all() and not fade[:29].any() and not fade[99:].any(), np.flatnonzero(fade)
+    before = sd.propose(video, diff, hist).gradual
+    after = sd.propose(video, diff, hist, explained=fade).gradual
+    assert any(a <= 64 < b for a, b in before), before  # without the rule the fade takes a window
+    assert not any(a <= 64 < b for a, b in after), after
+    assert any(a <= 137 < b for a, b in after), after  # the dissolve keeps its range
+
+
+def test_fades_through_black_skipped_by_the_cascade_give_the_same_transitions(
+    sintel: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.shot_transitions import detect_transitions
+    from pipelines.transnet import TransNet
+
+    video = fade_then_dissolve(sintel)
+    model = TransNet(threads=2)
+    skipped, _ = detect_transitions(video, "transnetv2", model)
+    monkeypatch.setattr(sd, "fade_frames", lambda black, luma: np.zeros(len(black), bool))
+    every, _ = detect_transitions(video, "transnetv2", model)
+    assert [(t.start, t.end, t.kind) for t in skipped] == [(t.start, t.end, t.kind) for t in every]
+    fade, dissolve = skipped
+    assert (fade.kind, fade.start, fade.end) == ("fade", 30, 97), skipped
+    assert dissolve.kind == "dissolve" and 128 <= dissolve.start < dissolve.end <= 148, skipped
