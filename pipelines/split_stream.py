@@ -178,22 +178,24 @@ def decode_and_detect(
 
     cascade = detector == "transnetv2" and model is not None
     stream = StreamedSplit(model, cascade_context, gradual_context, black_luma) if cascade else None
-    # one torch thread per window, until the last window ran: windows run side by side (with the
-    # decode, then ``workers`` at once); more threads each would oversubscribe the cores
+    # one torch thread per window while the decode runs beside them; the windows left after it run
+    # on the caller's threads again: at ``workers`` at once with 2 threads each, the sequential
+    # runner's split took 39.7 s, against 46.2 s with 1 thread each (the last window of a kind runs
+    # alone; bench/results/curate_real_split_sequential.json holds the run with this code)
     threads = _torch_threads(1 if stream else None)
     try:
         res = decode_video(path, out_dir, on_tiny=stream.feed if stream else None, **decode_args)
         frames = np.asarray(load_tiny(res.frames))
         m, diff, hist = stream.finish(frames, workers) if stream else (model, None, None)
-        if fps is None:
-            pts, _ = load_timeline(res.frames)
-            fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
-        trs, _ = detect_transitions(frames, detector, m, threshold, flash_max_frames, black_luma, fps,
-                                    cascade_context, gradual_context=gradual_context, diff=diff, hist=hist)
     finally:
         if stream:
-            stream.close()  # a failed decode stops the worker after its current window
+            stream.close()
         _torch_threads(threads)
+    if fps is None:
+        pts, _ = load_timeline(res.frames)
+        fps = (len(pts) - 1) / (pts[-1] - pts[0]) if len(pts) > 1 and pts[-1] > pts[0] else 25.0
+    trs, _ = detect_transitions(frames, detector, m, threshold, flash_max_frames, black_luma, fps,
+                                cascade_context, gradual_context=gradual_context, diff=diff, hist=hist)
     return res, trs
 
 
