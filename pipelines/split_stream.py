@@ -179,9 +179,9 @@ def decode_and_detect(
     cascade = detector == "transnetv2" and model is not None
     stream = StreamedSplit(model, cascade_context, gradual_context, black_luma) if cascade else None
     # one torch thread per window while the decode runs beside them; the windows left after it run
-    # on the caller's threads again: at ``workers`` at once with 2 threads each, the sequential
-    # runner's split took 39.7 s, against 46.2 s with 1 thread each (the last window of a kind runs
-    # alone; bench/results/curate_real_split_sequential.json holds the run with this code)
+    # on the caller's threads again (``workers`` at once): the sequential runner's split took 40.5 s
+    # so (bench/results/curate_real_split_sequential.json) and 46.2 s with one thread each in a run
+    # just before (not stored): a kind's last window runs alone. Ray workers have one thread anyway.
     threads = _torch_threads(1 if stream else None)
     try:
         res = decode_video(path, out_dir, on_tiny=stream.feed if stream else None, **decode_args)
