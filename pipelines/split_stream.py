@@ -21,7 +21,6 @@ The decode keeps FFmpeg's threads busy and the worker runs the model on one torc
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -137,20 +136,6 @@ class _CachedWindows:
     ) -> Any:
         return self.model.predict(frames, ranges, context, window=self._window, useful=useful,
                                   workers=self.workers)
-
-
-def worker_cores() -> int:
-    """The CPUs this worker may use: what Ray assigned to it, else the process's CPU affinity."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-            if cpus:
-                return max(1, int(cpus))
-    except Exception:  # noqa: BLE001 - no Ray here, or not in a Ray worker
-        pass
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def decode_and_detect(

@@ -18,6 +18,8 @@ out of ``params()``, so changing it re-runs nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -53,6 +55,26 @@ class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
     actors: bool = False
+
+
+def assigned_cpus() -> float | None:
+    """The CPUs Ray assigned to the worker this runs in; None outside a Ray worker (the
+    sequential runner, the driver), where nothing limits a stage to a share of the machine."""
+    ray = sys.modules.get("ray")  # never imported here: a process without Ray is not a worker
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    except Exception:  # noqa: BLE001 - the driver, or a Ray that has no runtime context yet
+        return None
+    return float(cpus) if cpus else None
+
+
+def worker_cores() -> int:
+    """The whole cores this worker may use: what Ray assigned to it (a fraction counts as one),
+    else the process's CPU affinity."""
+    cpus = assigned_cpus()
+    return max(1, int(cpus)) if cpus else max(1, len(os.sched_getaffinity(0)))
 
 
 class Stage(ABC, Generic[In, Out]):

@@ -91,6 +91,15 @@ def test_a_stage_configured_for_cuda_asks_for_a_gpu() -> None:
     assert on_cpu.num_gpus == 0.0 and on_cpu.pool == (1, 16)
 
 
+def test_signals_captions_run_as_tasks_vlm_captions_on_a_pool() -> None:
+    from pipelines.stages.caption import CaptionStage
+
+    signals = plan([CaptionStage(backend="signals")], Cluster(cpus=4))[0]
+    vlm = plan([CaptionStage(backend="vllm")], Cluster(cpus=4))[0]
+    assert (signals.pool, signals.num_cpus) == (None, 1.0)
+    assert (vlm.pool, vlm.num_cpus) == ((1, 4), 1.0)
+
+
 @dataclass
 class Light(Stage[int, int]):
     name: ClassVar[str] = "quality"

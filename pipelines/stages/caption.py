@@ -122,6 +122,15 @@ class CaptionStage(CaptionConfig, Stage[ClipTask, ClipTask]):  # type: ignore[mi
         if self.zh_mode not in ("translate", "direct"):
             raise ValueError(f"caption.zh_mode {self.zh_mode!r}: choose 'translate' or 'direct'")
 
+    def requested(self) -> Resources:
+        """A VLM backend holds a client and checked prompts per actor; 'signals' holds nothing, so
+        it runs as plain Ray tasks on the workers the earlier steps warmed: an actor pool would
+        start processes of its own for a step of about a second of CPU (the signals caption step
+        took 5.2 CPU s on an actor pool, bench/results/curate_real.json at e84a1d4)."""
+        if self.backend == "signals":
+            return Resources(cpus=self.resources.cpus)
+        return super().requested()
+
     def params(self) -> dict[str, Any]:
         """What decides the captions: for signals only the backend (and its code version)."""
         p = super().params()

@@ -144,7 +144,8 @@ class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
 
     def _decode_and_split(self, task: VideoTask) -> VideoTask:
         from pipelines.decode import DecodeError, load_timeline
-        from pipelines.split_stream import decode_and_detect, worker_cores
+        from pipelines.split_stream import decode_and_detect
+        from pipelines.stage import worker_cores
         from pipelines.stages.decode_stage import record_decode
 
         video = task.video
