@@ -102,20 +102,6 @@ class AddOffset(Stage[Num, Num]):
         return task
 
 
-@dataclass
-class DecoderThreads(Stage[Num, Num]):
-    """Records the decoder threads ``decode.threads=0`` resolves to where the stage runs."""
-
-    name: ClassVar[str] = "decoder_threads"
-    resources: ClassVar[Resources] = Resources(cpus=1.0)
-
-    def process(self, task: Num) -> Num:
-        from pipelines.stages.decode_stage import decoder_threads
-
-        task.value = decoder_threads(task.value)
-        return task
-
-
 def pipeline(log_dir: str = "") -> list[Stage[Num, Num]]:
     return [FanOut(), Square(), FailOn(bad=9, log_dir=log_dir), AddOffset(log_dir=log_dir)]
 
@@ -211,16 +197,6 @@ def test_ray_exception_without_error_attribute_fails_the_run(ray_runner: RayRunn
 
     with pytest.raises(Exception, match="no error field"):
         list(ray_runner.run([Boom()], [1, 2], progress=False))
-
-
-def test_auto_decoder_threads_are_the_ray_workers_cores(ray_runner: RayRunner) -> None:
-    # 0 (auto): one thread in a 1-CPU Ray worker, FFmpeg's own choice (0) in this process; a
-    # configured count is kept in both.
-    tasks = [Num(0), Num(0), Num(3)]
-    ray_out = sorted(t.value for t in ray_runner.run([DecoderThreads()], tasks, progress=False))
-    local = SequentialRunner().run([DecoderThreads()], [Num(0), Num(3)], progress=False)
-    here = sorted(t.value for t in local)
-    assert (ray_out, here) == ([1, 1, 3], [0, 3])
 
 
 def test_rows_per_call_grows_with_the_window_not_past_the_balance() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pipelines.decode import DecodeError, DecodeResult, decode_video
-from pipelines.stage import Resources, Stage, assigned_cpus, unhashed, worker_cores
+from pipelines.stage import Resources, Stage, unhashed
 from pipelines.tasks import VideoTask
 
 
@@ -20,7 +20,7 @@ class DecodeConfig:
     sparse_fps: float = 2.0  # the decode pass's sparse frames for the scorers, per second
     sparse_width: int = 256  # ... their width, px
     sparse_height: int = 144  # ... and height, px
-    threads: int = unhashed(0)  # 0: the Ray worker's cores, else FFmpeg's choice (decoder_threads)
+    threads: int = unhashed(0)  # 0 = let FFmpeg decide
 
     # (low, high, low exclusive) by field, checked at load (pipelines/config_check.py; others: >= 0)
     RANGES: ClassVar[dict[str, tuple[float | None, float | None, bool]]] = {
@@ -50,7 +50,7 @@ class Decode(DecodeConfig, Stage[VideoTask, VideoTask]):
     def decode_args(self) -> dict[str, object]:
         """``decode_video``'s keyword arguments from this configuration."""
         return {"sparse_fps": self.sparse_fps, "sparse_size": (self.sparse_width, self.sparse_height),
-                "threads": decoder_threads(self.threads)}
+                "threads": self.threads}
 
     def process(self, task: VideoTask) -> VideoTask:
         video = task.video
@@ -63,23 +63,6 @@ class Decode(DecodeConfig, Stage[VideoTask, VideoTask]):
             return task
         record_decode(task, result)
         return task
-
-
-def decoder_threads(configured: int) -> int:
-    """FFmpeg decoder threads for ``decode.threads``: a count as set; 0 is the cores Ray gave this
-    worker (one for the 1-CPU decoding workers of a 2-core machine), and outside a Ray worker 0
-    still, FFmpeg's choice (a thread per core of the machine, plus one).
-
-    FFmpeg's frame threads cost CPU: on the dev set + the 5-min 720p file, the decode pass took
-    35.8 CPU s with FFmpeg's threads and 28.6 with one (in one process, 22.8 and 28.6 s wall). A
-    Ray worker with one CPU shares the machine with as many workers as cores, so its extra
-    threads only take cores from its neighbour: the split step of ``vidloom bench curate --real``
-    (Ray, 2 CPUs) ran 44.4 and 42.7 s with FFmpeg's choice, 41.6 and 41.5 s with one thread
-    (alternating runs, not stored). Threads change how fast frames come, never which: every
-    decoded frame is the same."""
-    if configured > 0:
-        return configured
-    return worker_cores() if assigned_cpus() else 0
 
 
 def record_decode(task: VideoTask, result: DecodeResult) -> None:
