@@ -57,24 +57,19 @@ class Resources:
     actors: bool = False
 
 
-def assigned_cpus() -> float | None:
-    """The CPUs Ray assigned to the worker this runs in; None outside a Ray worker (the
-    sequential runner, the driver), where nothing limits a stage to a share of the machine."""
-    ray = sys.modules.get("ray")  # never imported here: a process without Ray is not a worker
-    if ray is None or not ray.is_initialized():
-        return None
-    try:
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    except Exception:  # noqa: BLE001 - the driver, or a Ray that has no runtime context yet
-        return None
-    return float(cpus) if cpus else None
-
-
 def worker_cores() -> int:
     """The whole cores this worker may use: what Ray assigned to it (a fraction counts as one),
-    else the process's CPU affinity."""
-    cpus = assigned_cpus()
-    return max(1, int(cpus)) if cpus else max(1, len(os.sched_getaffinity(0)))
+    else the process's CPU affinity. Ray is never imported here: a process without it is not a
+    Ray worker."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except Exception:  # noqa: BLE001 - the driver, or a Ray without a runtime context yet
+            cpus = None
+        if cpus:
+            return max(1, int(cpus))
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 class Stage(ABC, Generic[In, Out]):

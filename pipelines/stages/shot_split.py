@@ -18,7 +18,7 @@ import numpy as np
 from curation.schema import Shot
 from pipelines import shot_detect as sd
 from pipelines.shot_transitions import DETECTORS, detect_transitions  # noqa: F401  (detect_transitions re-exported)
-from pipelines.stage import Resources, Stage, unhashed
+from pipelines.stage import Resources, Stage, unhashed, worker_cores
 from pipelines.tasks import VideoTask
 from pipelines.transnet import PRECISIONS
 
@@ -145,7 +145,6 @@ class ShotSplit(SplitConfig, Stage[VideoTask, VideoTask]):
     def _decode_and_split(self, task: VideoTask) -> VideoTask:
         from pipelines.decode import DecodeError, load_timeline
         from pipelines.split_stream import decode_and_detect
-        from pipelines.stage import worker_cores
         from pipelines.stages.decode_stage import record_decode
 
         video = task.video
